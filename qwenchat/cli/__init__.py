@@ -1,0 +1,58 @@
+"""Command-line entry point: `qwenchat` (the TUI) and its subcommands.
+
+`main()` turns every error a user can act on into a message and an exit status:
+0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl+C), 141 output pipe closed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from qwenchat.cli.app import app, report_error
+
+# Command modules register themselves on `app` when imported.
+# (command modules are imported below this line)
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    from qwenchat.engine.errors import EngineError
+    from qwenchat.errors import QwenchatError
+
+    try:
+        rv = app(args=argv, prog_name="qwenchat", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.stderr.write("\ninterrupted\n")
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except QwenchatError as e:
+        report_error(e)
+        return e.exit_code
+    except EngineError as e:
+        report_error(e)
+        return 1
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    return rv if isinstance(rv, int) else 0
+
+
+def _silence_stdout() -> None:
+    # The reader went away (`| head -1`): point stdout at /dev/null so the interpreter's
+    # final flush does not raise a second BrokenPipeError at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

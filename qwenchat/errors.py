@@ -1,0 +1,41 @@
+"""Errors a user can act on, raised by the layers outside the engine (store, hub, config).
+
+Each carries a message that names the problem and a hint that names the fix. The CLI and the
+TUI show them as they are; anything else reaching the top is a bug.
+The engine has its own base (`qwenchat.engine.errors.EngineError`) of the same shape, because
+the engine imports nothing from the rest of qwenchat.
+"""
+
+from __future__ import annotations
+
+
+class QwenchatError(Exception):
+    """Something the user can fix: `message` says what is wrong, `hint` how to fix it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(QwenchatError):
+    """The command line itself is wrong (exit status 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(QwenchatError):
+    """The config file or an environment variable holds an invalid value."""
+
+
+class StoreError(QwenchatError):
+    """The history database cannot be opened, read or written."""
+
+
+class HubError(QwenchatError):
+    """A model cannot be found, downloaded or verified."""

@@ -1,0 +1,53 @@
+"""Where qwenchat keeps its files.
+
+`QWENCHAT_HOME` overrides the root of everything (tests set it); otherwise the platform's user
+data and config directories (platformdirs). Models downloaded from the Hub live in the standard
+Hugging Face cache (HF_HOME / HF_HUB_CACHE), not here, so other tools share them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP_NAME = "qwenchat"
+
+
+def _home() -> Path | None:
+    value = os.environ.get("QWENCHAT_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def data_dir() -> Path:
+    home = _home()
+    if home is not None:
+        return home / "data"
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def config_dir() -> Path:
+    home = _home()
+    if home is not None:
+        return home / "config"
+    from platformdirs import user_config_path
+
+    return user_config_path(APP_NAME, appauthor=False)
+
+
+def config_file() -> Path:
+    return config_dir() / "config.toml"
+
+
+def database_file() -> Path:
+    return data_dir() / "history.db"
+
+
+def imported_models_dir() -> Path:
+    """Models converted by `qwenchat import` (GGUF -> HF-format directories)."""
+    return data_dir() / "models"
+
+
+def user_themes_dir() -> Path:
+    return config_dir() / "themes"
