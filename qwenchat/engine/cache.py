@@ -1,0 +1,58 @@
+"""A preallocated key/value cache for one conversation.
+
+Buffers for the whole context window are reserved once with `torch.empty` (on the CPU the OS
+commits pages only as they are written, so a 32K window costs memory only as it fills). The
+model writes new keys/values in place; nothing is concatenated or reallocated per token.
+`tokens` records which token ids the cache holds, so the next turn can reuse the longest common
+prefix and prefill only what changed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(
+        self,
+        n_layers: int,
+        n_kv_heads: int,
+        head_dim: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        shape = (n_layers, 1, n_kv_heads, max_len, head_dim)  # (L, B, Hkv, S, D)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.tokens: list[int] = []
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def update(
+        self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, Hkv, T, D) at positions pos.. and return the keys/values 0..pos+T."""
+        end = pos + k.shape[2]
+        self.k[layer, :, :, pos:end] = k
+        self.v[layer, :, :, pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def trim(self, length: int) -> None:
+        """Forget everything after the first `length` tokens (the buffers are simply reused)."""
+        del self.tokens[length:]
+
+    def reset(self) -> None:
+        self.tokens.clear()
+
+    def common_prefix(self, ids: list[int]) -> int:
+        """How many leading ids of `ids` the cache already holds."""
+        n = 0
+        for cached, new in zip(self.tokens, ids):
+            if cached != new:
+                break
+            n += 1
+        return n
