@@ -15,6 +15,7 @@ from qwenchat.cli.app import app, report_error
 
 # Command modules register themselves on `app` when imported.
 # (command modules are imported below this line)
+from qwenchat.cli import history as _history, config_cmd as _config_cmd  # noqa: E402,F401
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141

@@ -1,0 +1,77 @@
+"""`qwenchat config path|show|get|set|unset`: the TOML settings file from the shell.
+
+`show` prints valid TOML: each effective value with where it comes from (the file or an
+environment variable) as a comment. `set` validates before writing, so the file never holds a
+value qwenchat would refuse at start-up. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from qwenchat import config
+from qwenchat.cli.app import app
+
+config_app = typer.Typer(help="Show and change settings (the config file).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _path():
+    from qwenchat.paths import config_file
+
+    return config_file()
+
+
+@config_app.command("path")
+def path() -> None:
+    """Print where the config file lives (it may not exist yet)."""
+    typer.echo(str(_path()))
+
+
+@config_app.command("show")
+def show() -> None:
+    """Print the effective settings (file < environment), with where each comes from."""
+    p = _path()
+    found = config.sources(path=p)
+    typer.echo(f"# {p}{'' if p.exists() else ' (not created yet)'}")
+    for key in config.KEYS:
+        if key in found:
+            value, source = found[key]
+            origin = "config file" if source == "file" else f"environment {source}"
+            typer.echo(f"{key} = {config.toml_value(value)}  # {origin}")
+        else:
+            typer.echo(f"# {key} is not set (default)")
+
+
+@config_app.command("get")
+def get(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
+    """Print one effective value (empty output and exit status 1 when unset)."""
+    key = config.check_key(key, "config get")
+    found = config.sources(path=_path())
+    if key not in found:
+        sys.stderr.write(f"{key} is not set\n")
+        raise typer.Exit(1)
+    typer.echo(str(found[key][0]))
+
+
+@config_app.command("set")
+def set_(
+    key: Annotated[str, typer.Argument(metavar="KEY")],
+    value: Annotated[str, typer.Argument(metavar="VALUE")],
+) -> None:
+    """Validate VALUE and store it under KEY in the config file."""
+    stored = config.set_value(key, value, path=_path())
+    sys.stderr.write(f"{key} = {config.toml_value(stored)}  (in {_path()})\n")
+    var = config.ENV_VARS.get(key)
+    if var and config.read_env().get(key) is not None:
+        sys.stderr.write(f"note: {var} is set in the environment and overrides this value\n")
+
+
+@config_app.command("unset")
+def unset(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
+    """Remove KEY from the config file (its default applies again)."""
+    removed = config.unset_value(key, path=_path())
+    sys.stderr.write(f"{key} {'removed' if removed else 'was not set'}\n")
