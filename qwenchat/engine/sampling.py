@@ -1,0 +1,257 @@
+"""Next-token sampling: turn one step's logits into one token id.
+
+Contract
+--------
+`SamplingParams` holds the user's settings; `validate()` raises `SettingsError` naming the
+setting, the value and what is allowed. `Sampler(params, vocab_size, device)` is built once per
+generation setting and then used per reply:
+
+    sampler.reset(prompt_ids)        # start of a reply: presence set + re-seeded generator
+    tok = sampler(logits)            # (V,) float32 on `device` -> 0-d int64 on `device`
+
+Processing follows transformers' order and semantics exactly (tests compare against its
+processors):
+
+    repetition penalty -> temperature -> top-k -> top-p -> min-p -> torch.multinomial
+
+- repetition penalty: over every distinct token seen so far (prompt + context + generated);
+  positive logits are divided by the penalty, negative ones multiplied.
+- temperature 0 means greedy: argmax after the repetition penalty; the other stages are moot.
+- top-k keeps every token scoring >= the k-th best (ties at the boundary survive).
+- top-p sorts ascending and removes tokens whose cumulative probability is <= 1 - p, always
+  keeping the most likely one (transformers' TopPLogitsWarper, ties and edges included).
+- min-p keeps tokens with probability >= min_p * the top probability.
+
+Stages that are off are not run at all. `__call__` runs once per decoded token, so it never
+syncs with the host (no `.item()`, no Python loop over the vocabulary, no `unique` over a
+growing history): the presence set is a preallocated boolean mask of size V updated in place.
+The vocabulary may be wider than the tokenizer (padding rows); nothing special-cases that.
+
+Reproducibility: with a seed, the same logits sequence yields the same tokens every run (on
+the same device type); `reset` re-seeds, so each reply with a given seed starts identically.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from qwenchat.engine.errors import SettingsError
+
+_NEG_INF = float("-inf")
+# torch.Generator.manual_seed takes an unsigned 64-bit seed.
+_MAX_SEED = 2**64 - 1
+
+Stage = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0  # 0 = greedy (argmax after the repetition penalty)
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # 1.0 = off
+    seed: int | None = None  # None = fresh entropy at every reset
+
+    def validate(self) -> None:
+        """Raise SettingsError for the first invalid setting."""
+        t = self.temperature
+        if not _is_real(t) or not math.isfinite(t) or t < 0:
+            raise SettingsError(
+                f"temperature must be a finite number >= 0, got {t!r}",
+                "use 0 for greedy (deterministic) output, around 0.7 for chat",
+            )
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise SettingsError(
+                f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}",
+                "typical values are 20-50; use 0 to disable",
+            )
+        # Written as `not (lo < x <= hi)` so NaN is rejected too.
+        if not _is_real(self.top_p) or not (0 < self.top_p <= 1):
+            raise SettingsError(
+                f"top_p must be a number in (0, 1] (1 = off), got {self.top_p!r}",
+                "typical values are 0.8-0.95; use 1 to disable",
+            )
+        if not _is_real(self.min_p) or not (0 <= self.min_p <= 1):
+            raise SettingsError(
+                f"min_p must be a number in [0, 1] (0 = off), got {self.min_p!r}",
+                "typical values are 0.05-0.1; use 0 to disable",
+            )
+        rp = self.repetition_penalty
+        if not _is_real(rp) or not math.isfinite(rp) or not rp > 0:
+            raise SettingsError(
+                f"repetition_penalty must be a finite number > 0 (1 = off), got {rp!r}",
+                "values slightly above 1 (e.g. 1.05) discourage repeats; use 1 to disable",
+            )
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
+            raise SettingsError(
+                f"seed must be an integer in [0, 2**64 - 1] or unset, got {self.seed!r}",
+                "any non-negative integer works, e.g. 42; leave it unset for random output",
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _is_real(x: object) -> bool:
+    # bool is an int subclass; `temperature=True` is a caller bug, not a setting.
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# --- apply-functions: (V,) logits in, (V,) logits out; -inf marks a removed token -----------
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, presence: torch.Tensor, penalty: float
+) -> torch.Tensor:
+    # Dividing a negative logit would raise it, so negatives are multiplied instead.
+    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(presence, penalized, logits)
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits / temperature
+
+
+def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    # Threshold at the k-th best value (not "exactly k tokens"): ties at the boundary stay,
+    # as in transformers. Slicing keeps the threshold on the device (no .item()).
+    kth = torch.topk(logits, k).values[-1:]
+    return logits.masked_fill(logits < kth, _NEG_INF)
+
+
+def apply_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    # Same computation as transformers' TopPLogitsWarper, ascending sort included: the
+    # float32 cumulative sums and the `<=` decide edge cases, so the set kept is identical.
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative <= (1 - top_p)
+    remove_sorted[-1:] = False  # the most likely token always survives
+    remove = remove_sorted.scatter(0, sorted_idx, remove_sorted)
+    return logits.masked_fill(remove, _NEG_INF)
+
+
+def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    probs = torch.softmax(logits, dim=-1)
+    # min_p <= 1, so the top token always passes its own threshold.
+    threshold = min_p * probs.amax(dim=-1, keepdim=True)
+    return logits.masked_fill(probs < threshold, _NEG_INF)
+
+
+def keep_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Greedy as a distribution: everything but the (first) argmax becomes -inf."""
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep.scatter_(0, torch.argmax(logits).view(1), True)
+    return logits.masked_fill(~keep, _NEG_INF)
+
+
+# --- the sampler -----------------------------------------------------------------------------
+
+
+class Sampler:
+    """Composes the active apply-functions for one `SamplingParams` and samples from them."""
+
+    def __init__(
+        self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu"
+    ) -> None:
+        params.validate()
+        if not _is_int(vocab_size) or vocab_size <= 0:
+            raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+        self.params = params
+        self.vocab_size = vocab_size
+        self.device = torch.device(device)
+        # Presence set as a mask so recording a token is one in-place scatter on the device.
+        self._presence = torch.zeros(vocab_size, dtype=torch.bool, device=self.device)
+        self._generator = torch.Generator(device=self.device)
+        self._seed = 0
+        self._penalize = params.repetition_penalty != 1.0
+        self._penalty_stages = self._build_penalty_stages()
+        self._warp_stages = self._build_warp_stages()
+        self.reset(())
+
+    def _build_penalty_stages(self) -> tuple[Stage, ...]:
+        if not self._penalize:
+            return ()
+        return (
+            partial(
+                apply_repetition_penalty,
+                presence=self._presence,
+                penalty=self.params.repetition_penalty,
+            ),
+        )
+
+    def _build_warp_stages(self) -> tuple[Stage, ...]:
+        p = self.params
+        if p.greedy:
+            return ()  # the distribution is a point mass; nothing else matters
+        stages: list[Stage] = []
+        if p.temperature != 1.0:
+            stages.append(partial(apply_temperature, temperature=p.temperature))
+        # top_k >= V keeps everything (transformers clamps k to V), so it is off too.
+        if 0 < p.top_k < self.vocab_size:
+            stages.append(partial(apply_top_k, k=p.top_k))
+        if p.top_p < 1.0:
+            stages.append(partial(apply_top_p, top_p=p.top_p))
+        if p.min_p > 0.0:
+            stages.append(partial(apply_min_p, min_p=p.min_p))
+        return tuple(stages)
+
+    @property
+    def seed(self) -> int:
+        """The seed used by the last `reset` (params.seed, or the fresh one drawn)."""
+        return self._seed
+
+    def reset(self, context_ids: Sequence[int]) -> None:
+        """Start a reply: presence set = distinct ids of prompt + context; re-seed."""
+        self._presence.zero_()
+        if self._penalize:
+            # Ids the model cannot output (beyond its vocab) cannot be penalized; transformers
+            # drops them the same way. Host-side work, once per reply, is fine here.
+            ids = sorted({int(i) for i in context_ids})
+            if ids and ids[0] < 0:
+                raise ValueError(f"token ids must be >= 0, got {ids[0]}")
+            ids = [i for i in ids if i < self.vocab_size]
+            if ids:
+                index = torch.tensor(ids, dtype=torch.long, device=self.device)
+                self._presence.index_fill_(0, index, True)
+        seed = self.params.seed
+        self._seed = secrets.randbits(63) if seed is None else seed
+        self._generator.manual_seed(self._seed)
+
+    def _penalized(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()  # no-op for float32; half-precision logits are warped in float32
+        for stage in self._penalty_stages:
+            logits = stage(logits)
+        return logits
+
+    def warp(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) logits -> the logits actually sampled from (-inf = removed). Pure: records
+        nothing. In greedy mode only the argmax survives."""
+        logits = self._penalized(logits)
+        if self.params.greedy:
+            return keep_argmax(logits)
+        for stage in self._warp_stages:
+            logits = stage(logits)
+        return logits
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) logits -> 0-d int64 token id on the same device; records it as seen."""
+        if self.params.greedy:
+            token = torch.argmax(self._penalized(logits))
+        else:
+            probs = torch.softmax(self.warp(logits), dim=-1)
+            token = torch.multinomial(probs, 1, generator=self._generator).view(())
+        if self._penalize:
+            self._presence.index_fill_(0, token.view(1), True)
+        return token
