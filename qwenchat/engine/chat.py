@@ -1,0 +1,215 @@
+"""`ChatEngine`: a loaded model ready to chat, the engine's one public entry point.
+
+It owns the network, the tokenizer, the chat template and one KV cache. Each `chat()` call
+renders the whole conversation, drops the oldest turns if the context window is too small,
+and prefills only the tokens after the longest common prefix with what the cache holds (the
+previous turns, the reply generated last time), so a follow-up costs only its new tokens, and
+edits or regenerations of earlier messages follow the same rule. `complete()` continues raw text
+(base models). Both yield `Chunk` records, then one `Reply`.
+
+The engine takes a local HF-format directory; finding or downloading models is not its business.
+One `ChatEngine` serves one conversation at a time from one thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from qwenchat.engine.cache import KVCache
+from qwenchat.engine.config import Qwen2Config
+from qwenchat.engine.device import Placement, choose
+from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
+from qwenchat.engine.generate import Chunk, GenerationSettings, Reply, stream
+from qwenchat.engine.generation_config import GenerationDefaults
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.template import ChatTemplate
+from qwenchat.engine.tokenizer import Tokenizer
+from qwenchat.engine.weights import load_state_dict
+
+DEFAULT_MAX_NEW_TOKENS = 4096
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Per-request overrides of the model's generation defaults; None keeps the default."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    path: Path
+    device: str
+    dtype: str
+    placement_reason: str
+    context_window: int
+    has_chat_template: bool
+    load_s: float
+
+
+class ChatEngine:
+    def __init__(
+        self,
+        model: Qwen2ForCausalLM,
+        tokenizer: Tokenizer,
+        template: ChatTemplate | None,
+        defaults: GenerationDefaults,
+        cache: KVCache,
+        info: EngineInfo,
+    ) -> None:
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.defaults, self.cache, self.info = defaults, cache, info
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | str,
+        device: str | None = "auto",
+        dtype: str | None = "auto",
+        max_context: int | None = None,
+    ) -> "ChatEngine":
+        t0 = time.perf_counter()
+        model_dir = Path(model_dir)
+        placement: Placement = choose(device, dtype)
+        cfg = Qwen2Config.from_file(model_dir / "config.json")
+        window = _context_window(cfg, max_context)
+        tokenizer = Tokenizer.from_dir(model_dir)
+        template = ChatTemplate.from_dir(model_dir, tokenizer.special_tokens)
+        defaults = GenerationDefaults.from_dir(model_dir, extra_eos=(tokenizer.eos_token_id,))
+        state = load_state_dict(model_dir, cfg, placement.dtype)
+        model = Qwen2ForCausalLM.from_state_dict(cfg, state, placement.device, window)
+        del state
+        cache = KVCache(
+            cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, window, placement.dtype, placement.device
+        )
+        info = EngineInfo(
+            name=model_dir.name,
+            path=model_dir,
+            device=str(placement.device),
+            dtype=placement.dtype_name,
+            placement_reason=placement.reason,
+            context_window=window,
+            has_chat_template=template is not None,
+            load_s=time.perf_counter() - t0,
+        )
+        return cls(model, tokenizer, template, defaults, cache, info)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        options: GenerateOptions | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk | Reply]:
+        """Stream the assistant's reply to `messages` (role/content dicts, oldest first)."""
+        settings = self.settings(options)
+        ids, dropped = self.chat_prompt(messages, reserve=self.reply_reserve(settings))
+        return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel, dropped)
+
+    def complete(
+        self, text: str, options: GenerateOptions | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[Chunk | Reply]:
+        """Stream a raw continuation of `text` (no chat template): the mode for base models."""
+        settings = self.settings(options)
+        ids = self.tokenizer.encode_plain(text)
+        if not ids:
+            raise SettingsError("the prompt is empty", "give some text to continue")
+        self._check_fits(len(ids), self.reply_reserve(settings), "the prompt")
+        return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel)
+
+    # -- building blocks --------------------------------------------------------------------
+
+    def settings(self, options: GenerateOptions | None) -> GenerationSettings:
+        """The model's defaults with the request's overrides applied, validated."""
+        options = options or GenerateOptions()
+        overrides = {
+            k: getattr(options, k)
+            for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+            if getattr(options, k) is not None
+        }
+        sampling = replace(self.defaults.sampling, **overrides)
+        sampling.validate()
+        max_new = options.max_new_tokens or self.defaults.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        if max_new <= 0:
+            raise SettingsError(f"max_new_tokens is {max_new}; it must be at least 1")
+        return GenerationSettings(sampling, max_new, self.defaults.eos_ids, tuple(options.stop))
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        if self.template is None:
+            raise TemplateError(
+                f"model {self.info.name} has no chat template",
+                "this looks like a base model: use raw completion (--raw), or pick an instruct model",
+            )
+        return self.template.render([dict(m) for m in messages], add_generation_prompt=add_generation_prompt)
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        rendered = self.render(messages)
+        return self.tokenizer.encode_chat(rendered, [m.get("content", "") for m in messages])
+
+    def chat_prompt(self, messages: Sequence[Message], reserve: int) -> tuple[list[int], int]:
+        """Token ids of the conversation and how many old messages were left out to fit.
+
+        Whole turns are dropped, oldest first, keeping the system prompt and the last message.
+        """
+        if not messages:
+            raise SettingsError("the conversation is empty", "send a message")
+        msgs = list(messages)
+        head = msgs[:1] if msgs[0].get("role") == "system" else []
+        body = msgs[len(head) :]
+        dropped = 0
+        while True:
+            ids = self.encode_chat(head + body)
+            if len(ids) + reserve <= self.info.context_window or len(body) <= 1:
+                break
+            n = _first_turn_length(body)
+            body, dropped = body[n:], dropped + n
+        self._check_fits(len(ids), reserve, "the conversation's last message")
+        return ids, dropped
+
+    def reset_cache(self) -> None:
+        self.cache.reset()
+
+    def reply_reserve(self, settings: GenerationSettings) -> int:
+        # room kept for the reply when fitting a prompt; a quarter of the window at most
+        return max(1, min(settings.max_new_tokens, self.info.context_window // 4))
+
+    def _check_fits(self, n_tokens: int, reserve: int, what: str) -> None:
+        window = self.info.context_window
+        if n_tokens + reserve > window:
+            raise ContextOverflowError(
+                f"{what} needs {n_tokens} tokens (plus {reserve} for the reply), "
+                f"but the context window holds {window}",
+                "shorten the input, lower --max-tokens, or raise the context limit (up to the model's maximum)",
+            )
+
+
+def _context_window(cfg: Qwen2Config, max_context: int | None) -> int:
+    if max_context is None:
+        return cfg.max_position_embeddings
+    if max_context < 16:
+        raise SettingsError(f"context limit {max_context} is too small", "use at least 16 tokens")
+    return min(max_context, cfg.max_position_embeddings)
+
+
+def _first_turn_length(body: list[Message]) -> int:
+    """Length of the oldest turn: a message and the replies up to the next user message."""
+    n = 1
+    while n < len(body) - 1 and body[n].get("role") != "user":
+        n += 1
+    return n

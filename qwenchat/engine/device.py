@@ -1,0 +1,93 @@
+"""Choosing where and at what precision the model runs.
+
+auto: CUDA, then MPS, then CPU. Default dtype: bf16 on CUDA (fp16 where the GPU lacks bf16),
+fp16 on MPS, fp32 on CPU, because bf16 matrix products are several times slower on CPUs without
+native bf16 units. Every choice comes with a reason the user can read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from qwenchat.engine.errors import SettingsError
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype
+    reason: str
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES[self.dtype]
+
+
+def choose(device: str | None = "auto", dtype: str | None = "auto") -> Placement:
+    dev, dev_reason = _device(device or "auto")
+    dt, dt_reason = _dtype(dev, dtype or "auto")
+    return Placement(dev, dt, f"{dev_reason}; {dt_reason}")
+
+
+def _device(requested: str) -> tuple[torch.device, str]:
+    req = requested.strip().lower()
+    if req == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda"), f"CUDA GPU found ({torch.cuda.get_device_name(0)})"
+        if _mps_available():
+            return torch.device("mps"), "Apple GPU (MPS) found"
+        return torch.device("cpu"), "no GPU found, running on the CPU"
+    if req == "cpu":
+        return torch.device("cpu"), "CPU requested"
+    if req == "cuda" or req.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise SettingsError(
+                f"device {requested!r} requested, but this torch build sees no CUDA GPU",
+                "use --device auto or cpu, or install a CUDA build of torch",
+            )
+        try:
+            dev = torch.device(req)
+        except RuntimeError as e:
+            raise SettingsError(f"invalid device {requested!r}: {e}", "use cuda or cuda:N") from e
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingsError(
+                f"device {requested!r} requested, but only {torch.cuda.device_count()} CUDA device(s) exist",
+                f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
+            )
+        return dev, f"{req} requested"
+    if req == "mps":
+        if not _mps_available():
+            raise SettingsError("device 'mps' requested, but MPS is not available", "use --device auto or cpu")
+        return torch.device("mps"), "MPS requested"
+    raise SettingsError(f"unknown device {requested!r}", "use one of: auto, cpu, cuda, cuda:N, mps")
+
+
+def _dtype(device: torch.device, requested: str) -> tuple[torch.dtype, str]:
+    req = requested.strip().lower()
+    if req != "auto":
+        if req not in DTYPES:
+            raise SettingsError(
+                f"unknown dtype {requested!r}", "use one of: auto, float32, bfloat16, float16 (fp32, bf16, fp16)"
+            )
+        return DTYPES[req], f"{DTYPE_NAMES[DTYPES[req]]} requested"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "bfloat16 on CUDA"
+        return torch.float16, "float16 (this GPU lacks bfloat16)"
+    if device.type == "mps":
+        return torch.float16, "float16 on MPS"
+    return torch.float32, "float32 on CPU (bfloat16 matrix products are slow on most CPUs)"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())

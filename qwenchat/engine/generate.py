@@ -1,0 +1,213 @@
+"""Token generation on top of the model and its KV cache, as a ladder of small verbs:
+`prefill` (feed prompt tokens in chunks) -> `decode_step` (feed one token) -> `stream` (a
+generator yielding a typed record per text chunk, then one `Reply`).
+
+Nothing here prints, parses arguments or knows about chat templates; `chat.py` builds prompts.
+Cancellation comes from another thread through a `threading.Event`, checked before every step,
+so a reply stops within one token and the cache stays consistent: `cache.tokens` always names
+exactly the tokens whose keys/values are stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from qwenchat.engine.cache import KVCache
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.sampling import Sampler, SamplingParams
+from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
+
+FinishReason = Literal["stop", "length", "cancelled"]
+PREFILL_CHUNK = 512  # bounds the attention-score memory of a long prompt
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of the reply's text, safe to show (never a broken character)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    cached_tokens: int  # reused from the KV cache
+    prefilled_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    ttft_s: float  # request start -> first token sampled (includes prefill)
+    prefill_s: float
+    decode_s: float
+    prefill_tok_s: float
+    decode_tok_s: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The end of a stream: the whole text and how generation went."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    token_ids: list[int] = field(default_factory=list)
+    dropped_messages: int = 0  # older turns left out to fit the context window
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    sampling: SamplingParams
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    stop: tuple[str, ...] = ()
+
+
+def prefill(
+    model: Qwen2ForCausalLM, cache: KVCache, ids: Sequence[int], cancel: threading.Event | None = None
+) -> torch.Tensor | None:
+    """Feed `ids` after what the cache holds; returns the last position's logits (V,), or None if
+    cancelled between chunks (the cache then holds the chunks already fed)."""
+    device = cache.k.device
+    logits = None
+    for start in range(0, len(ids), PREFILL_CHUNK):
+        if cancel is not None and cancel.is_set():
+            return None
+        chunk = list(ids[start : start + PREFILL_CHUNK])
+        pos = cache.length
+        logits = model(torch.tensor([chunk], device=device), cache, pos)[0, -1]
+        cache.tokens.extend(chunk)
+    return logits
+
+
+def decode_step(model: Qwen2ForCausalLM, cache: KVCache, token: torch.Tensor) -> torch.Tensor:
+    """Feed one sampled token (a 0-d tensor on the model's device); returns the next logits (V,)."""
+    pos = cache.length
+    logits = model(token.view(1, 1), cache, pos)[0, -1]
+    cache.tokens.append(int(token))
+    return logits
+
+
+def stream(
+    model: Qwen2ForCausalLM,
+    cache: KVCache,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    settings: GenerationSettings,
+    cancel: threading.Event | None = None,
+    dropped_messages: int = 0,
+) -> Iterator[Chunk | Reply]:
+    """Generate a reply to `prompt_ids`, reusing the longest common prefix the cache holds."""
+    t0 = time.perf_counter()
+    cached = min(cache.common_prefix(prompt_ids), len(prompt_ids) - 1)  # prefill at least one token
+    cache.trim(cached)
+    new_ids = prompt_ids[cached:]
+    budget = min(settings.max_new_tokens, cache.max_len - len(prompt_ids))
+    sampler = Sampler(settings.sampling, model.config.vocab_size, cache.k.device)
+    sampler.reset(prompt_ids)
+    decoder = StreamDecoder(tokenizer)
+    stops = StopMatcher(settings.stop)
+    out: list[int] = []
+    finish: FinishReason = "length"
+    t_first: float | None = None
+
+    logits = prefill(model, cache, new_ids, cancel)
+    t_prefill_end = time.perf_counter()
+    if logits is None:
+        finish = "cancelled"
+    while logits is not None and len(out) < budget:
+        if cancel is not None and cancel.is_set():
+            finish = "cancelled"
+            break
+        token = sampler(logits)
+        tid = int(token)  # the one host sync per token: stop checks and detokenization need it
+        if t_first is None:
+            t_first = time.perf_counter()
+        if tid in settings.eos_ids:
+            finish = "stop"
+            break
+        out.append(tid)
+        text, hit = stops.feed(decoder.push(tid))
+        if text:
+            yield Chunk(text)
+        if hit:
+            finish = "stop"
+            break
+        if len(out) < budget:
+            logits = decode_step(model, cache, token)
+
+    if not stops.hit:
+        tail, _ = stops.feed(decoder.flush(), final=True)
+        if tail:
+            yield Chunk(tail)
+    t_end = time.perf_counter()
+    t_first = t_first or t_end
+    yield Reply(
+        text=stops.text,
+        finish_reason=finish,
+        usage=Usage(len(prompt_ids), cached, len(new_ids), len(out)),
+        timings=_timings(t0, t_prefill_end, t_first, t_end, len(new_ids), len(out)),
+        token_ids=out,
+        dropped_messages=dropped_messages,
+    )
+
+
+def _timings(t0: float, t_prefill: float, t_first: float, t_end: float, prefilled: int, decoded: int) -> Timings:
+    prefill_s, decode_s = t_prefill - t0, t_end - t_first
+    return Timings(
+        ttft_s=t_first - t0,
+        prefill_s=prefill_s,
+        decode_s=decode_s,
+        prefill_tok_s=prefilled / prefill_s if prefill_s > 0 else 0.0,
+        # the first token comes out of prefill; decode speed counts the ones after it
+        decode_tok_s=(decoded - 1) / decode_s if decoded > 1 and decode_s > 0 else 0.0,
+    )
+
+
+class StopMatcher:
+    """Cuts the text at the first stop string, holding back any tail that may start one, so a
+    stop string is never shown even when it arrives split across tokens."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.text = ""  # everything released so far
+        self._pending = ""
+        self.hit = False
+
+    def feed(self, piece: str, final: bool = False) -> tuple[str, bool]:
+        """Returns (text safe to release now, whether a stop string was found)."""
+        if self.hit:
+            return "", True
+        buf = self._pending + piece
+        if not self.stops:
+            self._pending = ""
+            return self._release(buf), False
+        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.hit = True
+            self._pending = ""
+            return self._release(buf[:cut]), True
+        keep = 0 if final else self._partial_suffix(buf)
+        self._pending = buf[len(buf) - keep :] if keep else ""
+        return self._release(buf[: len(buf) - keep]), False
+
+    def _partial_suffix(self, buf: str) -> int:
+        longest = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(buf)), longest, -1):
+                if buf.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _release(self, text: str) -> str:
+        self.text += text
+        return text

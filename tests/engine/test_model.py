@@ -1,0 +1,75 @@
+"""The network against transformers' Qwen2ForCausalLM on the same weights, fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.conftest import load_ours, new_cache
+
+VARIANTS = ["qwen25_05b", "qwen2_15b", "untied", "base"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("length", [1, 2, 17, 130, 600])
+def test_last_position_logits_match_transformers(tiny_models, reference_models, variant, length):
+    ours, cfg = load_ours(tiny_models[variant])
+    ref = reference_models[variant]
+    gen = torch.Generator().manual_seed(length)
+    ids = torch.randint(0, 480, (1, length), generator=gen)
+    with torch.no_grad():
+        expected = ref(ids).logits[0, -1]
+    got = ours(ids, new_cache(cfg), 0)[0, -1]
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_greedy_tokens_match_transformers_generate(tiny_models, reference_models, variant):
+    ours, cfg = load_ours(tiny_models[variant])
+    ref = reference_models[variant]
+    prompt = torch.randint(0, 480, (1, 23), generator=torch.Generator().manual_seed(7))
+    expected = reference_greedy(ref, prompt, 32)
+    cache = new_cache(cfg)
+    logits = ours(prompt, cache, 0)[0, -1]
+    got = []
+    for _ in range(32):
+        tok = int(logits.argmax())
+        got.append(tok)
+        logits = ours(torch.tensor([[tok]]), cache, 23 + len(got) - 1)[0, -1]
+    assert got == expected
+
+
+def test_tied_output_projection_shares_the_embedding(tiny_models):
+    ours, _ = load_ours(tiny_models["qwen25_05b"])
+    assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
+    untied, _ = load_ours(tiny_models["untied"])
+    assert untied.lm_head.weight.data_ptr() != untied.model.embed_tokens.weight.data_ptr()
+
+
+def test_incremental_prefill_equals_full_prefill(tiny_models):
+    """Chunks fed on top of a cache see exactly the causal context a full prefill sees."""
+    ours, cfg = load_ours(tiny_models["qwen2_15b"])
+    ids = torch.randint(0, 480, (1, 300), generator=torch.Generator().manual_seed(3))
+    full = ours(ids, new_cache(cfg), 0, last_only=False)[0]
+    cache = new_cache(cfg)
+    ours(ids[:, :120], cache, 0)
+    part = ours(ids[:, 120:299], cache, 120, last_only=False)[0]
+    last = ours(ids[:, 299:], cache, 299)[0, -1]
+    scale = full.abs().max().item()
+    assert (part - full[120:299]).abs().max().item() < 1e-4 * max(1.0, scale)
+    assert (last - full[299]).abs().max().item() < 1e-4 * max(1.0, scale)
+
+
+def reference_greedy(ref, prompt: torch.Tensor, n: int) -> list[int]:
+    """transformers' model decoding greedily with its own KV cache (generate() would also apply
+    the checkpoint's generation_config, e.g. its repetition penalty)."""
+    out, ids, past = [], prompt, None
+    with torch.no_grad():
+        for _ in range(n):
+            res = ref(ids, past_key_values=past, use_cache=True)
+            past = res.past_key_values
+            tok = int(res.logits[0, -1].argmax())
+            out.append(tok)
+            ids = torch.tensor([[tok]])
+    return out
