@@ -1,0 +1,283 @@
+"""`qwenchat ask`: one question, one streamed answer, pipe-friendly.
+
+The PROMPT argument is the instruction and piped stdin is the material: with both, the message
+is the instruction, a blank line, then the stdin text. The reply goes to stdout (plain text when
+stdout is not a terminal, rendered Markdown when it is); progress, warnings and usage go to
+stderr. Every exchange is saved in the history store unless --no-save.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from qwenchat.cli.app import app, warn
+from qwenchat.errors import UsageError
+
+if TYPE_CHECKING:
+    from qwenchat.engine.generate import Reply
+    from qwenchat.session import ChatSession, Turn
+
+
+@app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
+def ask(
+    prompt: Optional[str] = typer.Argument(None, help="The instruction. Piped stdin, if any, follows it."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, Hub repo id, local directory or .gguf file."),
+    system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt of a new conversation."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Use a saved system-prompt preset."),
+    cont: bool = typer.Option(False, "-c", "--continue", help="Continue the most recent conversation."),
+    cid: Optional[int] = typer.Option(None, "--cid", help="Continue the conversation with this id."),
+    no_save: bool = typer.Option(False, "-n", "--no-save", help="Store nothing in the history."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 = greedy."),
+    top_k: Optional[int] = typer.Option(None, "--top-k"),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    min_p: Optional[float] = typer.Option(None, "--min-p"),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to generate."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same seed and settings give the same text."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable)."),
+    raw: bool = typer.Option(False, "--raw", help="Raw text continuation, no chat template (base models)."),
+    truncate: Optional[str] = typer.Option(None, "--truncate", help="If the input is too long: 'head' drops its beginning, 'tail' its end."),
+    context_limit: Optional[int] = typer.Option(None, "--context-limit", help="Context window in tokens."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
+    plain: bool = typer.Option(False, "--plain", help="Plain text even on a terminal."),
+    no_stream: bool = typer.Option(False, "--no-stream", help="Print the reply when it is complete."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),
+    usage: bool = typer.Option(False, "-u", "--usage", help="Print token counts and speeds to stderr."),
+) -> None:
+    from qwenchat.config import load_settings
+
+    if truncate not in (None, "head", "tail"):
+        raise UsageError(f"--truncate is {truncate!r}", "use --truncate head or --truncate tail")
+    if cont and cid is not None:
+        raise UsageError("--continue and --cid both given", "use one of them")
+    if no_save and (cont or cid is not None):
+        raise UsageError("--no-save cannot continue a stored conversation", "drop --no-save or --continue/--cid")
+    text = compose_message(prompt, read_stdin())
+    flags = dict(model=model, device=device, dtype=dtype, context_limit=context_limit, temperature=temperature,
+                 top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+                 max_tokens=max_tokens, seed=seed)
+    settings = load_settings().merged(flags)
+    store = None if no_save else _open_store()
+    try:
+        session = _session(settings, store, system, preset, cont, cid, raw, tuple(stop))
+        text = _fit(session, text, truncate)
+        turn = _run(session, text, pretty=_pretty(plain, as_json), stream=not (no_stream or as_json))
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        _print_json(session, turn)
+    if usage:
+        _print_usage(turn.reply, session.engine.info.load_s)
+
+
+def read_stdin() -> str | None:
+    """Piped stdin as text, or None when stdin is a terminal or empty (never waits on a tty)."""
+    stream = sys.stdin
+    if stream is None or stream.closed:
+        return None
+    try:
+        if stream.isatty():
+            return None
+        data = stream.buffer.read()
+    except (OSError, ValueError):
+        return None
+    if not data:
+        return None
+    if b"\x00" in data:
+        raise UsageError(
+            "stdin holds binary data (NUL bytes); qwenchat reads text",
+            "pipe text, e.g. extract it first (pdftotext, strings, ...)",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        warn(f"stdin is not valid UTF-8 (byte {e.start}); undecodable bytes were replaced with U+FFFD")
+        return data.decode("utf-8", errors="replace")
+
+
+def compose_message(prompt: str | None, material: str | None) -> str:
+    """The user message: instruction, a blank line, then the piped material."""
+    if prompt is not None and not prompt.strip() and material is None:
+        raise UsageError("the prompt is empty", 'give a question: qwenchat ask "..."')
+    if prompt is None and material is None:
+        raise UsageError(
+            "nothing to ask: give a PROMPT argument or pipe text on stdin",
+            'qwenchat ask "question"   or   cat file | qwenchat ask "summarise this"',
+        )
+    if prompt is None:
+        return material  # type: ignore[return-value]
+    if material is None:
+        return prompt
+    return f"{prompt}\n\n{material}"
+
+
+def _open_store():
+    from qwenchat.store import Store
+
+    return Store.open()
+
+
+def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSession":
+    from qwenchat.session import ChatSession, load_engine, options_from_settings
+
+    if preset is not None:
+        if store is None:
+            from qwenchat.store import Store
+
+            with Store.open() as s:
+                system = s.get_preset(preset).text
+        else:
+            system = store.get_preset(preset).text
+    conversation = None
+    if store is not None and (cont or cid is not None):
+        conversation = store.get_conversation(cid) if cid is not None else store.latest_conversation()
+        if conversation is None:
+            raise UsageError("there is no conversation to continue yet", 'start one: qwenchat ask "..."')
+        if settings.model is None:
+            settings = settings.merged({"model": conversation.model})
+    engine, label = _load(settings)
+    session = ChatSession(engine, store, model_label=label, system_prompt=system,
+                          options=options_from_settings(settings, stop), raw=raw)
+    if conversation is not None:
+        session.load(conversation.id)
+        session.options = options_from_settings(settings, stop)
+        if system is not None:
+            session.set_system_prompt(system)
+    elif not raw and not engine.info.has_chat_template:
+        from qwenchat.engine.errors import TemplateError
+
+        raise TemplateError(
+            f"model {label} has no chat template (a base model?)",
+            "use --raw for plain text continuation, or choose an instruct model",
+        )
+    return session
+
+
+def _load(settings):
+    from qwenchat.session import load_engine
+
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status("loading model…"):
+            return load_engine(settings, progress=_progress())
+    return load_engine(settings, progress=_progress())
+
+
+def _progress():
+    try:
+        from qwenchat.cli.models import cli_progress
+    except ImportError:
+        return None
+    return cli_progress()
+
+
+def _fit(session: "ChatSession", text: str, truncate: str | None) -> str:
+    from qwenchat.engine.errors import ContextOverflowError
+    from qwenchat.session import fit_text
+
+    if truncate is None or session.raw:
+        return text
+    engine = session.engine
+    reserve = engine.reply_reserve(engine.settings(session.options))
+    try:
+        engine.chat_prompt(session.messages + [{"role": "user", "content": text}], reserve)
+        return text
+    except ContextOverflowError:
+        short, dropped = fit_text(engine, session.messages, text, truncate, reserve)
+        end = "beginning" if truncate == "head" else "end"
+        warn(f"input too long for the context window: dropped {dropped} tokens from its {end}")
+        return short
+
+
+def _pretty(plain: bool, as_json: bool) -> bool:
+    return not plain and not as_json and sys.stdout.isatty()
+
+
+def _run(session: "ChatSession", text: str, pretty: bool, stream: bool) -> "Turn":
+    from qwenchat.engine.generate import Chunk
+
+    events = session.send(text)
+    if pretty:
+        return _run_pretty(events, stream)
+    turn = None
+    out = sys.stdout
+    try:
+        for event in events:
+            if isinstance(event, Chunk):
+                if stream:
+                    out.write(event.text)
+                    out.flush()
+            else:
+                turn = event
+    except KeyboardInterrupt:
+        if stream:
+            out.write("\n")
+            out.flush()
+        raise
+    assert turn is not None
+    if not stream:
+        out.write(turn.reply.text)
+    if turn.reply.dropped_messages:
+        warn(f"left out the {turn.reply.dropped_messages} oldest messages to fit the context window")
+    if stream or turn.reply.text:
+        out.write("\n")
+    out.flush()
+    return turn
+
+
+def _run_pretty(events, stream: bool) -> "Turn":
+    from rich.console import Console
+    from rich.live import Live
+    from rich.markdown import Markdown
+
+    from qwenchat.engine.generate import Chunk
+
+    console = Console()
+    text, turn = "", None
+    with Live(Markdown(""), console=console, refresh_per_second=8, vertical_overflow="visible") as live:
+        for event in events:
+            if isinstance(event, Chunk):
+                text += event.text
+                if stream:
+                    live.update(Markdown(text))
+            else:
+                turn = event
+        live.update(Markdown(turn.reply.text if turn else text))
+    assert turn is not None
+    return turn
+
+
+def _print_json(session: "ChatSession", turn: "Turn") -> None:
+    reply, info = turn.reply, session.engine.info
+    obj = {
+        "text": reply.text,
+        "finish_reason": reply.finish_reason,
+        "model": session.model_label,
+        "device": info.device,
+        "dtype": info.dtype,
+        "usage": asdict(reply.usage),
+        "timings": {"load_s": round(info.load_s, 4), **{k: round(v, 4) for k, v in asdict(reply.timings).items()}},
+        "dropped_messages": reply.dropped_messages,
+        "conversation_id": turn.conversation_id,
+        "message_id": turn.message_id,
+    }
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _print_usage(reply: "Reply", load_s: float) -> None:
+    u, t = reply.usage, reply.timings
+    sys.stderr.write(
+        f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
+        f" completion {u.completion_tokens}; finish: {reply.finish_reason}\n"
+        f"time: load {load_s:.2f}s, first token {t.ttft_s:.2f}s, prefill {t.prefill_tok_s:.1f} tok/s,"
+        f" decode {t.decode_tok_s:.1f} tok/s\n"
+    )
