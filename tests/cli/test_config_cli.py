@@ -1,0 +1,72 @@
+"""`qwenchat config path|show|get|set|unset`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from qwenchat.cli import run
+from qwenchat.paths import config_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_path(capsys) -> None:
+    assert run(["config", "path"]) == 0
+    assert capsys.readouterr().out.strip() == str(config_file())
+
+
+def test_set_then_show_and_get(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(["config", "set", "theme", "nord"]) == 0
+    assert run(["config", "set", "temperature", "0.3"]) == 0
+    assert run(["config", "set", "dtype", "bf16"]) == 0
+    assert tomllib.loads(config_file().read_text()) == {
+        "theme": "nord", "temperature": 0.3, "dtype": "bfloat16"}
+    capsys.readouterr()
+    monkeypatch.setenv("QWENCHAT_THEME", "dracula")
+    assert run(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert 'theme = "dracula"  # environment QWENCHAT_THEME' in out
+    assert "temperature = 0.3  # config file" in out
+    assert "# seed is not set" in out
+    assert run(["config", "get", "temperature"]) == 0
+    assert capsys.readouterr().out == "0.3\n"
+    assert run(["config", "set", "theme", "gruvbox"]) == 0
+    assert "QWENCHAT_THEME is set in the environment" in capsys.readouterr().err
+
+
+def test_get_unset_key_exits_1(capsys) -> None:
+    assert run(["config", "get", "seed"]) == 1
+    assert "seed is not set" in capsys.readouterr().err
+
+
+def test_set_invalid_value_and_unknown_key(capsys) -> None:
+    assert run(["config", "set", "top_p", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "error: invalid value '3' for top_p" in err and "at most 1" in err
+    assert run(["config", "set", "colour", "red"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown setting 'colour'" in err and "did you mean 'model'" not in err
+    assert run(["config", "set", "devise", "cpu"]) == 1
+    assert "did you mean 'device'" in capsys.readouterr().err
+    assert not config_file().exists()
+
+
+def test_unset(capsys) -> None:
+    run(["config", "set", "seed", "1"])
+    assert run(["config", "unset", "seed"]) == 0
+    assert "seed removed" in capsys.readouterr().err
+    assert "seed" not in tomllib.loads(config_file().read_text())
+
+
+def test_broken_config_file_is_reported_without_traceback() -> None:
+    config_file().parent.mkdir(parents=True)
+    config_file().write_text("top_k = 'many'\n")
+    proc = subprocess.run([sys.executable, "-m", "qwenchat", "config", "show"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "invalid value 'many' for top_k" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,117 @@
+"""Export and import: the JSON round trip is exact (but for ids); Markdown; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qwenchat.errors import StoreError
+from qwenchat.store import Store, to_markdown
+
+
+def _tree(store: Store):
+    conv = store.create_conversation(
+        "Qwen/Qwen2.5-0.5B-Instruct", system_prompt="be brief",
+        settings={"temperature": 0.7, "top_p": 0.9})
+    u1 = store.add_message(conv.id, "user", "What is a pelican? ✓ ünïcode")
+    a1 = store.add_message(conv.id, "assistant", "A bird.", prompt_tokens=12, completion_tokens=3,
+                           meta={"device": "cpu", "dtype": "float32", "seed": 1,
+                                 "timings": {"prefill_s": 0.01, "decode_s": 0.2}})
+    store.add_message(conv.id, "assistant", "A big bird", parent_id=u1.id, status="interrupted")
+    u2 = store.edit_message(u1.id, "What is a heron?")
+    a2 = store.add_message(conv.id, "assistant", "", status="pending")
+    store.finish_message(a2.id, content="oops", status="error", meta={"error": "OOM"})
+    store.set_head(conv.id, a1.id)
+    return store.get_conversation(conv.id), (u1, a1, u2, a2)
+
+
+def _without_ids(data: dict) -> dict:
+    """The export with ids replaced by their position, so two exports compare structurally."""
+    data = json.loads(json.dumps(data))
+    index = {m["id"]: i for i, m in enumerate(data["messages"])}
+    for m in data["messages"]:
+        m["id"] = index[m["id"]]
+        m["parent_id"] = index.get(m["parent_id"])
+    data["head_id"] = index.get(data["head_id"])
+    data.pop("id")
+    return data
+
+
+def test_json_round_trip_is_exact_but_for_ids(store: Store) -> None:
+    conv, _ = _tree(store)
+    store.create_conversation("other", title="filler")  # so the new ids differ
+    exported = store.export_conversation(conv.id)
+    text = json.dumps(exported)  # what `history export` writes
+    imported = store.import_conversation(json.loads(text))
+    assert imported.id != conv.id
+    again = store.export_conversation(imported.id)
+    assert {m["id"] for m in again["messages"]}.isdisjoint({m["id"] for m in exported["messages"]})
+    assert _without_ids(again) == _without_ids(exported)
+    # spot checks of what "everything" means
+    assert again["created_at"] == conv.created_at and again["updated_at"] == conv.updated_at
+    assert [m["status"] for m in again["messages"]] == [
+        "complete", "complete", "interrupted", "complete", "error"]
+    assert again["messages"][1]["meta"]["timings"] == {"prefill_s": 0.01, "decode_s": 0.2}
+    assert [m.content for m in store.thread(imported.id)] == [m.content for m in store.thread(conv.id)]
+    assert store.get_conversation(imported.id).message_count == 5
+    # the imported messages are searchable
+    assert {h.conversation_id for h in store.search("heron")} == {conv.id, imported.id}
+
+
+def test_export_all_and_import_all_into_a_fresh_database(store: Store, tmp_path) -> None:
+    conv, _ = _tree(store)
+    second = store.create_conversation("m", title="second")
+    store.add_message(second.id, "user", "hi")
+    dump = json.loads(json.dumps(store.export_all()))
+    assert dump["format"] == "qwenchat.export" and len(dump["conversations"]) == 2
+    with Store.open(tmp_path / "fresh.db") as fresh:
+        convs = fresh.import_data(dump)
+        assert [c.title for c in convs] == [conv.title, "second"]
+        again = fresh.export_all()
+    assert [_without_ids(c) for c in again["conversations"]] == [
+        _without_ids(c) for c in dump["conversations"]]
+
+
+def test_import_of_messages_in_any_order(store: Store) -> None:
+    conv, _ = _tree(store)
+    data = store.export_conversation(conv.id)
+    data["messages"].reverse()
+    imported = store.import_conversation(data)
+    assert [m.content for m in store.thread(imported.id)] == [
+        m.content for m in store.thread(conv.id)]
+
+
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda d: d.update(format="something"), "unknown format"),
+        (lambda d: d.update(version=99), "unsupported version"),
+        (lambda d: d["messages"][0].update(role="robot"), "role"),
+        (lambda d: d["messages"][0].update(status="done"), "status"),
+        (lambda d: d["messages"][1].update(parent_id=12345), "unknown parent"),
+        (lambda d: d.update(head_id=777), "head"),
+        (lambda d: d["messages"][1].update(id=d["messages"][0]["id"]), "twice"),
+        (lambda d: d["messages"][0].update(parent_id=d["messages"][1]["id"]), "own ancestor"),
+        (lambda d: d.pop("created_at"), "created_at"),
+    ],
+)
+def test_bad_imports_are_refused_and_change_nothing(store: Store, mutate, words) -> None:
+    conv, _ = _tree(store)
+    data = store.export_conversation(conv.id)
+    mutate(data)
+    with pytest.raises(StoreError) as err:
+        store.import_data(data)
+    assert words in err.value.message and "not a qwenchat export" in err.value.message
+    assert err.value.hint
+    assert [c.id for c in store.list_conversations()] == [conv.id]
+
+
+def test_markdown_shows_the_active_thread(store: Store) -> None:
+    conv, (u1, a1, u2, a2) = _tree(store)
+    store.set_head(conv.id, a2.id)
+    md = to_markdown(store.get_conversation(conv.id), store.thread(conv.id))
+    assert md.startswith(f"# {conv.title}\n")
+    assert "## System\n\nbe brief" in md
+    assert "## User\n\nWhat is a heron?" in md and "## Assistant\n\noops\n\n*(error)*" in md
+    assert "pelican" not in md.split("## System")[1]  # the other branch is not shown
