@@ -1,0 +1,121 @@
+"""`qwenchat models`, `qwenchat pull MODEL`, `qwenchat rm MODEL`: what is on disk, getting a
+model ahead of time (progress on stderr), and removing one. No torch here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from qwenchat.cli.app import app
+from qwenchat.errors import UsageError
+
+
+class RichDownloadProgress:
+    """A DownloadProgress drawing one rich bar on stderr: bytes, speed and time left."""
+
+    def __init__(self) -> None:
+        self._progress = None
+        self._task = None
+
+    def on_start(self, repo_id: str, files: Sequence[tuple[str, int]], total_bytes: int) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        if not files:
+            return
+        console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(f"{repo_id}", total=total_bytes or None)
+
+    def on_bytes(self, filename: str, file_done: int, file_total: int, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, description=filename)
+
+    def on_finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the model aliases and what is downloaded or imported."""
+    from qwenchat import hub
+    from qwenchat.models import list_models
+
+    rows = list_models()
+    header = ("NAME", "REPO", "SIZE", "OFFLINE", "LOCATION")
+    table = [
+        (
+            row.name + (" (default)" if row.default else ""),
+            row.repo_id or f"imported: {row.description}",
+            hub.human_size(row.size) if row.size is not None else "-",
+            "yes" if row.offline else "no",
+            str(row.path) if row.path else "not downloaded",
+        )
+        for row in rows
+    ]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(box=None, header_style="bold")
+        for col in header:
+            t.add_column(col, no_wrap=col in ("NAME", "SIZE", "OFFLINE"), overflow="fold",
+                         min_width=20 if col == "LOCATION" else None)
+        for cells in table:
+            t.add_row(*cells)
+        Console().print(t)
+    else:  # pipes and scripts: one tab-separated line per model
+        for cells in (header, *table):
+            sys.stdout.write("\t".join(cells) + "\n")
+
+
+@app.command("pull")
+def pull_command(model: str = typer.Argument(..., help="An alias, owner/name[@revision], or a .gguf file.")) -> None:
+    """Download a model ahead of time (or import a .gguf file)."""
+    from qwenchat import hub
+    from qwenchat.models import repo_ref, resolve_model
+
+    ref = repo_ref(model)
+    if ref is None:  # a path, a .gguf file or an imported name: resolving imports it if needed
+        resolved = resolve_model(model)
+        _err(f"{resolved.name}: ready at {resolved.path}")
+        return
+    repo_id, revision, display = ref
+    snap = hub.download_snapshot(repo_id, revision, progress=RichDownloadProgress(), display_name=display)
+    _err(f"{display}: ready at {snap.path} (commit {snap.commit[:12]})")
+
+
+@app.command("rm")
+def rm_command(
+    model: str = typer.Argument(..., help="A downloaded alias or repo id, or an imported model's name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Remove a downloaded or imported model from disk."""
+    from qwenchat import hub
+    from qwenchat.models import plan_removal, remove
+
+    plan = plan_removal(model)
+    what = f"{plan.name} ({hub.human_size(plan.size)} at {plan.path})"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to remove {plan.name} without confirmation",
+                             hint=f"run `qwenchat rm {model} --yes` to remove it from a script")
+        if not typer.confirm(f"Remove {what}?", default=False, err=True):
+            _err("nothing removed")
+            return
+    freed = remove(plan)
+    _err(f"removed {plan.name}, freed {hub.human_size(freed)}")
