@@ -15,6 +15,8 @@ from qwenchat.cli.app import app, report_error
 
 # Command modules register themselves on `app` when imported.
 # (command modules are imported below this line)
+from qwenchat.cli import import_cmd as _import_cmd  # noqa: E402,F401
+from qwenchat.cli import chat as _chat  # noqa: E402,F401
 from qwenchat.cli import models as _models  # noqa: E402,F401
 from qwenchat.cli import ask as _ask  # noqa: E402,F401
 from qwenchat.cli import history as _history, config_cmd as _config_cmd  # noqa: E402,F401

@@ -1,0 +1,81 @@
+"""`qwenchat` (no subcommand) and `qwenchat chat`: open the terminal chat app.
+
+Settings layer as everywhere: config file < environment < flags. The model is loaded (and
+downloaded if needed) inside the app, in a worker, so the window opens at once. Nothing here
+imports torch or textual until the app starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from qwenchat.cli.app import app
+
+ModelOpt = typer.Option(None, "-m", "--model", help="Model alias, Hub repo id, local folder or .gguf file.")
+ContinueOpt = typer.Option(False, "-c", "--continue", help="Continue the most recent conversation.")
+CidOpt = typer.Option(None, "--cid", help="Continue the conversation with this id.")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
+DtypeOpt = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16.")
+ThemeOpt = typer.Option(None, "--theme", help="Theme name (saved choice otherwise).")
+
+
+def make_session_factory(settings: Any) -> Any:
+    """A factory the app calls in a worker: (model name, store, progress) -> ChatSession."""
+
+    def factory(model: str | None, store: Any, progress: Any) -> Any:
+        from qwenchat.session import ChatSession, load_engine, options_from_settings
+
+        s = settings.merged({"model": model}) if model else settings
+        engine, label = load_engine(s, progress=progress)
+        return ChatSession(engine, store, model_label=label, options=options_from_settings(s))
+
+    return factory
+
+
+def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None, dtype: str | None,
+             theme: str | None = None) -> None:
+    from qwenchat.config import load_settings
+    from qwenchat.errors import UsageError
+
+    if cont and cid is not None:
+        raise UsageError("use either --continue or --cid, not both")
+    settings = load_settings().merged({"device": device, "dtype": dtype})
+    if cid is not None:
+        from qwenchat.store import Store
+
+        with Store.open() as store:
+            conv = store.get_conversation(cid)  # StoreError if there is none
+        model = model or (conv.model if settings.model is None else None)
+    from qwenchat.tui import run_app
+
+    run_app(make_session_factory(settings), model=model, conversation_id=cid, continue_last=cont,
+            theme=theme)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    model: Optional[str] = ModelOpt,
+    cont: bool = ContinueOpt,
+    cid: Optional[int] = CidOpt,
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+) -> None:
+    """Chat with a local Qwen2/Qwen2.5 model. With no command, opens the chat app."""
+    if ctx.invoked_subcommand is None:
+        open_tui(model, cont, cid, device, dtype)
+
+
+@app.command("chat")
+def chat(
+    model: Optional[str] = ModelOpt,
+    cont: bool = ContinueOpt,
+    cid: Optional[int] = CidOpt,
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+    theme: Optional[str] = ThemeOpt,
+) -> None:
+    """Open the chat app (F1 lists the keys)."""
+    open_tui(model, cont, cid, device, dtype, theme)

@@ -1,0 +1,66 @@
+"""Messages that carry work done in threads (model loading, downloads, generation) back to the
+UI thread. `post_message` is thread-safe, so workers post these and never touch widgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+
+class SessionReady(Message):
+    def __init__(self, session: Any, model: str | None) -> None:
+        super().__init__()
+        self.session, self.model = session, model
+
+
+class SessionFailed(Message):
+    def __init__(self, error: BaseException, model: str | None) -> None:
+        super().__init__()
+        self.error, self.model = error, model
+
+
+class DownloadStarted(Message):
+    def __init__(self, repo_id: str, total_bytes: int) -> None:
+        super().__init__()
+        self.repo_id, self.total_bytes = repo_id, total_bytes
+
+
+class DownloadAdvanced(Message):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done, self.total = done, total
+
+
+class DownloadFinished(Message):
+    pass
+
+
+class ReplyDone(Message):
+    """A reply ended (complete, cut by length, or stopped): `turn` is the session's `Turn`."""
+
+    def __init__(self, turn: Any) -> None:
+        super().__init__()
+        self.turn = turn
+
+
+class ReplyFailed(Message):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
+class DownloadReporter:
+    """A `qwenchat.hub.DownloadProgress` that forwards to the app (called from the worker)."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def on_start(self, repo_id: str, files: Any, total_bytes: int) -> None:
+        self.target.post_message(DownloadStarted(repo_id, total_bytes))
+
+    def on_bytes(self, filename: str, file_done: int, file_total: int, done: int, total: int) -> None:
+        self.target.post_message(DownloadAdvanced(done, total))
+
+    def on_finish(self) -> None:
+        self.target.post_message(DownloadFinished())

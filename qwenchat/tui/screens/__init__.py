@@ -1,0 +1,1 @@
+"""Modal screens: help, settings (sampling), system prompt and presets, model picker, dialogs."""

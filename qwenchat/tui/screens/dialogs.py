@@ -1,0 +1,124 @@
+"""Small dialogs: yes/no confirmation, one line of text, editing a message, picking from a list."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets.option_list import Option
+
+DIALOG_CSS = """
+{name} {{ align: center middle; }}
+{name} > Vertical {{ width: 70; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }}
+{name} .title {{ text-style: bold; margin-bottom: 1; }}
+{name} Horizontal {{ height: auto; align-horizontal: right; margin-top: 1; }}
+{name} Button {{ margin-left: 1; }}
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmScreen")
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel"), Binding("y", "dismiss(True)", "Yes")]
+
+    def __init__(self, question: str, yes: str = "Delete") -> None:
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question, classes="title", markup=False)
+            with Horizontal():
+                yield Button("Cancel", id="no")
+                yield Button(self.yes, id="yes", variant="error")
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TextPrompt(ModalScreen[str | None]):
+    """Ask for one line of text (a title, a preset name)."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="TextPrompt")
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, value: str = "") -> None:
+        super().__init__()
+        self.title_text, self.value = title, value
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="title", markup=False)
+            yield Input(self.value, id="value")
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("OK", id="ok", variant="primary")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        value = self.query_one(Input).value.strip()
+        if value:
+            self.dismiss(value)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+class EditMessageScreen(ModalScreen[str | None]):
+    """Edit an earlier user message; Ctrl+S resends it (later turns leave the active branch)."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="EditMessageScreen") + "EditMessageScreen TextArea { height: 10; }"
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "resend", "Resend")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Edit message (Ctrl+S resends; the later replies are replaced)", classes="title")
+            yield TextArea(self.text, id="text", soft_wrap=True)
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("Resend", id="resend", variant="primary")
+
+    def action_resend(self) -> None:
+        text = self.query_one(TextArea).text
+        if text.strip():
+            self.dismiss(text)
+
+    @on(Button.Pressed, "#resend")
+    def _resend(self) -> None:
+        self.action_resend()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PickScreen(ModalScreen[str | None]):
+    """Choose one of several (id, label) options; Enter picks, Escape cancels."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="PickScreen") + "PickScreen OptionList { height: auto; max-height: 20; }"
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, options: list[tuple[str, str]], empty: str = "Nothing to choose") -> None:
+        super().__init__()
+        self.title_text, self.options, self.empty = title, options, empty
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="title", markup=False)
+            if self.options:
+                yield OptionList(*[Option(label, id=key) for key, label in self.options], id="choices")
+            else:
+                yield Label(self.empty, markup=False)
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)

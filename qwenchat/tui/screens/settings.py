@@ -1,0 +1,112 @@
+"""The sampling panel: temperature, top-p, top-k, min-p, repetition penalty, max tokens, seed.
+
+Each field shows the model's default as its placeholder (empty = use the default). Values are
+checked as they are typed with the same rules as the config file; an invalid one is flagged
+under its field and Save stays refused, so it never reaches the engine. The screen returns a
+dict of option values (None = default) for `ChatSession.set_options`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+from qwenchat.config import parse_value
+from qwenchat.errors import ConfigError
+
+# option field -> (label, config key used for validation)
+FIELDS: dict[str, tuple[str, str]] = {
+    "temperature": ("Temperature", "temperature"),
+    "top_p": ("Top-p", "top_p"),
+    "top_k": ("Top-k", "top_k"),
+    "min_p": ("Min-p", "min_p"),
+    "repetition_penalty": ("Repetition penalty", "repetition_penalty"),
+    "max_new_tokens": ("Max tokens", "max_tokens"),
+    "seed": ("Seed", "seed"),
+}
+
+
+def check(field: str, text: str) -> tuple[Any, str | None]:
+    """(value, None) for a valid entry (None when empty), or (None, the problem)."""
+    text = text.strip()
+    if not text:
+        return None, None
+    try:
+        return parse_value(FIELDS[field][1], text, source="settings"), None
+    except ConfigError as e:
+        return None, e.hint or e.message
+
+
+class SettingsScreen(ModalScreen[dict | None]):
+    DEFAULT_CSS = """
+    SettingsScreen { align: center middle; }
+    SettingsScreen > Vertical { width: 76; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    SettingsScreen .title { text-style: bold; }
+    SettingsScreen .note { color: $text-muted; margin-bottom: 1; }
+    SettingsScreen Grid { grid-size: 2; grid-columns: 22 1fr; grid-rows: auto; height: auto; }
+    SettingsScreen Grid > Label { padding: 1 0 0 0; }
+    SettingsScreen Input.-invalid { border: tall $error; }
+    SettingsScreen .error { color: $error; height: auto; column-span: 2; }
+    SettingsScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    SettingsScreen Button { margin-left: 1; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
+
+    def __init__(self, current: dict[str, Any], defaults: dict[str, Any]) -> None:
+        super().__init__()
+        self.current, self.defaults = current, defaults
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Sampling settings (this conversation)", classes="title")
+            yield Label("Empty fields use the model's default, shown in grey. Ctrl+S saves.", classes="note")
+            with Grid():
+                for name, (label, _) in FIELDS.items():
+                    yield Label(label)
+                    value = self.current.get(name)
+                    default = self.defaults.get(name)
+                    yield Input("" if value is None else str(value), id=name,
+                                placeholder=f"default: {'random' if default is None and name == 'seed' else default}")
+                    yield Label("", id=f"{name}-error", classes="error")
+            with Horizontal():
+                yield Button("Cancel", id="cancel")
+                yield Button("Save", id="save", variant="primary")
+
+    @on(Input.Changed)
+    def _validate(self, event: Input.Changed) -> None:
+        self._check_one(event.input)
+
+    def _check_one(self, field: Input) -> bool:
+        _, problem = check(field.id, field.value)
+        field.set_class(problem is not None, "-invalid")
+        self.query_one(f"#{field.id}-error", Label).update(f"✗ {problem}" if problem else "")
+        return problem is None
+
+    def values(self) -> dict[str, Any] | None:
+        """The entered values, or None while any is invalid."""
+        out, ok = {}, True
+        for field in self.query(Input):
+            ok = self._check_one(field) and ok
+            out[field.id] = check(field.id, field.value)[0]
+        return out if ok else None
+
+    def action_save(self) -> None:
+        values = self.values()
+        if values is None:
+            self.notify("Fix the flagged settings first", severity="error")
+            return
+        self.dismiss(values)
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)

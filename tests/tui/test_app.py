@@ -1,0 +1,331 @@
+"""Pilot tests of the chat app on a scripted fake session with a real store."""
+
+from __future__ import annotations
+
+import threading
+
+from textual.widgets import Input, OptionList, TextArea
+
+from qwenchat.config import read_file
+from qwenchat.tui.app import QwenchatApp
+from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, PickScreen, TextPrompt
+from qwenchat.tui.screens.help import HelpScreen
+from qwenchat.tui.screens.settings import SettingsScreen
+from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+from qwenchat.tui.widgets.sidebar import ConversationItem
+from tests.tui.conftest import wait_for
+from tests.tui.fakes import fake_factory
+
+SIZE = (110, 34)
+
+
+def make_app(**kwargs):
+    factory = fake_factory(**kwargs)
+    return QwenchatApp(factory, theme="qwenchat-dark", persist_theme=False), factory
+
+
+async def ready(pilot):
+    await wait_for(pilot, lambda: pilot.app.session is not None)
+
+
+async def send(pilot, text: str):
+    app = pilot.app
+    app.input.text = text
+    app.input.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not app.generating)
+
+
+def texts(app):
+    return [(v.role, v.text, v.status) for v in app.chatlog.views]
+
+
+async def test_send_streams_reply_and_persists(store):
+    app, factory = make_app(script=["Hi **there**, how can I help?"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hello")
+        assert texts(app) == [("user", "hello", "complete"),
+                              ("assistant", "Hi **there**, how can I help?", "complete")]
+        assert app.input.text == ""
+        status = str(app.query_one("#status").render())
+        assert "fake-model" in status and "cached 12" in status and "42.0 tok/s" in status
+        assert "ctx 46/4096" in status and "TTFT 0.25s" in status
+        items = list(app.query(ConversationItem))
+        assert [i.conversation_id for i in items] == [app.session.conversation_id]
+    thread = store.thread(factory.made[0].conversation_id)
+    assert [(m.role, m.content) for m in thread] == [("user", "hello"), ("assistant", "Hi **there**, how can I help?")]
+
+
+async def test_ctrl_j_inserts_newline_and_typing_while_streaming(store):
+    hold = threading.Event()
+    app, _ = make_app(hold=hold, default="one two three")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.input.focus()
+        await pilot.press("a", "ctrl+j", "b")
+        assert app.input.text == "a\nb"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.generating and app.chatlog.views[-1].text == "one")
+        await pilot.press("x", "y")  # typing while the reply streams
+        assert app.input.text == "xy"
+        await pilot.press("enter")  # refused while busy: the text stays
+        assert app.input.text == "xy"
+        hold.set()
+        await wait_for(pilot, lambda: not app.generating)
+        assert app.chatlog.views[-1].text == "one two three"
+        assert app.chatlog.views[0].text == "a\nb"
+
+
+async def test_stop_mid_reply_keeps_partial_marked_interrupted(store):
+    hold = threading.Event()
+    app, factory = make_app(hold=hold, default="partial answer that never ends")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.input.text = "go"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chatlog.views[-1].text == "partial")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.generating)
+        assert texts(app)[-1] == ("assistant", "partial", "interrupted")
+        assert "interrupted" in str(app.chatlog.views[-1].query_one(".status").render())
+    thread = store.thread(factory.made[0].conversation_id)
+    assert (thread[-1].content, thread[-1].status) == ("partial", "interrupted")
+
+
+async def test_regenerate_replaces_last_reply(store):
+    app, factory = make_app(script=["first answer", "second answer"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "question")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.generating and app.chatlog.views[-1].text == "second answer")
+        assert [t[1] for t in texts(app)] == ["question", "second answer"]
+        assert factory.made[0].prompts[-1] == [{"role": "user", "content": "question"}]
+    thread = store.thread(factory.made[0].conversation_id)
+    assert [m.content for m in thread] == ["question", "second answer"]
+    assert len(store.siblings(thread[-1].id)) == 2  # the old reply stays in the tree
+
+
+async def test_edit_and_resend(store):
+    app, factory = make_app(script=["a1", "a2", "a3"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        await send(pilot, "second")
+        first = app.chatlog.views[0]
+        first.focus()
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditMessageScreen))
+        app.screen.query_one(TextArea).text = "first, edited"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not app.generating and app.chatlog.views[-1].text == "a3")
+        assert [t[1] for t in texts(app)] == ["first, edited", "a3"]
+    thread = store.thread(factory.made[0].conversation_id)
+    assert [m.content for m in thread] == ["first, edited", "a3"]
+
+
+async def test_switch_conversations_and_continue(store):
+    app, factory = make_app(script=["r1", "r2", "r3"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "chat one")
+        first_id = app.session.conversation_id
+        await pilot.press("ctrl+n")
+        assert app.chatlog.views == []
+        await send(pilot, "chat two")
+        second_id = app.session.conversation_id
+        assert first_id != second_id
+        items = list(app.query(ConversationItem))
+        assert [i.conversation_id for i in items] == [second_id, first_id]  # newest first
+        await pilot.click(items[1])
+        await wait_for(pilot, lambda: app.session.conversation_id == first_id)
+        assert [t[1] for t in texts(app)] == ["chat one", "r1"]
+        await send(pilot, "more")
+        assert [m.content for m in store.thread(first_id)] == ["chat one", "r1", "more", "r3"]
+        # search narrows the list
+        app.query_one("#search", Input).value = "two"
+        await wait_for(pilot, lambda: [i.conversation_id for i in app.query(ConversationItem)] == [second_id])
+
+
+async def test_rename_and_delete_with_confirmation(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "to be renamed")
+        cid = app.session.conversation_id
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        app.screen.query_one(Input).value = "My chat"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: store.get_conversation(cid).title == "My chat")
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("escape")  # cancelled: nothing deleted
+        assert store.get_conversation(cid)
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: store.list_conversations() == [])
+        assert app.session.conversation_id is None and app.chatlog.views == []
+
+
+async def test_new_chat_with_preset(store):
+    store.save_preset("pirate", "You talk like a pirate.")
+    app, factory = make_app(script=["Arr"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.action_new_chat_with_preset()
+        await wait_for(pilot, lambda: isinstance(app.screen, PickScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.session.system_prompt == "You talk like a pirate.")
+        await send(pilot, "hi")
+        assert factory.made[0].prompts[-1][0] == {"role": "system", "content": "You talk like a pirate."}
+    assert store.get_conversation(factory.made[0].conversation_id).system_prompt == "You talk like a pirate."
+
+
+async def test_system_prompt_editor_and_presets(store):
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+        screen = app.screen
+        screen.query_one("#prompt", TextArea).text = "Be brief."
+        screen.save()
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        app.screen.query_one(Input).value = "brief"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: [p.name for p in store.list_presets()] == ["brief"])
+        screen.rename()
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        app.screen.query_one(Input).value = "short"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: [p.name for p in store.list_presets()] == ["short"])
+        await pilot.press("ctrl+s")  # apply
+        await wait_for(pilot, lambda: app.session.system_prompt == "Be brief.")
+    assert store.get_conversation(factory.made[0].conversation_id).system_prompt == "Be brief."
+    assert store.get_preset("short").text == "Be brief."
+
+
+async def test_sampling_settings_saved_and_bad_value_rejected(store):
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        screen = app.screen
+        assert screen.query_one("#temperature", Input).placeholder == "default: 0.7"
+        screen.query_one("#top_p", Input).value = "1.5"
+        await pilot.pause()
+        assert screen.query_one("#top_p", Input).has_class("-invalid")
+        assert "greater than 0 and at most 1" in str(screen.query_one("#top_p-error").render())
+        await pilot.press("ctrl+s")  # refused: still open, nothing reached the session
+        assert app.screen is screen and app.session.options.top_p is None
+        screen.query_one("#top_p", Input).value = "0.9"
+        screen.query_one("#temperature", Input).value = "0.2"
+        screen.query_one("#seed", Input).value = "7"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        opts = app.session.options
+        assert (opts.temperature, opts.top_p, opts.seed) == (0.2, 0.9, 7)
+    settings = store.get_conversation(factory.made[0].conversation_id).settings
+    assert settings == {"temperature": 0.2, "top_p": 0.9, "seed": 7}
+
+
+async def test_engine_refusal_is_shown_and_app_keeps_running(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        app.screen.query_one("#temperature", Input).value = "500"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.session.options.temperature is None
+        assert any("absurd" in n.message and "0 to 2" in n.message for n in app._notifications)
+        await send(pilot, "still alive")
+        assert app.chatlog.views[-1].text == "Hello from the fake model."
+
+
+async def test_theme_change_persists_in_config():
+    app = QwenchatApp(fake_factory(), persist_theme=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.theme == "qwenchat-dark"
+        assert {"qwenchat-light", "qwenchat-high-contrast"} <= set(app.available_themes)
+        app.theme = "qwenchat-light"
+        await pilot.pause()
+    assert read_file()["theme"] == "qwenchat-light"
+    app2 = QwenchatApp(fake_factory())
+    async with app2.run_test(size=SIZE) as pilot:
+        assert app2.theme == "qwenchat-light"
+
+
+async def test_help_lists_every_binding_and_palette_has_every_action():
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        shown = str(app.screen.query_one("VerticalScroll Static").render())
+        for b in QwenchatApp.BINDINGS:
+            assert b.description in shown
+        await pilot.press("escape")
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for b in QwenchatApp.BINDINGS:
+            if b.action != "quit":
+                assert b.description in titles
+        assert {"Theme", "Quit", "Clear conversation", "New chat with preset"} <= titles
+
+
+async def test_copy_reply_and_code_block(store):
+    app, _ = make_app(script=["Try:\n```python\nprint('hi')\n```\ndone"])
+    copied: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.copy_to_clipboard = copied.append  # OSC 52 has no terminal here
+        await ready(pilot)
+        await send(pilot, "code please")
+        await pilot.press("f9")
+        await pilot.press("f8")
+        assert copied == ["print('hi')", "Try:\n```python\nprint('hi')\n```\ndone"]
+
+
+async def test_base_model_opens_in_completion_mode():
+    app, _ = make_app(chat_template=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.session.raw is True
+        note = app.query_one("#mode-note")
+        assert note.display and "Completion mode" in str(note.render())
+
+
+async def test_quit_while_streaming_saves_partial(store):
+    hold = threading.Event()
+    app, factory = make_app(hold=hold, default="half of it")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.input.text = "go"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chatlog.views[-1].text == "half")
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: not app.is_running)
+    last = store.thread(factory.made[0].conversation_id)[-1]
+    assert (last.content, last.status) == ("half", "interrupted")
+
+
+async def test_load_failure_is_reported_and_app_keeps_running():
+    from qwenchat.errors import HubError
+
+    def factory(model, store, progress):
+        raise HubError("model nope is not downloaded", "run `qwenchat pull nope` first")
+
+    app = QwenchatApp(factory, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: any("nope" in n.message for n in app._notifications))
+        note = next(n for n in app._notifications if "nope" in n.message)
+        assert "qwenchat pull nope" in note.message
+        assert app.is_running
