@@ -49,10 +49,11 @@ class SettingsScreen(ModalScreen[dict | None]):
     SettingsScreen > Vertical { width: 76; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
     SettingsScreen .title { text-style: bold; }
     SettingsScreen .note { color: $text-muted; margin-bottom: 1; }
-    SettingsScreen Grid { grid-size: 2; grid-columns: 22 1fr; grid-rows: auto; height: auto; }
-    SettingsScreen Grid > Label { padding: 1 0 0 0; }
-    SettingsScreen Input.-invalid { border: tall $error; }
-    SettingsScreen .error { color: $error; height: auto; column-span: 2; }
+    SettingsScreen Grid { grid-size: 2; grid-columns: 22 1fr; grid-rows: auto; grid-gutter: 1 0; height: auto; }
+    SettingsScreen Grid > Label { padding: 0; height: 1; }
+    SettingsScreen Input.-invalid { background: $error 30%; }
+    SettingsScreen .error { color: $error; height: auto; column-span: 2; display: none; }
+    SettingsScreen .error.-shown { display: block; }
     SettingsScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
     SettingsScreen Button { margin-left: 1; }
     """
@@ -71,7 +72,7 @@ class SettingsScreen(ModalScreen[dict | None]):
                     yield Label(label)
                     value = self.current.get(name)
                     default = self.defaults.get(name)
-                    yield Input("" if value is None else str(value), id=name,
+                    yield Input("" if value is None else str(value), id=name, compact=True,
                                 placeholder=f"default: {'random' if default is None and name == 'seed' else default}")
                     yield Label("", id=f"{name}-error", classes="error")
             with Horizontal():
@@ -85,7 +86,9 @@ class SettingsScreen(ModalScreen[dict | None]):
     def _check_one(self, field: Input) -> bool:
         _, problem = check(field.id, field.value)
         field.set_class(problem is not None, "-invalid")
-        self.query_one(f"#{field.id}-error", Label).update(f"✗ {problem}" if problem else "")
+        error = self.query_one(f"#{field.id}-error", Label)
+        error.update(f"✗ {problem}" if problem else "")
+        error.set_class(problem is not None, "-shown")
         return problem is None
 
     def values(self) -> dict[str, Any] | None:

@@ -13,7 +13,8 @@ class StatusBar(Static):
     def show(self, *, model: str = "", device: str = "", dtype: str = "", window: int | None = None,
              used: int | None = None, cached: int | None = None, ttft: float | None = None,
              tok_s: float | None = None, note: str = "") -> None:
-        parts = [model or "no model"]
+        short = model.rstrip("/").rsplit("/", 1)[-1] if model else ""
+        parts = [short or "no model"]
         if device:
             parts.append(f"{device}/{dtype}")
         if window:

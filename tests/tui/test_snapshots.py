@@ -1,0 +1,59 @@
+"""Snapshot tests (pytest-textual-snapshot): the main screen, the sampling panel and help.
+
+Deterministic: fixed terminal size, the scripted fake session (fixed timings), the default
+theme, no cursor blink. Update with `pytest tests/tui --snapshot-update` after a deliberate
+change and review the SVGs."""
+
+from __future__ import annotations
+
+from qwenchat.tui.app import QwenchatApp
+from qwenchat.tui.screens.help import HelpScreen
+from qwenchat.tui.screens.settings import SettingsScreen
+from tests.tui.conftest import wait_for
+from tests.tui.fakes import fake_factory
+
+SIZE = (110, 34)
+REPLY = "Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nIt returns the **sum**."
+
+
+def make_app() -> QwenchatApp:
+    return QwenchatApp(fake_factory(script=[REPLY]), theme="qwenchat-dark", persist_theme=False)
+
+
+async def chatted(pilot) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.session is not None)
+    app.input.cursor_blink = False
+    app.input.text = "Write an add function in Python"
+    app.input.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not app.generating)
+    app.clear_notifications()
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=chatted)
+
+
+def test_settings_panel(snap_compare):
+    async def open_settings(pilot):
+        await chatted(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+        pilot.app.screen.query_one("#top_p").value = "2"  # flagged inline
+        pilot.app.screen.query_one("#temperature").focus()
+        pilot.app.screen.query_one("#temperature").cursor_blink = False
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=open_settings)
+
+
+def test_help_screen(snap_compare):
+    async def open_help(pilot):
+        await wait_for(pilot, lambda: pilot.app.session is not None)
+        pilot.app.input.cursor_blink = False
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=open_help)
