@@ -198,6 +198,10 @@ def import_gguf(
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if dtype not in DTYPES:
         raise ModelConfigError(f"unsupported dtype {dtype!r}", f"choose one of: {', '.join(DTYPES)}")
+    # The header alone names the architecture: refuse other models before parsing the rest.
+    arch = read_gguf_fields(gguf_path, {"general.architecture"}).get("general.architecture")
+    if arch != "qwen2":
+        raise _not_qwen2(gguf_path, arch)
     reader = _open(gguf_path)
     plan = _plan(reader, gguf_path, dtype)
 
@@ -268,10 +272,7 @@ def _plan(reader: Any, gguf_path: Path, dtype: str) -> _Plan:
     metadata = read_metadata(reader)
     arch = metadata.get("general.architecture")
     if arch != "qwen2":
-        raise ModelConfigError(
-            f"{gguf_path.name} holds a {arch!r} model; qwenchat imports only the qwen2 architecture",
-            "use a GGUF of a Qwen2 / Qwen2.5 model (general.architecture = qwen2)",
-        )
+        raise _not_qwen2(gguf_path, arch)
     config = _config(metadata, dtype, gguf_path)
 
     size = gguf_path.stat().st_size
@@ -300,6 +301,14 @@ def _plan(reader: Any, gguf_path: Path, dtype: str) -> _Plan:
         )
     _check_tensors(tensors, config, gguf_path)
     return _Plan(metadata=metadata, tensors=tensors, config=config)
+
+
+def _not_qwen2(gguf_path: Path, arch: Any) -> ModelConfigError:
+    what = f"a {arch!r} model" if arch is not None else "no general.architecture"
+    return ModelConfigError(
+        f"{gguf_path.name} holds {what}; qwenchat imports only the qwen2 architecture",
+        "use a GGUF of a Qwen2 / Qwen2.5 model (general.architecture = qwen2)",
+    )
 
 
 def _required(metadata: dict[str, Any], key: str, gguf_path: Path) -> Any:
