@@ -120,6 +120,8 @@ def read_gguf_fields(gguf_path: Path, keys: set[str]) -> dict[str, Any]:
 
             def string() -> str:
                 n = take("<Q")
+                if n > 1 << 26:  # no key or text field is this long: a damaged length
+                    raise ValueError("implausible string length")
                 raw = f.read(n)
                 if len(raw) != n:
                     raise EOFError
