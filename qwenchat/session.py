@@ -102,9 +102,18 @@ class ChatSession:
     # -- turns ------------------------------------------------------------------------------
 
     def send(self, text: str) -> Iterator[Chunk | Turn]:
-        """Add the user's message and stream the reply: `Chunk`s, then one `Turn`."""
-        self.entries.append(Entry("user", text, self._save("user", text)))
-        return self._reply()
+        """Add the user's message and stream the reply: `Chunk`s, then one `Turn`.
+
+        The prompt is built (and checked against the context window) before the message is
+        committed, so a message that cannot be answered is refused without being stored."""
+        self.entries.append(Entry("user", text))
+        try:
+            events = self._start()
+        except BaseException:
+            self.entries.pop()
+            raise
+        self.entries[-1].id = self._save("user", text)
+        return self._stream(events)
 
     def regenerate(self) -> Iterator[Chunk | Turn]:
         """Replace the last reply with a new one (the old one stays in the store's tree)."""
@@ -113,7 +122,7 @@ class ChatSession:
         if not self.entries:
             raise ValueError("there is no message to answer yet")
         self._move_head(self.entries[-1].id)
-        return self._reply()
+        return self._stream(self._start())
 
     def edit(self, index: int, text: str) -> Iterator[Chunk | Turn]:
         """Replace the user message at `index` in `entries` and answer again; later turns are
@@ -128,14 +137,17 @@ class ChatSession:
         """Stop the reply in progress (from any thread) within one token."""
         self._cancel.set()
 
-    def _reply(self) -> Iterator[Chunk | Turn]:
+    def _start(self) -> Iterator[Chunk | Reply]:
+        """Build the prompt and return the engine's event stream (errors surface here)."""
         self._cancel.clear()
         if self.raw:
-            events = self.engine.complete(self._raw_prompt(), self.options, self._cancel)
-        else:
-            events = self.engine.chat(self.messages, self.options, self._cancel)
+            return self.engine.complete(self._raw_prompt(), self.options, self._cancel)
+        return self.engine.chat(self.messages, self.options, self._cancel)
+
+    def _stream(self, events: Iterator[Chunk | Reply]) -> Iterator[Chunk | Turn]:
         user_id = self.entries[-1].id if self.entries else None
         parts: list[str] = []
+        done = False
         try:
             for event in events:
                 if isinstance(event, Chunk):
@@ -144,10 +156,11 @@ class ChatSession:
                 else:
                     status = "interrupted" if event.finish_reason == "cancelled" else "complete"
                     msg_id = self._finish("".join(parts) if self.raw else event.text, status, event)
+                    done = True
                     yield Turn(event, self.conversation_id, user_id, msg_id)
         except BaseException:
             # Ctrl+C, a closed generator or an engine failure mid-reply: keep what was said.
-            if parts:
+            if parts and not done:
                 self._finish("".join(parts), "interrupted", None)
             raise
 

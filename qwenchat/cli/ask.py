@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Optional
 
@@ -67,7 +68,8 @@ def ask(
     try:
         session = _session(settings, store, system, preset, cont, cid, raw, tuple(stop))
         text = _fit(session, text, truncate)
-        turn = _run(session, text, pretty=_pretty(plain, as_json), stream=not (no_stream or as_json))
+        output = "none" if as_json else "end" if no_stream else "stream"
+        turn = _run(session, text, pretty=_pretty(plain, as_json), output=output)
     finally:
         if store is not None:
             store.close()
@@ -150,13 +152,9 @@ def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSess
         session.options = options_from_settings(settings, stop)
         if system is not None:
             session.set_system_prompt(system)
-    elif not raw and not engine.info.has_chat_template:
-        from qwenchat.engine.errors import TemplateError
-
-        raise TemplateError(
-            f"model {label} has no chat template (a base model?)",
-            "use --raw for plain text continuation, or choose an instruct model",
-        )
+    elif not raw and not engine.info.chat_tuned:
+        warn(f"{label} is a base model, not a chat model: continuing your text as raw completion")
+        session.raw = True
     return session
 
 
@@ -201,12 +199,21 @@ def _pretty(plain: bool, as_json: bool) -> bool:
     return not plain and not as_json and sys.stdout.isatty()
 
 
-def _run(session: "ChatSession", text: str, pretty: bool, stream: bool) -> "Turn":
+def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn":
+    """Generate the reply; `output` is "stream" (as it comes), "end" (when complete) or "none"."""
     from qwenchat.engine.generate import Chunk
 
-    events = session.send(text)
-    if pretty:
-        return _run_pretty(events, stream)
+    # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
+    with closing(session.send(text)) as events:
+        if pretty:
+            return _run_pretty(events, output == "stream")
+        return _run_plain(events, output)
+
+
+def _run_plain(events, output: str) -> "Turn":
+    from qwenchat.engine.generate import Chunk
+
+    stream = output == "stream"
     turn = None
     out = sys.stdout
     try:
@@ -223,13 +230,13 @@ def _run(session: "ChatSession", text: str, pretty: bool, stream: bool) -> "Turn
             out.flush()
         raise
     assert turn is not None
-    if not stream:
-        out.write(turn.reply.text)
     if turn.reply.dropped_messages:
         warn(f"left out the {turn.reply.dropped_messages} oldest messages to fit the context window")
-    if stream or turn.reply.text:
+    if output == "end":
+        out.write(turn.reply.text)
+    if output != "none":
         out.write("\n")
-    out.flush()
+        out.flush()
     return turn
 
 

@@ -59,6 +59,7 @@ class EngineInfo:
     placement_reason: str
     context_window: int
     has_chat_template: bool
+    chat_tuned: bool  # False for base models: they continue raw text (`complete`)
     load_s: float
 
 
@@ -105,6 +106,7 @@ class ChatEngine:
             placement_reason=placement.reason,
             context_window=window,
             has_chat_template=template is not None,
+            chat_tuned=_chat_tuned(template, tokenizer, defaults),
             load_s=time.perf_counter() - t0,
         )
         return cls(model, tokenizer, template, defaults, cache, info)
@@ -205,6 +207,13 @@ def _context_window(cfg: Qwen2Config, max_context: int | None) -> int:
     if max_context < 16:
         raise SettingsError(f"context limit {max_context} is too small", "use at least 16 tokens")
     return min(max_context, cfg.max_position_embeddings)
+
+
+def _chat_tuned(template: ChatTemplate | None, tokenizer: Tokenizer, defaults: GenerationDefaults) -> bool:
+    """Base Qwen2 repos ship the same chat template as the instruct ones, so the template alone
+    does not tell; an instruct model also stops on the template's end-of-turn token."""
+    end_of_turn = tokenizer.token_id("<|im_end|>")
+    return template is not None and (end_of_turn is None or end_of_turn in defaults.eos_ids)
 
 
 def _first_turn_length(body: list[Message]) -> int:

@@ -180,10 +180,10 @@ class QwenchatApp(App[None]):
         old, self.session = self.session, event.session
         self.query_one("#loading").display = False
         info = self.session.engine.info
-        if not getattr(info, "has_chat_template", True):
+        if not info.chat_tuned:
             self.session.raw = True
         note = self.query_one("#mode-note", Label)
-        note.update("Completion mode: this base model has no chat template, so your text is continued as-is.")
+        note.update("Completion mode: this is a base model, not a chat model, so your text is continued as-is.")
         note.display = bool(self.session.raw)
         cid = old.conversation_id if old is not None else self.start_conversation
         if cid is None and self.continue_last and old is None:

@@ -93,7 +93,7 @@ class FakeSession:
         self.model_label = model_label
         self.engine = SimpleNamespace(
             info=SimpleNamespace(name=model_label, device="cpu", dtype="float32", context_window=4096,
-                                 has_chat_template=chat_template),
+                                 has_chat_template=chat_template, chat_tuned=chat_template),
             defaults=SimpleNamespace(
                 sampling=SimpleNamespace(temperature=0.7, top_k=20, top_p=0.8, min_p=0.0,
                                          repetition_penalty=1.05, seed=None),
