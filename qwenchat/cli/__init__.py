@@ -20,6 +20,7 @@ from qwenchat.cli import chat as _chat  # noqa: E402,F401
 from qwenchat.cli import models as _models  # noqa: E402,F401
 from qwenchat.cli import ask as _ask  # noqa: E402,F401
 from qwenchat.cli import history as _history, config_cmd as _config_cmd  # noqa: E402,F401
+from qwenchat.cli import bench as _bench  # noqa: E402,F401
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
