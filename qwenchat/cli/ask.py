@@ -76,7 +76,7 @@ def ask(
     if as_json:
         _print_json(session, turn)
     if usage:
-        _print_usage(turn.reply, session.engine.info.load_s)
+        _print_usage(turn.reply, session.engine.info)
 
 
 def read_stdin() -> str | None:
@@ -280,9 +280,10 @@ def _print_json(session: "ChatSession", turn: "Turn") -> None:
     sys.stdout.flush()
 
 
-def _print_usage(reply: "Reply", load_s: float) -> None:
-    u, t = reply.usage, reply.timings
+def _print_usage(reply: "Reply", info) -> None:
+    u, t, load_s = reply.usage, reply.timings, info.load_s
     sys.stderr.write(
+        f"model: {info.name} on {info.device}, {info.dtype} ({info.placement_reason})\n"
         f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
         f" completion {u.completion_tokens}; finish: {reply.finish_reason}\n"
         f"time: load {load_s:.2f}s, first token {t.ttft_s:.2f}s, prefill {t.prefill_tok_s:.1f} tok/s,"
