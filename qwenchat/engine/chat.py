@@ -92,6 +92,8 @@ class ChatEngine:
         tokenizer = Tokenizer.from_dir(model_dir)
         template = ChatTemplate.from_dir(model_dir, tokenizer.special_tokens)
         defaults = GenerationDefaults.from_dir(model_dir, extra_eos=(tokenizer.eos_token_id,))
+        if defaults.max_new_tokens is None:  # the instruct repos leave it out; never run unbounded
+            defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         state = load_state_dict(model_dir, cfg, placement.dtype)
         model = Qwen2ForCausalLM.from_state_dict(cfg, state, placement.device, window)
         del state
@@ -147,7 +149,7 @@ class ChatEngine:
         }
         sampling = replace(self.defaults.sampling, **overrides)
         sampling.validate()
-        max_new = options.max_new_tokens or self.defaults.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        max_new = self.defaults.max_new_tokens if options.max_new_tokens is None else options.max_new_tokens
         if max_new <= 0:
             raise SettingsError(f"max_new_tokens is {max_new}; it must be at least 1")
         return GenerationSettings(sampling, max_new, self.defaults.eos_ids, tuple(options.stop))
