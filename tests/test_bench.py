@@ -66,13 +66,15 @@ def test_rows_format_every_measure(result):
     assert all(value.split()[-1] in ("s", "tokens", "tok/s", "MB") for _, value in bench.rows(result))
 
 
-def test_quantize_is_refused_clearly_when_the_engine_lacks_it(tiny_model):
+def test_quantize_is_passed_through_or_refused_clearly(tiny_model):
     from qwenchat.engine.errors import SettingsError
 
     if bench.engine_supports_quantize():
-        pytest.skip("this engine has a quantize option; the refusal path does not apply")
-    with pytest.raises(SettingsError, match="quantize"):
-        bench.run(tiny_model, device="cpu", quantize="int8", workload=WORKLOAD)
+        out = bench.run(tiny_model, device="cpu", quantize="int8", workload=WORKLOAD)
+        assert out["quantize"] == "int8" and out["decode_tok_s"] > 0 and out["followup_cached_tokens"] > 0
+    else:
+        with pytest.raises(SettingsError, match="quantize"):
+            bench.run(tiny_model, device="cpu", quantize="int8", workload=WORKLOAD)
 
 
 # -- benchmarks/compare.py: ratios, verdicts and tables on fabricated measurements ----------------
