@@ -139,3 +139,10 @@ def test_compare_tables_put_figures_and_ratios_side_by_side():
     text = c.render_text(*c.targets_table(c.evaluate(FABRICATED)))
     assert "not met" in text and "follow-up TTFT" in text and "0.021x" in text
     assert len({len(line) for line in text.splitlines()}) == 1  # aligned
+
+
+def test_compare_reads_ask_usage_times():
+    c = _compare_module()
+    err = "tokens: prompt 20 (cached 0, prefilled 20), completion 1; finish: length\ntime: load 1.25s, first token 0.40s, prefill 50.0 tok/s, decode 0.0 tok/s\n"
+    assert c._usage_times(err) == {"load_s": 1.25, "ttft_s": 0.40}
+    assert c._usage_times("no usage line") == {}
