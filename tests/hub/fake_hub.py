@@ -39,6 +39,18 @@ def git_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Dropped connections are what several tests inject; do not print their tracebacks."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class FakeRepo:
     repo_id: str
@@ -118,7 +130,7 @@ class FakeHub:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeHub:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = _QuietServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.hub = self  # type: ignore[attr-defined]
         self._server = server
