@@ -189,7 +189,7 @@ def read_file(path: str | Path | None = None) -> dict[str, Any]:
     p = _default_path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file (or no folder for one): defaults
         return {}
     except OSError as e:
         raise ConfigError(f"cannot read the config file {p}: {e.strerror or e}",

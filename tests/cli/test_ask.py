@@ -165,3 +165,14 @@ def test_bad_values_are_usage_or_setting_errors_without_traceback(tiny_model, is
     assert r.returncode == 2 and b"--truncate" in r.stderr
     r = qwenchat(["ask", "-m", str(tiny_model), "x", "--device", "tpu"], isolated_home)
     assert r.returncode != 0 and b"tpu" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_unusable_data_dir_is_a_clear_error_and_no_save_still_works(tiny_model, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data folder should be")
+    home = blocker / "home"
+    r = qwenchat(["ask", "-m", str(tiny_model), "Hi", "--max-tokens", "2"], home)
+    assert r.returncode == 1 and b"Traceback" not in r.stderr
+    assert str(blocker).encode() in r.stderr
+    r = qwenchat(["ask", "-n", "-m", str(tiny_model), "Hi", "--max-tokens", "2"], home)
+    assert r.returncode == 0, r.stderr
