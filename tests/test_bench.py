@@ -146,3 +146,13 @@ def test_compare_reads_ask_usage_times():
     err = "tokens: prompt 20 (cached 0, prefilled 20), completion 1; finish: length\ntime: load 1.25s, first token 0.40s, prefill 50.0 tok/s, decode 0.0 tok/s\n"
     assert c._usage_times(err) == {"load_s": 1.25, "ttft_s": 0.40}
     assert c._usage_times("no usage line") == {}
+
+
+def test_compare_plans_the_fastest_and_full_precision_runs():
+    c = _compare_module()
+    # the default already quantizes: it is the fastest mode, and a full-precision run is added
+    assert c.plan_ours(None, "int8", True) == [("ours-fp32", "quantize=none")]
+    # a full-precision default: the int8 mode is the fastest one
+    assert c.plan_ours(None, "none", True) == [("ours-fast", "quantize=int8")]
+    assert c.plan_ours(None, None, False) == []  # an engine without a quantize option
+    assert c.plan_ours("dtype=bfloat16", "int8", True)[0] == ("ours-fast", "dtype=bfloat16")

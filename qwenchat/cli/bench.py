@@ -22,7 +22,7 @@ def bench(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
     quantize: Optional[str] = typer.Option(
-        None, "--quantize", help="Weight quantization for decode, e.g. int8 (if this engine version supports it)."
+        None, "--quantize", help="Weights: auto (the engine's choice), none (full precision) or int8."
     ),
     quick: bool = typer.Option(False, "--quick", help="Small workloads (a smoke run, not comparable figures)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
