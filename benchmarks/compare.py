@@ -293,14 +293,17 @@ def spawn(kind: str, spec_path: Path, options: str = "", timeout: float = 1800) 
     log(f"running {kind} {options}".rstrip())
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", str(spec_path),
            "--options", options]
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         log(f"  {kind} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
         return None
-    log(f"  {kind} done in {time.perf_counter() - t0:.0f} s")
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["load_avg_1m"] = load_before  # other work on the machine skews every figure
+    log(f"  {kind} done in {time.perf_counter() - t0:.0f} s (1-minute load average before: {load_before:.2f})")
+    return result
 
 
 def cold_start(model_dir: str, runs: int = 2) -> dict[str, Any] | None:
@@ -446,6 +449,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"prompts: {t['short_ids']} / {t['long_ids']} / {t['followup_ids']} tokens (short / conversation / "
           f"with follow-up); fastest mode: {report['fast_options'] or 'default (no faster mode)'}"
           + ("; --quick: small workloads" if report["quick"] else ""))
+    loads = {k: v["load_avg_1m"] for k, v in report["results"].items() if v and "load_avg_1m" in v}
+    if loads:
+        print("1-minute load average before each engine (a busy machine skews the figures): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in loads.items()))
     print()
     print(render_text(*side_by_side(report["results"])))
     cold = report["results"].get("cold-start") or {}
