@@ -376,12 +376,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast", default=None, help="our fastest mode as key=value[,key=value], e.g. quantize=int8,dtype=bfloat16 (default: int8 weights)")
     p.add_argument("--skip", default="", help="comma-separated engines to leave out, e.g. hf-bf16")
     p.add_argument("--bf16-long", action="store_true", help="also run the long conversation on transformers bf16 (slow)")
+    p.add_argument("--save", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--show", metavar="FILE", help="print the tables of a report saved with --save, run nothing")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--options", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         run_worker(args.worker, args.spec, args.options)
+        return 0
+    if args.show:
+        print_report(json.loads(Path(args.show).read_text()))
         return 0
 
     skip = set(filter(None, args.skip.split(",")))
@@ -415,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": machine(), "quick": args.quick, "fast_options": fast_used,
               "tokens": {k: len(spec[k]) for k in ("short_ids", "long_ids", "followup_ids")},
               "results": results, "targets": evaluate(results)}
+    if args.save:
+        Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
     else:
