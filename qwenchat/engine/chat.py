@@ -23,14 +23,14 @@ import torch
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
-from qwenchat.engine.device import Placement, choose
+from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
+from qwenchat.engine.device import Placement, choose, choose_quantize
 from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
 from qwenchat.engine.generate import Chunk, GenerationSettings, Reply, stream
 from qwenchat.engine.generation_config import GenerationDefaults
-from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys, matrix_params
 from qwenchat.engine.template import ChatTemplate
 from qwenchat.engine.tokenizer import Tokenizer
-from qwenchat.engine.weights import load_state_dict
 
 DEFAULT_MAX_NEW_TOKENS = 4096
 Message = dict[str, str]
@@ -61,6 +61,7 @@ class EngineInfo:
     has_chat_template: bool
     chat_tuned: bool  # False for base models: they continue raw text (`complete`)
     load_s: float
+    quantize: str = "none"  # "int8": weight-only int8 matrices (see quantize.py)
 
 
 class ChatEngine:
@@ -83,20 +84,28 @@ class ChatEngine:
         device: str | None = "auto",
         dtype: str | None = "auto",
         max_context: int | None = None,
+        quantize: str | None = "auto",
     ) -> "ChatEngine":
+        """quantize: "auto" (int8 on the CPU when the dtype is left to us, else none), "none" or
+        "int8" (weight-only int8 matrices; lossy, guarded by tests/real/test_quality_guard.py)."""
         t0 = time.perf_counter()
         model_dir = Path(model_dir)
         placement: Placement = choose(device, dtype)
         cfg = Qwen2Config.from_file(model_dir / "config.json")
+        quant, quant_reason = choose_quantize(quantize, placement, dtype, matrix_params(cfg))
         window = _context_window(cfg, max_context)
         tokenizer = Tokenizer.from_dir(model_dir)
         template = ChatTemplate.from_dir(model_dir, tokenizer.special_tokens)
         defaults = GenerationDefaults.from_dir(model_dir, extra_eos=(tokenizer.eos_token_id,))
         if defaults.max_new_tokens is None:  # the instruct repos leave it out; never run unbounded
             defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
-        state = load_state_dict(model_dir, cfg, placement.dtype)
-        model = Qwen2ForCausalLM.from_state_dict(cfg, state, placement.device, window)
-        del state
+        if quant == "int8":
+            tensors = Int8Checkpoint(model_dir, cfg, matrix_keys(cfg))
+            model = Qwen2ForCausalLM.from_tensors(cfg, tensors, placement.device, window, placement.dtype, "int8")
+            quant_reason += f"; {tensors.source}"
+        else:
+            tensors = iter_checkpoint(model_dir, cfg, placement.dtype)
+            model = Qwen2ForCausalLM.from_tensors(cfg, tensors, placement.device, window, placement.dtype)
         cache = KVCache(
             cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, window, placement.dtype, placement.device
         )
@@ -105,11 +114,12 @@ class ChatEngine:
             path=model_dir,
             device=str(placement.device),
             dtype=placement.dtype_name,
-            placement_reason=placement.reason,
+            placement_reason=f"{placement.reason}; {quant_reason}",
             context_window=window,
             has_chat_template=template is not None,
             chat_tuned=_chat_tuned(template, tokenizer, defaults),
             load_s=time.perf_counter() - t0,
+            quantize=quant,
         )
         return cls(model, tokenizer, template, defaults, cache, info)
 

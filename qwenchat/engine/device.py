@@ -3,6 +3,11 @@
 auto: CUDA, then MPS, then CPU. Default dtype: bf16 on CUDA (fp16 where the GPU lacks bf16),
 fp16 on MPS, fp32 on CPU, because bf16 matrix products are several times slower on CPUs without
 native bf16 units. Every choice comes with a reason the user can read.
+
+Weights: with the dtype left to us on the CPU, the matrices of models of 100M+ parameters are held as int8 (weight-only, per-row
+scales; activations stay float32): a quarter of the memory and of the bytes each decoded token
+reads. That default holds only while the quality guard (tests/real/test_quality_guard.py) passes;
+`quantize="none"` keeps full-precision weights. Elsewhere the default is full precision.
 """
 
 from __future__ import annotations
@@ -36,6 +41,32 @@ def choose(device: str | None = "auto", dtype: str | None = "auto") -> Placement
     dev, dev_reason = _device(device or "auto")
     dt, dt_reason = _dtype(dev, dtype or "auto")
     return Placement(dev, dt, f"{dev_reason}; {dt_reason}")
+
+
+QUANTIZE_MODES = ("auto", "none", "int8")
+CPU_DEFAULT_QUANTIZE = "int8"
+INT8_MIN_PARAMS = 100_000_000  # below this the weights are small and fast anyway: keep them exact
+
+
+def choose_quantize(
+    requested: str | None, placement: Placement, dtype_requested: str | None, n_params: int
+) -> tuple[str, str]:
+    """("none" or "int8", the reason) for the weights of a model of `n_params` matrix parameters
+    placed by `placement`."""
+    req = (requested or "auto").strip().lower()
+    if req not in QUANTIZE_MODES:
+        raise SettingsError(f"unknown quantize mode {requested!r}", "use one of: auto, none, int8")
+    if req == "int8":
+        how = "int8 kernel for decoding" if placement.device.type == "cpu" else "dequantized per product on this device"
+        return "int8", f"int8 weights requested (lossy; {how})"
+    if req == "none":
+        return "none", "full-precision weights requested"
+    dtype_auto = (dtype_requested or "auto").strip().lower() == "auto"
+    if placement.device.type == "cpu" and dtype_auto and CPU_DEFAULT_QUANTIZE == "int8":
+        if n_params >= INT8_MIN_PARAMS:
+            return "int8", "int8 weights on the CPU (weight-only, per row; --quantize none for full precision)"
+        return "none", "full-precision weights (small model: int8 would gain little)"
+    return "none", "full-precision weights"
 
 
 def _device(requested: str) -> tuple[torch.device, str]:

@@ -1,14 +1,22 @@
 """The Qwen2 network: embeddings, decoder layers (RMSNorm, RoPE attention with GQA and q/k/v
 bias, SwiGLU MLP), final norm and output projection.
 
-Attribute names equal the checkpoint keys (`model.layers.0.self_attn.q_proj.weight`), so a state
-dict loads with no rename table. Numerics follow transformers' modeling_qwen2.py: RMSNorm in
-float32, RoPE tables in float32 cast to the activation dtype, "rotate_half" layout, logits in
-float32. The model is built on the meta device and receives its weights with `assign=True`, so
-start-up never initialises parameters it is about to overwrite.
+Numerics follow transformers' modeling_qwen2.py: RMSNorm in float32, RoPE tables in float32 cast
+to the activation dtype, "rotate_half" layout, logits in float32.
+
+Loading is the one place that knows the checkpoint's layout. `from_tensors` takes (key, tensor)
+pairs with the checkpoint's names (`model.layers.0.self_attn.q_proj.weight`), one at a time, and
+builds each layer as soon as its tensors have arrived: q/k/v are fused into one `qkv_proj` and
+gate/up into one `gate_up_proj` (one matrix product instead of three or two), tied embeddings
+share one tensor with the output projection. Nothing is initialised and then overwritten. With
+`quantize="int8"` every matrix (and the embedding table) is held as int8 with per-row scales
+(quantize.py); activations, norms, biases, the KV cache and logits stay in the compute dtype.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +24,68 @@ from torch import nn
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
+from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch, cat_rows, quantize_int8
+
+EXACT_TOP_LOGITS = 64  # int8 mode: the largest logits are recomputed in float32 (quantize.py)
+_LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
+_LAYER_PARTS = (
+    "input_layernorm.weight", "post_attention_layernorm.weight",
+    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+    "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+    "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+)  # fmt: skip
+
+
+def matrix_keys(cfg: Qwen2Config) -> frozenset[str]:
+    """The checkpoint keys of every 2-D weight (what int8 mode quantizes)."""
+    keys = {"model.embed_tokens.weight"} | ({"lm_head.weight"} if not cfg.tie_word_embeddings else set())
+    for n in range(cfg.num_hidden_layers):
+        keys |= {f"model.layers.{n}.{p}" for p in _LAYER_PARTS if p.endswith("proj.weight")}
+    return frozenset(keys)
+
+
+def matrix_params(cfg: Qwen2Config) -> int:
+    """How many parameters the 2-D weights hold (a tied embedding counted once)."""
+    h, i, d = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    q, kv = cfg.num_attention_heads * d, cfg.num_key_value_heads * d
+    per_layer = h * (q + 2 * kv) + q * h + 3 * h * i
+    return cfg.num_hidden_layers * per_layer + cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, weight: torch.Tensor, eps: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(dim))
+        self.weight = nn.Parameter(weight, requires_grad=False)
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # one fused op, same arithmetic
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(dtype)
+
+
+class Linear(nn.Module):
+    """y = x W^T + b with W (N, K) in the compute dtype."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Embedding(nn.Module):
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
 
 
 def rope_tables(cfg: Qwen2Config, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,58 +104,44 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Qwen2Config) -> None:
+    def __init__(self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module) -> None:
         super().__init__()
-        d = cfg.head_dim
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, d
-        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * d, bias=True)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * d, bias=True)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv_heads * d, bias=True)
-        self.o_proj = nn.Linear(self.n_heads * d, cfg.hidden_size, bias=False)
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.qkv_proj = qkv_proj  # rows: q (Hq*D), k (Hkv*D), v (Hkv*D)
+        self.o_proj = o_proj
 
-    def forward(
-        self,
-        x: torch.Tensor,  # (B, T, H)
-        cos: torch.Tensor,  # (T, D), activation dtype
-        sin: torch.Tensor,
-        cache: KVCache,
-        layer: int,
-        pos: int,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        hq, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x).view(B, T, hq + 2 * hkv, d).transpose(1, 2)  # (B, Hq+2Hkv, T, D)
+        qk, v = qkv[:, : hq + hkv], qkv[:, hq + hkv :]  # q and k rotate together
+        qk = qk * cos + rotate_half(qk) * sin
+        q, k = qk[:, :hq], qk[:, hq:]  # (B, Hq, T, D), (B, Hkv, T, D)
         k, v = cache.update(layer, pos, k, v)  # (B, Hkv, pos+T, D)
         # T == 1 attends to everything cached; a first prefill is plainly causal; a prefill on top
         # of a cache needs the explicit mask (SDPA's is_causal aligns to the top-left corner).
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=(T > 1 and pos == 0), enable_gqa=self.n_heads != self.n_kv_heads
+            q, k, v, attn_mask=mask, is_causal=(T > 1 and pos == 0), enable_gqa=hq != hkv
         )  # (B, Hq, T, D)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: Qwen2Config) -> None:
+    def __init__(self, gate_up_proj: nn.Module, down_proj: nn.Module) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj = gate_up_proj  # rows: gate (I), up (I)
+        self.down_proj = down_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: Qwen2Config) -> None:
+    def __init__(self, input_layernorm: RMSNorm, self_attn: Attention, post_attention_layernorm: RMSNorm, mlp: MLP) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = Attention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = MLP(cfg)
+        self.input_layernorm, self.self_attn = input_layernorm, self_attn
+        self.post_attention_layernorm, self.mlp = post_attention_layernorm, mlp
 
     def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, mask)
@@ -108,43 +151,119 @@ class DecoderLayer(nn.Module):
 class Backbone(nn.Module):
     """`model.*` in the checkpoint: embeddings, layers, final norm."""
 
-    def __init__(self, cfg: Qwen2Config) -> None:
+    def __init__(self, embed_tokens: nn.Module, layers: list[DecoderLayer], norm: RMSNorm) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.embed_tokens = embed_tokens
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+
+
+class _Builder:
+    """Turns checkpoint tensors into modules: float or int8 matrices, fused where possible."""
+
+    def __init__(self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str) -> None:
+        self.cfg, self.device, self.dtype, self.quantize = cfg, device, dtype, quantize
+        self.scratch = Scratch()
+
+    def tensor(self, key: str, value: torch.Tensor | QTensor) -> torch.Tensor | QTensor:
+        if self.quantize == "int8" and not isinstance(value, QTensor) and value.dim() == 2:
+            value = quantize_int8(value)
+        if isinstance(value, QTensor):
+            return value.to(self.device)
+        return value.to(device=self.device, dtype=self.dtype)
+
+    def linear(self, weights: list, biases: list | None = None, exact_top: int = 0) -> nn.Module:
+        bias = None if biases is None else torch.cat(biases) if len(biases) > 1 else biases[0]
+        if isinstance(weights[0], QTensor):
+            return Int8Linear(cat_rows(weights) if len(weights) > 1 else weights[0], bias, self.scratch, exact_top)
+        return Linear(torch.cat(weights) if len(weights) > 1 else weights[0], bias)
+
+    def embedding(self, weight: torch.Tensor | QTensor) -> nn.Module:
+        return Int8Embedding(weight, self.dtype) if isinstance(weight, QTensor) else Embedding(weight)
+
+    def layer(self, t: dict[str, torch.Tensor | QTensor]) -> DecoderLayer:
+        eps = self.cfg.rms_norm_eps
+        a, m = "self_attn.", "mlp."
+        qkv = self.linear([t[a + "q_proj.weight"], t[a + "k_proj.weight"], t[a + "v_proj.weight"]],
+                          [t[a + "q_proj.bias"], t[a + "k_proj.bias"], t[a + "v_proj.bias"]])  # fmt: skip
+        attn = Attention(self.cfg, qkv, self.linear([t[a + "o_proj.weight"]]))
+        mlp = MLP(self.linear([t[m + "gate_proj.weight"], t[m + "up_proj.weight"]]), self.linear([t[m + "down_proj.weight"]]))
+        return DecoderLayer(RMSNorm(t["input_layernorm.weight"], eps), attn, RMSNorm(t["post_attention_layernorm.weight"], eps), mlp)
 
 
 class Qwen2ForCausalLM(nn.Module):
-    def __init__(self, cfg: Qwen2Config) -> None:
+    def __init__(self, cfg: Qwen2Config, model: Backbone, lm_head: nn.Module, dtype: torch.dtype, quantize: str) -> None:
         super().__init__()
         self.config = cfg
-        self.model = Backbone(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.model = model
+        self.lm_head = lm_head
+        self.dtype, self.quantize = dtype, quantize
         self.rope_cos: torch.Tensor | None = None
         self.rope_sin: torch.Tensor | None = None
 
     @classmethod
     def from_state_dict(
-        cls, cfg: Qwen2Config, state: dict[str, torch.Tensor], device: torch.device, max_len: int
+        cls,
+        cfg: Qwen2Config,
+        state: Mapping[str, torch.Tensor],
+        device: torch.device,
+        max_len: int,
+        quantize: str = "none",
     ) -> "Qwen2ForCausalLM":
-        with torch.device("meta"):
-            model = cls(cfg)
-        if cfg.tie_word_embeddings:
-            state = {**state, "lm_head.weight": state["model.embed_tokens.weight"]}
-        model.load_state_dict(state, assign=True, strict=True)
-        if cfg.tie_word_embeddings:
-            model.lm_head.weight = model.model.embed_tokens.weight  # one tensor, not a copy
-        model.to(device)
+        """A model from a whole state dict (float tensors in the compute dtype)."""
+        dtype = state["model.embed_tokens.weight"].dtype
+        return cls.from_tensors(cfg, state.items(), device, max_len, dtype, quantize)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        cfg: Qwen2Config,
+        tensors: Iterable[tuple[str, torch.Tensor | QTensor]],
+        device: torch.device,
+        max_len: int,
+        dtype: torch.dtype,
+        quantize: str = "none",
+    ) -> "Qwen2ForCausalLM":
+        """A model from checkpoint-named tensors arriving one at a time (float tensors are cast to
+        `dtype`; with quantize="int8" matrices are quantized unless they arrive as QTensors)."""
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"unknown quantize mode {quantize!r}")
+        b = _Builder(cfg, device, dtype, quantize)
+        pending: dict[int, dict] = {}
+        layers: dict[int, DecoderLayer] = {}
+        top: dict[str, torch.Tensor | QTensor] = {}
+        for key, value in tensors:
+            if cfg.tie_word_embeddings and key == "lm_head.weight":
+                continue  # a tied checkpoint's copy of the embedding; unused
+            value = b.tensor(key, value)
+            match = _LAYER_KEY.fullmatch(key)
+            if match is None:
+                top[key] = value
+                continue
+            n, part = int(match.group(1)), match.group(2)
+            pending.setdefault(n, {})[part] = value
+            if len(pending[n]) == len(_LAYER_PARTS):
+                layers[n] = b.layer(pending.pop(n))  # the parts are freed as soon as fused
+        need = {"model.embed_tokens.weight", "model.norm.weight"} | (set() if cfg.tie_word_embeddings else {"lm_head.weight"})
+        missing = sorted(need - set(top)) + [f"model.layers.{n}.*" for n in range(cfg.num_hidden_layers) if n not in layers]
+        if missing:
+            raise ValueError(f"checkpoint tensors missing: {', '.join(missing[:3])}")
+        embed = b.embedding(top["model.embed_tokens.weight"])
+        if cfg.tie_word_embeddings:  # one tensor, not a copy
+            w = top["model.embed_tokens.weight"]
+            lm_head = b.linear([w], exact_top=EXACT_TOP_LOGITS)
+        else:
+            lm_head = b.linear([top["lm_head.weight"]], exact_top=EXACT_TOP_LOGITS)
+        backbone = Backbone(embed, [layers[n] for n in range(cfg.num_hidden_layers)], RMSNorm(top["model.norm.weight"], cfg.rms_norm_eps))
+        model = cls(cfg, backbone, lm_head, dtype, quantize)
         model.eval().requires_grad_(False)
         cos, sin = rope_tables(cfg, max_len, device)
-        dtype = model.model.embed_tokens.weight.dtype
         model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
         return model
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = True) -> torch.Tensor:
-        """input_ids (1, T) at positions pos..pos+T-1 -> float32 logits (1, 1 or T, V).
+    def hidden(self, input_ids: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:
+        """input_ids (1, T) at positions pos..pos+T-1 -> final-norm hidden states (1, T, H).
 
         Writes the new keys/values into `cache`; the caller records the ids in `cache.tokens`.
         """
@@ -158,6 +277,15 @@ class Qwen2ForCausalLM(nn.Module):
             mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos+T)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, cache, i, pos, mask)
-        if last_only:
-            x = x[:, -1:]
-        return self.lm_head(self.model.norm(x)).float()
+        return self.model.norm(x)
+
+    @torch.inference_mode()
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, H) -> float32 logits (B, T, V)."""
+        return self.lm_head(h).float()
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = True) -> torch.Tensor:
+        """input_ids (1, T) at positions pos..pos+T-1 -> float32 logits (1, 1 or T, V)."""
+        h = self.hidden(input_ids, cache, pos)
+        return self.logits(h[:, -1:] if last_only else h)

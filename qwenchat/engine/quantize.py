@@ -1,0 +1,161 @@
+"""Weight-only int8 quantization, and loading a checkpoint straight into its final form.
+
+Contract
+--------
+- `quantize_int8(w)`: symmetric, per output channel (row): `w[n] ~= q[n] * scale[n]` with
+  `q` int8 in [-127, 127] and `scale` = max|w[n]| / 127 rounded up to a bfloat16 value (kept as
+  float32). The rounding error of each element is at most `scale[n] / 2`. Rows are processed in blocks so a 136M-parameter matrix
+  needs no full-size float temporaries.
+- `Int8Linear`: `y = x W^T + b` with W held as int8 + scales. Few rows (decode: one token) run
+  `torch._weight_int8pack_mm` on the CPU (int8 weights, bfloat16 activations, float32
+  accumulation, bfloat16 result), which reads a quarter of the bytes a float32 matrix-vector
+  product reads; many rows (prefill) dequantize the weight block by block into a shared scratch
+  buffer and use the ordinary float matrix product, which is far faster than the int8 kernel for
+  big matrices. That path rounds its inputs and outputs to bfloat16 like the kernel does, so both
+  give the same numbers (up to float32 summation order): a prompt fed in one piece or token by
+  token sees the same model (the output projection keeps float32 results: see `exact_top`).
+  Other devices always take the dequantizing path (correct, not tuned).
+- `Int8Embedding`: rows gathered as int8, then scaled.
+
+Reading checkpoints tensor by tensor (and the on-disk int8 cache) lives in checkpoint.py.
+
+What this module does not know: which layers to quantize (model.py decides), or whether a lossy
+mode is acceptable (the quality guard in tests/real/test_quality_guard.py checks that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANT_MODES = ("none", "int8")
+BLOCK_ELEMS = 1 << 23  # rows per dequantization/quantization block: ~8M elements (32 MB float32)
+DECODE_ROWS = 4  # at most this many rows use the int8 kernel; more rows dequantize
+
+
+@dataclass
+class QTensor:
+    """An int8 matrix with one float32 scale per row: value[n, k] ~= q[n, k] * scale[n]."""
+
+    q: torch.Tensor  # (N, K) int8
+    scale: torch.Tensor  # (N,) float32
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.q.shape
+
+    def to(self, device: torch.device) -> "QTensor":
+        return QTensor(self.q.to(device), self.scale.to(device))
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.q.to(dtype) * self.scale[:, None].to(dtype)
+
+
+def quantize_int8(w: torch.Tensor, out: QTensor | None = None, row0: int = 0) -> QTensor:
+    """Quantize the rows of `w` (N, K); with `out`, write them into out at rows row0.."""
+    n, k = w.shape
+    if out is None:
+        out = QTensor(torch.empty(n, k, dtype=torch.int8, device=w.device), torch.empty(n, device=w.device))
+    step = max(1, BLOCK_ELEMS // max(k, 1))
+    for a in range(0, n, step):
+        blk = w[a : a + step].to(torch.float32, copy=True)  # never scale the caller's tensor in place
+        scale = bf16_ceil(blk.abs().amax(dim=1).div_(127.0).clamp_(min=1e-30))  # (rows,)
+        out.q[row0 + a : row0 + a + blk.shape[0]] = blk.div_(scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+        out.scale[row0 + a : row0 + a + blk.shape[0]] = scale
+    return out
+
+
+def bf16_ceil(x: torch.Tensor) -> torch.Tensor:
+    """The smallest bfloat16 values >= x (x > 0), as float32: the int8 kernel takes bfloat16
+    scales, so scales are chosen exactly representable (no extra rounding, |q| stays <= 127)."""
+    b = x.to(torch.bfloat16)
+    low = b.float() < x
+    b[low] = (b[low].view(torch.int16) + 1).view(torch.bfloat16)
+    return b.float()
+
+
+def cat_rows(parts: list[QTensor]) -> QTensor:
+    return QTensor(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]))
+
+
+class Scratch:
+    """One reusable float buffer per (device, dtype) for dequantized weight blocks, shared by all
+    layers of a model (allocating tens of MB per matrix product costs page faults every time)."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        key = (q.device, dtype)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < q.numel():
+            buf = self._bufs[key] = torch.empty(max(q.numel(), 1), dtype=dtype, device=q.device)
+        w = buf[: q.numel()].view(q.shape)
+        return torch.mul(q, scale[:, None].to(dtype), out=w)
+
+
+def _int8_kernel_ok(device: torch.device) -> bool:
+    return device.type == "cpu" and hasattr(torch, "_weight_int8pack_mm")
+
+
+class Int8Linear(nn.Module):
+    def __init__(self, weight: QTensor, bias: torch.Tensor | None, scratch: Scratch, exact_top: int = 0) -> None:
+        """exact_top > 0 (the output projection): the kernel's bfloat16 results are exact enough to
+        find the `exact_top` largest outputs per row, which are then recomputed in float32, so
+        greedy choices and the head of the sampling distribution are not decided by bfloat16
+        rounding (a logit of 20 is rounded to a multiple of 0.125 in bfloat16)."""
+        super().__init__()
+        self.exact_top = exact_top
+        self.register_buffer("qweight", weight.q)  # (N, K) int8
+        self.register_buffer("scales", weight.scale)  # (N,) float32
+        self.register_buffer("scales_bf16", weight.scale.to(torch.bfloat16))
+        self.register_buffer("bias", bias)
+        self.scratch = scratch
+        self.out_features, self.in_features = weight.q.shape
+        self.kernel = _int8_kernel_ok(weight.q.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if self.kernel and x2.shape[0] <= DECODE_ROWS:
+            xb = x2.to(torch.bfloat16)
+            y = torch._weight_int8pack_mm(xb, self.qweight, self.scales_bf16).to(x.dtype)
+            if self.exact_top:
+                idx = y.topk(min(self.exact_top, self.out_features), dim=-1).indices  # (M, k)
+                rows = self.qweight[idx].to(x.dtype)  # (M, k, K)
+                exact = torch.matmul(rows, xb.to(x.dtype).unsqueeze(-1)).squeeze(-1) * self.scales[idx]
+                y.scatter_(-1, idx, exact)
+        else:
+            y = self._dequantized_matmul(x2)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*lead, self.out_features)
+
+    def _dequantized_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        # the kernel's numerics, emulated: bfloat16 inputs, float32 sums, bfloat16 outputs
+        dtype = x2.dtype
+        x2 = x2.to(torch.bfloat16).to(dtype)
+        n, k = self.qweight.shape
+        step = max(1, BLOCK_ELEMS // k)
+        if n <= step:
+            y = F.linear(x2, self.scratch.dequantize(self.qweight, self.scales, dtype))
+        else:
+            y = torch.empty(x2.shape[0], n, dtype=dtype, device=x2.device)
+            for a in range(0, n, step):
+                w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype)
+                y[:, a : a + w.shape[0]] = F.linear(x2, w)
+        return y if self.exact_top else y.to(torch.bfloat16).to(dtype)
+
+
+class Int8Embedding(nn.Module):
+    def __init__(self, weight: QTensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("qweight", weight.q)  # (V, H) int8
+        self.register_buffer("scales", weight.scale)  # (V,) float32
+        self.dtype = dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[ids].to(self.dtype) * self.scales[ids].unsqueeze(-1).to(self.dtype)
