@@ -32,6 +32,7 @@ class Settings:
     model: str | None = None
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None
     context_limit: int | None = None
     theme: str | None = None
     temperature: float | None = None
@@ -77,6 +78,7 @@ ENV_VARS: dict[str, str] = {
     "model": "QWENCHAT_MODEL",
     "device": "QWENCHAT_DEVICE",
     "dtype": "QWENCHAT_DTYPE",
+    "quantize": "QWENCHAT_QUANTIZE",
     "context_limit": "QWENCHAT_CONTEXT_LIMIT",
     "theme": "QWENCHAT_THEME",
 }
@@ -125,6 +127,13 @@ def _dtype(value: Any) -> str:
     return text
 
 
+def _quantize(value: Any) -> str:
+    text = _text(value).lower()
+    if text not in ("auto", "none", "int8"):
+        raise ValueError
+    return text
+
+
 def _check(parse: Callable[[Any], Any], ok: Callable[[Any], bool]) -> Callable[[Any], Any]:
     def run(value: Any) -> Any:
         out = parse(value)
@@ -140,6 +149,7 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "model": (_text, "a model name or path (non-empty text)"),
     "device": (_device, "auto, cpu, cuda, cuda:N or mps"),
     "dtype": (_dtype, "auto, float32, bfloat16, float16 (or fp32, bf16, fp16)"),
+    "quantize": (_quantize, "auto, none or int8 (int8: weight-only, lossy, smaller and faster on CPUs)"),
     "context_limit": (_check(_int, lambda v: v > 0), "a whole number greater than 0"),
     "theme": (_text, "a theme name (non-empty text)"),
     "temperature": (_check(_float, lambda v: v >= 0), "a number >= 0 (0 picks the likeliest)"),

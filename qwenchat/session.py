@@ -240,7 +240,8 @@ def load_engine(settings: "Settings", progress: Any = None) -> tuple[ChatEngine,
 
     resolved = resolve_model(settings.model, progress=progress)
     engine = ChatEngine.load(
-        resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit
+        resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
+        quantize=settings.quantize,
     )
     return engine, resolved.name
 

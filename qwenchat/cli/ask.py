@@ -46,6 +46,7 @@ def ask(
     context_limit: Optional[int] = typer.Option(None, "--context-limit", help="Context window in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="auto, none or int8 (weight-only int8: lossy, smaller, faster on CPUs; auto = int8 on CPUs for 100M+ parameter models)."),
     plain: bool = typer.Option(False, "--plain", help="Plain text even on a terminal."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the reply when it is complete."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),
@@ -60,7 +61,7 @@ def ask(
     if no_save and (cont or cid is not None):
         raise UsageError("--no-save cannot continue a stored conversation", "drop --no-save or --continue/--cid")
     text = compose_message(prompt, read_stdin())
-    flags = dict(model=model, device=device, dtype=dtype, context_limit=context_limit, temperature=temperature,
+    flags = dict(model=model, device=device, dtype=dtype, quantize=quantize, context_limit=context_limit, temperature=temperature,
                  top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
                  max_tokens=max_tokens, seed=seed)
     settings = load_settings().merged(flags)
