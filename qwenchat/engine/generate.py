@@ -88,11 +88,12 @@ def prefill(
     return logits
 
 
-def decode_step(model: Qwen2ForCausalLM, cache: KVCache, token: torch.Tensor) -> torch.Tensor:
-    """Feed one sampled token (a 0-d tensor on the model's device); returns the next logits (V,)."""
+def decode_step(model: Qwen2ForCausalLM, cache: KVCache, token: torch.Tensor, tid: int | None = None) -> torch.Tensor:
+    """Feed one sampled token (a 0-d tensor on the model's device; `tid` its value when the caller
+    already has it, saving a second host sync); returns the next logits (V,)."""
     pos = cache.length
     logits = model(token.view(1, 1), cache, pos)[0, -1]
-    cache.tokens.append(int(token))
+    cache.tokens.append(int(token) if tid is None else tid)
     return logits
 
 
@@ -142,7 +143,7 @@ def stream(
             finish = "stop"
             break
         if len(out) < budget:
-            logits = decode_step(model, cache, token)
+            logits = decode_step(model, cache, token, tid)
 
     if not stops.hit:
         tail, _ = stops.feed(decoder.flush(), final=True)

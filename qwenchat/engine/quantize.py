@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 QUANT_MODES = ("none", "int8")
-BLOCK_ELEMS = 1 << 23  # rows per dequantization/quantization block: ~8M elements (32 MB float32)
+BLOCK_ELEMS = 1 << 24  # rows per dequantization/quantization block: ~16M elements (64 MB float32)
 DECODE_ROWS = 4  # at most this many rows use the int8 kernel; more rows dequantize
 
 
@@ -94,7 +94,7 @@ class Scratch:
         if buf is None or buf.numel() < q.numel():
             buf = self._bufs[key] = torch.empty(max(q.numel(), 1), dtype=dtype, device=q.device)
         w = buf[: q.numel()].view(q.shape)
-        return torch.mul(q, scale[:, None].to(dtype), out=w)
+        return w.copy_(q).mul_(scale[:, None].to(dtype))  # ~7x faster than a mixed-dtype mul
 
 
 def _int8_kernel_ok(device: torch.device) -> bool:
