@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from qwenchat.engine.chat import ChatEngine, GenerateOptions
-from qwenchat.engine.generate import Chunk, Reply
+from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 
 if TYPE_CHECKING:
     from qwenchat.config import Settings
+    from qwenchat.engine.chat import ChatEngine
     from qwenchat.store import Store
     from qwenchat.store.records import Conversation, Message
 
@@ -236,6 +236,7 @@ def load_engine(settings: "Settings", progress: Any = None) -> tuple[ChatEngine,
 
     Returns the engine and the model's name as shown to users and stored with conversations.
     """
+    from qwenchat.engine.chat import ChatEngine
     from qwenchat.models import resolve_model
 
     resolved = resolve_model(settings.model, progress=progress)

@@ -62,7 +62,7 @@ def test_no_runtime_module_imports_transformers_or_unpickles():
 
 def test_help_and_package_import_do_not_load_torch():
     code = (
-        "import sys, qwenchat, qwenchat.cli\n"
+        "import sys, qwenchat, qwenchat.cli, qwenchat.session, qwenchat.engine.records\n"
         "from qwenchat.cli import run\n"
         "import contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"

@@ -19,35 +19,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
 from qwenchat.engine.device import Placement, choose, choose_quantize
 from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
-from qwenchat.engine.generate import Chunk, GenerationSettings, Reply, stream
+from qwenchat.engine.generate import GenerationSettings, stream
 from qwenchat.engine.generation_config import GenerationDefaults
 from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys, matrix_params
+from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.engine.template import ChatTemplate
 from qwenchat.engine.tokenizer import Tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 4096
 Message = dict[str, str]
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    """Per-request overrides of the model's generation defaults; None keeps the default."""
-
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    max_new_tokens: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,54 +13,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.records import Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import Sampler, SamplingParams
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
 
-FinishReason = Literal["stop", "length", "cancelled"]
 PREFILL_CHUNK = 512  # bounds the attention-score memory of a long prompt
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of the reply's text, safe to show (never a broken character)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    cached_tokens: int  # reused from the KV cache
-    prefilled_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Timings:
-    ttft_s: float  # request start -> first token sampled (includes prefill)
-    prefill_s: float
-    decode_s: float
-    prefill_tok_s: float
-    decode_tok_s: float
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The end of a stream: the whole text and how generation went."""
-
-    text: str
-    finish_reason: FinishReason
-    usage: Usage
-    timings: Timings
-    token_ids: list[int] = field(default_factory=list)
-    dropped_messages: int = 0  # older turns left out to fit the context window
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""A scripted stand-in for `ChatSession`: same methods, same records (`Chunk`-like objects with
-`.text`, then a `Turn` with a `Reply`), a real `Store` underneath, and no model or torch.
+"""A scripted stand-in for `ChatSession`: same methods, the same records (`Chunk`s, then a
+`Turn` with a `Reply`; all torch-free), a real `Store` underneath, and no model or torch.
 
 Replies come from `script` (a list used in order, then `default`); each is streamed word by
 word. `hold` (a threading.Event) pauses the stream after the first chunk until it is set or
@@ -9,77 +9,13 @@ the reply is cancelled, so tests can stop a reply mid-way deterministically.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Chunk:
-    text: str
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    cached_tokens: int
-    prefilled_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Timings:
-    ttft_s: float
-    prefill_s: float
-    decode_s: float
-    prefill_tok_s: float
-    decode_tok_s: float
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    finish_reason: str
-    usage: Usage
-    timings: Timings
-    dropped_messages: int = 0
-
-
-@dataclass(frozen=True)
-class Turn:
-    reply: Reply
-    conversation_id: int | None
-    user_message_id: int | None
-    message_id: int | None
-
-
-@dataclass(frozen=True)
-class Options:
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    max_new_tokens: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-class SettingsError(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.hint = message, hint
-
-
-@dataclass
-class Entry:
-    role: str
-    content: str
-    id: int | None = None
-    status: str = "complete"
-
-
-OPTION_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens", "seed")
+from qwenchat.engine.errors import SettingsError
+from qwenchat.engine.records import Chunk, GenerateOptions as Options, Reply, Timings, Usage
+from qwenchat.session import OPTION_FIELDS as OPTION_KEYS, Entry, Turn
 
 
 def _opts(o: Options) -> dict:
