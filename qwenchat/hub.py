@@ -296,8 +296,10 @@ def download_snapshot(repo_id: str, revision: str | None = None, *, progress: Do
         snap = cached_snapshot(repo_id, revision)
         if snap is not None:
             return snap
+        ref = _ref(repo_id, revision)
+        shown = name if name == ref else f"{name} ({ref})"  # an alias also names its repo
         raise HubError(
-            f"model {name} ({_ref(repo_id, revision)}) is not in the local cache and HF_HUB_OFFLINE is set",
+            f"model {shown} is not in the local cache and HF_HUB_OFFLINE is set",
             hint=f"run `qwenchat pull {name}` on a connected machine (or unset HF_HUB_OFFLINE)",
         )
     from huggingface_hub import HfApi

@@ -21,6 +21,7 @@ from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 if TYPE_CHECKING:
     from qwenchat.config import Settings
     from qwenchat.engine.chat import ChatEngine
+    from qwenchat.models import ResolvedModel
     from qwenchat.store import Store
     from qwenchat.store.records import Conversation, Message
 
@@ -169,7 +170,9 @@ class ChatSession:
 
     # -- storage ----------------------------------------------------------------------------
 
-    def _save(self, role: str, content: str, status: str = "complete", meta: dict | None = None) -> int | None:
+    def _save(
+        self, role: str, content: str, status: str = "complete", meta: dict | None = None, reply: Reply | None = None
+    ) -> int | None:
         if self.store is None:
             return None
         if self.conversation_id is None:
@@ -177,11 +180,14 @@ class ChatSession:
                 self.model_label, self.system_prompt, settings=_options_dict(self.options)
             )
             self.conversation_id = conv.id
-        return self.store.add_message(self.conversation_id, role, content, status=status, meta=meta).id
+        counts = {}
+        if reply is not None:
+            counts = {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens}
+        return self.store.add_message(self.conversation_id, role, content, status=status, meta=meta, **counts).id
 
     def _finish(self, text: str, status: str, reply: Reply | None) -> int | None:
         meta = _reply_meta(self, reply)
-        msg_id = self._save("assistant", text, status, meta)
+        msg_id = self._save("assistant", text, status, meta, reply)
         self.entries.append(Entry("assistant", text, msg_id, status))
         return msg_id
 
@@ -231,15 +237,18 @@ def options_from_settings(settings: "Settings", stop: tuple[str, ...] = ()) -> G
     )
 
 
-def load_engine(settings: "Settings", progress: Any = None) -> tuple[ChatEngine, str]:
-    """Find (downloading if needed) the model the settings name and load it.
+def load_engine(
+    settings: "Settings", progress: Any = None, resolved: "ResolvedModel | None" = None
+) -> tuple[ChatEngine, str]:
+    """Find (downloading if needed) the model the settings name and load it; `resolved` skips
+    the finding when the caller has done it already (to show a download before a spinner).
 
     Returns the engine and the model's name as shown to users and stored with conversations.
     """
     from qwenchat.engine.chat import ChatEngine
     from qwenchat.models import resolve_model
 
-    resolved = resolve_model(settings.model, progress=progress)
+    resolved = resolved or resolve_model(settings.model, progress=progress)
     engine = ChatEngine.load(
         resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
         quantize=settings.quantize,

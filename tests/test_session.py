@@ -45,6 +45,7 @@ def test_turns_are_stored_and_the_cache_is_reused_within_a_process(engine, store
     thread = store.thread(conv.id)
     assert [(m.role, m.status) for m in thread] == [("user", "complete"), ("assistant", "complete")] * 2
     assert thread[1].content == t1.reply.text and thread[1].meta["usage"]["completion_tokens"] == t1.reply.usage.completion_tokens
+    assert (thread[1].prompt_tokens, thread[1].completion_tokens) == (t1.reply.usage.prompt_tokens, t1.reply.usage.completion_tokens)
 
 
 def test_regenerate_and_edit_keep_old_branches(engine, store):

@@ -20,7 +20,7 @@ from qwenchat.cli.app import app, warn
 from qwenchat.errors import UsageError
 
 if TYPE_CHECKING:
-    from qwenchat.engine.generate import Reply
+    from qwenchat.engine.records import Reply
     from qwenchat.session import ChatSession, Turn
 
 
@@ -128,7 +128,7 @@ def _open_store():
 
 
 def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSession":
-    from qwenchat.session import ChatSession, load_engine, options_from_settings
+    from qwenchat.session import ChatSession, options_from_settings
 
     if preset is not None:
         if store is None:
@@ -160,22 +160,19 @@ def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSess
 
 
 def _load(settings):
+    """Download the model if needed (a progress bar on stderr), then load it (a spinner on a
+    terminal). One after the other: rich draws one live display at a time."""
+    from qwenchat.cli.models import RichDownloadProgress
+    from qwenchat.models import resolve_model
     from qwenchat.session import load_engine
 
+    resolved = resolve_model(settings.model, progress=RichDownloadProgress())
     if sys.stderr.isatty():
         from rich.console import Console
 
         with Console(stderr=True).status("loading model…"):
-            return load_engine(settings, progress=_progress())
-    return load_engine(settings, progress=_progress())
-
-
-def _progress():
-    try:
-        from qwenchat.cli.models import cli_progress
-    except ImportError:
-        return None
-    return cli_progress()
+            return load_engine(settings, resolved=resolved)
+    return load_engine(settings, resolved=resolved)
 
 
 def _fit(session: "ChatSession", text: str, truncate: str | None) -> str:
@@ -202,8 +199,6 @@ def _pretty(plain: bool, as_json: bool) -> bool:
 
 def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn":
     """Generate the reply; `output` is "stream" (as it comes), "end" (when complete) or "none"."""
-    from qwenchat.engine.generate import Chunk
-
     # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
     with closing(session.send(text)) as events:
         if pretty:
@@ -212,7 +207,7 @@ def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn"
 
 
 def _run_plain(events, output: str) -> "Turn":
-    from qwenchat.engine.generate import Chunk
+    from qwenchat.engine.records import Chunk
 
     stream = output == "stream"
     turn = None
@@ -246,7 +241,7 @@ def _run_pretty(events, stream: bool) -> "Turn":
     from rich.live import Live
     from rich.markdown import Markdown
 
-    from qwenchat.engine.generate import Chunk
+    from qwenchat.engine.records import Chunk
 
     console = Console()
     text, turn = "", None

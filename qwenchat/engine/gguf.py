@@ -505,7 +505,7 @@ def _encode(values: Any, dtype: str) -> bytes:
 # Tokenizer
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character map (the byte-level BPE alphabet)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     bs += list(range(ord("®"), ord("ÿ") + 1))
@@ -555,7 +555,7 @@ def build_tokenizer_files(md: dict[str, Any], gguf_path: Path) -> tuple[dict[str
     merges_raw: list[str] = list(_required(md, "tokenizer.ggml.merges", gguf_path))
     token_types = list(md.get("tokenizer.ggml.token_type") or [])
 
-    spelling = _bytes_to_unicode()
+    spelling = bytes_to_unicode()
     alphabet = set(spelling.values())
     vocab: dict[str, int] = {}
     for i, tok in enumerate(tokens):

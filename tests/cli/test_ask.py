@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from qwenchat.store import Store
+from tests.hub.fake_hub import fake_hub  # noqa: F401  (fixture)
 
 
 def qwenchat(args: list[str], home: Path, stdin: bytes | None = b"", timeout: float = 120) -> subprocess.CompletedProcess:
@@ -176,3 +177,16 @@ def test_unusable_data_dir_is_a_clear_error_and_no_save_still_works(tiny_model, 
     assert str(blocker).encode() in r.stderr
     r = qwenchat(["ask", "-n", "-m", str(tiny_model), "Hi", "--max-tokens", "2"], home)
     assert r.returncode == 0, r.stderr
+
+
+def test_first_run_download_shows_progress_on_stderr(tiny_model, fake_hub, isolated_home):  # noqa: F811
+    fake_hub.add_repo("Qwen/Tiny-Instruct", tiny_model)
+    env = {**os.environ, "QWENCHAT_HOME": str(isolated_home)}
+    env.pop("HF_HUB_OFFLINE", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "qwenchat", "ask", "-m", "Qwen/Tiny-Instruct", "Hi", "--max-tokens", "2"],
+        capture_output=True, env=env, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stderr
+    size_mb = (tiny_model / "model.safetensors").stat().st_size / 1e6
+    assert f"{size_mb:.1f}/{size_mb:.1f} MB".encode() in r.stderr or f"{size_mb:.0f} MB".encode() in r.stderr, r.stderr

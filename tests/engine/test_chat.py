@@ -141,7 +141,7 @@ def test_oldest_turns_are_dropped_to_fit_and_the_reply_says_so(tiny_model):
     msgs.append({"role": "user", "content": "Last one?"})
     _, r = run(engine, engine.chat(msgs, GenerateOptions(max_new_tokens=8, temperature=0)))
     assert r.dropped_messages > 0 and r.dropped_messages % 2 == 0
-    assert r.usage.prompt_tokens + 8 <= 160 or r.finish_reason == "length"
+    assert r.usage.prompt_tokens + 8 <= 160  # the prompt left room for the whole reply
     ids, dropped = engine.chat_prompt(msgs, reserve=8)
     assert engine.tokenizer.decode(ids, skip_special_tokens=False).count("Be brief.") == 1  # system prompt kept
     assert "Last one?" in engine.tokenizer.decode(ids)

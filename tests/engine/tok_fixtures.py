@@ -3,11 +3,12 @@ the Qwen2 and Qwen2.5 templates, and transformers' tokenizer for each (the refer
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 
+from qwenchat.engine.gguf import bytes_to_unicode
 from tests.fixtures.tiny import QWEN2_5_TEMPLATE, QWEN2_TEMPLATE, build_tokenizer
 
 TEMPLATES = {"qwen2": QWEN2_TEMPLATE, "qwen2_5": QWEN2_5_TEMPLATE}
@@ -34,20 +35,8 @@ def reference(model_dir: Path):
 
 def byte_token(tokenizer, byte: int) -> int:
     """The id of the single-byte token for `byte` (byte-level BPE has all 256)."""
-    token_id = tokenizer.token_id(_bytes_to_unicode()[byte])
+    token_id = tokenizer.token_id(bytes_to_unicode()[byte])
     assert token_id is not None
     return token_id
 
 
-@lru_cache(maxsize=1)
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map, used by byte-level BPE vocabularies."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))

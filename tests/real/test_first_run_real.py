@@ -58,10 +58,13 @@ def test_first_run_downloads_verifies_answers_then_runs_offline(fake_hub, hub_st
     assert any(p.endswith("model.safetensors") for p in fetched)
     assert not any(p.endswith(".bin") for p in fetched)
 
-    fake_hub.stop()
-    n_requests = len(fake_hub.requests)
     offline = {**env, "HF_HUB_OFFLINE": "1"}
+    n_requests = len(fake_hub.requests)
+    cached = ask(question, offline)  # the server is still up, so a request would be logged
+    assert cached.returncode == 0, cached.stderr.decode()[-2000:]
+    assert len(fake_hub.requests) == n_requests  # no network at all
+
+    fake_hub.stop()
     second = ask(question, offline)
     assert second.returncode == 0, second.stderr.decode()[-2000:]
     assert json.loads(second.stdout)["text"] == json.loads(first.stdout)["text"]
-    assert len(fake_hub.requests) == n_requests  # no network at all
