@@ -150,7 +150,9 @@ def run(
 
     from qwenchat.engine.chat import ChatEngine, GenerateOptions
 
-    kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    from qwenchat.paths import kernels_dir
+
+    kwargs: dict[str, Any] = {"device": device, "dtype": dtype, "kernel_dir": kernels_dir()}
     if quantize is not None:
         if not engine_supports_quantize():
             from qwenchat.engine.errors import SettingsError

@@ -36,6 +36,20 @@ def config_dir() -> Path:
     return user_config_path(APP_NAME, appauthor=False)
 
 
+def cache_dir() -> Path:
+    """Files qwenchat can always rebuild (the compiled int8 kernel)."""
+    home = _home()
+    if home is not None:
+        return home / "cache"
+    from platformdirs import user_cache_path
+
+    return user_cache_path(APP_NAME, appauthor=False)
+
+
+def kernels_dir() -> Path:
+    return cache_dir() / "kernels"
+
+
 def config_file() -> Path:
     return config_dir() / "config.toml"
 

@@ -247,11 +247,12 @@ def load_engine(
     """
     from qwenchat.engine.chat import ChatEngine
     from qwenchat.models import resolve_model
+    from qwenchat.paths import kernels_dir
 
     resolved = resolved or resolve_model(settings.model, progress=progress)
     engine = ChatEngine.load(
         resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
-        quantize=settings.quantize,
+        quantize=settings.quantize, kernel_dir=kernels_dir(),
     )
     return engine, resolved.name
 

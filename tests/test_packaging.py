@@ -1,5 +1,5 @@
 """The wheel: an installed qwenchat finds its themes (the top-level themes/ folder is packaged
-as qwenchat/themes) and exposes the console script."""
+as qwenchat/themes), carries the int8 kernel's C source, and exposes the console script."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def test_wheel_carries_the_themes_and_the_entry_point(wheel):
     assert {p.name for p in (ROOT / "themes").glob("*.toml")} <= shipped and len(shipped) >= 3
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "qwenchat = qwenchat.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_wheel_carries_the_int8_kernel_source(wheel):
+    """The kernel is compiled on the user's machine from the source inside the package."""
+    assert "qwenchat/engine/int8_kernel.c" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_installed_wheel_finds_its_themes(wheel, tmp_path):

@@ -25,6 +25,7 @@ class KVCache:
         shape = (n_layers, 1, n_kv_heads, max_len, head_dim)  # (L, B, Hkv, S, D)
         self.k = torch.empty(shape, dtype=dtype, device=device)
         self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)  # views, made once
         self.max_len = max_len
         self.tokens: list[int] = []
 
@@ -37,9 +38,10 @@ class KVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v (B, Hkv, T, D) at positions pos.. and return the keys/values 0..pos+T."""
         end = pos + k.shape[2]
-        self.k[layer, :, :, pos:end] = k
-        self.v[layer, :, :, pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        lk, lv = self.layer_k[layer], self.layer_v[layer]
+        lk[:, :, pos:end] = k
+        lv[:, :, pos:end] = v
+        return lk[:, :, :end], lv[:, :, :end]
 
     def trim(self, length: int) -> None:
         """Forget everything after the first `length` tokens (the buffers are simply reused)."""

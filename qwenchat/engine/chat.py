@@ -19,7 +19,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 
+from qwenchat.engine import int8_kernel
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
@@ -71,9 +73,12 @@ class ChatEngine:
         dtype: str | None = "auto",
         max_context: int | None = None,
         quantize: str | None = "auto",
+        kernel_dir: Path | None = None,
     ) -> "ChatEngine":
         """quantize: "auto" (int8 on the CPU when the dtype is left to us, else none), "none" or
-        "int8" (weight-only int8 matrices; lossy, guarded by tests/real/test_quality_guard.py)."""
+        "int8" (weight-only int8 matrices; lossy, guarded by tests/real/test_quality_guard.py).
+        kernel_dir: where the native int8 kernel is built and cached (None: rebuilt in a
+        temporary folder by each process; see int8_kernel.py)."""
         t0 = time.perf_counter()
         model_dir = Path(model_dir)
         placement: Placement = choose(device, dtype)
@@ -87,7 +92,13 @@ class ChatEngine:
             defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         if quant == "int8":
             tensors = Int8Checkpoint(model_dir, cfg, matrix_keys(cfg))
-            model = Qwen2ForCausalLM.from_tensors(cfg, tensors, placement.device, window, placement.dtype, "int8")
+            native = None
+            if placement.device.type == "cpu" and placement.dtype == torch.float32:
+                status = int8_kernel.load(kernel_dir)
+                native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
+            model = Qwen2ForCausalLM.from_tensors(
+                cfg, tensors, placement.device, window, placement.dtype, "int8", native
+            )
             quant_reason += f"; {tensors.source}"
         else:
             tensors = iter_checkpoint(model_dir, cfg, placement.dtype)

@@ -57,8 +57,8 @@ def choose_quantize(
     if req not in QUANTIZE_MODES:
         raise SettingsError(f"unknown quantize mode {requested!r}", "use one of: auto, none, int8")
     if req == "int8":
-        how = "int8 kernel for decoding" if placement.device.type == "cpu" else "dequantized per product on this device"
-        return "int8", f"int8 weights requested (lossy; {how})"
+        how = "" if placement.device.type == "cpu" else "; dequantized per product on this device"
+        return "int8", f"int8 weights requested (lossy{how})"
     if req == "none":
         return "none", "full-precision weights requested"
     dtype_auto = (dtype_requested or "auto").strip().lower() == "auto"

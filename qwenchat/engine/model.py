@@ -24,8 +24,10 @@ from torch import nn
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
+from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch, cat_rows, quantize_int8
 
+LONG_DECODE = 512  # cached positions from which decode_attention beats SDPA (~2x at 3K, slower at 50)
 EXACT_TOP_LOGITS = 64  # int8 mode: the largest logits are recomputed in float32 (quantize.py)
 _LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _LAYER_PARTS = (
@@ -89,18 +91,37 @@ class Embedding(nn.Module):
 
 
 def rope_tables(cfg: Qwen2Config, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin for positions 0..length-1, float32, shape (length, head_dim)."""
+    """cos/sin for positions 0..length-1, float32, shape (length, head_dim); the first half of
+    sin is negated, so rotate_half(x) * sin == x.roll(head_dim // 2, -1) * sin_signed (one copy
+    and one fused multiply-add instead of a split, a negation, a concatenation and a product)."""
     d = cfg.head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d))
     t = torch.arange(length, dtype=torch.int64, device=device).float()
     freqs = torch.outer(t, inv_freq)  # (S, D/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (S, D)
-    return emb.cos(), emb.sin()
+    sin = emb.sin()
+    sin[:, : d // 2].neg_()
+    return emb.cos(), sin
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x (..., T, D) rotated by position: transformers' `x * cos + rotate_half(x) * sin`."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin_signed)
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One query position against every cached one: q (B, Hq, 1, D), k/v (B, Hkv, S, D).
+
+    Each key/value head serves a group of query heads, so the group's queries become the rows of
+    one matrix product against that head's keys: three small ops instead of SDPA's general
+    machinery: about 2x faster than SDPA at 3K cached tokens on the CPU, slower below a few
+    hundred (LONG_DECODE)."""
+    B, hq, _, d = q.shape
+    hkv = k.shape[1]
+    qg = q.view(B, hkv, hq // hkv, d)  # T == 1: the heads of a group are adjacent rows
+    scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(d**-0.5)  # (B, Hkv, G, S)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+    return torch.matmul(probs, v).view(B, hq, 1, d)
 
 
 class Attention(nn.Module):
@@ -114,15 +135,16 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         hq, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv_proj(x).view(B, T, hq + 2 * hkv, d).transpose(1, 2)  # (B, Hq+2Hkv, T, D)
-        qk, v = qkv[:, : hq + hkv], qkv[:, hq + hkv :]  # q and k rotate together
-        qk = qk * cos + rotate_half(qk) * sin
+        qk = apply_rope(qkv[:, : hq + hkv], cos, sin)  # q and k rotate together
         q, k = qk[:, :hq], qk[:, hq:]  # (B, Hq, T, D), (B, Hkv, T, D)
-        k, v = cache.update(layer, pos, k, v)  # (B, Hkv, pos+T, D)
-        # T == 1 attends to everything cached; a first prefill is plainly causal; a prefill on top
-        # of a cache needs the explicit mask (SDPA's is_causal aligns to the top-left corner).
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=(T > 1 and pos == 0), enable_gqa=hq != hkv
-        )  # (B, Hq, T, D)
+        k, v = cache.update(layer, pos, k, qkv[:, hq + hkv :])  # (B, Hkv, pos+T, D)
+        if T == 1 and k.shape[2] >= LONG_DECODE:
+            y = decode_attention(q, k, v)
+        else:
+            # T == 1 attends to everything cached; a first prefill is plainly causal; a prefill on
+            # top of a cache needs the explicit mask (SDPA's is_causal aligns to the top-left corner)
+            is_causal = T > 1 and pos == 0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=hq != hkv)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
 
@@ -133,8 +155,9 @@ class MLP(nn.Module):
         self.down_proj = down_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each
-        return self.down_proj(F.silu(gate) * up)
+        gate_up = self.gate_up_proj(x)  # (B, T, 2I)
+        i = gate_up.shape[-1] // 2
+        return self.down_proj(F.silu(gate_up[..., :i]) * gate_up[..., i:])
 
 
 class DecoderLayer(nn.Module):
@@ -161,8 +184,11 @@ class Backbone(nn.Module):
 class _Builder:
     """Turns checkpoint tensors into modules: float or int8 matrices, fused where possible."""
 
-    def __init__(self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str) -> None:
+    def __init__(
+        self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str, native: Int8Kernel | None
+    ) -> None:
         self.cfg, self.device, self.dtype, self.quantize = cfg, device, dtype, quantize
+        self.native = native if dtype == torch.float32 else None  # our kernel takes float32 rows
         self.scratch = Scratch()
 
     def tensor(self, key: str, value: torch.Tensor | QTensor) -> torch.Tensor | QTensor:
@@ -175,7 +201,8 @@ class _Builder:
     def linear(self, weights: list, biases: list | None = None, exact_top: int = 0) -> nn.Module:
         bias = None if biases is None else torch.cat(biases) if len(biases) > 1 else biases[0]
         if isinstance(weights[0], QTensor):
-            return Int8Linear(cat_rows(weights) if len(weights) > 1 else weights[0], bias, self.scratch, exact_top)
+            weight = cat_rows(weights) if len(weights) > 1 else weights[0]
+            return Int8Linear(weight, bias, self.scratch, exact_top, self.native)
         return Linear(torch.cat(weights) if len(weights) > 1 else weights[0], bias)
 
     def embedding(self, weight: torch.Tensor | QTensor) -> nn.Module:
@@ -223,12 +250,14 @@ class Qwen2ForCausalLM(nn.Module):
         max_len: int,
         dtype: torch.dtype,
         quantize: str = "none",
+        native: Int8Kernel | None = None,
     ) -> "Qwen2ForCausalLM":
         """A model from checkpoint-named tensors arriving one at a time (float tensors are cast to
-        `dtype`; with quantize="int8" matrices are quantized unless they arrive as QTensors)."""
+        `dtype`; with quantize="int8" matrices are quantized unless they arrive as QTensors, and
+        `native` is the int8 kernel for decoding, None for torch's)."""
         if quantize not in ("none", "int8"):
             raise ValueError(f"unknown quantize mode {quantize!r}")
-        b = _Builder(cfg, device, dtype, quantize)
+        b = _Builder(cfg, device, dtype, quantize, native)
         pending: dict[int, dict] = {}
         layers: dict[int, DecoderLayer] = {}
         top: dict[str, torch.Tensor | QTensor] = {}

@@ -6,14 +6,16 @@ Contract
   `q` int8 in [-127, 127] and `scale` = max|w[n]| / 127 rounded up to a bfloat16 value (kept as
   float32). The rounding error of each element is at most `scale[n] / 2`. Rows are processed in blocks so a 136M-parameter matrix
   needs no full-size float temporaries.
-- `Int8Linear`: `y = x W^T + b` with W held as int8 + scales. Few rows (decode: one token) run
-  `torch._weight_int8pack_mm` on the CPU (int8 weights, bfloat16 activations, float32
-  accumulation, bfloat16 result), which reads a quarter of the bytes a float32 matrix-vector
-  product reads; many rows (prefill) dequantize the weight block by block into a shared scratch
-  buffer and use the ordinary float matrix product, which is far faster than the int8 kernel for
-  big matrices. That path rounds its inputs and outputs to bfloat16 like the kernel does, so both
-  give the same numbers (up to float32 summation order): a prompt fed in one piece or token by
-  token sees the same model (the output projection keeps float32 results: see `exact_top`).
+- `Int8Linear`: `y = x W^T + b` with W held as int8 + scales. Few rows (decode: one token) run a
+  kernel that reads the int8 weights directly; many rows (prefill) dequantize the weight block by
+  block into a shared scratch buffer and use the ordinary float matrix product, which is far
+  faster than any int8 kernel for big matrices. Both paths compute the same function, so a prompt
+  fed in one piece or token by token sees the same model:
+  - with qwenchat's kernel (int8_kernel.py; float32 activations on the CPU), exactly the
+    dequantized float32 product, up to the order of the sums;
+  - with torch's `_weight_int8pack_mm` (the fallback: bfloat16 activations, float32 sums,
+    bfloat16 results), the prefill path rounds its inputs and outputs to bfloat16 the same way,
+    and the output projection recomputes its largest outputs in float32 (see `exact_top`).
   Other devices always take the dequantizing path (correct, not tuned).
 - `Int8Embedding`: rows gathered as int8, then scaled.
 
@@ -31,9 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwenchat.engine.int8_kernel import Int8Kernel
+
 QUANT_MODES = ("none", "int8")
 BLOCK_ELEMS = 1 << 24  # rows per dequantization/quantization block: ~16M elements (64 MB float32)
-DECODE_ROWS = 4  # at most this many rows use the int8 kernel; more rows dequantize
+DECODE_ROWS = 4  # at most this many rows use torch's int8 kernel; more rows dequantize
+NATIVE_ROWS = 2  # ours reads the weights once per call: ~1.2x the time for 2 rows, ~3x for 4
 
 
 @dataclass
@@ -102,42 +107,59 @@ def _int8_kernel_ok(device: torch.device) -> bool:
 
 
 class Int8Linear(nn.Module):
-    def __init__(self, weight: QTensor, bias: torch.Tensor | None, scratch: Scratch, exact_top: int = 0) -> None:
-        """exact_top > 0 (the output projection): the kernel's bfloat16 results are exact enough to
-        find the `exact_top` largest outputs per row, which are then recomputed in float32, so
-        greedy choices and the head of the sampling distribution are not decided by bfloat16
-        rounding (a logit of 20 is rounded to a multiple of 0.125 in bfloat16)."""
+    def __init__(
+        self,
+        weight: QTensor,
+        bias: torch.Tensor | None,
+        scratch: Scratch,
+        exact_top: int = 0,
+        native: Int8Kernel | None = None,
+    ) -> None:
+        """native: qwenchat's kernel, used for few float32 rows on the CPU (None: torch's).
+        exact_top > 0 (the output projection, torch's kernel only): its bfloat16 results are
+        exact enough to find the `exact_top` largest outputs per row, which are then recomputed
+        in float32, so greedy choices and the head of the sampling distribution are not decided
+        by bfloat16 rounding (a logit of 20 is rounded to a multiple of 0.125 in bfloat16)."""
         super().__init__()
-        self.exact_top = exact_top
         self.register_buffer("qweight", weight.q)  # (N, K) int8
         self.register_buffer("scales", weight.scale)  # (N,) float32
         self.register_buffer("scales_bf16", weight.scale.to(torch.bfloat16))
         self.register_buffer("bias", bias)
         self.scratch = scratch
         self.out_features, self.in_features = weight.q.shape
-        self.kernel = _int8_kernel_ok(weight.q.device)
+        on_cpu = weight.q.device.type == "cpu"
+        self.native = native if on_cpu else None
+        self.kernel = self.native is None and _int8_kernel_ok(weight.q.device)  # torch's
+        self.exact_top = exact_top if self.kernel else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if self.native is not None and x2.shape[0] <= NATIVE_ROWS and x2.dtype == torch.float32:
+            return self.native.matmul(x2, self.qweight, self.scales, self.bias).view(*lead, self.out_features)
         if self.kernel and x2.shape[0] <= DECODE_ROWS:
-            xb = x2.to(torch.bfloat16)
-            y = torch._weight_int8pack_mm(xb, self.qweight, self.scales_bf16).to(x.dtype)
-            if self.exact_top:
-                idx = y.topk(min(self.exact_top, self.out_features), dim=-1).indices  # (M, k)
-                rows = self.qweight[idx].to(x.dtype)  # (M, k, K)
-                exact = torch.matmul(rows, xb.to(x.dtype).unsqueeze(-1)).squeeze(-1) * self.scales[idx]
-                y.scatter_(-1, idx, exact)
+            y = self._int8pack_matmul(x2)
         else:
             y = self._dequantized_matmul(x2)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*lead, self.out_features)
 
+    def _int8pack_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        xb = x2.to(torch.bfloat16)
+        y = torch._weight_int8pack_mm(xb, self.qweight, self.scales_bf16).to(x2.dtype)
+        if self.exact_top:
+            idx = y.topk(min(self.exact_top, self.out_features), dim=-1).indices  # (M, k)
+            rows = self.qweight[idx].to(x2.dtype)  # (M, k, K)
+            exact = torch.matmul(rows, xb.to(x2.dtype).unsqueeze(-1)).squeeze(-1) * self.scales[idx]
+            y.scatter_(-1, idx, exact)
+        return y
+
     def _dequantized_matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        # the kernel's numerics, emulated: bfloat16 inputs, float32 sums, bfloat16 outputs
         dtype = x2.dtype
-        x2 = x2.to(torch.bfloat16).to(dtype)
+        emulate = self.kernel  # torch's kernel's numerics: bfloat16 inputs and outputs, float32 sums
+        if emulate:
+            x2 = x2.to(torch.bfloat16).to(dtype)
         n, k = self.qweight.shape
         step = max(1, BLOCK_ELEMS // k)
         if n <= step:
@@ -147,7 +169,7 @@ class Int8Linear(nn.Module):
             for a in range(0, n, step):
                 w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype)
                 y[:, a : a + w.shape[0]] = F.linear(x2, w)
-        return y if self.exact_top else y.to(torch.bfloat16).to(dtype)
+        return y.to(torch.bfloat16).to(dtype) if emulate and not self.exact_top else y
 
 
 class Int8Embedding(nn.Module):

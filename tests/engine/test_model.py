@@ -73,3 +73,33 @@ def reference_greedy(ref, prompt: torch.Tensor, n: int) -> list[int]:
             out.append(tok)
             ids = torch.tensor([[tok]])
     return out
+
+
+@pytest.mark.parametrize("variant", ["qwen2_15b", "untied"])
+def test_decode_steps_past_the_long_attention_threshold_match_transformers(tiny_models, reference_models, variant):
+    """Decode steps with LONG_DECODE or more cached positions take decode_attention instead of
+    SDPA; their logits still match transformers'."""
+    from qwenchat.engine.model import LONG_DECODE
+
+    ours, cfg = load_ours(tiny_models[variant])
+    ref = reference_models[variant]
+    n = LONG_DECODE + 3
+    ids = torch.randint(0, 480, (1, n + 4), generator=torch.Generator().manual_seed(11))
+    cache = new_cache(cfg)
+    ours(ids[:, : n - 2], cache, 0)  # below the threshold: SDPA
+    with torch.no_grad():
+        for pos in range(n - 2, n + 4):  # crosses it
+            got = ours(ids[:, pos : pos + 1], cache, pos)[0, -1]
+            expected = ref(ids[:, : pos + 1]).logits[0, -1]
+            scale = max(1.0, expected.abs().max().item())  # 517 positions of float32 sums
+            assert (got - expected).abs().max().item() < 1e-4 * scale, pos
+
+
+def test_decode_attention_equals_sdpa_with_grouped_heads():
+    from qwenchat.engine.model import decode_attention
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 14, 1, 64, generator=g)
+    k, v = torch.randn(1, 2, 700, 64, generator=g), torch.randn(1, 2, 700, 64, generator=g)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert torch.allclose(decode_attention(q, k, v), want, atol=1e-6, rtol=1e-5)

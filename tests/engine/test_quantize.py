@@ -1,6 +1,7 @@
 """Weight-only int8: quantization error bounds, the int8 matrix product against float32, the two
-int8 paths (kernel for decode, dequantized for prefill) against each other, the int8 cache file,
-and int8 greedy decoding against float32 on the tiny models."""
+int8 paths with torch's kernel (kernel for decode, dequantized for prefill) against each other,
+the int8 cache file, and int8 greedy decoding against float32 on the tiny models. Our own kernel
+has its tests in test_int8_kernel.py."""
 
 from __future__ import annotations
 

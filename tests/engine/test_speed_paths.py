@@ -1,4 +1,4 @@
-"""The shape of the fast paths: fused projections, the int8 kernel on decode steps only, no
+"""The shape of the fast paths: fused projections, torch's int8 kernel on decode steps only, no
 attention mask built per decode step, and weights read into private memory (not mapped)."""
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""The native int8 kernel: built and cached once, exact against float32 on the same int8 weights,
+used for decode rows only, and a fallback to torch's kernel with a reason whenever it can't be had."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qwenchat.engine import int8_kernel
+from qwenchat.engine.cache import KVCache
+from qwenchat.engine.chat import ChatEngine
+from qwenchat.engine.quantize import Int8Linear, Scratch, quantize_int8
+
+
+def _avx2() -> bool:
+    try:
+        return " avx2 " in Path("/proc/cpuinfo").read_text() and " fma " in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+CAN_BUILD = platform.machine().lower() in int8_kernel.X86 and _avx2() and int8_kernel._compiler() is not None
+needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="needs an x86-64 AVX2 CPU and a C compiler")
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """load() memoizes per process; each test starts without it."""
+    monkeypatch.setattr(int8_kernel, "_loaded", {})
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory) -> int8_kernel.Int8Kernel:
+    if not CAN_BUILD:
+        pytest.skip("needs an x86-64 AVX2 CPU and a C compiler")
+    status = int8_kernel._load(tmp_path_factory.mktemp("kernels"))
+    assert status.kernel is not None, status.reason
+    return status.kernel
+
+
+def _w(n: int, k: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g) * torch.rand(n, 1, generator=g) * 0.1
+
+
+@needs_kernel
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 896, 896), (2, 1000, 4864), (1, 7, 3), (2, 133, 77), (1, 64, 16)])
+def test_matmul_equals_float32_on_the_same_int8_weights(kernel, m, n, k):
+    qt = quantize_int8(_w(n, k, n + k))
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    bias = torch.randn(n)
+    want = x.double() @ qt.dequantize(torch.float64).t() + bias.double()
+    got = kernel.matmul(x, qt.q, qt.scale, bias)
+    assert got.shape == (m, n) and got.dtype == torch.float32
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)
+    no_bias = kernel.matmul(x, qt.q, qt.scale, None)
+    assert torch.allclose(no_bias + bias, got, rtol=1e-6, atol=1e-6)
+
+
+@needs_kernel
+def test_built_once_then_reused_from_the_cache(tmp_path, fresh):
+    first = int8_kernel.load(tmp_path)
+    assert first.kernel is not None and "qwenchat's int8 kernel" in first.reason
+    assert int8_kernel.load(tmp_path) is first  # memoized in the process
+    (built,) = tmp_path.glob("int8_kernel-*.so")
+    stamp = built.stat().st_mtime_ns
+    code = (
+        "import sys; from pathlib import Path; from qwenchat.engine import int8_kernel as k\n"
+        "s = k.load(Path(sys.argv[1])); print(s.kernel is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True"], out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no second build, no temporary left
+    assert built.stat().st_mtime_ns == stamp
+
+
+def test_no_compiler_falls_back_with_a_reason(tmp_path, fresh, monkeypatch):
+    monkeypatch.setattr(int8_kernel, "_compiler", lambda: None)
+    monkeypatch.setattr(int8_kernel.platform, "machine", lambda: "x86_64")
+    status = int8_kernel.load(tmp_path)
+    assert status.kernel is None
+    assert "torch's int8 kernel" in status.reason and "no C compiler" in status.reason
+
+
+def test_a_failing_build_falls_back_with_the_compilers_message(tmp_path, fresh, monkeypatch):
+    fake_cc = tmp_path / "cc"
+    fake_cc.write_text("#!/bin/sh\necho 'cc: fatal error: no space left' >&2\nexit 1\n")
+    fake_cc.chmod(0o755)
+    monkeypatch.setattr(int8_kernel, "_compiler", lambda: str(fake_cc))
+    monkeypatch.setattr(int8_kernel.platform, "machine", lambda: "x86_64")
+    status = int8_kernel.load(tmp_path / "kernels")
+    assert status.kernel is None
+    assert "failed to build" in status.reason and "no space left" in status.reason
+    assert not list((tmp_path / "kernels").iterdir())  # nothing half-written left behind
+
+
+def test_other_architectures_use_torchs_kernel(tmp_path, fresh, monkeypatch):
+    monkeypatch.setattr(int8_kernel.platform, "machine", lambda: "arm64")
+    status = int8_kernel.load(tmp_path)
+    assert status.kernel is None and "arm64" in status.reason
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+@needs_kernel
+def test_a_wrong_result_disables_the_kernel(tmp_path, fresh, monkeypatch):
+    monkeypatch.setattr(int8_kernel.Int8Kernel, "matmul", lambda self, x, q, s, b: torch.zeros(x.shape[0], q.shape[0]))
+    status = int8_kernel.load(tmp_path)
+    assert status.kernel is None and "self-check" in status.reason
+
+
+@needs_kernel
+def test_linear_uses_the_kernel_for_decode_rows_only(kernel, monkeypatch):
+    lin = Int8Linear(quantize_int8(_w(300, 128, 5)), torch.randn(300), Scratch(), native=kernel)
+    calls = []
+    real = kernel.matmul
+    monkeypatch.setattr(kernel, "matmul", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    x = torch.randn(9, 128, generator=torch.Generator().manual_seed(6))
+    batch = lin(x.view(1, 9, 128))[0]  # prefill: dequantized float32 product
+    assert calls == []
+    rows = torch.cat([lin(x[i : i + 1].view(1, 1, 128))[0] for i in range(9)])
+    assert calls == [1] * 9
+    # the same function either way: float32 throughout, only the order of the sums differs
+    assert torch.allclose(rows, batch, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_engine_int8_decode_equals_the_dequantized_float32_model(tiny_model, tmp_path):
+    """With our kernel, int8 mode is exactly a float32 model whose weights are the dequantized
+    int8 ones: decode-step logits agree to float32 rounding."""
+    engine = ChatEngine.load(tiny_model, device="cpu", quantize="int8", kernel_dir=tmp_path)
+    assert "qwenchat's int8 kernel" in engine.info.placement_reason
+    m, cfg = engine.model, engine.model.config
+    ref = ChatEngine.load(tiny_model, device="cpu", quantize="none").model
+    with torch.no_grad():  # give the float model exactly the int8 model's (dequantized) weights
+        for layer, rl in zip(m.model.layers, ref.model.layers):
+            for name in ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"):
+                q, r = layer.get_submodule(name), rl.get_submodule(name)
+                r.weight.copy_(q.qweight.float() * q.scales[:, None])
+        ref.model.embed_tokens.weight.copy_(m.model.embed_tokens.qweight.float() * m.model.embed_tokens.scales[:, None])
+        if ref.lm_head.weight.data_ptr() != ref.model.embed_tokens.weight.data_ptr():
+            ref.lm_head.weight.copy_(m.lm_head.qweight.float() * m.lm_head.scales[:, None])
+
+    def cache() -> KVCache:
+        return KVCache(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, 64, torch.float32, torch.device("cpu"))
+
+    ids = torch.randint(0, 400, (1, 12), generator=torch.Generator().manual_seed(3))
+    c1, c2 = cache(), cache()
+    m(ids[:, :8], c1, 0)
+    ref(ids[:, :8], c2, 0)
+    for i in range(8, 12):
+        got, want = m(ids[:, i : i + 1], c1, i), ref(ids[:, i : i + 1], c2, i)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_engine_without_the_kernel_says_so(tiny_model, fresh, monkeypatch):
+    monkeypatch.setattr(int8_kernel, "_compiler", lambda: None)
+    monkeypatch.setattr(int8_kernel.platform, "machine", lambda: "x86_64")
+    engine = ChatEngine.load(tiny_model, device="cpu", quantize="int8")
+    assert "no C compiler" in engine.info.placement_reason
+    lin = engine.model.model.layers[0].mlp.down_proj
+    assert lin.native is None and lin.kernel == hasattr(torch, "_weight_int8pack_mm")
+
