@@ -104,6 +104,15 @@ void qc_int8_matmul(const float *x, int64_t M, int64_t K, const int8_t *w, const
     }
 }
 
+/* 1 when built with OpenMP (both cores), 0 for one thread. */
+int qc_int8_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* 1 when built with the AVX2/FMA path, 0 for the plain loop. */
 int qc_int8_isa(void) {
 #ifdef QC_AVX2

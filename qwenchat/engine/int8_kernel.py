@@ -44,13 +44,13 @@ _loaded: dict[str, "KernelStatus"] = {}
 class Int8Kernel:
     """y = x W^T + b for float32 rows x and an int8 W with one float32 scale per row."""
 
-    def __init__(self, lib: ctypes.CDLL, threads: bool) -> None:
+    def __init__(self, lib: ctypes.CDLL) -> None:
         fn = lib.qc_int8_matmul
         fn.restype = None
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         fn.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr]
         self._fn = fn
-        self.threads = threads
+        self.threaded = bool(lib.qc_int8_openmp())
 
     def matmul(self, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x (M, K) float32, q (N, K) int8, scale (N,) float32, bias (N,) float32 or None, all
@@ -107,20 +107,20 @@ def _build_and_open(compiler: str, cache_dir: Path) -> KernelStatus:
     source = SOURCE.read_bytes()
     tag = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _cpu_id()]))
     path = cache_dir / f"int8_kernel-{tag.hexdigest()[:16]}.so"
-    threads = True
     if not path.exists():
-        threads = _build(compiler, path)
+        _build(compiler, path)
     lib = ctypes.CDLL(str(path))
     if not lib.qc_int8_isa():
         return KernelStatus(None, "torch's int8 kernel (this CPU lacks AVX2/FMA)")
-    kernel = Int8Kernel(lib, threads)
+    kernel = Int8Kernel(lib)
     _self_check(kernel)
-    return KernelStatus(kernel, "qwenchat's int8 kernel for decoding (AVX2, float32 activations)")
+    how = "AVX2, float32 activations" + ("" if kernel.threaded else "; one thread: the compiler lacks OpenMP")
+    return KernelStatus(kernel, f"qwenchat's int8 kernel for decoding ({how})")
 
 
-def _build(compiler: str, path: Path) -> bool:
+def _build(compiler: str, path: Path) -> None:
     """Compile into a temporary name beside `path`, then rename: processes building at the same
-    time never load a half-written file. Returns whether OpenMP was available."""
+    time never load a half-written file."""
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.so")
     try:
         for extra in ([OPENMP], []):
@@ -128,7 +128,7 @@ def _build(compiler: str, path: Path) -> bool:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             if done.returncode == 0:
                 os.replace(tmp, path)
-                return bool(extra)
+                return
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     finally:
         tmp.unlink(missing_ok=True)

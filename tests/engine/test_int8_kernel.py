@@ -66,6 +66,7 @@ def test_matmul_equals_float32_on_the_same_int8_weights(kernel, m, n, k):
 def test_built_once_then_reused_from_the_cache(tmp_path, fresh):
     first = int8_kernel.load(tmp_path)
     assert first.kernel is not None and "qwenchat's int8 kernel" in first.reason
+    assert first.kernel.threaded and "one thread" not in first.reason  # gcc and clang have OpenMP
     assert int8_kernel.load(tmp_path) is first  # memoized in the process
     (built,) = tmp_path.glob("int8_kernel-*.so")
     stamp = built.stat().st_mtime_ns
@@ -165,3 +166,16 @@ def test_engine_without_the_kernel_says_so(tiny_model, fresh, monkeypatch):
     lin = engine.model.model.layers[0].mlp.down_proj
     assert lin.native is None and lin.kernel == hasattr(torch, "_weight_int8pack_mm")
 
+
+
+@needs_kernel
+def test_a_compiler_without_openmp_still_gives_a_kernel_on_one_thread(tmp_path, fresh, monkeypatch):
+    """-fopenmp is tried first; a compiler that rejects it builds the one-thread kernel."""
+    real = int8_kernel._compiler()
+    wrapper = tmp_path / "cc"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(int8_kernel, "_compiler", lambda: str(wrapper))
+    status = int8_kernel.load(tmp_path / "kernels")
+    assert status.kernel is not None and not status.kernel.threaded
+    assert "one thread" in status.reason

@@ -3,8 +3,8 @@ default only while (1) greedy output equals float32's for the first 32 tokens on
 prompts and (2) perplexity on a fixed ~2,000-token English text (data/guard_text.txt, written for
 this test) is at most 1.02x float32's. The int8 model is loaded with the default CPU settings,
 so this guards exactly what users get. Greedy replies run token by token (the int8 kernel
-path); perplexity is scored in 512-token chunks (the dequantized path, which rounds like the
-kernel does)."""
+path); perplexity is scored in 512-token chunks (the dequantized path, which computes the same
+function as the kernel)."""
 
 from __future__ import annotations
 
