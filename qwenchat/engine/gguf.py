@@ -7,6 +7,7 @@ load like a Hub repo:
     model.safetensors        tensors under the HF checkpoint names, dequantized, at `dtype`
     config.json              Qwen2 config in the Hub's field layout (rope_theta at the top level)
     tokenizer.json           byte-level BPE built from the GGUF vocabulary and merges
+                             (gguf_tokenizer.py)
     tokenizer_config.json    chat template, bos/eos/pad, added_tokens_decoder
     generation_config.json   only what the GGUF states: bos/eos/pad ids
     qwenchat_import.json     the source file, its size and mtime (see `import_is_current`)
@@ -30,22 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qwenchat.engine.errors import ModelConfigError, TokenizerError, WeightsError
+from qwenchat.engine.errors import ModelConfigError, WeightsError
+from qwenchat.engine.gguf_tokenizer import build_tokenizer_files
 
 IMPORT_RECORD = "qwenchat_import.json"
 IMPORT_FORMAT_VERSION = 1
 DTYPES = ("float32", "bfloat16", "float16")
-
-# The Qwen2 pre-tokenizer split (byte-level), as in the Hub's tokenizer.json and transformers.
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# `tokenizer.ggml.pre` values that name the Qwen2 split (llama.cpp's names).
-QWEN2_PRE_TOKENIZERS = frozenset({"qwen2", "deepseek-r1-qwen"})
-
-TOKEN_TYPE_CONTROL = 3
-TOKEN_TYPE_USER_DEFINED = 4
 
 # GGUF tensor name -> HF checkpoint name. `{n}` is the layer index.
 _GLOBAL_NAMES = {
@@ -499,134 +490,6 @@ def _encode(values: Any, dtype: str) -> bytes:
 
     writable = np.array(values, dtype=np.float32)  # a copy: the values may be a read-only memmap
     return torch.from_numpy(writable).to(torch.bfloat16).view(torch.int16).numpy().tobytes()
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
-def _added_token(token_id: int, content: str, special: bool) -> dict[str, Any]:
-    return {
-        "id": token_id,
-        "content": content,
-        "single_word": False,
-        "lstrip": False,
-        "rstrip": False,
-        "normalized": False,
-        "special": special,
-    }
-
-
-def build_tokenizer_files(md: dict[str, Any], gguf_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(tokenizer.json, tokenizer_config.json) contents for the GGUF's byte-level BPE tokenizer.
-
-    The vocabulary, merges and added tokens follow transformers' own GGUF conversion (every GGUF
-    token in the BPE vocabulary; control tokens added as special, user-defined ones such as
-    `<tool_call>` as plain added tokens); the normalizer, pre-tokenizer and decoder follow the
-    Hub's Qwen2 tokenizer.json (NFC, the Qwen2 split, ByteLevel without a prefix space).
-    """
-    model = md.get("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise TokenizerError(
-            f"{gguf_path.name} uses a {model!r} tokenizer; Qwen2 models use byte-level BPE ('gpt2')",
-            "use a GGUF of a Qwen2 / Qwen2.5 model",
-        )
-    pre = md.get("tokenizer.ggml.pre")
-    if pre not in QWEN2_PRE_TOKENIZERS:
-        raise TokenizerError(
-            f"{gguf_path.name} names the pre-tokenizer {pre!r}, not Qwen2's",
-            f"qwenchat knows: {', '.join(sorted(QWEN2_PRE_TOKENIZERS))}",
-        )
-    tokens: list[str] = list(_required(md, "tokenizer.ggml.tokens", gguf_path))
-    merges_raw: list[str] = list(_required(md, "tokenizer.ggml.merges", gguf_path))
-    token_types = list(md.get("tokenizer.ggml.token_type") or [])
-
-    spelling = bytes_to_unicode()
-    alphabet = set(spelling.values())
-    vocab: dict[str, int] = {}
-    for i, tok in enumerate(tokens):
-        key = tok if set(tok) <= alphabet else "".join(spelling[b] for b in tok.encode("utf-8"))
-        vocab[key] = i
-    merges = [m.split(" ", 1) for m in merges_raw]
-
-    added: dict[int, dict[str, Any]] = {}
-    for tok, ttype in zip(tokens, token_types):
-        if ttype == TOKEN_TYPE_CONTROL and set(tok) <= alphabet:
-            added[vocab[tok]] = _added_token(vocab[tok], tok, True)
-    for tok, ttype in zip(tokens, token_types):
-        if ttype == TOKEN_TYPE_USER_DEFINED and tok in vocab and vocab[tok] not in added:
-            added[vocab[tok]] = _added_token(vocab[tok], tok, False)
-    added_tokens = [added[i] for i in sorted(added)]
-
-    byte_level = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
-    tokenizer = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added_tokens,
-        "normalizer": {"type": "NFC"},
-        "pre_tokenizer": {
-            "type": "Sequence",
-            "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
-                {"type": "ByteLevel", **byte_level},
-            ],
-        },
-        "post_processor": {"type": "ByteLevel", **byte_level},
-        "decoder": {"type": "ByteLevel", **byte_level},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": "",
-            "end_of_word_suffix": "",
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": vocab,
-            "merges": merges,
-        },
-    }
-
-    def token_at(key: str) -> str | None:
-        i = md.get(f"tokenizer.ggml.{key}")
-        return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
-
-    tokenizer_config: dict[str, Any] = {
-        "add_bos_token": bool(md.get("tokenizer.ggml.add_bos_token", False)),
-        "add_eos_token": bool(md.get("tokenizer.ggml.add_eos_token", False)),
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added_tokens
-        },
-        "bos_token": token_at("bos_token_id"),
-        "clean_up_tokenization_spaces": False,
-        "eos_token": token_at("eos_token_id"),
-        "errors": "replace",
-        "model_max_length": int(md.get("qwen2.context_length", 32768)),
-        "pad_token": token_at("padding_token_id"),
-        "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": token_at("unknown_token_id"),
-    }
-    template = md.get("tokenizer.chat_template")
-    if template:
-        tokenizer_config["chat_template"] = template
-    return tokenizer, tokenizer_config
 
 
 def _generation_config(md: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ WEIGHT_TYPES = [Q.Q8_0, Q.F16, Q.Q4_0, Q.BF16, Q.Q5_0, Q.F32, Q.Q5_1, Q.Q4_1]
 
 
 def _byte_alphabet() -> list[str]:
-    from qwenchat.engine.gguf import bytes_to_unicode
+    from qwenchat.engine.gguf_tokenizer import bytes_to_unicode
 
     return list(bytes_to_unicode().values())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qwenchat.engine.gguf import bytes_to_unicode
+from qwenchat.engine.gguf_tokenizer import bytes_to_unicode
 from tests.fixtures.tiny import QWEN2_5_TEMPLATE, QWEN2_TEMPLATE, build_tokenizer
 
 TEMPLATES = {"qwen2": QWEN2_TEMPLATE, "qwen2_5": QWEN2_5_TEMPLATE}
