@@ -14,7 +14,8 @@ Contract
   each weight file, format version), else quantized from the checkpoint and written to that
   cache on the way (atomically; a read-only directory just means no cache). Its `source` says
   which happened. Quantizing 0.5B parameters takes tens of seconds on two cores; reading
-  the cache takes a fraction of a second.
+  the cache takes a fraction of a second, and none at all on the critical path when a caller
+  started reading it ahead with `prefetch.start` (into private memory as well; see prefetch.py).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from pathlib import Path
 
 import torch
 
+from qwenchat.engine import prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
+from qwenchat.engine.prefetch import CACHE_DIR, CACHE_FILE, Prefetch
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
 from qwenchat.engine.weights import REDOWNLOAD, _check_names, expected_shapes, weight_files
 
-CACHE_DIR = ".qwenchat"
-CACHE_FILE = "int8.safetensors"
 CACHE_VERSION = "1"
 _DTYPES = {
     "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
@@ -43,13 +44,18 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 
 
 class SafetensorsReader:
-    """A safetensors file read with pread-style file reads (no mmap)."""
+    """A safetensors file read with pread-style file reads (no mmap). `prefetched`: the same
+    file being read ahead on a thread (prefetch.py); whole tensors come from it when it has them."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, prefetched: Prefetch | None = None) -> None:
         self.path = path
+        self.prefetched: Prefetch | None = None
         self.f = open(path, "rb", buffering=0)
         try:
-            size = os.fstat(self.f.fileno()).st_size
+            st = os.fstat(self.f.fileno())
+            size = st.st_size
+            if prefetched is not None and prefetched.same_file(st):
+                self.prefetched, prefetched = prefetched, None
             n = int.from_bytes(self._read_exact(0, 8), "little")
             if n <= 0 or 8 + n > size or n > 100_000_000:
                 raise ValueError(f"header length {n} does not fit a file of {size} bytes")
@@ -65,14 +71,22 @@ class SafetensorsReader:
                     raise ValueError(f"tensor {key} does not fit the file (truncated?)")
                 self.entries[key] = (dtype, shape, begin, end)
         except Exception:
-            self.f.close()
+            self.close()
             raise
+        finally:
+            if prefetched is not None:  # another file, or this one changed since: unusable
+                prefetched.close()
 
     def __enter__(self) -> "SafetensorsReader":
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.f.close()
+        if self.prefetched is not None:
+            self.prefetched.close()
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self.entries[key][1]
@@ -86,6 +100,10 @@ class SafetensorsReader:
         return self._read_tensor(begin + a * row_bytes, (b - a) * row_bytes, dtype, (b - a, *shape[1:]))
 
     def _read_tensor(self, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        start = self.base + offset
+        ahead = self.prefetched.take(start, start + nbytes) if self.prefetched is not None else None
+        if ahead is not None:
+            return torch.frombuffer(ahead, dtype=torch.uint8).view(dtype).view(shape)
         buf = torch.empty(nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy())
         self.f.seek(self.base + offset)
@@ -200,15 +218,20 @@ class Int8Checkpoint:
                 self.source = f"quantized, not cached ({writer.why})"
 
     def _open_cache(self, fingerprint: str, layout: dict) -> SafetensorsReader | None:
+        ahead = prefetch.claim(self.path)  # started early by `qwenchat ask`, if at all
         if not self.path.is_file():
+            if ahead is not None:
+                ahead.close()
             return None
         try:
-            reader = SafetensorsReader(self.path)
+            reader = SafetensorsReader(self.path, ahead)
         except Exception:
+            if ahead is not None:
+                ahead.close()
             return None  # damaged or foreign: rebuilt and replaced below
         if reader.metadata.get("fingerprint") == fingerprint and _layout_of(reader) == layout:
             return reader
-        reader.f.close()
+        reader.close()
         return None
 
 

@@ -190,3 +190,53 @@ def test_first_run_download_shows_progress_on_stderr(tiny_model, fake_hub, isola
     assert r.returncode == 0, r.stderr
     size_mb = (tiny_model / "model.safetensors").stat().st_size / 1e6
     assert f"{size_mb:.1f}/{size_mb:.1f} MB".encode() in r.stderr or f"{size_mb:.0f} MB".encode() in r.stderr, r.stderr
+
+
+def test_ask_on_a_local_model_imports_no_tui_hub_rich_or_pydantic(tiny_model, isolated_home):
+    """Start-up time: a plain `ask` with a model folder needs none of them (pydantic: typer 0.2x
+    converts option values with it unless told otherwise, see cli/app.py)."""
+    code = (
+        "import sys\n"
+        "from qwenchat.cli import run\n"
+        f"rc = run(['ask', '-m', {str(tiny_model)!r}, 'Hi', '--max-tokens', '2', '--temperature', '0.5',"
+        " '--stop', 'a', '--stop', 'b'])\n"
+        "print(rc, *sorted(m for m in ('textual', 'huggingface_hub', 'rich', 'pydantic') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=os.environ, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines()[-1] == "0"
+
+
+def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    from qwenchat.cli import ask
+    from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d)
+    monkeypatch.setattr(ask, "_gpu_likely", lambda: False)
+    assert ask._prefetch_weights(Settings(quantize="int8"), d) is None  # no cache yet
+    prefetch.int8_cache_path(d).parent.mkdir()
+    prefetch.int8_cache_path(d).write_bytes(b"\0" * 64)
+
+    def started(**settings) -> bool:
+        ahead = ask._prefetch_weights(Settings(**settings), d)
+        if ahead is not None:
+            prefetch.discard(ahead)
+        return ahead is not None
+
+    assert started() and started(device="cpu") and started(quantize="int8", device="cuda")
+    assert not started(quantize="none") and not started(dtype="bfloat16") and not started(device="cuda")
+    monkeypatch.setattr(ask, "_gpu_likely", lambda: True)
+    assert not started() and started(device="cpu") and started(quantize="int8")
+
+
+def test_bad_option_values_and_unknown_options_are_usage_errors_without_traceback(tiny_model, isolated_home):
+    for args in (["--max-tokens", "many"], ["--bogus"]):
+        r = qwenchat(["ask", "-m", str(tiny_model), "x", *args], isolated_home)
+        assert r.returncode == 2 and b"Traceback" not in r.stderr, r.stderr
+        assert (b"--max-tokens" if args[0] == "--max-tokens" else b"--bogus") in r.stderr
+    r = qwenchat(["no-such-command"], isolated_home)
+    assert r.returncode == 2 and b"no-such-command" in r.stderr and b"Traceback" not in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from qwenchat.engine import prefetch
 from qwenchat.engine.chat import ChatEngine
+from qwenchat.engine.checkpoint import Int8Checkpoint
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.device import choose
 from qwenchat.engine.errors import ModelConfigError, SettingsError, WeightsError
+from qwenchat.engine.model import matrix_keys
+from qwenchat.engine.quantize import QTensor
 
 
 @pytest.fixture
@@ -129,3 +134,76 @@ def test_device_and_dtype_choice_and_errors():
     if not torch.cuda.is_available():
         with pytest.raises(SettingsError, match="no CUDA"):
             choose("cuda", "auto")
+
+
+# -- the int8 cache read ahead on a thread (prefetch.py) ------------------------------------------
+
+
+def _cached_int8(d: Path) -> tuple[Qwen2Config, dict]:
+    """Write the int8 cache of `d`; returns the config and the tensors as read without a prefetch."""
+    cfg = Qwen2Config.from_file(d / "config.json")
+    dict(Int8Checkpoint(d, cfg, matrix_keys(cfg)))
+    plain = Int8Checkpoint(d, cfg, matrix_keys(cfg))
+    tensors = dict(plain)
+    assert plain.source == "cache"
+    return cfg, tensors
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, QTensor):
+        return torch.equal(a.q, b.q) and torch.equal(a.scale, b.scale)
+    return torch.equal(a, b)
+
+
+def _count_takes(ahead, monkeypatch) -> list:
+    served = []
+    take = ahead.take
+
+    def counting(begin, end):
+        buf = take(begin, end)
+        served.append(buf is not None)
+        return buf
+
+    monkeypatch.setattr(ahead, "take", counting)
+    return served
+
+
+def test_a_prefetched_int8_cache_serves_every_tensor_unchanged(model_copy, monkeypatch):
+    cfg, expected = _cached_int8(model_copy)
+    path = prefetch.int8_cache_path(model_copy)
+    ahead = prefetch.start(path)
+    assert ahead is not None
+    served = _count_takes(ahead, monkeypatch)
+    ck = Int8Checkpoint(model_copy, cfg, matrix_keys(cfg))
+    got = dict(ck)
+    assert ck.source == "cache" and prefetch.claim(path) is None  # claimed by the checkpoint
+    assert served and all(served)  # every tensor came from the prefetch
+    assert got.keys() == expected.keys() and all(_equal(got[k], expected[k]) for k in got)
+    path.write_bytes(b"\0" * path.stat().st_size)  # private memory: the file no longer matters
+    assert all(_equal(got[k], expected[k]) for k in got)
+
+
+def test_a_prefetch_of_a_replaced_cache_is_not_used(model_copy, monkeypatch):
+    cfg, _ = _cached_int8(model_copy)
+    path = prefetch.int8_cache_path(model_copy)
+    ahead = prefetch.start(path)
+    served = _count_takes(ahead, monkeypatch)
+    data = bytearray(path.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x3f"  # the last float32 of the file becomes 1.0
+    new = path.with_name("new")
+    new.write_bytes(bytes(data))
+    os.replace(new, path)  # another inode, same fingerprint: what a stale prefetch must not serve
+    got = dict(Int8Checkpoint(model_copy, cfg, matrix_keys(cfg)))
+    assert not any(served)
+    _, expected = _cached_int8(model_copy)
+    assert all(_equal(got[k], expected[k]) for k in got)
+
+
+def test_a_prefetch_that_cannot_read_gives_way_to_the_reader(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    ahead = prefetch.start(bad)
+    assert ahead is not None and ahead.take(8, 24) is None  # returns at once, never hangs
+    assert prefetch.start(tmp_path / "missing") is None
+    prefetch.discard(ahead)
+    assert prefetch.claim(bad) is None
