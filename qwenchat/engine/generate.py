@@ -23,7 +23,7 @@ from qwenchat.engine.records import Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import Sampler, SamplingParams
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
 
-PREFILL_CHUNK = 512  # bounds the attention-score memory of a long prompt
+PREFILL_CHUNK = 1024  # bounds activation memory (~+100 MB at 1024 rows); bigger chunks dequantize int8 weights less often
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Why a kernel of our own: decoding a token reads every weight once, so its speed 
 which the int8 weights stream from memory. torch's `_weight_int8pack_mm` is compute-bound on AVX2
 CPUs (it reaches about half the memory bandwidth on two cores); int8_kernel.c reaches about 90%
 and keeps the activations in float32. Measured on the 2-core test machine: a decode step's matrix
-products take 29 ms instead of 51 ms.
+products take 23 ms instead of 51 ms. Short prompts (up to NATIVE_ROWS rows, quantize.py) use it
+too: 32 rows cost 0.17 s in it against 0.44 s dequantizing the weights for a float product.
 
 Why built here and not shipped: the package stays pure Python (one wheel for every platform), and
 `-march=native` fits the code to this CPU. Building takes about half a second, once; the library
@@ -136,15 +137,16 @@ def _build(compiler: str, path: Path) -> None:
 
 def _self_check(kernel: Int8Kernel) -> None:
     """A wrong build (a broken compiler, a CPU that misreports its features) must not give wrong
-    answers: compare against torch on odd sizes that reach every code path."""
+    answers: compare against torch on odd sizes that reach every code path (one row of x and
+    several, whole and partial blocks of W's rows and columns)."""
     g = torch.Generator().manual_seed(0)
     q = torch.randint(-127, 128, (70, 37), generator=g, dtype=torch.int8)
     scale, bias = torch.rand(70, generator=g), torch.randn(70, generator=g)
-    x = torch.randn(2, 37, generator=g)
-    want = x @ (q.float() * scale[:, None]).t() + bias
-    got = kernel.matmul(x, q, scale, bias)
-    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
-        raise RuntimeError("self-check: results differ from torch's")
+    for rows in (1, 5):
+        x = torch.randn(rows, 37, generator=g)
+        want = x @ (q.float() * scale[:, None]).t() + bias
+        if not torch.allclose(kernel.matmul(x, q, scale, bias), want, rtol=1e-4, atol=1e-4):
+            raise RuntimeError("self-check: results differ from torch's")
 
 
 def _cpu_id() -> bytes:

@@ -215,7 +215,7 @@ def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_m
     from qwenchat.engine import prefetch
 
     d = tmp_path / "m"
-    shutil.copytree(tiny_model, d)
+    shutil.copytree(tiny_model, d, ignore=shutil.ignore_patterns(".qwenchat"))  # another test's int8 cache
     monkeypatch.setattr(ask, "_gpu_likely", lambda: False)
     assert ask._prefetch_weights(Settings(quantize="int8"), d) is None  # no cache yet
     prefetch.int8_cache_path(d).parent.mkdir()

@@ -14,7 +14,7 @@ import torch
 from qwenchat.engine import int8_kernel
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.chat import ChatEngine
-from qwenchat.engine.quantize import Int8Linear, Scratch, quantize_int8
+from qwenchat.engine.quantize import NATIVE_ROWS, Int8Linear, Scratch, quantize_int8
 
 
 def _avx2() -> bool:
@@ -49,7 +49,10 @@ def _w(n: int, k: int, seed: int) -> torch.Tensor:
 
 
 @needs_kernel
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 896, 896), (2, 1000, 4864), (1, 7, 3), (2, 133, 77), (1, 64, 16)])
+@pytest.mark.parametrize(
+    ("m", "n", "k"),
+    [(1, 896, 896), (2, 1000, 4864), (1, 7, 3), (2, 133, 77), (1, 64, 16), (4, 130, 64), (7, 131, 29), (33, 66, 896)],
+)
 def test_matmul_equals_float32_on_the_same_int8_weights(kernel, m, n, k):
     qt = quantize_int8(_w(n, k, n + k))
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
@@ -115,18 +118,19 @@ def test_a_wrong_result_disables_the_kernel(tmp_path, fresh, monkeypatch):
 
 
 @needs_kernel
-def test_linear_uses_the_kernel_for_decode_rows_only(kernel, monkeypatch):
+def test_linear_uses_the_kernel_up_to_native_rows(kernel, monkeypatch):
     lin = Int8Linear(quantize_int8(_w(300, 128, 5)), torch.randn(300), Scratch(), native=kernel)
     calls = []
     real = kernel.matmul
     monkeypatch.setattr(kernel, "matmul", lambda *a: calls.append(a[0].shape[0]) or real(*a))
-    x = torch.randn(9, 128, generator=torch.Generator().manual_seed(6))
-    batch = lin(x.view(1, 9, 128))[0]  # prefill: dequantized float32 product
+    n = NATIVE_ROWS + 1
+    x = torch.randn(n, 128, generator=torch.Generator().manual_seed(6))
+    batch = lin(x.view(1, n, 128))[0]  # a long prompt: dequantized float32 product
     assert calls == []
-    rows = torch.cat([lin(x[i : i + 1].view(1, 1, 128))[0] for i in range(9)])
-    assert calls == [1] * 9
+    short = torch.cat([lin(x[:NATIVE_ROWS].view(1, NATIVE_ROWS, 128))[0], lin(x[NATIVE_ROWS:].view(1, 1, 128))[0]])
+    assert calls == [NATIVE_ROWS, 1]
     # the same function either way: float32 throughout, only the order of the sums differs
-    assert torch.allclose(rows, batch, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(short, batch, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel
