@@ -11,15 +11,19 @@ It knows nothing about terminals or widgets, and never touches tensors.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 
 if TYPE_CHECKING:
     from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
     from qwenchat.engine.chat import ChatEngine
     from qwenchat.models import ResolvedModel
     from qwenchat.store import Store
@@ -245,16 +249,47 @@ def load_engine(
 
     Returns the engine and the model's name as shown to users and stored with conversations.
     """
-    from qwenchat.engine.chat import ChatEngine
+    from qwenchat.engine import prefetch
     from qwenchat.models import resolve_model
     from qwenchat.paths import kernels_dir
 
     resolved = resolved or resolve_model(settings.model, progress=progress)
-    engine = ChatEngine.load(
-        resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
-        quantize=settings.quantize, kernel_dir=kernels_dir(),
-    )
+    ahead = _read_ahead(settings, resolved.path)  # before torch is imported: it reads meanwhile
+    try:
+        from qwenchat.engine.chat import ChatEngine
+
+        engine = ChatEngine.load(
+            resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
+            quantize=settings.quantize, kernel_dir=kernels_dir(),
+        )
+    finally:
+        if ahead is not None:
+            prefetch.discard(ahead)  # frees it if the engine chose other weights (or failed)
     return engine, resolved.name
+
+
+def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | None":
+    """Start reading the model's int8 weight cache on another core while torch is imported (a
+    third of a second of a cold start), when the engine will most likely use it: int8 asked for
+    (any device), or left to the engine on a CPU-only machine with the dtype left to it too (the
+    rules of engine/device.py's choose_quantize). A wrong guess costs only that background read."""
+    from qwenchat.engine import prefetch
+
+    quantize = (settings.quantize or "auto").strip().lower()
+    device = (settings.device or "auto").strip().lower()
+    dtype = (settings.dtype or "auto").strip().lower()
+    path = prefetch.int8_cache_path(model_dir)
+    if quantize == "none" or not path.is_file():
+        return None
+    on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
+    if quantize == "auto" and not (on_cpu and dtype == "auto"):
+        return None
+    return prefetch.start(path)
+
+
+def _gpu_likely() -> bool:
+    """Whether torch will probably find a GPU (CUDA, ROCm or Apple's), guessed without torch."""
+    return sys.platform == "darwin" or any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
 
 
 def fit_text(engine: ChatEngine, messages: list[dict[str, str]], text: str, cut: str, reserve: int) -> tuple[str, int]:

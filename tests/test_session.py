@@ -111,3 +111,54 @@ def test_without_a_store_nothing_is_saved(engine, isolated_home):
     t = finish(s.send("Hello"))
     assert t.conversation_id is None and t.message_id is None and len(s.entries) == 2
     assert not (isolated_home / "data" / "history.db").exists()
+
+
+def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    from qwenchat import session
+    from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d, ignore=shutil.ignore_patterns(".qwenchat"))  # another test's int8 cache
+    monkeypatch.setattr(session, "_gpu_likely", lambda: False)
+    assert session._read_ahead(Settings(quantize="int8"), d) is None  # no cache yet
+    prefetch.int8_cache_path(d).parent.mkdir()
+    prefetch.int8_cache_path(d).write_bytes(b"\0" * 64)
+
+    def started(**settings) -> bool:
+        ahead = session._read_ahead(Settings(**settings), d)
+        if ahead is not None:
+            prefetch.discard(ahead)
+        return ahead is not None
+
+    assert started() and started(device="cpu") and started(quantize="int8", device="cuda")
+    assert not started(quantize="none") and not started(dtype="bfloat16") and not started(device="cuda")
+    monkeypatch.setattr(session, "_gpu_likely", lambda: True)
+    assert not started() and started(device="cpu") and started(quantize="int8")
+
+
+def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_model, tmp_path, monkeypatch):
+    """Every front end (ask and the TUI) gets the read-ahead: load_engine starts it, the engine's
+    checkpoint reader claims it, and nothing is left pending afterwards."""
+    import shutil
+
+    from qwenchat import session
+    from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
+    from qwenchat.models import ResolvedModel
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model, d, ignore=shutil.ignore_patterns(".qwenchat"))
+    ChatEngine.load(d, device="cpu", quantize="int8")  # writes the int8 cache
+    started, claimed = [], []
+    real_start, real_claim = prefetch.start, prefetch.claim
+    monkeypatch.setattr(prefetch, "start", lambda p: started.append(p) or real_start(p))
+    monkeypatch.setattr(prefetch, "claim", lambda p: claimed.append(real_claim(p)) or claimed[-1])
+    monkeypatch.setattr(session, "_gpu_likely", lambda: False)
+    resolved = ResolvedModel(path=d, name="m", repo_id=None, revision=None, source="local")
+    engine, _ = session.load_engine(Settings(quantize="int8"), resolved=resolved)
+    assert started == [prefetch.int8_cache_path(d)]
+    assert any(c is not None for c in claimed) and not prefetch._pending
+    assert engine.info.quantize == "int8"

@@ -9,11 +9,9 @@ stderr. Every exchange is saved in the history store unless --no-save.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import closing
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -22,7 +20,6 @@ from qwenchat.cli.app import PlainValuesCommand, app, warn
 from qwenchat.errors import UsageError
 
 if TYPE_CHECKING:
-    from qwenchat.engine.prefetch import Prefetch
     from qwenchat.engine.records import Reply
     from qwenchat.session import ChatSession, Turn
 
@@ -170,43 +167,12 @@ def _load(settings):
     from qwenchat.session import load_engine
 
     resolved = resolve_model(settings.model, progress=RichDownloadProgress())
-    ahead = _prefetch_weights(settings, resolved.path)
-    try:
-        if sys.stderr.isatty():
-            from rich.console import Console
+    if sys.stderr.isatty():
+        from rich.console import Console
 
-            with Console(stderr=True).status("loading model…"):
-                return load_engine(settings, resolved=resolved)
-        return load_engine(settings, resolved=resolved)
-    finally:
-        if ahead is not None:
-            from qwenchat.engine import prefetch
-
-            prefetch.discard(ahead)  # frees it if the engine chose other weights (or failed)
-
-
-def _prefetch_weights(settings, model_dir: Path) -> "Prefetch | None":
-    """Start reading the model's int8 weight cache on another core while torch is imported (a
-    third of a second of a cold start), when the engine will most likely use it: int8 asked for
-    (any device), or left to the engine on a CPU-only machine with the dtype left to it too (the
-    rules of engine/device.py's choose_quantize). A wrong guess costs only that background read."""
-    from qwenchat.engine import prefetch
-
-    quantize = (settings.quantize or "auto").strip().lower()
-    device = (settings.device or "auto").strip().lower()
-    dtype = (settings.dtype or "auto").strip().lower()
-    path = prefetch.int8_cache_path(model_dir)
-    if quantize == "none" or not path.is_file():
-        return None
-    on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
-    if quantize == "auto" and not (on_cpu and dtype == "auto"):
-        return None
-    return prefetch.start(path)
-
-
-def _gpu_likely() -> bool:
-    """Whether torch will probably find a GPU (CUDA, ROCm or Apple's), guessed without torch."""
-    return sys.platform == "darwin" or any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
+        with Console(stderr=True).status("loading model…"):
+            return load_engine(settings, resolved=resolved)
+    return load_engine(settings, resolved=resolved)
 
 
 def _fit(session: "ChatSession", text: str, truncate: str | None) -> str:

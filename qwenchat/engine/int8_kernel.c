@@ -164,6 +164,22 @@ void qc_int8_matmul(const float *x, int64_t M, int64_t K, const int8_t *w, const
     }
 }
 
+/* out (N, K) float32 = q (N, K) int8 * s[:, None], in one pass (a long prompt's float matrix
+ * products take their weights from here: torch's convert-then-scale makes two passes). */
+void qc_int8_dequantize(const int8_t *q, const float *s, int64_t N, int64_t K, float *out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const int8_t *qn = q + n * K;
+        float *on = out + n * K;
+        int64_t k = 0;
+#ifdef QC_AVX2
+        const __m256 sn = _mm256_set1_ps(s[n]);
+        for (; k + 8 <= K; k += 8) _mm256_storeu_ps(on + k, _mm256_mul_ps(load8(qn + k), sn));
+#endif
+        for (; k < K; k++) on[k] = qn[k] * s[n];
+    }
+}
+
 /* 1 when built with OpenMP (both cores), 0 for one thread. */
 int qc_int8_openmp(void) {
 #ifdef _OPENMP

@@ -51,6 +51,10 @@ class Int8Kernel:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         fn.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr]
         self._fn = fn
+        deq = lib.qc_int8_dequantize
+        deq.restype = None
+        deq.argtypes = [ptr, ptr, i64, i64, ptr]
+        self._dequantize = deq
         self.threaded = bool(lib.qc_int8_openmp())
 
     def matmul(self, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -63,6 +67,13 @@ class Int8Kernel:
         # ctypes drops the GIL for the call: the UI thread keeps running while a token computes
         self._fn(x.data_ptr(), m, k, q.data_ptr(), scale.data_ptr(), b, n, y.data_ptr())
         return y
+
+
+    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out (N, K) float32 = q (N, K) int8 * scale[:, None]; all contiguous on the CPU."""
+        n, k = q.shape
+        self._dequantize(q.data_ptr(), scale.data_ptr(), n, k, out.data_ptr())
+        return out
 
 
 @dataclass(frozen=True)
@@ -142,11 +153,13 @@ def _self_check(kernel: Int8Kernel) -> None:
     g = torch.Generator().manual_seed(0)
     q = torch.randint(-127, 128, (70, 37), generator=g, dtype=torch.int8)
     scale, bias = torch.rand(70, generator=g), torch.randn(70, generator=g)
+    w = q.float() * scale[:, None]
     for rows in (1, 5):
         x = torch.randn(rows, 37, generator=g)
-        want = x @ (q.float() * scale[:, None]).t() + bias
-        if not torch.allclose(kernel.matmul(x, q, scale, bias), want, rtol=1e-4, atol=1e-4):
+        if not torch.allclose(kernel.matmul(x, q, scale, bias), x @ w.t() + bias, rtol=1e-4, atol=1e-4):
             raise RuntimeError("self-check: results differ from torch's")
+    if not torch.equal(kernel.dequantize(q, scale, torch.empty(70, 37)), w):
+        raise RuntimeError("self-check: dequantized weights differ from torch's")
 
 
 def _cpu_id() -> bytes:

@@ -131,13 +131,19 @@ class Attention(nn.Module):
         self.qkv_proj = qkv_proj  # rows: q (Hq*D), k (Hkv*D), v (Hkv*D)
         self.o_proj = o_proj
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask: torch.Tensor | None, last_only: bool = False
+    ) -> torch.Tensor:
+        """last_only: keys/values of every position go to the cache, but only the last position
+        attends (its output is all a prompt's final layer needs)."""
         B, T, _ = x.shape
         hq, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv_proj(x).view(B, T, hq + 2 * hkv, d).transpose(1, 2)  # (B, Hq+2Hkv, T, D)
         qk = apply_rope(qkv[:, : hq + hkv], cos, sin)  # q and k rotate together
         q, k = qk[:, :hq], qk[:, hq:]  # (B, Hq, T, D), (B, Hkv, T, D)
         k, v = cache.update(layer, pos, k, qkv[:, hq + hkv :])  # (B, Hkv, pos+T, D)
+        if last_only:
+            q, T, mask = q[:, :, -1:], 1, None
         if T == 1 and k.shape[2] >= LONG_DECODE:
             y = decode_attention(q, k, v)
         else:
@@ -166,8 +172,10 @@ class DecoderLayer(nn.Module):
         self.input_layernorm, self.self_attn = input_layernorm, self_attn
         self.post_attention_layernorm, self.mlp = post_attention_layernorm, mlp
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, mask)
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask, last_only: bool = False) -> torch.Tensor:
+        """last_only: returns the last position only (see Attention.forward)."""
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, mask, last_only)
+        x = (x[:, -1:] if last_only else x) + attn
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -189,7 +197,7 @@ class _Builder:
     ) -> None:
         self.cfg, self.device, self.dtype, self.quantize = cfg, device, dtype, quantize
         self.native = native if dtype == torch.float32 else None  # our kernel takes float32 rows
-        self.scratch = Scratch()
+        self.scratch = Scratch(self.native)
 
     def tensor(self, key: str, value: torch.Tensor | QTensor) -> torch.Tensor | QTensor:
         if self.quantize == "int8" and not isinstance(value, QTensor) and value.dim() == 2:
@@ -291,21 +299,28 @@ class Qwen2ForCausalLM(nn.Module):
         return model
 
     @torch.inference_mode()
-    def hidden(self, input_ids: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor:
-        """input_ids (1, T) at positions pos..pos+T-1 -> final-norm hidden states (1, T, H).
+    def hidden(self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = False) -> torch.Tensor:
+        """input_ids (1, T) at positions pos..pos+T-1 -> final-norm hidden states (1, T, H), or
+        (1, 1, H) for the last position with `last_only`: the final layer then runs its attention
+        output and MLP for that position alone (what the next token needs; about 1/24 of a long
+        prompt's work on a 24-layer model).
 
-        Writes the new keys/values into `cache`; the caller records the ids in `cache.tokens`.
+        Writes the new keys/values of every position into `cache`; the caller records the ids in
+        `cache.tokens`.
         """
         T = input_ids.shape[1]
         x = self.model.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, D)
         mask = None
         if T > 1 and pos > 0:
-            # query i (absolute position pos+i) sees keys 0..pos+i
+            # query i (absolute position pos+i) sees keys 0..pos+i; built once as an additive
+            # mask (SDPA would convert a boolean one in every layer)
             rows = torch.arange(pos, pos + T, device=x.device)[:, None]
-            mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos+T)
+            hidden_keys = torch.arange(pos + T, device=x.device)[None, :] > rows  # (T, pos+T)
+            mask = torch.zeros(hidden_keys.shape, dtype=x.dtype, device=x.device).masked_fill_(hidden_keys, float("-inf"))
+        last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, cache, i, pos, mask)
+            x = layer(x, cos, sin, cache, i, pos, mask, last_only and i == last)
         return self.model.norm(x)
 
     @torch.inference_mode()
@@ -316,5 +331,4 @@ class Qwen2ForCausalLM(nn.Module):
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = True) -> torch.Tensor:
         """input_ids (1, T) at positions pos..pos+T-1 -> float32 logits (1, 1 or T, V)."""
-        h = self.hidden(input_ids, cache, pos)
-        return self.logits(h[:, -1:] if last_only else h)
+        return self.logits(self.hidden(input_ids, cache, pos, last_only))

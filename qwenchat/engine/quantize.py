@@ -89,10 +89,12 @@ def cat_rows(parts: list[QTensor]) -> QTensor:
 
 class Scratch:
     """One reusable float buffer per (device, dtype) for dequantized weight blocks, shared by all
-    layers of a model (allocating tens of MB per matrix product costs page faults every time)."""
+    layers of a model (allocating tens of MB per matrix product costs page faults every time).
+    With qwenchat's kernel, float32 blocks are dequantized by it in one pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: Int8Kernel | None = None) -> None:
         self._bufs: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self.native = native
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         key = (q.device, dtype)
@@ -100,6 +102,8 @@ class Scratch:
         if buf is None or buf.numel() < q.numel():
             buf = self._bufs[key] = torch.empty(max(q.numel(), 1), dtype=dtype, device=q.device)
         w = buf[: q.numel()].view(q.shape)
+        if self.native is not None and dtype == torch.float32 and q.device.type == "cpu":
+            return self.native.dequantize(q, scale, w)
         return w.copy_(q).mul_(scale[:, None].to(dtype))  # ~7x faster than a mixed-dtype mul
 
 

@@ -207,32 +207,6 @@ def test_ask_on_a_local_model_imports_no_tui_hub_rich_or_pydantic(tiny_model, is
     assert r.stdout.decode().splitlines()[-1] == "0"
 
 
-def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_model, tmp_path, monkeypatch):
-    import shutil
-
-    from qwenchat.cli import ask
-    from qwenchat.config import Settings
-    from qwenchat.engine import prefetch
-
-    d = tmp_path / "m"
-    shutil.copytree(tiny_model, d, ignore=shutil.ignore_patterns(".qwenchat"))  # another test's int8 cache
-    monkeypatch.setattr(ask, "_gpu_likely", lambda: False)
-    assert ask._prefetch_weights(Settings(quantize="int8"), d) is None  # no cache yet
-    prefetch.int8_cache_path(d).parent.mkdir()
-    prefetch.int8_cache_path(d).write_bytes(b"\0" * 64)
-
-    def started(**settings) -> bool:
-        ahead = ask._prefetch_weights(Settings(**settings), d)
-        if ahead is not None:
-            prefetch.discard(ahead)
-        return ahead is not None
-
-    assert started() and started(device="cpu") and started(quantize="int8", device="cuda")
-    assert not started(quantize="none") and not started(dtype="bfloat16") and not started(device="cuda")
-    monkeypatch.setattr(ask, "_gpu_likely", lambda: True)
-    assert not started() and started(device="cpu") and started(quantize="int8")
-
-
 def test_bad_option_values_and_unknown_options_are_usage_errors_without_traceback(tiny_model, isolated_home):
     for args in (["--max-tokens", "many"], ["--bogus"]):
         r = qwenchat(["ask", "-m", str(tiny_model), "x", *args], isolated_home)

@@ -183,3 +183,11 @@ def test_a_compiler_without_openmp_still_gives_a_kernel_on_one_thread(tmp_path, 
     status = int8_kernel.load(tmp_path / "kernels")
     assert status.kernel is not None and not status.kernel.threaded
     assert "one thread" in status.reason
+
+
+@needs_kernel
+def test_dequantize_in_one_pass_equals_torchs(kernel):
+    qt = quantize_int8(_w(333, 901, 8))
+    want = Scratch().dequantize(qt.q, qt.scale, torch.float32).clone()
+    got = Scratch(kernel).dequantize(qt.q, qt.scale, torch.float32)
+    assert torch.equal(got, want)

@@ -103,3 +103,22 @@ def test_decode_attention_equals_sdpa_with_grouped_heads():
     k, v = torch.randn(1, 2, 700, 64, generator=g), torch.randn(1, 2, 700, 64, generator=g)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
     assert torch.allclose(decode_attention(q, k, v), want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pos", [0, 40])
+def test_last_only_prefill_equals_the_last_row_of_a_full_one(tiny_models, pos):
+    """The final layer of a last_only prefill computes one position, yet the logits and every
+    cached key/value equal a full prefill's."""
+    ours, cfg = load_ours(tiny_models["qwen2_15b"])
+    ids = torch.randint(0, 480, (1, pos + 30), generator=torch.Generator().manual_seed(pos))
+    full_cache, last_cache = new_cache(cfg), new_cache(cfg)
+    if pos:
+        ours(ids[:, :pos], full_cache, 0)
+        ours(ids[:, :pos], last_cache, 0)
+    full = ours(ids[:, pos:], full_cache, pos, last_only=False)[0, -1]
+    last = ours(ids[:, pos:], last_cache, pos, last_only=True)
+    assert last.shape == (1, 1, cfg.vocab_size)
+    assert torch.allclose(last[0, -1], full, rtol=1e-5, atol=1e-5)
+    n = pos + 30
+    assert torch.equal(last_cache.k[:, :, :, :n], full_cache.k[:, :, :, :n])
+    assert torch.equal(last_cache.v[:, :, :, :n], full_cache.v[:, :, :, :n])

@@ -49,7 +49,9 @@ def test_int8_kernel_runs_for_decode_steps_and_the_last_prompt_row_only(tiny_mod
     monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda x, w, s: calls.append(x.shape[0]) or real(x, w, s))
     cache = _cache(cfg)
     m(torch.arange(40).view(1, 40), cache, 0)
-    assert calls == [1]  # prefill: dequantized products; the output projection of the last row only
+    # prefill: dequantized products, but the final layer's o/gate_up/down and the output
+    # projection run for the last row only
+    assert calls == [1, 1, 1, 1]
     calls.clear()
     m(torch.tensor([[7]]), cache, 40)
     assert calls == [1] * (3 * cfg.num_hidden_layers + 1 + cfg.num_hidden_layers)  # qkv, o, gate_up, down; head
@@ -68,7 +70,8 @@ def test_a_decode_step_builds_no_attention_mask(tiny_models, monkeypatch):
     cache = _cache(cfg)
     m(torch.arange(10).view(1, 10), cache, 0)
     m(torch.tensor([[3]]), cache, 10)
-    assert seen[: cfg.num_hidden_layers] == [(10, True)] * cfg.num_hidden_layers  # first prefill: is_causal
+    n = cfg.num_hidden_layers
+    assert seen[:n] == [(10, True)] * (n - 1) + [(1, True)]  # first prefill: is_causal; the final layer: last row
     assert seen[cfg.num_hidden_layers :] == [(1, True)] * cfg.num_hidden_layers
 
 
