@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from qwenchat.cli.app import PlainValuesCommand, app, warn
+from qwenchat.cli.app import app, warn
 from qwenchat.errors import UsageError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from qwenchat.session import ChatSession, Turn
 
 
-@app.command(cls=PlainValuesCommand, help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
+@app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
 def ask(
     prompt: Optional[str] = typer.Argument(None, help="The instruction. Piped stdin, if any, follows it."),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, Hub repo id, local directory or .gguf file."),
