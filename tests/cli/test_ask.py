@@ -129,7 +129,10 @@ def wait_for_output(proc: subprocess.Popen, timeout: float = 60) -> bytes:
 
 
 def test_sigint_mid_reply_saves_the_partial_reply_as_interrupted(tiny_model, isolated_home):
-    proc = start(["ask", "-m", str(tiny_model), "Tell a long story", "--max-tokens", "3000", "--temperature", "1", "--top-k", "0"], isolated_home)
+    # seed 5: the tiny model samples ~490 tokens before its end-of-turn token (unseeded, a reply
+    # could end before the signal arrives)
+    args = ["Tell a long story", "--max-tokens", "3000", "--temperature", "1", "--top-k", "0", "--seed", "5"]
+    proc = start(["ask", "-m", str(tiny_model), *args], isolated_home)
     assert wait_for_output(proc), "no output before the timeout"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
