@@ -31,7 +31,7 @@ import torch
 from qwenchat.engine import prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
-from qwenchat.engine.prefetch import CACHE_DIR, CACHE_FILE, Prefetch
+from qwenchat.engine.prefetch import Prefetch, int8_cache_path
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
 from qwenchat.engine.weights import REDOWNLOAD, _check_names, expected_shapes, weight_files
 
@@ -178,7 +178,7 @@ class Int8Checkpoint:
 
     def __init__(self, model_dir: Path, cfg: Qwen2Config, quantize_keys: frozenset[str]) -> None:
         self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, quantize_keys
-        self.path = model_dir / CACHE_DIR / CACHE_FILE
+        self.path = int8_cache_path(model_dir)
         self.source = ""
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor | QTensor]]:

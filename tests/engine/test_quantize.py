@@ -12,7 +12,8 @@ import torch
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.chat import ChatEngine
-from qwenchat.engine.checkpoint import CACHE_DIR, CACHE_FILE, Int8Checkpoint, iter_checkpoint
+from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
+from qwenchat.engine.prefetch import CACHE_DIR, CACHE_FILE
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys
