@@ -99,10 +99,13 @@ def _load(cache_dir: Path | None) -> KernelStatus:
     if compiler is None:
         return KernelStatus(None, "torch's int8 kernel (no C compiler found; install gcc for ~1.7x faster decoding)")
     try:
-        if cache_dir is None:
-            with tempfile.TemporaryDirectory(prefix="qwenchat-kernel-") as tmp:
-                return _build_and_open(compiler, Path(tmp))  # a loaded library outlives its file
-        return _build_and_open(compiler, cache_dir)
+        if cache_dir is not None:
+            try:
+                return _build_and_open(compiler, cache_dir)
+            except OSError:
+                pass  # a read-only or full cache folder: build for this process only
+        with tempfile.TemporaryDirectory(prefix="qwenchat-kernel-") as tmp:
+            return _build_and_open(compiler, Path(tmp))  # a loaded library outlives its file
     except Exception as exc:  # noqa: BLE001 - any failure means "use torch's kernel", never a crash
         return KernelStatus(None, f"torch's int8 kernel (ours failed to build or load: {_short(exc)})")
 

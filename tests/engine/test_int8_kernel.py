@@ -191,3 +191,11 @@ def test_dequantize_in_one_pass_equals_torchs(kernel):
     want = Scratch().dequantize(qt.q, qt.scale, torch.float32).clone()
     got = Scratch(kernel).dequantize(qt.q, qt.scale, torch.float32)
     assert torch.equal(got, want)
+
+
+@needs_kernel
+def test_an_unwritable_cache_folder_still_gives_a_kernel(tmp_path, fresh):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would go")
+    status = int8_kernel.load(blocked / "kernels")
+    assert status.kernel is not None, status.reason
