@@ -218,7 +218,7 @@ class Int8Checkpoint:
                 self.source = f"quantized, not cached ({writer.why})"
 
     def _open_cache(self, fingerprint: str, layout: dict) -> SafetensorsReader | None:
-        ahead = prefetch.claim(self.path)  # started early by `qwenchat ask`, if at all
+        ahead = prefetch.claim(self.path)  # started early by session.load_engine, if at all
         if not self.path.is_file():
             if ahead is not None:
                 ahead.close()

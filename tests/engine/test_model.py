@@ -105,10 +105,11 @@ def test_decode_attention_equals_sdpa_with_grouped_heads():
     assert torch.allclose(decode_attention(q, k, v), want, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pos", [0, 40])
+@pytest.mark.parametrize("pos", [0, 40, 600])
 def test_last_only_prefill_equals_the_last_row_of_a_full_one(tiny_models, pos):
     """The final layer of a last_only prefill computes one position, yet the logits and every
-    cached key/value equal a full prefill's."""
+    cached key/value equal a full prefill's (at 600 cached positions its single query takes
+    decode_attention)."""
     ours, cfg = load_ours(tiny_models["qwen2_15b"])
     ids = torch.randint(0, 480, (1, pos + 30), generator=torch.Generator().manual_seed(pos))
     full_cache, last_cache = new_cache(cfg), new_cache(cfg)
