@@ -33,9 +33,12 @@ def test_wheel_carries_the_themes_and_the_entry_point(wheel):
     assert "qwenchat = qwenchat.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
-def test_wheel_carries_the_int8_kernel_source(wheel):
-    """The kernel is compiled on the user's machine from the source inside the package."""
-    assert "qwenchat/engine/int8_kernel.c" in zipfile.ZipFile(wheel).namelist()
+def test_wheel_carries_the_native_kernel_sources(wheel):
+    """The kernels are compiled on the user's machine from the sources inside the package."""
+    from qwenchat.engine.int8_kernel import SOURCES
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f"qwenchat/engine/{p.name}" for p in SOURCES} <= set(names) and len(SOURCES) == 2
 
 
 def test_installed_wheel_finds_its_themes(wheel, tmp_path):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("int8_kernel.c")
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("int8_kernel.c", "decode_step.c"))  # one library
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
 OPENMP = "-fopenmp"  # tried first; a compiler without OpenMP still builds a one-thread kernel
 X86 = ("x86_64", "amd64", "i686", "x86")
@@ -46,6 +46,7 @@ class Int8Kernel:
     """y = x W^T + b for float32 rows x and an int8 W with one float32 scale per row."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib  # also holds the fused decode step (decode_step.c, bound by fused_decode.py)
         fn = lib.qc_int8_matmul
         fn.restype = None
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -119,8 +120,8 @@ def _compiler() -> str | None:
 
 def _build_and_open(compiler: str, cache_dir: Path) -> KernelStatus:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _cpu_id()]))
+    sources = [p.read_bytes() for p in SOURCES]
+    tag = hashlib.sha256(b"\0".join([*sources, compiler.encode(), " ".join(FLAGS).encode(), _cpu_id()]))
     path = cache_dir / f"int8_kernel-{tag.hexdigest()[:16]}.so"
     if not path.exists():
         _build(compiler, path)
@@ -139,7 +140,7 @@ def _build(compiler: str, path: Path) -> None:
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.so")
     try:
         for extra in ([OPENMP], []):
-            cmd = [compiler, *FLAGS, *extra, str(SOURCE), "-o", str(tmp)]
+            cmd = [compiler, *FLAGS, *extra, *map(str, SOURCES), "-o", str(tmp), "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             if done.returncode == 0:
                 os.replace(tmp, path)

@@ -24,6 +24,7 @@ from torch import nn
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
+from qwenchat.engine.fused_decode import FusedDecoder
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch, cat_rows, quantize_int8
 
@@ -235,6 +236,7 @@ class Qwen2ForCausalLM(nn.Module):
         self.dtype, self.quantize = dtype, quantize
         self.rope_cos: torch.Tensor | None = None
         self.rope_sin: torch.Tensor | None = None
+        self.fused: FusedDecoder | None = None  # the C decode step (int8, float32, our kernel)
 
     @classmethod
     def from_state_dict(
@@ -296,6 +298,8 @@ class Qwen2ForCausalLM(nn.Module):
         model.eval().requires_grad_(False)
         cos, sin = rope_tables(cfg, max_len, device)
         model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
+        if native is not None and FusedDecoder.supports(model):
+            model.fused = FusedDecoder(native, model)
         return model
 
     @torch.inference_mode()
@@ -310,6 +314,8 @@ class Qwen2ForCausalLM(nn.Module):
         """
         T = input_ids.shape[1]
         x = self.model.embed_tokens(input_ids)  # (B, T, H)
+        if T == 1 and self.fused is not None:
+            return self.model.norm(self.fused.step(x, cache, pos))
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, D)
         mask = None
         if T > 1 and pos > 0:
