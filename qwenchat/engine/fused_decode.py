@@ -19,9 +19,10 @@ import torch
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.int8_kernel import Int8Kernel
+from qwenchat.engine.quantize import Int8Linear
 
 if TYPE_CHECKING:  # model.py builds us; importing it here would be circular
-    from qwenchat.engine.model import Qwen2ForCausalLM
+    from qwenchat.engine.model import DecoderLayer, Qwen2ForCausalLM
 
 _p, _i64 = ctypes.c_void_p, ctypes.c_int64
 
@@ -45,7 +46,7 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _matrix(linear) -> _Matrix:
+def _matrix(linear: Int8Linear) -> _Matrix:
     rows, cols = linear.qweight.shape
     return _Matrix(_ptr(linear.qweight), _ptr(linear.scales), _ptr(linear.bias), rows, cols)
 
@@ -69,8 +70,6 @@ class FusedDecoder:
     @staticmethod
     def supports(model: Qwen2ForCausalLM) -> bool:
         """int8 matrices on the CPU with float32 activations, all on our kernel."""
-        from qwenchat.engine.quantize import Int8Linear
-
         if model.dtype != torch.float32 or model.quantize != "int8":
             return False
         mods = [m for layer in model.model.layers for m in (layer.self_attn.qkv_proj, layer.self_attn.o_proj,
@@ -78,7 +77,7 @@ class FusedDecoder:
         return all(isinstance(m, Int8Linear) and m.native is not None for m in mods)
 
     @staticmethod
-    def _layer(layer) -> _Layer:
+    def _layer(layer: DecoderLayer) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
         return _Layer(_ptr(layer.input_layernorm.weight), _ptr(layer.post_attention_layernorm.weight),
                       _matrix(attn.qkv_proj), _matrix(attn.o_proj), _matrix(mlp.gate_up_proj), _matrix(mlp.down_proj))  # fmt: skip
