@@ -10,7 +10,8 @@ Contract
   our kernel also short prompts) run a kernel that reads the int8 weights directly; many rows
   (long prompts) dequantize the weight block by block into a shared scratch buffer and use the
   ordinary float matrix product, which wins once the rows are many enough to pay for the
-  dequantization. Both paths compute the same function, so a prompt fed in one piece or token
+  dequantization; the buffer remembers what it holds, so a prompt's row blocks fed in turn
+  dequantize each weight once (`Scratch`), and `out=` takes a reused result buffer. Both paths compute the same function, so a prompt fed in one piece or token
   by token sees the same model:
   - with qwenchat's kernel (int8_kernel.py; float32 activations on the CPU), exactly the
     dequantized float32 product, up to the order of the sums;
@@ -88,23 +89,47 @@ def cat_rows(parts: list[QTensor]) -> QTensor:
 
 
 class Scratch:
-    """One reusable float buffer per (device, dtype) for dequantized weight blocks, shared by all
-    layers of a model (allocating tens of MB per matrix product costs page faults every time).
-    With qwenchat's kernel, float32 blocks are dequantized by it in one pass."""
+    """Reusable float buffers for dequantized weight blocks, one per (device, dtype, slot), shared
+    by all layers of a model (allocating tens of MB per matrix product costs page faults every
+    time). With qwenchat's kernel, float32 blocks are dequantized by it in one pass.
+
+    Each slot remembers which weight block it holds, so a weight applied to several row blocks
+    in a row (a long prompt's MLP, block by block) is dequantized once; the MLP's two matrices
+    take different slots, so alternating between them evicts neither."""
 
     def __init__(self, native: Int8Kernel | None = None) -> None:
-        self._bufs: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._bufs: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
+        self._held: dict[tuple[torch.device, torch.dtype, int], tuple] = {}
         self.native = native
 
-    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        key = (q.device, dtype)
+    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
+        key = (q.device, dtype, slot)
         buf = self._bufs.get(key)
         if buf is None or buf.numel() < q.numel():
             buf = self._bufs[key] = torch.empty(max(q.numel(), 1), dtype=dtype, device=q.device)
+            self._held.pop(key, None)
         w = buf[: q.numel()].view(q.shape)
-        if self.native is not None and dtype == torch.float32 and q.device.type == "cpu":
+        held = (_identity(q), _identity(scale), q, scale)  # the tensors themselves pin the addresses
+        if key in self._held and self._held[key][:2] == held[:2]:
+            return w
+        self._held[key] = held
+        return self._fill(q, scale, w)
+
+    def _fill(self, q: torch.Tensor, scale: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """w = q * scale[:, None], in place."""
+        if self.native is not None and w.dtype == torch.float32 and q.device.type == "cpu":
             return self.native.dequantize(q, scale, w)
-        return w.copy_(q).mul_(scale[:, None].to(dtype))  # ~7x faster than a mixed-dtype mul
+        return w.copy_(q).mul_(scale[:, None].to(w.dtype))  # ~7x faster than a mixed-dtype mul
+
+
+def _identity(t: torch.Tensor) -> tuple:
+    """Where a tensor's data lies and its in-place write count: equal for the same unchanged data
+    (while the tensor is referenced its address cannot be reused by another)."""
+    try:
+        version = t._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        version = None
+    return t.data_ptr(), tuple(t.shape), t.stride(), version
 
 
 def _int8_kernel_ok(device: torch.device) -> bool:
@@ -119,9 +144,10 @@ class Int8Linear(nn.Module):
         scratch: Scratch,
         exact_top: int = 0,
         native: Int8Kernel | None = None,
+        slot: int = 0,
     ) -> None:
         """native: qwenchat's kernel, used for up to NATIVE_ROWS float32 rows on the CPU (None:
-        torch's, for up to DECODE_ROWS).
+        torch's, for up to DECODE_ROWS). slot: the scratch slot its dequantized weight goes to.
         exact_top > 0 (the output projection, torch's kernel only): its bfloat16 results are
         exact enough to find the `exact_top` largest outputs per row, which are then recomputed
         in float32, so greedy choices and the head of the sampling distribution are not decided
@@ -131,25 +157,29 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", weight.scale)  # (N,) float32
         self.register_buffer("scales_bf16", weight.scale.to(torch.bfloat16))
         self.register_buffer("bias", bias)
-        self.scratch = scratch
+        self.scratch, self.slot = scratch, slot
         self.out_features, self.in_features = weight.q.shape
         on_cpu = weight.q.device.type == "cpu"
         self.native = native if on_cpu else None
         self.kernel = self.native is None and _int8_kernel_ok(weight.q.device)  # torch's
         self.exact_top = exact_top if self.kernel else 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., K) -> (..., N); `out` (contiguous, that shape) receives the result, so a long
+        prompt's products reuse one buffer instead of page-faulting a fresh one each time."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.native is not None and x2.shape[0] <= NATIVE_ROWS and x2.dtype == torch.float32:
-            return self.native.matmul(x2, self.qweight, self.scales, self.bias).view(*lead, self.out_features)
-        if self.kernel and x2.shape[0] <= DECODE_ROWS:
+            y = self.native.matmul(x2, self.qweight, self.scales, self.bias)
+        elif self.kernel and x2.shape[0] <= DECODE_ROWS:
             y = self._int8pack_matmul(x2)
+            y = y if self.bias is None else y + self.bias
         else:
-            y = self._dequantized_matmul(x2)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*lead, self.out_features)
+            y = self._dequantized_matmul(x2, None if out is None else out.view(x2.shape[0], self.out_features))
+            y = y if self.bias is None else y.add_(self.bias)  # y is ours (fresh or `out`)
+        if out is None:
+            return y.view(*lead, self.out_features)
+        return out if y.data_ptr() == out.data_ptr() else out.copy_(y.view(out.shape))
 
     def _int8pack_matmul(self, x2: torch.Tensor) -> torch.Tensor:
         xb = x2.to(torch.bfloat16)
@@ -161,21 +191,21 @@ class Int8Linear(nn.Module):
             y.scatter_(-1, idx, exact)
         return y
 
-    def _dequantized_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+    def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         dtype = x2.dtype
         emulate = self.kernel  # torch's kernel's numerics: bfloat16 inputs and outputs, float32 sums
         if emulate:
             x2 = x2.to(torch.bfloat16).to(dtype)
         n, k = self.qweight.shape
         step = max(1, BLOCK_ELEMS // k)
+        y = torch.empty(x2.shape[0], n, dtype=dtype, device=x2.device) if out is None else out
         if n <= step:
-            y = F.linear(x2, self.scratch.dequantize(self.qweight, self.scales, dtype))
+            torch.mm(x2, self.scratch.dequantize(self.qweight, self.scales, dtype, self.slot).t(), out=y)
         else:
-            y = torch.empty(x2.shape[0], n, dtype=dtype, device=x2.device)
             for a in range(0, n, step):
-                w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype)
+                w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype, self.slot)
                 y[:, a : a + w.shape[0]] = F.linear(x2, w)
-        return y.to(torch.bfloat16).to(dtype) if emulate and not self.exact_top else y
+        return y.copy_(y.to(torch.bfloat16)) if emulate and not self.exact_top else y
 
 
 class Int8Embedding(nn.Module):

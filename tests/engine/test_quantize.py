@@ -186,3 +186,37 @@ def test_int8_reuse_path_matches_a_fresh_prefill(tiny_model):
         step = m(ids[:, i : i + 1], cache, i)[0, -1]
     assert int(step.argmax()) == int(fresh.argmax())
     assert (step - fresh).abs().max() <= 2e-2 * fresh.abs().max()
+
+
+def test_scratch_dequantizes_a_weight_once_while_its_slot_holds_it(monkeypatch):
+    """A long prompt's MLP applies gate/up and down to one row block after another: each slot
+    keeps its weight, so neither is dequantized again; another weight, or the same one changed
+    in place, is."""
+    fills = []
+    real = Scratch._fill
+    monkeypatch.setattr(Scratch, "_fill", lambda self, q, s, w: fills.append(q.shape[0]) or real(self, q, s, w))
+    a, b = quantize_int8(_w(64, 32, 1)), quantize_int8(_w(48, 32, 2))
+    scratch = Scratch()
+    for _ in range(3):
+        wa = scratch.dequantize(a.q, a.scale, torch.float32, slot=0)
+        wb = scratch.dequantize(b.q, b.scale, torch.float32, slot=1)
+        assert torch.equal(wa, a.dequantize()) and torch.equal(wb, b.dequantize())
+    assert fills == [64, 48]
+    scratch.dequantize(b.q, b.scale, torch.float32, slot=0)  # evicts a from slot 0
+    assert torch.equal(scratch.dequantize(a.q, a.scale, torch.float32, slot=0), a.dequantize())
+    a.q[0, 0] = -a.q[0, 0] if a.q[0, 0] else 1
+    assert torch.equal(scratch.dequantize(a.q, a.scale, torch.float32, slot=0), a.dequantize())
+    assert fills == [64, 48, 48, 64, 64]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40, 300])
+def test_linear_products_into_out_equal_fresh_ones(rows):
+    """`out=` (a reused buffer) gives the same values as a fresh result, on every int8 path
+    (torch's kernel for few rows, the dequantized product for many)."""
+    w, b = _w(200, 96, 5), torch.randn(200)
+    x = torch.randn(1, rows, 96, generator=torch.Generator().manual_seed(rows))
+    for lin in (Int8Linear(quantize_int8(w), b, Scratch()), Int8Linear(quantize_int8(w), None, Scratch())):
+        want = lin(x)
+        out = torch.full((1, rows, 200), float("nan"))
+        got = lin(x, out=out)
+        assert got.data_ptr() == out.data_ptr() and torch.equal(got, want)
