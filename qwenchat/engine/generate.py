@@ -18,12 +18,16 @@ from dataclasses import dataclass
 import torch
 
 from qwenchat.engine.cache import KVCache
-from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model import PrefillCancelled, Qwen2ForCausalLM
 from qwenchat.engine.records import Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import Sampler, SamplingParams
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
 
-PREFILL_CHUNK = 1024  # bounds activation memory (~+100 MB at 1024 rows); bigger chunks dequantize int8 weights less often
+# Prompt tokens per model call. The CPU runs a call layer-major (model.py: one attention call per
+# layer, int8 weights dequantized once per layer, everything else in row blocks), so a bigger call
+# wastes less; only a few per-row activations grow with it (~15 KB a row at hidden size 896, ~60 MB
+# here), and cancellation is checked between its layers. Longer prompts go in several calls.
+PREFILL_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,8 @@ def prefill(
     model: Qwen2ForCausalLM, cache: KVCache, ids: Sequence[int], cancel: threading.Event | None = None
 ) -> torch.Tensor | None:
     """Feed `ids` after what the cache holds; returns the last position's logits (V,), or None if
-    cancelled between chunks (the cache then holds the chunks already fed)."""
+    cancelled (between chunks, or on the CPU between a chunk's layers; the cache then holds the
+    chunks already fed)."""
     device = cache.k.device
     logits = None
     for start in range(0, len(ids), PREFILL_CHUNK):
@@ -46,7 +51,10 @@ def prefill(
             return None
         chunk = list(ids[start : start + PREFILL_CHUNK])
         pos = cache.length
-        logits = model(torch.tensor([chunk], device=device), cache, pos)[0, -1]
+        try:
+            logits = model(torch.tensor([chunk], device=device), cache, pos, cancel=cancel)[0, -1]
+        except PrefillCancelled:  # its keys/values are partial and stay unrecorded
+            return None
         cache.tokens.extend(chunk)
     return logits
 

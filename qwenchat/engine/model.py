@@ -11,11 +11,21 @@ gate/up into one `gate_up_proj` (one matrix product instead of three or two), ti
 share one tensor with the output projection. Nothing is initialised and then overwritten. With
 `quantize="int8"` every matrix (and the embedding table) is held as int8 with per-row scales
 (quantize.py); activations, norms, biases, the KV cache and logits stay in the compute dtype.
+
+Two ways through the layers. A decode step, and any call off the CPU, runs each module's
+forward() on the whole input. A prompt chunk on the CPU runs layer-major (`_prefill`,
+`DecoderLayer.prefill`): each layer over all of the chunk's rows before the next, attention in
+one causal SDPA call (query blocks on top of a cache), the projections and MLP in row blocks of
+at most ROW_BLOCK into buffers reused across layers (`Workspace`), so memory stays bounded, no
+product page-faults a fresh output, and each int8 weight is dequantized once per chunk. Both
+compute the same function up to the order of float sums.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -30,6 +40,8 @@ from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch
 
 LONG_DECODE = 512  # cached positions from which decode_attention beats SDPA (~2x at 3K, slower at 50)
 EXACT_TOP_LOGITS = 64  # int8 mode: the largest logits are recomputed in float32 (quantize.py)
+ROW_BLOCK = 1024  # most rows per block of a layer-major prefill: bounds the MLP's (rows, 2I) temporary (40 MB at 2I = 9728)
+QUERY_BLOCK = 1024  # most queries per attention call on top of a cache: its mask is (rows, pos+T) (134 MB at 32K)
 _LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _LAYER_PARTS = (
     "input_layernorm.weight", "post_attention_layernorm.weight",
@@ -78,8 +90,21 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., K) -> (..., N); `out` (contiguous, that shape) receives the result (what
+        F.linear computes: addmm with the bias, mm without)."""
+        if out is None:
+            return F.linear(x, self.weight, self.bias)
+        x2, y = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])  # (M, K), (M, N)
+        if self.bias is None:
+            torch.mm(x2, self.weight.t(), out=y)
+        else:
+            torch.addmm(self.bias, x2, self.weight.t(), out=y)
+        return out
 
 
 class Embedding(nn.Module):
@@ -125,6 +150,68 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.matmul(probs, v).view(B, hq, 1, d)
 
 
+class PrefillCancelled(Exception):
+    """A prompt chunk stopped between layers because its cancel event was set; the cache's
+    positions from the chunk's start on hold partial keys/values (unrecorded, so unused)."""
+
+
+class Workspace:
+    """Activation buffers by name, reused by every layer of one prefill: a fresh 40 MB tensor per
+    matrix product page-faults ~10,000 times on the CPU (~15% of the product's time)."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, like: torch.Tensor, *shape: int) -> torch.Tensor:
+        """A contiguous tensor of `shape` with `like`'s dtype and device; contents undefined."""
+        n = math.prod(shape)
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self._bufs[name] = like.new_empty(n)
+        return buf[:n].view(shape)
+
+
+def layer_major(device: torch.device) -> bool:
+    """Whether prompt chunks run layer-major (Qwen2ForCausalLM._prefill): on the CPU, where it
+    was measured; other devices keep the plain per-layer forward()."""
+    return device.type == "cpu"
+
+
+def row_blocks(T: int, most: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) ranges covering T rows, at most `most` (default ROW_BLOCK) each and of
+    near-equal sizes (a tiny last block would take the int8 kernel's few-rows path for nothing)."""
+    n = -(-T // (most or ROW_BLOCK))
+    size = -(-T // n)
+    return [(a, min(a + size, T)) for a in range(0, T, size)]
+
+
+def block_mask(pos: int, T: int, block: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The additive causal mask of query blocks of a chunk at positions pos..pos+T-1, (block,
+    pos+T): a block of b rows whose last key is K-1 uses `mask[block - b:, pos + T - K:]`
+    (row i of that view hides keys after K - b + i, its own position)."""
+    width = pos + T
+    rows = torch.arange(block, device=device)[:, None]
+    hidden = torch.arange(width, device=device)[None, :] > rows + (width - block)  # (block, width)
+    return torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
+
+
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Queries at positions pos..pos+T-1 (q (B, Hq, T, D)) against keys 0..pos+T-1 (k/v (B, Hkv,
+    pos+T, D)) -> out (B, T, Hq, D). SDPA's is_causal aligns to the top-left corner, so a chunk on top
+    of a cache needs an explicit mask; taking the queries in blocks, each against the keys up to
+    its own last position, leaves only a block's triangle masked out (not the chunk's), and the
+    mask is a block's rows (block_mask), not the chunk's."""
+    T, gqa = q.shape[2], q.shape[1] != k.shape[1]
+    block, width = mask.shape
+    for a, end in row_blocks(T, block):
+        b = end - a
+        K = width - T + end  # keys this block sees
+        m = mask[block - b :, width - K :]  # (b, K)
+        y = F.scaled_dot_product_attention(q[:, :, a:end], k[:, :, :K], v[:, :, :K], attn_mask=m, enable_gqa=gqa)
+        out[:, a:end] = y.transpose(1, 2)  # (B, b, Hq, D)
+    return out
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module) -> None:
         super().__init__()
@@ -154,6 +241,32 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=hq != hkv)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
+    def project(
+        self, x, cos, sin, cache: KVCache, layer: int, pos: int, q_out: torch.Tensor, ws: Workspace
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows at positions pos.. of a prompt chunk (x (B, b, H), normalized): their keys/values
+        to the cache, their rotated queries to q_out (B, Hq, b, D); returns the cache's keys and
+        values 0..pos+b, each (B, Hkv, pos+b, D)."""
+        B, T, _ = x.shape
+        hq, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x, out=ws.get("qkv", x, B, T, (hq + 2 * hkv) * d))
+        qkv = qkv.view(B, T, hq + 2 * hkv, d).transpose(1, 2)  # (B, Hq+2Hkv, b, D)
+        qk = apply_rope(qkv[:, : hq + hkv], cos, sin)  # q and k rotate together
+        q_out.copy_(qk[:, :hq])
+        return cache.update(layer, pos, qk[:, hq:], qkv[:, hq + hkv :])
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
+        """A prompt chunk's queries q (B, Hq, T, D) against the cache's keys/values 0..pos+T ->
+        (B, T, Hq*D) in `ws`, before o_proj. A first chunk (mask None) is one causal SDPA call,
+        which skips the masked half; a chunk on top of a cache takes blocked_attention."""
+        B, hq, T, d = q.shape
+        out = ws.get("attn", q, B, T, hq, d)
+        if mask is None:
+            out.copy_(F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != k.shape[1]).transpose(1, 2))
+        else:
+            blocked_attention(q, k, v, mask, out)
+        return out.view(B, T, hq * d)
+
 
 class MLP(nn.Module):
     def __init__(self, gate_up_proj: nn.Module, down_proj: nn.Module) -> None:
@@ -165,6 +278,14 @@ class MLP(nn.Module):
         gate_up = self.gate_up_proj(x)  # (B, T, 2I)
         i = gate_up.shape[-1] // 2
         return self.down_proj(F.silu(gate_up[..., :i]) * gate_up[..., i:])
+
+    def blocked(self, x: torch.Tensor, ws: Workspace) -> torch.Tensor:
+        """forward() for a block of prompt rows, with its temporaries (and result, valid until
+        the next block) in `ws`; silu and the product run in place in the gate/up buffer."""
+        gate_up = self.gate_up_proj(x, out=ws.get("gate_up", x, *x.shape[:-1], self.gate_up_proj.out_features))
+        i = gate_up.shape[-1] // 2
+        h = F.silu(gate_up[..., :i], inplace=True).mul_(gate_up[..., i:])  # (B, rows, I), strided
+        return self.down_proj(h, out=ws.get("down", x, *x.shape))
 
 
 class DecoderLayer(nn.Module):
@@ -178,6 +299,24 @@ class DecoderLayer(nn.Module):
         attn = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, mask, last_only)
         x = (x[:, -1:] if last_only else x) + attn
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def prefill(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask: torch.Tensor | None, ws: Workspace) -> None:
+        """forward() for every position of a prompt chunk at positions pos.., updating x (B, T, H)
+        in place. Attention is one pass over all rows (one SDPA call, or a few query blocks on top
+        of a cache); everything else goes in row blocks into reused buffers, so memory is bounded
+        (the MLP's (rows, 2I) temporary is the largest) and nothing page-faults per layer. Each
+        int8 weight is dequantized once for all blocks: o, gate/up and down, used in turn, hold
+        separate scratch slots (quantize.Scratch)."""
+        B, T, _ = x.shape
+        attn = self.self_attn
+        q = ws.get("q", x, B, attn.n_heads, T, attn.head_dim)
+        for a, b in row_blocks(T):
+            kv = attn.project(self.input_layernorm(x[:, a:b]), cos[a:b], sin[a:b], cache, layer, pos + a, q[:, :, a:b], ws)
+        y = attn.attend(q, *kv, mask, ws)  # the last block's kv: keys/values 0..pos+T
+        for a, b in row_blocks(T):
+            rows = x[:, a:b]
+            rows += attn.o_proj(y[:, a:b], out=ws.get("o", x, B, b - a, x.shape[2]))
+            rows += self.mlp.blocked(self.post_attention_layernorm(rows), ws)
 
 
 class Backbone(nn.Module):
@@ -207,11 +346,13 @@ class _Builder:
             return value.to(self.device)
         return value.to(device=self.device, dtype=self.dtype)
 
-    def linear(self, weights: list, biases: list | None = None, exact_top: int = 0) -> nn.Module:
+    def linear(self, weights: list, biases: list | None = None, exact_top: int = 0, slot: int = 0) -> nn.Module:
+        """slot: the int8 scratch slot; matrices applied in turn to a prompt's row blocks (o, gate/up,
+        down) take different ones, so each is dequantized once per prompt chunk."""
         bias = None if biases is None else torch.cat(biases) if len(biases) > 1 else biases[0]
         if isinstance(weights[0], QTensor):
             weight = cat_rows(weights) if len(weights) > 1 else weights[0]
-            return Int8Linear(weight, bias, self.scratch, exact_top, self.native)
+            return Int8Linear(weight, bias, self.scratch, exact_top, self.native, slot)
         return Linear(torch.cat(weights) if len(weights) > 1 else weights[0], bias)
 
     def embedding(self, weight: torch.Tensor | QTensor) -> nn.Module:
@@ -222,8 +363,9 @@ class _Builder:
         a, m = "self_attn.", "mlp."
         qkv = self.linear([t[a + "q_proj.weight"], t[a + "k_proj.weight"], t[a + "v_proj.weight"]],
                           [t[a + "q_proj.bias"], t[a + "k_proj.bias"], t[a + "v_proj.bias"]])  # fmt: skip
-        attn = Attention(self.cfg, qkv, self.linear([t[a + "o_proj.weight"]]))
-        mlp = MLP(self.linear([t[m + "gate_proj.weight"], t[m + "up_proj.weight"]]), self.linear([t[m + "down_proj.weight"]]))
+        attn = Attention(self.cfg, qkv, self.linear([t[a + "o_proj.weight"]], slot=2))
+        gate_up = self.linear([t[m + "gate_proj.weight"], t[m + "up_proj.weight"]])
+        mlp = MLP(gate_up, self.linear([t[m + "down_proj.weight"]], slot=1))
         return DecoderLayer(RMSNorm(t["input_layernorm.weight"], eps), attn, RMSNorm(t["post_attention_layernorm.weight"], eps), mlp)
 
 
@@ -303,20 +445,25 @@ class Qwen2ForCausalLM(nn.Module):
         return model
 
     @torch.inference_mode()
-    def hidden(self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = False) -> torch.Tensor:
+    def hidden(
+        self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = False, cancel: threading.Event | None = None
+    ) -> torch.Tensor:
         """input_ids (1, T) at positions pos..pos+T-1 -> final-norm hidden states (1, T, H), or
         (1, 1, H) for the last position with `last_only`: the final layer then runs its attention
         output and MLP for that position alone (what the next token needs; about 1/24 of a long
         prompt's work on a 24-layer model).
 
         Writes the new keys/values of every position into `cache`; the caller records the ids in
-        `cache.tokens`.
+        `cache.tokens`. On the CPU a prompt chunk (T > 1) runs layer-major (`_prefill`), and a set
+        `cancel` stops it between layers by raising PrefillCancelled.
         """
         T = input_ids.shape[1]
         x = self.model.embed_tokens(input_ids)  # (B, T, H)
         if T == 1 and self.fused is not None:
             return self.model.norm(self.fused.step(x, cache, pos))
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, D)
+        if T > 1 and layer_major(x.device):
+            return self.model.norm(self._prefill(x, cos, sin, cache, pos, last_only, cancel))
         mask = None
         if T > 1 and pos > 0:
             # query i (absolute position pos+i) sees keys 0..pos+i; built once as an additive
@@ -329,12 +476,30 @@ class Qwen2ForCausalLM(nn.Module):
             x = layer(x, cos, sin, cache, i, pos, mask, last_only and i == last)
         return self.model.norm(x)
 
+    def _prefill(self, x, cos, sin, cache: KVCache, pos: int, last_only: bool, cancel: threading.Event | None) -> torch.Tensor:
+        """Every layer over all of the chunk's rows before the next (x (B, T, H), updated in place;
+        see DecoderLayer.prefill), with one Workspace for all layers. The final layer of a
+        last_only chunk takes forward(): keys/values for every row, the rest for the last one."""
+        ws = Workspace()
+        T = x.shape[1]
+        mask = block_mask(pos, T, min(T, QUERY_BLOCK), x.dtype, x.device) if pos > 0 else None
+        last = len(self.model.layers) - 1
+        for i, layer in enumerate(self.model.layers):
+            if cancel is not None and cancel.is_set():
+                raise PrefillCancelled
+            if last_only and i == last:  # the last position's output only (see forward's last_only)
+                return layer(x, cos, sin, cache, i, pos, None, last_only=True)
+            layer.prefill(x, cos, sin, cache, i, pos, mask, ws)
+        return x
+
     @torch.inference_mode()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, H) -> float32 logits (B, T, V)."""
         return self.lm_head(h).float()
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = True) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = True, cancel: threading.Event | None = None
+    ) -> torch.Tensor:
         """input_ids (1, T) at positions pos..pos+T-1 -> float32 logits (1, 1 or T, V)."""
-        return self.logits(self.hidden(input_ids, cache, pos, last_only))
+        return self.logits(self.hidden(input_ids, cache, pos, last_only, cancel))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import qwenchat.engine.model as model_mod
 from tests.engine.conftest import load_ours, new_cache
 
 VARIANTS = ["qwen25_05b", "qwen2_15b", "untied", "base"]
@@ -123,3 +124,131 @@ def test_last_only_prefill_equals_the_last_row_of_a_full_one(tiny_models, pos):
     n = pos + 30
     assert torch.equal(last_cache.k[:, :, :, :n], full_cache.k[:, :, :, :n])
     assert torch.equal(last_cache.v[:, :, :, :n], full_cache.v[:, :, :, :n])
+
+
+# -- layer-major prefill (Qwen2ForCausalLM._prefill) against the plain per-layer path ------------
+
+PLAIN_CHUNK = 1024  # what generate.prefill fed per call before prefill went layer-major
+
+
+def _load(model_dir, quantize: str, max_len: int = 2048):
+    """float32, int8 with torch's kernel, or int8 with ours (the default CPU mode)."""
+    from qwenchat.engine import int8_kernel
+    from qwenchat.engine.config import Qwen2Config
+    from qwenchat.engine.model import Qwen2ForCausalLM
+    from qwenchat.engine.weights import load_state_dict
+
+    cfg = Qwen2Config.from_file(model_dir / "config.json")
+    native = None
+    if quantize == "int8-native":
+        native = int8_kernel.load(None).kernel
+        if native is None:
+            pytest.skip("qwenchat's int8 kernel cannot be built here")
+    state = load_state_dict(model_dir, cfg, torch.float32)
+    mode = "none" if quantize == "none" else "int8"
+    return Qwen2ForCausalLM.from_tensors(cfg, state.items(), torch.device("cpu"), max_len, torch.float32, mode, native), cfg
+
+
+def _plain_prefill(model, cache, ids: torch.Tensor, pos: int, last_only: bool, size: int = PLAIN_CHUNK) -> torch.Tensor:
+    """The old way: each layer's forward() over `size`-token chunks, those after the first with a
+    full additive mask (what other devices still run); the logits of every position, or the last."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_mod, "layer_major", lambda device: False)
+        out = []
+        for a in range(0, ids.shape[1], size):
+            chunk = ids[:, a : a + size]
+            out.append(model(chunk, cache, pos + a, last_only=last_only)[0])
+    return out[-1][-1:] if last_only else torch.cat(out)
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    assert got.shape == want.shape
+    scale = max(1.0, want.abs().max().item())
+    assert (got - want).abs().max().item() < tol * scale
+
+
+@pytest.mark.parametrize(("quantize", "tol"), [("none", 1e-4), ("int8", 1e-2), ("int8-native", 1e-4)])
+@pytest.mark.parametrize("prefix", [0, 300])
+@pytest.mark.parametrize("last_only", [False, True])
+def test_layer_major_prefill_equals_the_plain_chunked_one(tiny_models, monkeypatch, quantize, tol, prefix, last_only):
+    """Logits and every cached key/value agree for a prompt of several row blocks fed in one call,
+    alone or after a cached prefix, and the same prompt fed in chunks of a row block (as
+    generate.prefill did). int8 with torch's kernel rounds each product to bfloat16, so a changed
+    summation order can move a value by one bfloat16 step; the other modes differ in the order
+    of float32 sums only."""
+    monkeypatch.setattr(model_mod, "ROW_BLOCK", 128)  # 3 row blocks
+    monkeypatch.setattr(model_mod, "QUERY_BLOCK", 128)  # 3 query blocks on top of a cache
+    model, cfg = _load(tiny_models["qwen2_15b"], quantize)
+    ids = torch.randint(0, 480, (1, prefix + 333), generator=torch.Generator().manual_seed(prefix + 5))
+    plain_cache, cache = new_cache(cfg, 2048), new_cache(cfg, 2048)
+    if prefix:
+        _plain_prefill(model, plain_cache, ids[:, :prefix], 0, True, 128)
+        model(ids[:, :prefix], cache, 0)
+    want = _plain_prefill(model, plain_cache, ids[:, prefix:], prefix, last_only, 128)
+    got = model(ids[:, prefix:], cache, prefix, last_only=last_only)[0]
+    _close(got, want, tol)
+    n = ids.shape[1]
+    _close(cache.k[:, :, :, :n], plain_cache.k[:, :, :, :n], tol)
+    _close(cache.v[:, :, :, :n], plain_cache.v[:, :, :, :n], tol)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8-native"])
+def test_a_prompt_longer_than_a_row_block_and_a_plain_chunk_matches(tiny_models, quantize):
+    """At the real ROW_BLOCK: ROW_BLOCK + 76 tokens in one layer-major call (two row blocks)
+    against the plain path's 1,024-token chunks, on top of a 50-token prefix."""
+    model, cfg = _load(tiny_models["qwen25_05b"], quantize, max_len=4096)
+    n = 50 + model_mod.ROW_BLOCK + 76
+    ids = torch.randint(0, 480, (1, n), generator=torch.Generator().manual_seed(9))
+    plain_cache, cache = new_cache(cfg, 4096), new_cache(cfg, 4096)
+    _plain_prefill(model, plain_cache, ids[:, :50], 0, True)
+    model(ids[:, :50], cache, 0)
+    want = _plain_prefill(model, plain_cache, ids[:, 50:], 50, False)
+    got = model(ids[:, 50:], cache, 50, last_only=False)[0]
+    _close(got, want, 1e-4)
+    _close(cache.k[:, :, :, :n], plain_cache.k[:, :, :, :n], 1e-4)
+    _close(cache.v[:, :, :, :n], plain_cache.v[:, :, :, :n], 1e-4)
+
+
+@pytest.mark.parametrize(("pos", "T", "block"), [(1, 5, 5), (37, 300, 128), (500, 1000, 256), (3, 129, 128)])
+def test_blocked_attention_equals_one_masked_call(pos, T, block):
+    from qwenchat.engine.model import block_mask, blocked_attention
+
+    g = torch.Generator().manual_seed(T)
+    q = torch.randn(1, 6, T, 32, generator=g)
+    k, v = torch.randn(1, 2, pos + T, 32, generator=g), torch.randn(1, 2, pos + T, 32, generator=g)
+    hidden = torch.arange(pos + T)[None, :] > torch.arange(pos, pos + T)[:, None]
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=~hidden, enable_gqa=True)
+    mask = block_mask(pos, T, min(T, block), torch.float32, torch.device("cpu"))
+    got = blocked_attention(q, k, v, mask, torch.full((1, T, 6, 32), float("nan")))
+    assert torch.allclose(got.transpose(1, 2), want, atol=1e-5, rtol=1e-5)
+
+
+def test_row_blocks_cover_the_rows_in_near_equal_blocks(monkeypatch):
+    from qwenchat.engine.model import row_blocks
+
+    monkeypatch.setattr(model_mod, "ROW_BLOCK", 1024)
+    assert row_blocks(3417) == [(0, 855), (855, 1710), (1710, 2565), (2565, 3417)]
+    assert row_blocks(1024) == [(0, 1024)] and row_blocks(1025) == [(0, 513), (513, 1025)]
+    assert row_blocks(2) == [(0, 2)] and row_blocks(300, 128) == [(0, 100), (100, 200), (200, 300)]
+
+
+def test_cancel_stops_a_long_prefill_between_layers_and_records_nothing(tiny_models):
+    import threading
+
+    from qwenchat.engine.generate import prefill
+
+    model, cfg = _load(tiny_models["qwen2_15b"], "none")
+    ids = torch.randint(0, 480, (300,), generator=torch.Generator().manual_seed(4)).tolist()
+    cache = new_cache(cfg, 2048)
+    prefill(model, cache, ids[:40])
+    cancel, ran = threading.Event(), []
+    layers = model.model.layers
+    hooks = [layers[0].mlp.gate_up_proj.register_forward_pre_hook(lambda m, a: cancel.set())]
+    hooks.append(layers[1].mlp.gate_up_proj.register_forward_pre_hook(lambda m, a: ran.append(1)))
+    assert prefill(model, cache, ids[40:], cancel) is None
+    assert ran == [] and cache.tokens == ids[:40]  # stopped before layer 1; nothing recorded
+    for h in hooks:
+        h.remove()
+    resumed = prefill(model, cache, ids[40:])
+    fresh = prefill(model, new_cache(cfg, 2048), ids)
+    _close(resumed, fresh, 1e-4)

@@ -212,10 +212,12 @@ def test_scratch_dequantizes_a_weight_once_while_its_slot_holds_it(monkeypatch):
 @pytest.mark.parametrize("rows", [1, 3, 40, 300])
 def test_linear_products_into_out_equal_fresh_ones(rows):
     """`out=` (a reused buffer) gives the same values as a fresh result, on every int8 path
-    (torch's kernel for few rows, the dequantized product for many)."""
+    (torch's kernel for few rows, the dequantized product for many) and the float Linear."""
+    from qwenchat.engine.model import Linear
+
     w, b = _w(200, 96, 5), torch.randn(200)
     x = torch.randn(1, rows, 96, generator=torch.Generator().manual_seed(rows))
-    for lin in (Int8Linear(quantize_int8(w), b, Scratch()), Int8Linear(quantize_int8(w), None, Scratch())):
+    for lin in (Int8Linear(quantize_int8(w), b, Scratch()), Int8Linear(quantize_int8(w), None, Scratch()), Linear(w, b)):
         want = lin(x)
         out = torch.full((1, rows, 200), float("nan"))
         got = lin(x, out=out)

@@ -1,5 +1,7 @@
 """The shape of the fast paths: fused projections, torch's int8 kernel on decode steps only, no
-attention mask built per decode step, and weights read into private memory (not mapped)."""
+attention mask built per decode step, weights read into private memory (not mapped), and a long
+prompt's layer-major prefill (one attention call per layer, the MLP in row blocks into reused
+buffers, each int8 matrix dequantized once per layer)."""
 
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys
 
 
-def _load(d, quantize="none"):
+def _load(d, quantize="none", max_len=256):
     cfg = Qwen2Config.from_file(d / "config.json")
     src = Int8Checkpoint(d, cfg, matrix_keys(cfg)) if quantize == "int8" else iter_checkpoint(d, cfg, torch.float32)
-    return Qwen2ForCausalLM.from_tensors(cfg, src, torch.device("cpu"), 256, torch.float32, quantize), cfg
+    return Qwen2ForCausalLM.from_tensors(cfg, src, torch.device("cpu"), max_len, torch.float32, quantize), cfg
 
 
-def _cache(cfg):
-    return KVCache(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, 256, torch.float32, torch.device("cpu"))
+def _cache(cfg, max_len=256):
+    return KVCache(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, max_len, torch.float32, torch.device("cpu"))
 
 
 def test_qkv_and_gate_up_are_fused_from_the_checkpoint_tensors(tiny_models):
@@ -90,3 +92,61 @@ def test_weights_are_read_into_private_memory_not_mapped(tiny_models, tmp_path, 
         f.seek(size // 2)
         f.write(b"\x00" * (size - size // 2))
     assert torch.equal(m(ids, _cache(cfg), 0), before)
+
+
+def _spy_sdpa(monkeypatch) -> list:
+    """(queries, keys, mask shape or None, is_causal) of every SDPA call."""
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, **kw):
+        seen.append((q.shape[2], k.shape[2], None if attn_mask is None else tuple(attn_mask.shape), is_causal))
+        return real(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(model_mod.F, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def test_a_long_prompt_attends_once_per_layer_or_in_query_blocks_on_a_cache(tiny_models, monkeypatch):
+    """A first prompt: one causal SDPA call per layer over all of its rows (the masked half is
+    skipped). A prompt on top of a cache: query blocks of at most QUERY_BLOCK rows, each against
+    the keys up to its last position with a block-sized mask. The last layer: the last position
+    only."""
+    monkeypatch.setattr(model_mod, "QUERY_BLOCK", 128)
+    seen = _spy_sdpa(monkeypatch)
+    m, cfg = _load(tiny_models["qwen2_15b"], max_len=1024)
+    cache = _cache(cfg, 1024)
+    m(torch.arange(300).view(1, 300), cache, 0)
+    assert seen == [(300, 300, None, True), (1, 300, None, False)]
+    seen.clear()
+    m(torch.arange(200).view(1, 200), cache, 300)
+    assert seen == [(100, 400, (100, 400), False), (100, 500, (100, 500), False), (1, 500, None, False)]
+
+
+def test_a_long_prompt_runs_the_mlp_in_row_blocks_into_one_reused_buffer(tiny_models, monkeypatch):
+    monkeypatch.setattr(model_mod, "ROW_BLOCK", 128)
+    m, cfg = _load(tiny_models["qwen2_15b"], max_len=1024)
+    rows, ptrs = [], set()
+    for layer in m.model.layers:
+        layer.mlp.gate_up_proj.register_forward_hook(lambda mod, args, y: rows.append(args[0].shape[1]) or ptrs.add(y.data_ptr()))
+    m.hidden(torch.arange(300).view(1, 300), _cache(cfg, 1024), 0, last_only=False)
+    assert rows == [100, 100, 100] * cfg.num_hidden_layers  # near-equal blocks of at most 128 rows
+    assert len(ptrs) == 1  # every block of every layer wrote the same buffer
+
+
+def test_a_long_prompt_dequantizes_each_int8_matrix_once_per_layer(tiny_models, tmp_path, monkeypatch):
+    """qkv, o, gate/up and down once per layer however many row blocks the prompt has; the last
+    layer of a last-only prompt dequantizes qkv only (its other products take one row)."""
+    from qwenchat.engine.quantize import Scratch
+
+    monkeypatch.setattr(model_mod, "ROW_BLOCK", 128)
+    d = tmp_path / "m"
+    shutil.copytree(tiny_models["qwen2_15b"], d)
+    m, cfg = _load(d, "int8", max_len=1024)
+    fills = []
+    real = Scratch._fill
+    monkeypatch.setattr(Scratch, "_fill", lambda self, q, s, w: fills.append(tuple(q.shape)) or real(self, q, s, w))
+    m(torch.arange(300).view(1, 300), _cache(cfg, 1024), 0)
+    layer = m.model.layers[0]
+    per_layer = [tuple(p.qweight.shape) for p in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj)]
+    assert fills == per_layer * (cfg.num_hidden_layers - 1) + per_layer[:1]
