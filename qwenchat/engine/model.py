@@ -307,16 +307,36 @@ class DecoderLayer(nn.Module):
         (the MLP's (rows, 2I) temporary is the largest) and nothing page-faults per layer. Each
         int8 weight is dequantized once for all blocks: o, gate/up and down, used in turn, hold
         separate scratch slots (quantize.Scratch)."""
+        q, k, v = self._project(x, cos, sin, cache, layer, pos, ws)
+        y = self.self_attn.attend(q, k, v, mask, ws)  # (B, T, Hq*D)
+        for a, b in row_blocks(x.shape[1]):
+            rows = x[:, a:b]
+            rows += self.self_attn.o_proj(y[:, a:b], out=ws.get("o", x, x.shape[0], b - a, x.shape[2]))
+            rows += self.mlp.blocked(self.post_attention_layernorm(rows), ws)
+
+    def prefill_last(self, x, cos, sin, cache: KVCache, layer: int, pos: int, ws: Workspace) -> torch.Tensor:
+        """The final layer of a last_only prompt chunk: keys/values of every row to the cache (in
+        row blocks, like prefill()), the rest for the last row only -> (B, 1, H); what
+        forward(last_only=True) computes, without its chunk-sized temporaries."""
+        q, k, v = self._project(x, cos, sin, cache, layer, pos, ws)
+        q = q[:, :, -1:]  # (B, Hq, 1, D)
+        if k.shape[2] >= LONG_DECODE:
+            y = decode_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
+        B, hq, _, d = y.shape
+        h = x[:, -1:] + self.self_attn.o_proj(y.transpose(1, 2).reshape(B, 1, hq * d))
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+    def _project(self, x, cos, sin, cache: KVCache, layer: int, pos: int, ws: Workspace) -> tuple[torch.Tensor, ...]:
+        """Keys/values of a chunk's rows to the cache, in row blocks -> rotated queries (B, Hq, T,
+        D) in `ws` and the cache's keys/values 0..pos+T (B, Hkv, pos+T, D)."""
         B, T, _ = x.shape
         attn = self.self_attn
         q = ws.get("q", x, B, attn.n_heads, T, attn.head_dim)
         for a, b in row_blocks(T):
             kv = attn.project(self.input_layernorm(x[:, a:b]), cos[a:b], sin[a:b], cache, layer, pos + a, q[:, :, a:b], ws)
-        y = attn.attend(q, *kv, mask, ws)  # the last block's kv: keys/values 0..pos+T
-        for a, b in row_blocks(T):
-            rows = x[:, a:b]
-            rows += attn.o_proj(y[:, a:b], out=ws.get("o", x, B, b - a, x.shape[2]))
-            rows += self.mlp.blocked(self.post_attention_layernorm(rows), ws)
+        return q, *kv  # the last block's update returns keys/values 0..pos+T
 
 
 class Backbone(nn.Module):
@@ -479,7 +499,7 @@ class Qwen2ForCausalLM(nn.Module):
     def _prefill(self, x, cos, sin, cache: KVCache, pos: int, last_only: bool, cancel: threading.Event | None) -> torch.Tensor:
         """Every layer over all of the chunk's rows before the next (x (B, T, H), updated in place;
         see DecoderLayer.prefill), with one Workspace for all layers. The final layer of a
-        last_only chunk takes forward(): keys/values for every row, the rest for the last one."""
+        last_only chunk computes keys/values for every row, the rest for the last (prefill_last)."""
         ws = Workspace()
         T = x.shape[1]
         mask = block_mask(pos, T, min(T, QUERY_BLOCK), x.dtype, x.device) if pos > 0 else None
@@ -488,7 +508,7 @@ class Qwen2ForCausalLM(nn.Module):
             if cancel is not None and cancel.is_set():
                 raise PrefillCancelled
             if last_only and i == last:  # the last position's output only (see forward's last_only)
-                return layer(x, cos, sin, cache, i, pos, None, last_only=True)
+                return layer.prefill_last(x, cos, sin, cache, i, pos, ws)
             layer.prefill(x, cos, sin, cache, i, pos, mask, ws)
         return x
 

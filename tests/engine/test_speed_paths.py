@@ -134,6 +134,21 @@ def test_a_long_prompt_runs_the_mlp_in_row_blocks_into_one_reused_buffer(tiny_mo
     assert len(ptrs) == 1  # every block of every layer wrote the same buffer
 
 
+def test_a_last_only_prompt_projects_keys_and_values_in_row_blocks_in_its_final_layer_too(tiny_models, monkeypatch):
+    """The final layer needs every row's keys/values but only the last row's output: its q/k/v
+    products go in row blocks like the other layers' (no chunk-sized temporaries), the rest
+    takes one row."""
+    monkeypatch.setattr(model_mod, "ROW_BLOCK", 128)
+    m, cfg = _load(tiny_models["qwen2_15b"], max_len=1024)
+    qkv_rows, mlp_rows = [], []
+    for layer in m.model.layers:
+        layer.self_attn.qkv_proj.register_forward_pre_hook(lambda mod, args: qkv_rows.append(args[0].shape[1]))
+        layer.mlp.gate_up_proj.register_forward_pre_hook(lambda mod, args: mlp_rows.append(args[0].shape[1]))
+    m(torch.arange(300).view(1, 300), _cache(cfg, 1024), 0)
+    assert qkv_rows == [100, 100, 100] * cfg.num_hidden_layers
+    assert mlp_rows == [100, 100, 100] * (cfg.num_hidden_layers - 1) + [1]
+
+
 def test_a_long_prompt_dequantizes_each_int8_matrix_once_per_layer(tiny_models, tmp_path, monkeypatch):
     """qkv, o, gate/up and down once per layer however many row blocks the prompt has; the last
     layer of a last-only prompt dequantizes qkv only (its other products take one row)."""
