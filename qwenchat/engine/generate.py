@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from qwenchat.engine.cache import KVCache
-from qwenchat.engine.model import PrefillCancelled, Qwen2ForCausalLM
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.prefill_blocks import PrefillCancelled
 from qwenchat.engine.records import Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import Sampler, SamplingParams
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer

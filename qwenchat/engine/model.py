@@ -12,18 +12,19 @@ share one tensor with the output projection. Nothing is initialised and then ove
 `quantize="int8"` every matrix (and the embedding table) is held as int8 with per-row scales
 (quantize.py); activations, norms, biases, the KV cache and logits stay in the compute dtype.
 
-Two ways through the layers. A decode step, and any call off the CPU, runs each module's
-forward() on the whole input. A prompt chunk on the CPU runs layer-major (`_prefill`,
-`DecoderLayer.prefill`): each layer over all of the chunk's rows before the next, attention in
-one causal SDPA call (query blocks on top of a cache), the projections and MLP in row blocks of
-at most ROW_BLOCK into buffers reused across layers (`Workspace`), so memory stays bounded, no
-product page-faults a fresh output, and each int8 weight is dequantized once per chunk. Both
-compute the same function up to the order of float sums.
+Three ways through the layers, computing the same function up to the order of float sums:
+- a decode step of an int8 model on the CPU with qwenchat's kernel: one C call for all layers
+  (fused_decode.py, decode_step.c);
+- another decode step, and any call off the CPU: each module's forward() on the whole input;
+- a prompt chunk on the CPU: layer-major (`_prefill`, `DecoderLayer.prefill`, prefill_blocks.py):
+  each layer over all of the chunk's rows before the next, attention in one causal SDPA call
+  (query blocks on top of a cache), the projections and MLP in row blocks into buffers reused
+  across layers, so memory stays bounded, no product page-faults a fresh output, and each int8
+  weight is dequantized once per chunk.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -34,14 +35,14 @@ from torch import nn
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
+from qwenchat.engine import prefill_blocks as blocks
 from qwenchat.engine.fused_decode import FusedDecoder
+from qwenchat.engine.prefill_blocks import PrefillCancelled, Workspace, block_mask, blocked_attention
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch, cat_rows, quantize_int8
 
 LONG_DECODE = 512  # cached positions from which decode_attention beats SDPA (~2x at 3K, slower at 50)
 EXACT_TOP_LOGITS = 64  # int8 mode: the largest logits are recomputed in float32 (quantize.py)
-ROW_BLOCK = 2048  # most rows per prefill block: bounds the MLP's (rows, 2I) temporary (80 MB at 2I = 9728); 1024: ~2% slower, ~65 MB less peak
-QUERY_BLOCK = 1024  # most queries per attention call on top of a cache: its mask is (rows, pos+T) (134 MB at 32K)
 _LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _LAYER_PARTS = (
     "input_layernorm.weight", "post_attention_layernorm.weight",
@@ -150,68 +151,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.matmul(probs, v).view(B, hq, 1, d)
 
 
-class PrefillCancelled(Exception):
-    """A prompt chunk stopped between layers because its cancel event was set; the cache's
-    positions from the chunk's start on hold partial keys/values (unrecorded, so unused)."""
-
-
-class Workspace:
-    """Activation buffers by name, reused by every layer of one prefill: a fresh 40 MB tensor per
-    matrix product page-faults ~10,000 times on the CPU (~15% of the product's time)."""
-
-    def __init__(self) -> None:
-        self._bufs: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, like: torch.Tensor, *shape: int) -> torch.Tensor:
-        """A contiguous tensor of `shape` with `like`'s dtype and device; contents undefined."""
-        n = math.prod(shape)
-        buf = self._bufs.get(name)
-        if buf is None or buf.numel() < n:
-            buf = self._bufs[name] = like.new_empty(n)
-        return buf[:n].view(shape)
-
-
-def layer_major(device: torch.device) -> bool:
-    """Whether prompt chunks run layer-major (Qwen2ForCausalLM._prefill): on the CPU, where it
-    was measured; other devices keep the plain per-layer forward()."""
-    return device.type == "cpu"
-
-
-def row_blocks(T: int, most: int | None = None) -> list[tuple[int, int]]:
-    """[start, end) ranges covering T rows, at most `most` (default ROW_BLOCK) each and of
-    near-equal sizes (a tiny last block would take the int8 kernel's few-rows path for nothing)."""
-    n = -(-T // (most or ROW_BLOCK))
-    size = -(-T // n)
-    return [(a, min(a + size, T)) for a in range(0, T, size)]
-
-
-def block_mask(pos: int, T: int, block: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The additive causal mask of query blocks of a chunk at positions pos..pos+T-1, (block,
-    pos+T): a block of b rows whose last key is K-1 uses `mask[block - b:, pos + T - K:]`
-    (row i of that view hides keys after K - b + i, its own position)."""
-    width = pos + T
-    rows = torch.arange(block, device=device)[:, None]
-    hidden = torch.arange(width, device=device)[None, :] > rows + (width - block)  # (block, width)
-    return torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
-
-
-def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Queries at positions pos..pos+T-1 (q (B, Hq, T, D)) against keys 0..pos+T-1 (k/v (B, Hkv,
-    pos+T, D)) -> out (B, T, Hq, D). SDPA's is_causal aligns to the top-left corner, so a chunk on top
-    of a cache needs an explicit mask; taking the queries in blocks, each against the keys up to
-    its own last position, leaves only a block's triangle masked out (not the chunk's), and the
-    mask is a block's rows (block_mask), not the chunk's."""
-    T, gqa = q.shape[2], q.shape[1] != k.shape[1]
-    block, width = mask.shape
-    for a, end in row_blocks(T, block):
-        b = end - a
-        K = width - T + end  # keys this block sees
-        m = mask[block - b :, width - K :]  # (b, K)
-        y = F.scaled_dot_product_attention(q[:, :, a:end], k[:, :, :K], v[:, :, :K], attn_mask=m, enable_gqa=gqa)
-        out[:, a:end] = y.transpose(1, 2)  # (B, b, Hq, D)
-    return out
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module) -> None:
         super().__init__()
@@ -309,7 +248,7 @@ class DecoderLayer(nn.Module):
         separate scratch slots (quantize.Scratch)."""
         q, k, v = self._project(x, cos, sin, cache, layer, pos, ws)
         y = self.self_attn.attend(q, k, v, mask, ws)  # (B, T, Hq*D)
-        for a, b in row_blocks(x.shape[1]):
+        for a, b in blocks.row_blocks(x.shape[1]):
             rows = x[:, a:b]
             rows += self.self_attn.o_proj(y[:, a:b], out=ws.get("o", x, x.shape[0], b - a, x.shape[2]))
             rows += self.mlp.blocked(self.post_attention_layernorm(rows), ws)
@@ -334,7 +273,7 @@ class DecoderLayer(nn.Module):
         B, T, _ = x.shape
         attn = self.self_attn
         q = ws.get("q", x, B, attn.n_heads, T, attn.head_dim)
-        for a, b in row_blocks(T):
+        for a, b in blocks.row_blocks(T):
             kv = attn.project(self.input_layernorm(x[:, a:b]), cos[a:b], sin[a:b], cache, layer, pos + a, q[:, :, a:b], ws)
         return q, *kv  # the last block's update returns keys/values 0..pos+T
 
@@ -482,7 +421,7 @@ class Qwen2ForCausalLM(nn.Module):
         if T == 1 and self.fused is not None:
             return self.model.norm(self.fused.step(x, cache, pos))
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, D)
-        if T > 1 and layer_major(x.device):
+        if T > 1 and blocks.layer_major(x.device):
             return self.model.norm(self._prefill(x, cos, sin, cache, pos, last_only, cancel))
         mask = None
         if T > 1 and pos > 0:
@@ -502,7 +441,7 @@ class Qwen2ForCausalLM(nn.Module):
         last_only chunk computes keys/values for every row, the rest for the last (prefill_last)."""
         ws = Workspace()
         T = x.shape[1]
-        mask = block_mask(pos, T, min(T, QUERY_BLOCK), x.dtype, x.device) if pos > 0 else None
+        mask = block_mask(pos, T, min(T, blocks.QUERY_BLOCK), x.dtype, x.device) if pos > 0 else None
         last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
             if cancel is not None and cancel.is_set():
