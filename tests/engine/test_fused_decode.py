@@ -3,6 +3,8 @@ compute: the same logits and the same cached keys/values, at any position and th
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -20,8 +22,15 @@ def kernel_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("kernels")
 
 
-def _engine(tiny_models, variant: str, kernel_dir) -> ChatEngine:
-    return ChatEngine.load(tiny_models[variant], device="cpu", quantize="int8", kernel_dir=kernel_dir)
+@pytest.fixture(scope="module")
+def models(tiny_models, tmp_path_factory):
+    """Copies of the shared tiny models: an int8 load writes its cache into the model folder."""
+    root = tmp_path_factory.mktemp("models")
+    return {name: shutil.copytree(tiny_models[name], root / name) for name in VARIANTS}
+
+
+def _engine(models, variant: str, kernel_dir) -> ChatEngine:
+    return ChatEngine.load(models[variant], device="cpu", quantize="int8", kernel_dir=kernel_dir)
 
 
 def _cache(model: Qwen2ForCausalLM, max_len: int = 1024) -> KVCache:
@@ -46,8 +55,8 @@ def _decode_both(model: Qwen2ForCausalLM, prompt: torch.Tensor, steps: torch.Ten
 @needs_kernel
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("prompt_len", [5, LONG_DECODE + 61])  # below/above decode_attention's threshold
-def test_fused_step_equals_the_torch_modules(tiny_models, kernel_dir, variant, prompt_len):
-    model = _engine(tiny_models, variant, kernel_dir).model
+def test_fused_step_equals_the_torch_modules(models, kernel_dir, variant, prompt_len):
+    model = _engine(models, variant, kernel_dir).model
     assert model.fused is not None
     g = torch.Generator().manual_seed(prompt_len)
     prompt, steps = torch.randint(0, 400, (1, prompt_len), generator=g), torch.randint(0, 400, (1, 70), generator=g)
@@ -61,8 +70,8 @@ def test_fused_step_equals_the_torch_modules(tiny_models, kernel_dir, variant, p
 
 @needs_kernel
 @pytest.mark.parametrize("threads", [1, 3, 5])  # one task per group, and query heads split into slices
-def test_fused_step_is_the_same_at_any_thread_count(tiny_models, kernel_dir, threads):
-    model = _engine(tiny_models, "qwen2_15b", kernel_dir).model
+def test_fused_step_is_the_same_at_any_thread_count(models, kernel_dir, threads):
+    model = _engine(models, "qwen2_15b", kernel_dir).model
     prompt = torch.randint(0, 400, (1, 150), generator=torch.Generator().manual_seed(threads))
     token = torch.tensor([[7]])
     saved = torch.get_num_threads()
@@ -79,8 +88,8 @@ def test_fused_step_is_the_same_at_any_thread_count(tiny_models, kernel_dir, thr
 
 
 @needs_kernel
-def test_greedy_tokens_are_the_same_fused_or_not(tiny_models, kernel_dir):
-    model = _engine(tiny_models, "qwen25_05b", kernel_dir).model
+def test_greedy_tokens_are_the_same_fused_or_not(models, kernel_dir):
+    model = _engine(models, "qwen25_05b", kernel_dir).model
     fused, runs = model.fused, []
     for use in (fused, None):
         model.fused = use
@@ -95,8 +104,8 @@ def test_greedy_tokens_are_the_same_fused_or_not(tiny_models, kernel_dir):
 
 
 @needs_kernel
-def test_only_decode_steps_take_the_fused_path(tiny_models, kernel_dir, monkeypatch):
-    engine = _engine(tiny_models, "qwen25_05b", kernel_dir)
+def test_only_decode_steps_take_the_fused_path(models, kernel_dir, monkeypatch):
+    engine = _engine(models, "qwen25_05b", kernel_dir)
     calls = []
     real = engine.model.fused.step
     monkeypatch.setattr(engine.model.fused, "step", lambda x, cache, pos: calls.append(pos) or real(x, cache, pos))
@@ -106,8 +115,8 @@ def test_only_decode_steps_take_the_fused_path(tiny_models, kernel_dir, monkeypa
     assert calls == [4]
 
 
-def test_full_precision_and_torchs_kernel_keep_the_torch_path(tiny_models, kernel_dir, monkeypatch):
-    assert ChatEngine.load(tiny_models["qwen25_05b"], device="cpu", quantize="none").model.fused is None
+def test_full_precision_and_torchs_kernel_keep_the_torch_path(models, kernel_dir, monkeypatch):
+    assert ChatEngine.load(models["qwen25_05b"], device="cpu", quantize="none").model.fused is None
     monkeypatch.setattr(int8_kernel, "_loaded", {})
     monkeypatch.setattr(int8_kernel, "_compiler", lambda: None)
-    assert _engine(tiny_models, "qwen25_05b", kernel_dir).model.fused is None
+    assert _engine(models, "qwen25_05b", kernel_dir).model.fused is None
