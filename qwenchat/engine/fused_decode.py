@@ -65,7 +65,7 @@ class FusedDecoder:
         self._model = _Model(len(layers), cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
                              cfg.head_dim, cfg.intermediate_size, cfg.rms_norm_eps, self._layers)  # fmt: skip
         self._cos, self._sin = model.rope_cos, model.rope_sin
-        self._work = torch.empty(0)
+        self._work, self._work_len = torch.empty(0), -1
 
     @staticmethod
     def supports(model: Qwen2ForCausalLM) -> bool:
@@ -86,9 +86,9 @@ class FusedDecoder:
         """x (1, 1, H) float32: the embedded token at position `pos`, run through every layer in
         place (its keys/values written into `cache` at `pos`); returns x."""
         max_len = cache.max_len
-        need = self._work_floats(ctypes.byref(self._model), max_len)
-        if self._work.numel() < need:
-            self._work = torch.empty(need, dtype=torch.float32)
+        if self._work_len != max_len:  # scratch for that cache's length, sized by the C side
+            self._work = torch.empty(self._work_floats(ctypes.byref(self._model), max_len), dtype=torch.float32)
+            self._work_len = max_len
         x = x.contiguous()
         # ctypes releases the GIL for the call: the UI thread runs while the token computes
         self._step(ctypes.byref(self._model), x.data_ptr(), cache.k.data_ptr(), cache.v.data_ptr(), max_len, pos,
