@@ -131,7 +131,7 @@ def _build_and_open(compiler: str, cache_dir: Path) -> KernelStatus:
     kernel = Int8Kernel(lib)
     _self_check(kernel)
     how = "AVX2, float32 activations" + ("" if kernel.threaded else "; one thread: the compiler lacks OpenMP")
-    return KernelStatus(kernel, f"qwenchat's int8 kernel for decoding ({how})")
+    return KernelStatus(kernel, f"qwenchat's int8 kernel and fused decode step ({how})")
 
 
 def _build(compiler: str, path: Path) -> None:
