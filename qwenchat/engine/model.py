@@ -151,6 +151,14 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.matmul(probs, v).view(B, hq, 1, d)
 
 
+def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One query position (q (B, Hq, 1, D)) attending to every cached one: decode_attention from
+    LONG_DECODE cached positions on, SDPA below."""
+    if k.shape[2] >= LONG_DECODE:
+        return decode_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module) -> None:
         super().__init__()
@@ -171,13 +179,12 @@ class Attention(nn.Module):
         k, v = cache.update(layer, pos, k, qkv[:, hq + hkv :])  # (B, Hkv, pos+T, D)
         if last_only:
             q, T, mask = q[:, :, -1:], 1, None
-        if T == 1 and k.shape[2] >= LONG_DECODE:
-            y = decode_attention(q, k, v)
+        if T == 1:
+            y = one_query_attention(q, k, v)
         else:
-            # T == 1 attends to everything cached; a first prefill is plainly causal; a prefill on
-            # top of a cache needs the explicit mask (SDPA's is_causal aligns to the top-left corner)
-            is_causal = T > 1 and pos == 0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=hq != hkv)
+            # a first prefill is plainly causal; a prefill on top of a cache needs the explicit
+            # mask (SDPA's is_causal aligns to the top-left corner)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=pos == 0, enable_gqa=hq != hkv)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
     def project(
@@ -258,11 +265,7 @@ class DecoderLayer(nn.Module):
         row blocks, like prefill()), the rest for the last row only -> (B, 1, H); what
         forward(last_only=True) computes, without its chunk-sized temporaries."""
         q, k, v = self._project(x, cos, sin, cache, layer, pos, ws)
-        q = q[:, :, -1:]  # (B, Hq, 1, D)
-        if k.shape[2] >= LONG_DECODE:
-            y = decode_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
+        y = one_query_attention(q[:, :, -1:], k, v)  # (B, Hq, 1, D)
         B, hq, _, d = y.shape
         h = x[:, -1:] + self.self_attn.o_proj(y.transpose(1, 2).reshape(B, 1, hq * d))
         return h + self.mlp(self.post_attention_layernorm(h))
