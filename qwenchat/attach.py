@@ -1,0 +1,139 @@
+"""Attaching a file to a message: read it as text and wrap it in a fenced block named by the file.
+
+The contract: `read_attachment(path)` returns an `Attachment` or raises `AttachError` (a
+`QwenchatError`: a one-line message naming the problem and a hint) for a missing file, a folder,
+an unreadable file or a binary one. Text that is not UTF-8 is decoded as Latin-1 (every byte maps
+to a character, so nothing is lost or refused) and the attachment says so. `check_fits` compares
+an estimate of the file's tokens with what is left of the context window.
+
+Knows nothing about the model, the store or the UI (no torch, no textual), so the app and any
+other face can use it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwenchat.errors import QwenchatError
+
+# Larger than any context window we run (a 32K-token window is ~130 KB of text): refuse before
+# reading a huge file into memory just to say it does not fit.
+MAX_BYTES = 4 * 1024 * 1024
+# Bytes sniffed to tell text from binary, as git and grep do.
+SNIFF_BYTES = 8192
+# Qwen's tokenizer averages 3.5-4.5 characters a token on English and code; 4 keeps the
+# estimate low, so a file is refused only when it surely cannot fit (the session's own check
+# before sending stays the exact one).
+CHARS_PER_TOKEN = 4
+
+_FILE_COMMAND = re.compile(r"\A/file(?:[ \t]+(?P<path>[^\n]*))?(?:\n(?P<rest>.*))?\Z", re.S)
+
+
+class AttachError(QwenchatError):
+    """A file cannot be attached (missing, a folder, unreadable, binary, too large)."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    path: Path
+    text: str
+    encoding: str  # "utf-8" or "latin-1" (not UTF-8: decoded byte for byte)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def block(self) -> str:
+        return fenced(self.name, self.text)
+
+    @property
+    def tokens(self) -> int:
+        return estimate_tokens(self.block)
+
+
+def read_attachment(path: str | Path, max_bytes: int = MAX_BYTES) -> Attachment:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AttachError(f"no such file: {p}", "check the path (a relative path starts in the folder qwenchat runs in)")
+    if p.is_dir():
+        raise AttachError(f"{p} is a folder, not a file", "attach one file at a time")
+    try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise AttachError(f"{p.name} is too large to attach ({_size(size)}; the limit is {_size(max_bytes)})",
+                              "attach a smaller file or an excerpt of it")
+        data = p.read_bytes()
+    except OSError as e:
+        raise AttachError(f"cannot read {p}: {e.strerror or e}", "check the file's permissions") from e
+    if is_binary(data):
+        raise AttachError(f"{p.name} looks like a binary file, not text",
+                          "attach a text file (source code, a log, Markdown, CSV, ...)")
+    try:
+        return Attachment(p, _normalise(data.decode("utf-8-sig")), "utf-8")
+    except UnicodeDecodeError:
+        return Attachment(p, _normalise(data.decode("latin-1")), "latin-1")
+
+
+def is_binary(data: bytes) -> bool:
+    """A NUL byte in the first few KB, or mostly control characters: not text."""
+    head = data[:SNIFF_BYTES]
+    if b"\0" in head:
+        return True
+    if not head:
+        return False
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    return control / len(head) > 0.1
+
+
+def fenced(name: str, text: str) -> str:
+    """`text` in a Markdown code fence whose info string is the file name; the fence is longer
+    than any run of backticks inside, so a file that holds fences itself stays one block."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{name}\n{text.rstrip(chr(10))}\n{fence}"
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def check_fits(attachment: Attachment, message: str, used: int, window: int) -> None:
+    """Refuse an attachment that cannot fit in what is left of the context window, given the
+    tokens the conversation holds now (`used`) and the message typed so far."""
+    free = window - used - estimate_tokens(message)
+    if attachment.tokens > free:
+        raise AttachError(
+            f"{attachment.name} is about {attachment.tokens:,} tokens, but only {max(free, 0):,} of the "
+            f"{window:,}-token context window are free",
+            "attach a smaller file or an excerpt, or start a new chat (Ctrl+N)",
+        )
+
+
+def insert_into(message: str, attachment: Attachment) -> str:
+    """The message with the file's block added after what was typed (a blank line between)."""
+    head = message.rstrip("\n")
+    return f"{head}\n\n{attachment.block}\n" if head.strip() else f"{attachment.block}\n"
+
+
+def parse_file_command(text: str) -> tuple[str, str] | None:
+    """`/file PATH` on the first line of the input: (PATH, the rest of the message), or None
+    when the input does not start with the command. PATH may be quoted; an empty PATH is ""."""
+    m = _FILE_COMMAND.match(text)
+    if m is None:
+        return None
+    path = (m.group("path") or "").strip()
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
+        path = path[1:-1]
+    return path, (m.group("rest") or "")
+
+
+def _normalise(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
