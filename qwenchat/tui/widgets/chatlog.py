@@ -1,32 +1,54 @@
-"""The conversation: one `MessageView` per entry of the session's active branch. Assistant
-replies are Markdown (code blocks highlighted) and grow by `append` while they stream; the app
-batches the appends, so this widget never sees one call per token."""
+"""The conversation: the system prompt (dim, collapsible) at the top, then one `MessageView`
+per entry of the session's active branch.
+
+A user's message is shown exactly as written: plain text, never parsed as Markdown or markup,
+so line breaks, leading spaces and `[brackets]` stay. Assistant replies are Markdown (code
+blocks highlighted) where a single line break stays a line break (`tui/markdown.py`), and grow
+by `append` while they stream; the screen batches the appends, so this widget never sees one
+call per token. Each message has a header (who, and `< 2/3 >` when it has siblings: other
+regenerations or edits) and a dim details line (time, model, tokens, speed: `tui/details.py`).
+The widget only shows what it is given; the screen asks the session.
+"""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Markdown, Static
+from textual.widgets import Collapsible, Markdown, Static
 
-_CODE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
+from qwenchat.tui.details import details as details_of
+from qwenchat.tui.markdown import chat_parser
+from qwenchat.tui.markdown import code_blocks as _blocks
+
+Branch = tuple[int, int]  # (1-based position among siblings, number of siblings)
 
 
 def code_blocks(text: str) -> list[str]:
-    return [m.group(1).rstrip("\n") for m in _CODE.finditer(text)]
+    """The code of every code block in `text`, in order."""
+    return [b.code for b in _blocks(text)]
+
+
+def branch_label(branch: Branch | None) -> str:
+    return f"< {branch[0]}/{branch[1]} >" if branch and branch[1] > 1 else ""
 
 
 class MessageView(Vertical, can_focus=True):
     DEFAULT_CSS = """
     MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
     MessageView:focus { background: $boost; }
-    MessageView > .role { color: $text-muted; text-style: bold; }
-    MessageView.user > .role { color: $secondary; }
-    MessageView.assistant > .role { color: $primary; }
+    MessageView > .header { height: 1; }
+    MessageView .role { width: auto; color: $text-muted; text-style: bold; }
+    MessageView.user .role { color: $secondary; }
+    MessageView.assistant .role { color: $primary; }
+    MessageView .branch { width: auto; margin-left: 2; color: $accent; }
+    MessageView > .plain { margin: 0; padding: 0; }
     MessageView > Markdown { margin: 0; padding: 0; }
+    MessageView > .details { color: $text-muted; text-style: dim; }
     MessageView > .status { color: $warning; text-style: italic; }
     """
     BINDINGS = [
@@ -40,15 +62,27 @@ class MessageView(Vertical, can_focus=True):
             super().__init__()
             self.view, self.action = view, action
 
-    def __init__(self, role: str, text: str = "", status: str = "complete") -> None:
+    def __init__(self, role: str, text: str = "", status: str = "complete", *,
+                 details: str = "", branch: Branch | None = None) -> None:
         super().__init__(classes=role)
         self.role, self.text, self.status = role, text, status
+        self.details, self.branch = details, branch
 
     def compose(self) -> ComposeResult:
         label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(self.role, self.role)
-        yield Static(label, classes="role")
-        yield Markdown(self.text)
+        with Horizontal(classes="header"):
+            yield Static(label, classes="role", markup=False)
+            yield Static(branch_label(self.branch), classes="branch", markup=False)
+        if self.role == "assistant":
+            yield Markdown(self.text, parser_factory=chat_parser)
+        else:  # as typed: no Markdown reflow, no markup
+            yield Static(self.text, classes="plain", markup=False)
+        yield Static(self.details, classes="details", markup=False)
         yield Static(self._status_text(), classes="status")
+
+    def on_mount(self) -> None:
+        self.set_details(self.details)
+        self.set_status(self.status)
 
     def _status_text(self) -> str:
         return {"interrupted": "⏹ interrupted", "error": "⚠ failed", "pending": ""}.get(self.status, "")
@@ -59,11 +93,26 @@ class MessageView(Vertical, can_focus=True):
 
     async def append(self, text: str) -> None:
         self.text += text
-        await self.markdown.append(text)
+        if self.role == "assistant":
+            await self.markdown.append(text)
+        else:
+            self.query_one(".plain", Static).update(self.text)
 
     def set_status(self, status: str) -> None:
         self.status = status
-        self.query_one(".status", Static).update(self._status_text())
+        line = self.query_one(".status", Static)
+        line.update(self._status_text())
+        line.display = bool(self._status_text())  # no blank line under every message
+
+    def set_details(self, text: str) -> None:
+        self.details = text
+        line = self.query_one(".details", Static)
+        line.update(text)
+        line.display = bool(text)
+
+    def set_branch(self, branch: Branch | None) -> None:
+        self.branch = branch
+        self.query_one(".branch", Static).update(branch_label(branch))
 
     def action_copy(self) -> None:
         self.post_message(self.Action(self, "copy"))
@@ -73,6 +122,22 @@ class MessageView(Vertical, can_focus=True):
 
     def action_edit(self) -> None:
         self.post_message(self.Action(self, "edit"))
+
+
+class SystemPromptView(Collapsible):
+    """The conversation's system prompt, dim, above the first message; click or Enter on its
+    title folds it."""
+
+    DEFAULT_CSS = """
+    SystemPromptView { margin: 0 0 1 0; padding: 0; border-top: none; background: transparent; }
+    SystemPromptView > Contents { padding: 0 0 0 2; }
+    SystemPromptView .prompt { color: $text-muted; text-style: dim; }
+    SystemPromptView CollapsibleTitle { color: $text-muted; }
+    """
+
+    def __init__(self, text: str, collapsed: bool = False) -> None:
+        self.text = text
+        super().__init__(Static(text, classes="prompt", markup=False), title="System prompt", collapsed=collapsed)
 
 
 class ChatLog(VerticalScroll):
@@ -85,13 +150,47 @@ class ChatLog(VerticalScroll):
     def views(self) -> list[MessageView]:
         return list(self.query_children(MessageView))
 
-    async def show(self, entries: list) -> None:
+    @property
+    def system_prompt_view(self) -> SystemPromptView | None:
+        found = list(self.query_children(SystemPromptView))
+        return found[0] if found else None
+
+    async def show(self, entries: Sequence[Any], *, system_prompt: str | None = None,
+                   branches: Sequence[Branch | None] | None = None) -> None:
+        """Show a conversation from scratch: `entries` are session `Entry`s; `branches[i]` is
+        `session.branch(i)` (None or missing: no indicator)."""
+        collapsed = self.system_prompt_view.collapsed if self.system_prompt_view else False
         await self.remove_children()
+        if system_prompt:
+            await self.mount(SystemPromptView(system_prompt, collapsed))
         if not entries:
             await self.mount(Static("Start a conversation: type below and press Enter.", classes="empty"))
             return
-        await self.mount_all([MessageView(e.role, e.content, e.status) for e in entries])
+        branches = list(branches or [])
+        await self.mount_all([
+            MessageView(e.role, e.content, e.status, details=details_of(e),
+                        branch=branches[i] if i < len(branches) else None)
+            for i, e in enumerate(entries)
+        ])
         self.scroll_end(animate=False)
+
+    def annotate(self, entries: Sequence[Any], branches: Sequence[Branch | None] | None = None) -> None:
+        """Bring each view's details line and branch indicator up to date (after a reply, a
+        switch of branch) without redrawing the messages."""
+        branches = list(branches or [])
+        for i, (view, entry) in enumerate(zip(self.views, entries)):
+            view.set_details(details_of(entry))
+            view.set_branch(branches[i] if i < len(branches) else None)
+
+    async def set_system_prompt(self, text: str | None) -> None:
+        current = self.system_prompt_view
+        if current is not None:
+            if current.text == text:
+                return
+            await current.remove()
+        if text:
+            first = self.children[0] if self.children else None
+            await self.mount(SystemPromptView(text), before=first)
 
     async def add(self, role: str, text: str = "", status: str = "complete") -> MessageView:
         for placeholder in self.query_children(".empty"):

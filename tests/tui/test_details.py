@@ -1,0 +1,42 @@
+"""tui/details.py and tui/markdown.py: the facts line under a message, the reply parser."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from qwenchat.tui.details import details, sent_at
+from qwenchat.tui.markdown import chat_parser, code_blocks
+
+
+def test_sent_at_today_and_other_days():
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    today = now - timedelta(minutes=5)
+    assert sent_at(today.isoformat(), now) == today.astimezone().strftime("%H:%M")
+    old = now - timedelta(days=3)
+    assert sent_at(old.isoformat(), now) == old.astimezone().strftime("%Y-%m-%d %H:%M")
+    assert sent_at(None) == sent_at("not a time") == ""
+
+
+def test_reply_details_leave_out_what_is_missing():
+    now = datetime.now(timezone.utc)
+    when = now.astimezone().strftime("%H:%M")
+    reply = SimpleNamespace(role="assistant", created_at=now.isoformat(), meta={
+        "model": "m", "usage": {"completion_tokens": 1}, "timings": {"decode_tok_s": 0.0}})
+    assert details(reply) == f"{when} · m · 1 token"  # no "0.0 tok/s" for a one-token reply
+    assert details(SimpleNamespace(role="assistant", created_at=None, meta={})) == ""
+    user = SimpleNamespace(role="user", created_at=now.isoformat(), meta={"model": "m"})
+    assert details(user) == when
+
+
+def test_parser_turns_soft_breaks_into_line_breaks_only_outside_code():
+    tokens = chat_parser().parse("a\nb\n\n```\nc\nd\n```\n")
+    inline = [t for t in tokens if t.type == "inline"][0]
+    assert [c.type for c in inline.children] == ["text", "hardbreak", "text"]
+    assert [t.content for t in tokens if t.type == "fence"] == ["c\nd\n"]
+
+
+def test_code_block_labels_name_language_and_first_line():
+    blocks = code_blocks("```python\n\nimport os\nprint(os.sep)\n```\n```\n```")
+    assert blocks[0].label == "python: import os (3 lines)"
+    assert blocks[1].label == "(empty) (0 lines)"
