@@ -30,14 +30,14 @@ async def ready(pilot):
 
 async def send(pilot, text: str):
     app = pilot.app
-    app.input.text = text
-    app.input.focus()
+    app.chat.input.text = text
+    app.chat.input.focus()
     await pilot.press("enter")
-    await wait_for(pilot, lambda: not app.generating)
+    await wait_for(pilot, lambda: not app.chat.generating)
 
 
 def texts(app):
-    return [(v.role, v.text, v.status) for v in app.chatlog.views]
+    return [(v.role, v.text, v.status) for v in app.chat.chatlog.views]
 
 
 async def test_send_streams_reply_and_persists(store):
@@ -47,7 +47,7 @@ async def test_send_streams_reply_and_persists(store):
         await send(pilot, "hello")
         assert texts(app) == [("user", "hello", "complete"),
                               ("assistant", "Hi **there**, how can I help?", "complete")]
-        assert app.input.text == ""
+        assert app.chat.input.text == ""
         status = str(app.query_one("#status").render())
         assert "fake-model" in status and "cached 12" in status and "42.0 tok/s" in status
         assert "ctx 46/4096" in status and "TTFT 0.25s" in status
@@ -62,19 +62,19 @@ async def test_ctrl_j_inserts_newline_and_typing_while_streaming(store):
     app, _ = make_app(hold=hold, default="one two three")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        app.input.focus()
+        app.chat.input.focus()
         await pilot.press("a", "ctrl+j", "b")
-        assert app.input.text == "a\nb"
+        assert app.chat.input.text == "a\nb"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.generating and app.chatlog.views[-1].text == "one")
+        await wait_for(pilot, lambda: app.chat.generating and app.chat.chatlog.views[-1].text == "one")
         await pilot.press("x", "y")  # typing while the reply streams
-        assert app.input.text == "xy"
+        assert app.chat.input.text == "xy"
         await pilot.press("enter")  # refused while busy: the text stays
-        assert app.input.text == "xy"
+        assert app.chat.input.text == "xy"
         hold.set()
-        await wait_for(pilot, lambda: not app.generating)
-        assert app.chatlog.views[-1].text == "one two three"
-        assert app.chatlog.views[0].text == "a\nb"
+        await wait_for(pilot, lambda: not app.chat.generating)
+        assert app.chat.chatlog.views[-1].text == "one two three"
+        assert app.chat.chatlog.views[0].text == "a\nb"
 
 
 async def test_stop_mid_reply_keeps_partial_marked_interrupted(store):
@@ -82,13 +82,13 @@ async def test_stop_mid_reply_keeps_partial_marked_interrupted(store):
     app, factory = make_app(hold=hold, default="partial answer that never ends")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        app.input.text = "go"
+        app.chat.input.text = "go"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.chatlog.views[-1].text == "partial")
+        await wait_for(pilot, lambda: app.chat.chatlog.views[-1].text == "partial")
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         assert texts(app)[-1] == ("assistant", "partial", "interrupted")
-        assert "interrupted" in str(app.chatlog.views[-1].query_one(".status").render())
+        assert "interrupted" in str(app.chat.chatlog.views[-1].query_one(".status").render())
     thread = store.thread(factory.made[0].conversation_id)
     assert (thread[-1].content, thread[-1].status) == ("partial", "interrupted")
 
@@ -99,7 +99,7 @@ async def test_regenerate_replaces_last_reply(store):
         await ready(pilot)
         await send(pilot, "question")
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: not app.generating and app.chatlog.views[-1].text == "second answer")
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.chatlog.views[-1].text == "second answer")
         assert [t[1] for t in texts(app)] == ["question", "second answer"]
         assert factory.made[0].prompts[-1] == [{"role": "user", "content": "question"}]
     thread = store.thread(factory.made[0].conversation_id)
@@ -113,13 +113,13 @@ async def test_edit_and_resend(store):
         await ready(pilot)
         await send(pilot, "first")
         await send(pilot, "second")
-        first = app.chatlog.views[0]
+        first = app.chat.chatlog.views[0]
         first.focus()
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, EditMessageScreen))
         app.screen.query_one(TextArea).text = "first, edited"
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: not app.generating and app.chatlog.views[-1].text == "a3")
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.chatlog.views[-1].text == "a3")
         assert [t[1] for t in texts(app)] == ["first, edited", "a3"]
     thread = store.thread(factory.made[0].conversation_id)
     assert [m.content for m in thread] == ["first, edited", "a3"]
@@ -132,7 +132,7 @@ async def test_switch_conversations_and_continue(store):
         await send(pilot, "chat one")
         first_id = app.session.conversation_id
         await pilot.press("ctrl+n")
-        assert app.chatlog.views == []
+        assert app.chat.chatlog.views == []
         await send(pilot, "chat two")
         second_id = app.session.conversation_id
         assert first_id != second_id
@@ -167,7 +167,7 @@ async def test_rename_and_delete_with_confirmation(store):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.click("#yes")
         await wait_for(pilot, lambda: store.list_conversations() == [])
-        assert app.session.conversation_id is None and app.chatlog.views == []
+        assert app.session.conversation_id is None and app.chat.chatlog.views == []
 
 
 async def test_new_chat_with_preset(store):
@@ -175,7 +175,7 @@ async def test_new_chat_with_preset(store):
     app, factory = make_app(script=["Arr"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        app.action_new_chat_with_preset()
+        app.chat.action_new_chat_with_preset()
         await wait_for(pilot, lambda: isinstance(app.screen, PickScreen))
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.session.system_prompt == "You talk like a pirate.")
@@ -248,7 +248,7 @@ async def test_engine_refusal_is_shown_and_app_keeps_running(store):
         assert app.session.options.temperature is None
         assert any("absurd" in n.message and "0 to 2" in n.message for n in app._notifications)
         await send(pilot, "still alive")
-        assert app.chatlog.views[-1].text == "Hello from the fake model."
+        assert app.chat.chatlog.views[-1].text == "Hello from the fake model."
 
 
 async def test_theme_change_persists_in_config():
@@ -272,11 +272,11 @@ async def test_help_lists_every_binding_and_palette_has_every_action():
         await pilot.press("f1")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         shown = str(app.screen.query_one("VerticalScroll Static").render())
-        for b in QwenchatApp.BINDINGS:
+        for b in app.all_bindings():
             assert b.description in shown
         await pilot.press("escape")
         titles = {c.title for c in app.get_system_commands(app.screen)}
-        for b in QwenchatApp.BINDINGS:
+        for b in app.all_bindings():
             if b.action != "quit":
                 assert b.description in titles
         assert {"Theme", "Quit", "Clear conversation", "New chat with preset"} <= titles
@@ -308,9 +308,9 @@ async def test_quit_while_streaming_saves_partial(store):
     app, factory = make_app(hold=hold, default="half of it")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        app.input.text = "go"
+        app.chat.input.text = "go"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.chatlog.views[-1].text == "half")
+        await wait_for(pilot, lambda: app.chat.chatlog.views[-1].text == "half")
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: not app.is_running)
     last = store.thread(factory.made[0].conversation_id)[-1]

@@ -27,19 +27,19 @@ async def test_real_tiny_model_send_stop_regenerate(tiny_model, store):
     async with app.run_test(size=(110, 34)) as pilot:
         await wait_for(pilot, lambda: app.session is not None, timeout=30)
         assert app.session.engine.info.device == "cpu"
-        app.input.text = "hello there"
+        app.chat.input.text = "hello there"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.generating and app.last_reply is not None, timeout=30)
-        reply = app.last_reply
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.last_reply is not None, timeout=30)
+        reply = app.chat.last_reply
         assert reply.usage.completion_tokens > 0
-        view = app.chatlog.views[-1]
+        view = app.chat.chatlog.views[-1]
         assert view.role == "assistant" and view.text == reply.text
         assert "cpu/float32" in str(app.query_one("#status").render())
         first = reply.text
         await pilot.press("ctrl+r")  # greedy: the same reply again, mostly from the cache
-        await wait_for(pilot, lambda: not app.generating and app.last_reply is not reply, timeout=30)
-        assert app.last_reply.text == first
-        assert app.last_reply.usage.cached_tokens > 0
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.last_reply is not reply, timeout=30)
+        assert app.chat.last_reply.text == first
+        assert app.chat.last_reply.usage.cached_tokens > 0
         cid = app.session.conversation_id
     thread = store.thread(cid)
     assert [m.role for m in thread] == ["user", "assistant"]

@@ -23,11 +23,11 @@ def make_app() -> QwenchatApp:
 async def chatted(pilot) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.session is not None)
-    app.input.cursor_blink = False
-    app.input.text = "Write an add function in Python"
-    app.input.focus()
+    app.chat.input.cursor_blink = False
+    app.chat.input.text = "Write an add function in Python"
+    app.chat.input.focus()
     await pilot.press("enter")
-    await wait_for(pilot, lambda: not app.generating)
+    await wait_for(pilot, lambda: not app.chat.generating)
     app.clear_notifications()
     await pilot.pause()
 
@@ -52,7 +52,7 @@ def test_settings_panel(snap_compare):
 def test_help_screen(snap_compare):
     async def open_help(pilot):
         await wait_for(pilot, lambda: pilot.app.session is not None)
-        pilot.app.input.cursor_blink = False
+        pilot.app.chat.input.cursor_blink = False
         await pilot.press("f1")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
 
