@@ -19,20 +19,20 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar
 
 from qwenchat.tui import messages as msg
 from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, PickScreen, TextPrompt
+from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMMANDS, MessageFeatures
 from qwenchat.tui.screens.settings import FIELDS, SettingsScreen
 from qwenchat.tui.screens.system_prompt import SystemPromptScreen
-from qwenchat.tui.widgets.chatlog import ChatLog, MessageView, code_blocks
+from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
 from qwenchat.tui.widgets.sidebar import Sidebar
 from qwenchat.tui.widgets.statusbar import StatusBar
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(MessageFeatures):
     FLUSH_HZ = 12
     BINDINGS = [
         Binding("escape", "stop", "Stop reply"),
@@ -46,12 +46,13 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+f", "search", "Search chats", show=False),
         Binding("ctrl+b", "toggle_sidebar", "Toggle sidebar", show=False),
         Binding("f8", "copy_reply", "Copy last reply", show=False),
-        Binding("f9", "copy_code", "Copy last code block", show=False),
+        *FEATURE_BINDINGS,  # branches, attach, copy a code block (message_features.py)
     ]
     # palette entries without a key of their own: action -> (title, help)
     COMMANDS_EXTRA = {
         "clear_chat": ("Clear conversation", "Start a new, empty conversation"),
         "new_chat_with_preset": ("New chat with preset", "Start a conversation with a saved system prompt"),
+        **FEATURE_COMMANDS,
     }
 
     def __init__(self) -> None:
@@ -130,7 +131,7 @@ class ChatScreen(Screen[None]):
         else:
             if old is not None:
                 session.new(old.system_prompt)
-            await self.chatlog.show(session.entries)
+            await self.show_conversation()
         self.update_status()
         if old is not None:
             self.notify(f"Loaded {session.model_label}")
@@ -190,7 +191,7 @@ class ChatScreen(Screen[None]):
             self.app.show_error(e, "Could not open the conversation")
             return
         self.last_reply = None
-        await self.chatlog.show(self.session.entries)
+        await self.show_conversation()
         self.update_status()
         await self.refresh_sidebar()
 
@@ -206,6 +207,8 @@ class ChatScreen(Screen[None]):
     # -- turns -----------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        if self.expand_file_command(event.text):  # /file PATH: into the box, not sent
+            return
         if self._busy():
             return
         self.input.clear()
@@ -285,7 +288,7 @@ class ChatScreen(Screen[None]):
             return
         self.session.new(system_prompt)
         self.last_reply = None
-        await self.chatlog.show([])
+        await self.show_conversation()
         self.update_status()
         await self.refresh_sidebar()
         self.input.focus()
@@ -350,11 +353,7 @@ class ChatScreen(Screen[None]):
         if event.action == "copy":
             self._copy(event.view.text, "message")
         elif event.action == "copy_code":
-            blocks = code_blocks(event.view.text)
-            if blocks:
-                self._copy(blocks[0], "code block")
-            else:
-                self.notify("This message has no code block", severity="warning")
+            self.copy_code_block(event.view)
         elif event.action == "edit" and event.view in views:
             await self.edit_message(views.index(event.view))
 
@@ -374,14 +373,6 @@ class ChatScreen(Screen[None]):
             self.notify("No reply to copy yet", severity="warning")
         else:
             self._copy(text, "reply")
-
-    def action_copy_code(self) -> None:
-        for view in reversed(self.chatlog.views):
-            blocks = code_blocks(view.text)
-            if blocks:
-                self._copy(blocks[-1], "code block")
-                return
-        self.notify("No code block to copy yet", severity="warning")
 
     @work
     async def action_settings(self) -> None:
@@ -416,6 +407,7 @@ class ChatScreen(Screen[None]):
                 self.session.set_system_prompt(text or None)
             except Exception as e:
                 return self.app.show_error(e)
+            await self.chatlog.set_system_prompt(self.session.system_prompt)
             self.notify("System prompt cleared" if not text else "System prompt set for this conversation")
 
     @work
