@@ -8,8 +8,10 @@ Contract:
   same jinja2 environment (sandboxed, trim_blocks, lstrip_blocks, loopcontrols), same `tojson`,
   `raise_exception`, `strftime_now`, `dict` and `namespace`, the special tokens as variables.
 - Templates are untrusted code from the Hub. Every failure (syntax, `raise_exception`, a render
-  error, a sandbox violation, an absurdly large string) surfaces as TemplateError, never as a
-  traceback or code execution.
+  error, a sandbox violation) surfaces as TemplateError, never as a traceback or code execution.
+- A render has limits (`template_limits`): `max_seconds` of time, and strings (the output
+  included) of at most 10 million characters plus twice the size of what it was given. A
+  template that crosses one is stopped with a TemplateError naming its file and the limit.
 - `render` returns a `RenderedChat`: a plain `str` that also records where each message's content
   landed, so `Tokenizer.encode_chat` can tell typed text from the template's control tokens.
 
@@ -19,21 +21,18 @@ The module knows nothing about token ids, models, storage or the UI.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import jinja2
-import jinja2.ext
-import jinja2.nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from qwenchat.engine import template_limits as limits
 from qwenchat.engine.errors import TemplateError
+from qwenchat.engine.template_sandbox import RaisedByTemplate, environment
 
 # Noncharacters (reserved for internal use by Unicode) that bracket contents in the span render.
 _OPEN, _CLOSE = "\ufdd0", "\ufdd1"
-_MAX_SEQUENCE = 10_000_000  # refuse `'x' * 10**12` before it eats all memory
 
 
 class RenderedChat(str):
@@ -43,26 +42,27 @@ class RenderedChat(str):
     content_spans: tuple[tuple[int, int] | None, ...] | None
 
 
-class _RaisedByTemplate(Exception):
-    """raise_exception() was called: the template refuses the conversation."""
-
-
 class ChatTemplate:
     """A compiled chat template."""
 
-    def __init__(self, source: str, origin: str, special_tokens: dict[str, str | None]) -> None:
+    def __init__(
+        self, source: str, origin: str, special_tokens: dict[str, str | None], max_seconds: float = limits.RENDER_SECONDS
+    ) -> None:
         self.source = source
         self.origin = origin  # file the template came from, for error messages
+        self.max_seconds = max_seconds
         # transformers passes only the special tokens that are set: `{{ bos_token }}` with no
         # bos token must render as "", not "None".
         self._special = {k: v for k, v in special_tokens.items() if v is not None}
         try:
-            self._compiled = _environment().from_string(source)
+            self._compiled = environment().from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"{origin}: the chat template has a syntax error on line {exc.lineno}: {exc.message}",
                 "fix the template, or re-download the model",
             ) from None
+        except limits.LimitExceeded as exc:  # a constant folded while compiling
+            raise _limit_error(origin, exc) from None
 
     @classmethod
     def from_dir(cls, model_dir: Path, special_tokens: dict[str, str | None]) -> ChatTemplate | None:
@@ -92,15 +92,19 @@ class ChatTemplate:
         # Same argument layout as transformers: extra kwargs override special tokens.
         extra = _plain(extra)
         tools, documents = extra.pop("tools", None), extra.pop("documents", None)
+        given = limits.text_size((messages, extra, tools, documents), float("inf"))  # type: ignore[arg-type]
         try:
-            return self._compiled.render(
-                messages=messages,
-                tools=tools,
-                documents=documents,
-                add_generation_prompt=add_generation_prompt,
-                **{**self._special, **extra},
-            )
-        except _RaisedByTemplate as exc:
+            with limits.active(limits.Budget.start(self.max_seconds, given)):
+                return self._compiled.render(
+                    messages=messages,
+                    tools=tools,
+                    documents=documents,
+                    add_generation_prompt=add_generation_prompt,
+                    **{**self._special, **extra},
+                )
+        except limits.LimitExceeded as exc:
+            raise _limit_error(self.origin, exc) from None
+        except RaisedByTemplate as exc:
             raise TemplateError(
                 f"the chat template refused the conversation: {exc}",
                 "change the conversation (for example the order of roles) to what the model expects",
@@ -110,6 +114,8 @@ class ChatTemplate:
                 f"{self.origin}: the chat template tried an unsafe operation and was stopped: {exc}",
                 "do not use this template; re-download the model from a trusted source",
             ) from None
+        except MemoryError:
+            raise _limit_error(self.origin, limits.LimitExceeded("it ran out of memory")) from None
         except Exception as exc:  # noqa: BLE001 - any failure of untrusted template code
             raise TemplateError(
                 f"{self.origin}: the chat template failed: {type(exc).__name__}: {exc}",
@@ -143,92 +149,11 @@ class ChatTemplate:
         return tuple(by_message)
 
 
-# -- environment ---------------------------------------------------------------------------------
-
-
-class _GenerationTag(jinja2.ext.Extension):
-    """`{% generation %}...{% endgeneration %}` (transformers' assistant-mask tag) renders its body."""
-
-    tags: ClassVar[set[str]] = {"generation"}
-
-    def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.Scope(body, lineno=lineno)
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus a size cap on `*` and `**` so a template cannot exhaust memory."""
-
-    intercepted_binops = frozenset(["*", "**"])
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-        # jinja returns an Undefined that only fails when used, so `{{ f.__globals__ }}` would
-        # quietly print "". A template that reaches for internals is hostile: stop it at once.
-        raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
-
-    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
-            raise SecurityError("exponent too large")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, (str, list, tuple)) and isinstance(count, int)
-                if sized and len(seq) * count > _MAX_SEQUENCE:
-                    raise SecurityError("sequence too large")
-        return super().call_binop(context, operator, left, right)
-
-
-def _raise_exception(message: str) -> None:
-    raise _RaisedByTemplate(message)
-
-
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
-    # transformers' filter: plain json.dumps, not jinja's HTML-escaping one.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-class _TemplateDict:
-    """`dict(...)` without exposing the dict type itself (as transformers does)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
-        return dict(*args, **kwargs)
-
-    def fromkeys(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
-        return dict.fromkeys(*args, **kwargs)
-
-
-class _TemplateNamespace(jinja2.utils.Namespace):
-    """`namespace(...)` that refuses underscore names, so no dunder can be stored (as transformers)."""
-
-    def __init__(*args: Any, **kwargs: Any) -> None:  # jinja's trick: `self` may be a key
-        self, args = args[0], args[1:]
-        attrs = dict(*args, **kwargs)
-        for name in attrs:
-            _TemplateNamespace._check_name(name)
-        jinja2.utils.Namespace.__init__(self, attrs)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        _TemplateNamespace._check_name(name)
-        jinja2.utils.Namespace.__setitem__(self, name, value)
-
-    @staticmethod
-    def _check_name(name: Any) -> None:
-        if isinstance(name, str) and name.startswith("_"):
-            raise SecurityError(f"namespace attribute {name!r} starts with an underscore")
-
-
-def _environment() -> _Sandbox:
-    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    env.globals["dict"] = _TemplateDict()
-    env.globals["namespace"] = _TemplateNamespace
-    return env
+def _limit_error(origin: str, exc: limits.LimitExceeded) -> TemplateError:
+    return TemplateError(
+        f"{origin}: the chat template was stopped: {exc}",
+        "the template is broken or hostile: fix it, or re-download the model from a trusted source",
+    )
 
 
 # -- inputs ---------------------------------------------------------------------------------------
