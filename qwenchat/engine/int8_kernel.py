@@ -10,8 +10,13 @@ too: 32 rows cost 0.17 s in it against 0.44 s dequantizing the weights for a flo
 
 Why built here and not shipped: the package stays pure Python (one wheel for every platform), and
 `-march=native` fits the code to this CPU. Building takes about half a second, once; the library
-is cached under a name that hashes the source, the compiler, the flags and the CPU, so an upgrade
+is cached under a name that hashes the source, the compiler (its path and the identity of its
+binary, which an upgrade replaces), the flags and the CPU's features (`build_key`), so an upgrade
 or another machine sharing the home directory gets its own build.
+
+A library is code that runs as the user, so it is loaded from the cache folder only when that
+folder and the file are the user's own and writable by nobody else; otherwise the kernel is
+built into a private temporary folder for this process, and the reason says why.
 
 When there is no compiler, the CPU lacks AVX2/FMA, or anything at all goes wrong (the build, the
 load, a self-check of the numbers), `load` says why and returns no kernel: the engine then uses
@@ -25,6 +30,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -81,6 +87,11 @@ class Int8Kernel:
 class KernelStatus:
     kernel: Int8Kernel | None
     reason: str  # shown in the engine's placement reason
+    note: str = ""  # a warning for the user (the cache folder was refused), else ""
+
+
+class UnsafeCache(Exception):
+    """The cache folder or a library in it could be written by someone else."""
 
 
 def load(cache_dir: Path | None) -> KernelStatus:
@@ -99,16 +110,20 @@ def _load(cache_dir: Path | None) -> KernelStatus:
     compiler = _compiler()
     if compiler is None:
         return KernelStatus(None, "torch's int8 kernel (no C compiler found; install gcc for ~1.7x faster decoding)")
+    note = ""
     try:
         if cache_dir is not None:
             try:
                 return _build_and_open(compiler, cache_dir)
+            except UnsafeCache as exc:
+                note = f"{exc}; the int8 kernel was built in a private temporary folder instead"
             except OSError:
                 pass  # a read-only or full cache folder: build for this process only
-        with tempfile.TemporaryDirectory(prefix="qwenchat-kernel-") as tmp:
-            return _build_and_open(compiler, Path(tmp))  # a loaded library outlives its file
+        with tempfile.TemporaryDirectory(prefix="qwenchat-kernel-") as tmp:  # mode 0700, ours
+            status = _build_and_open(compiler, Path(tmp), checked=False)  # a loaded library outlives its file
+        return KernelStatus(status.kernel, status.reason + (f"; {note}" if note else ""), note)
     except Exception as exc:  # noqa: BLE001 - any failure means "use torch's kernel", never a crash
-        return KernelStatus(None, f"torch's int8 kernel (ours failed to build or load: {_short(exc)})")
+        return KernelStatus(None, f"torch's int8 kernel (ours failed to build or load: {_short(exc)})", note)
 
 
 def _compiler() -> str | None:
@@ -118,13 +133,30 @@ def _compiler() -> str | None:
     return None
 
 
-def _build_and_open(compiler: str, cache_dir: Path) -> KernelStatus:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sources = [p.read_bytes() for p in SOURCES]
-    tag = hashlib.sha256(b"\0".join([*sources, compiler.encode(), " ".join(FLAGS).encode(), _cpu_id()]))
-    path = cache_dir / f"int8_kernel-{tag.hexdigest()[:16]}.so"
+def build_key(compiler: str, sources: list[bytes], flags: tuple[str, ...] = (*FLAGS, OPENMP), cpu: bytes | None = None) -> str:
+    """What a built library depends on, hashed: the source bytes, the compiler (its resolved
+    path and its binary's size and mtime, which change with every upgrade: cheaper than
+    running `cc --version` at each start), the flags and the CPU model and features."""
+    real = os.path.realpath(compiler)
+    try:
+        st = os.stat(real)
+        binary = f"{real}\0{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        binary = real
+    parts = [*sources, compiler.encode(), binary.encode(), "\0".join(flags).encode(), _cpu_id() if cpu is None else cpu]
+    return hashlib.sha256(b"\0\0".join(parts)).hexdigest()[:16]
+
+
+def _build_and_open(compiler: str, cache_dir: Path, checked: bool = True) -> KernelStatus:
+    """checked=False: a folder made private for this process (mkdtemp), nothing to verify."""
+    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if checked:
+        check_private(cache_dir, "the int8 kernel's cache folder")
+    path = cache_dir / f"int8_kernel-{build_key(compiler, [p.read_bytes() for p in SOURCES])}.so"
     if not path.exists():
         _build(compiler, path)
+    if checked:
+        check_private(path, "the int8 kernel library")
     lib = ctypes.CDLL(str(path))
     if not lib.qc_int8_isa():
         return KernelStatus(None, "torch's int8 kernel (this CPU lacks AVX2/FMA)")
@@ -132,6 +164,16 @@ def _build_and_open(compiler: str, cache_dir: Path) -> KernelStatus:
     _self_check(kernel)
     how = "AVX2, float32 activations" + ("" if kernel.threaded else "; one thread: the compiler lacks OpenMP")
     return KernelStatus(kernel, f"qwenchat's int8 kernel and fused decode step ({how})")
+
+
+def check_private(path: Path, what: str) -> None:
+    """Raise UnsafeCache unless `path` (what a link there leads to) is owned by this user and
+    writable by no group or other user: anyone who can write there could make us run their code."""
+    st = os.stat(path)
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise UnsafeCache(f"{what} {path} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeCache(f"{what} {path} is writable by other users (fix: chmod go-w {path})")
 
 
 def _build(compiler: str, path: Path) -> None:
@@ -143,6 +185,7 @@ def _build(compiler: str, path: Path) -> None:
             cmd = [compiler, *FLAGS, *extra, *map(str, SOURCES), "-o", str(tmp), "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             if done.returncode == 0:
+                os.chmod(tmp, 0o755)  # not group-writable even under umask 002 (check_private)
                 os.replace(tmp, path)
                 return
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")

@@ -3,6 +3,7 @@ used for decode rows only, and a fallback to torch's kernel with a reason whenev
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -202,3 +203,64 @@ def test_an_unwritable_cache_folder_still_gives_a_kernel(tmp_path, fresh):
     blocked.write_text("a file where the cache folder would go")
     status = int8_kernel.load(blocked / "kernels")
     assert status.kernel is not None, status.reason
+
+
+@needs_kernel
+def test_a_group_writable_cache_folder_is_refused(tmp_path, fresh):
+    """Another user who can write the folder could put their own library there: it is not
+    loaded from (nor built into); the kernel is built in a private temporary folder, with a note."""
+    shared = tmp_path / "kernels"
+    shared.mkdir()
+    shared.chmod(0o775)
+    status = int8_kernel.load(shared)
+    assert status.kernel is not None, status.reason
+    assert "writable by other users" in status.note and str(shared) in status.note
+    assert "private temporary folder" in status.reason
+    assert list(shared.iterdir()) == []
+
+
+@needs_kernel
+def test_a_folder_of_another_user_is_refused(tmp_path, fresh, monkeypatch):
+    monkeypatch.setattr(int8_kernel.os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
+    status = int8_kernel.load(tmp_path / "kernels")
+    assert status.kernel is not None and "belongs to another user" in status.note
+
+
+@needs_kernel
+def test_a_library_writable_by_others_is_not_loaded(tmp_path, fresh, monkeypatch):
+    assert int8_kernel.load(tmp_path).kernel is not None
+    (built,) = tmp_path.glob("int8_kernel-*.so")
+    assert built.stat().st_mode & 0o022 == 0
+    built.chmod(0o666)
+    monkeypatch.setattr(int8_kernel, "_loaded", {})
+    opened = []
+    real = int8_kernel.ctypes.CDLL
+    monkeypatch.setattr(int8_kernel.ctypes, "CDLL", lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    status = int8_kernel.load(tmp_path)
+    assert status.kernel is not None and "int8 kernel library" in status.note
+    assert str(built) not in opened and len(opened) == 1
+
+
+@needs_kernel
+def test_a_build_under_umask_002_is_not_group_writable(tmp_path, fresh):
+    old = os.umask(0o002)
+    try:
+        assert int8_kernel.load(tmp_path / "kernels").kernel is not None
+    finally:
+        os.umask(old)
+    (built,) = (tmp_path / "kernels").glob("int8_kernel-*.so")
+    assert built.stat().st_mode & 0o022 == 0 and (tmp_path / "kernels").stat().st_mode & 0o077 == 0
+
+
+def test_the_build_key_covers_source_compiler_flags_and_cpu(tmp_path):
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\n")
+    src = [b"int f(void) { return 1; }"]
+    key = int8_kernel.build_key(str(cc), src, ("-O3",), b"flags: avx2")
+    assert key == int8_kernel.build_key(str(cc), src, ("-O3",), b"flags: avx2")
+    assert key != int8_kernel.build_key(str(cc), [b"int f(void) { return 2; }"], ("-O3",), b"flags: avx2")
+    assert key != int8_kernel.build_key(str(cc), src, ("-O2",), b"flags: avx2")
+    assert key != int8_kernel.build_key(str(cc), src, ("-O3",), b"flags: avx2 avx512f")
+    assert key != int8_kernel.build_key(str(tmp_path / "gcc"), src, ("-O3",), b"flags: avx2")
+    cc.write_text("#!/bin/sh\n# upgraded\n")  # same path, another compiler binary
+    assert key != int8_kernel.build_key(str(cc), src, ("-O3",), b"flags: avx2")
