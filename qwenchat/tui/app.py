@@ -10,6 +10,7 @@ messages (`tui/messages.py`).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from qwenchat.tui import messages as msg
+from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.chat import ChatScreen
 from qwenchat.tui.screens.help import HelpScreen
 from qwenchat.tui.screens.models import model_picker
@@ -26,11 +28,6 @@ from qwenchat.tui.themes import DEFAULT_THEME, load_themes
 
 # (model name or None for the default, store, download progress) -> ChatSession; may be slow
 SessionFactory = Callable[[str | None, Any, Any], Any]
-
-
-def error_text(err: BaseException) -> tuple[str, str | None]:
-    message = getattr(err, "message", None) or str(err) or type(err).__name__
-    return message, getattr(err, "hint", None)
 
 
 class QwenchatApp(App[None]):
@@ -53,7 +50,10 @@ class QwenchatApp(App[None]):
         self.store_factory = store_factory
         self.store: Any = None
         self.session: Any = None
+        self.load_error: BaseException | None = None  # why the last load failed (None: it did not)
         self.chat = ChatScreen()
+        self._loader: threading.Thread | None = None
+        self._load_seq = 0
 
     def on_load(self) -> None:
         from qwenchat.store import Store
@@ -105,24 +105,39 @@ class QwenchatApp(App[None]):
     # -- session loading -------------------------------------------------------------------
 
     def begin_loading(self, model: str | None) -> None:
-        """Make a session for `model` in a worker (the chat screen calls this once it is up)."""
-        self.chat.show_loading(model)
-        self._load_session(model)
+        """Make a session for `model` in a thread (the chat screen calls this once it is up).
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def _load_session(self, model: str | None) -> None:
+        A daemon thread, not a Textual thread worker: quitting must not wait for a download or a
+        load to finish (`run_app` ends the process when one is still running)."""
+        self._load_seq += 1
+        self.load_error = None
+        self.chat.show_loading(model)
+        self._loader = threading.Thread(target=self._load_session, args=(model, self._load_seq),
+                                        name="qwenchat-load", daemon=True)
+        self._loader.start()
+
+    @property
+    def loading(self) -> bool:
+        return self._loader is not None and self._loader.is_alive()
+
+    def _load_session(self, model: str | None, seq: int) -> None:
         try:
             session = self.session_factory(model, self.store, msg.DownloadReporter(self.chat))
         except BaseException as e:  # noqa: BLE001 - shown to the user, app keeps running
-            self.post_message(msg.SessionFailed(e, model))
+            self.post_message(msg.SessionFailed(e, model, seq))
             return
-        self.post_message(msg.SessionReady(session, model))
+        self.post_message(msg.SessionReady(session, model, seq))
 
     async def on_session_ready(self, event: msg.SessionReady) -> None:
+        if event.seq != self._load_seq:
+            return  # a later pick superseded this load
         old, self.session = self.session, event.session
         await self.chat.session_loaded(old)
 
     def on_session_failed(self, event: msg.SessionFailed) -> None:
+        if event.seq != self._load_seq:
+            return
+        self.load_error = event.error
         self.show_error(event.error, f"Could not load {event.model or 'the model'}")
         self.chat.session_failed()
 
@@ -149,7 +164,8 @@ class QwenchatApp(App[None]):
         self.exit()
 
     def all_bindings(self) -> list[Binding]:
-        return [*self.BINDINGS, *ChatScreen.BINDINGS]
+        """The keys help and the palette list (moving around is in help's own table)."""
+        return [*self.BINDINGS, *ChatScreen.ACTIONS]
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen([(b.key, b.description) for b in self.all_bindings()]))

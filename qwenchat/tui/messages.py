@@ -9,15 +9,17 @@ from textual.message import Message
 
 
 class SessionReady(Message):
-    def __init__(self, session: Any, model: str | None) -> None:
+    """A load finished; `seq` tells which one (a later pick supersedes an earlier load)."""
+
+    def __init__(self, session: Any, model: str | None, seq: int = 0) -> None:
         super().__init__()
-        self.session, self.model = session, model
+        self.session, self.model, self.seq = session, model, seq
 
 
 class SessionFailed(Message):
-    def __init__(self, error: BaseException, model: str | None) -> None:
+    def __init__(self, error: BaseException, model: str | None, seq: int = 0) -> None:
         super().__init__()
-        self.error, self.model = error, model
+        self.error, self.model, self.seq = error, model, seq
 
 
 class DownloadStarted(Message):

@@ -1,4 +1,4 @@
-"""Pilot tests of the chat app on a scripted fake session with a real store."""
+"""Pilot tests of the chat app: the real ChatSession over a scripted FakeEngine, a real store."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from qwenchat.tui.screens.settings import SettingsScreen
 from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.tui.conftest import wait_for
-from tests.tui.fakes import fake_factory
+from tests.fake_engine import FakeInfo, engine_factory
 
 SIZE = (110, 34)
 
 
 def make_app(**kwargs):
-    factory = fake_factory(**kwargs)
+    factory = engine_factory(**kwargs)
     return QwenchatApp(factory, theme="qwenchat-dark", persist_theme=False), factory
 
 
@@ -49,8 +49,10 @@ async def test_send_streams_reply_and_persists(store):
                               ("assistant", "Hi **there**, how can I help?", "complete")]
         assert app.chat.input.text == ""
         status = str(app.query_one("#status").render())
-        assert "fake-model" in status and "cached 12" in status and "42.0 tok/s" in status
-        assert "ctx 46/4096" in status and "TTFT 0.25s" in status
+        usage = app.chat.last_reply.usage
+        assert "fake-model" in status and f"cached {usage.cached_tokens}" in status and "42.0 tok/s" in status
+        assert f"ctx {usage.prompt_tokens + usage.completion_tokens}/4096" in status and "TTFT 0.25s" in status
+        assert "cpu/int8" in status  # the weights' precision, not the activations' dtype
         items = list(app.query(ConversationItem))
         assert [i.conversation_id for i in items] == [app.session.conversation_id]
     thread = store.thread(factory.made[0].conversation_id)
@@ -101,7 +103,7 @@ async def test_regenerate_replaces_last_reply(store):
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: not app.chat.generating and app.chat.chatlog.views[-1].text == "second answer")
         assert [t[1] for t in texts(app)] == ["question", "second answer"]
-        assert factory.made[0].prompts[-1] == [{"role": "user", "content": "question"}]
+        assert factory.made[0].engine.prompts[-1] == [{"role": "user", "content": "question"}]
     thread = store.thread(factory.made[0].conversation_id)
     assert [m.content for m in thread] == ["question", "second answer"]
     assert len(store.siblings(thread[-1].id)) == 2  # the old reply stays in the tree
@@ -115,7 +117,7 @@ async def test_edit_and_resend(store):
         await send(pilot, "second")
         first = app.chat.chatlog.views[0]
         first.focus()
-        await pilot.press("e")
+        await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: isinstance(app.screen, EditMessageScreen))
         app.screen.query_one(TextArea).text = "first, edited"
         await pilot.press("ctrl+s")
@@ -180,7 +182,7 @@ async def test_new_chat_with_preset(store):
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.session.system_prompt == "You talk like a pirate.")
         await send(pilot, "hi")
-        assert factory.made[0].prompts[-1][0] == {"role": "system", "content": "You talk like a pirate."}
+        assert factory.made[0].engine.prompts[-1][0] == {"role": "system", "content": "You talk like a pirate."}
     assert store.get_conversation(factory.made[0].conversation_id).system_prompt == "You talk like a pirate."
 
 
@@ -246,13 +248,13 @@ async def test_engine_refusal_is_shown_and_app_keeps_running(store):
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
         assert app.session.options.temperature is None
-        assert any("absurd" in n.message and "0 to 2" in n.message for n in app._notifications)
+        assert any("out of range" in n.message and "0 to 2" in n.message for n in app._notifications)
         await send(pilot, "still alive")
         assert app.chat.chatlog.views[-1].text == "Hello from the fake model."
 
 
 async def test_theme_change_persists_in_config():
-    app = QwenchatApp(fake_factory(), persist_theme=True)
+    app = QwenchatApp(engine_factory(), persist_theme=True)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert app.theme == "qwenchat-dark"
@@ -260,7 +262,7 @@ async def test_theme_change_persists_in_config():
         app.theme = "qwenchat-light"
         await pilot.pause()
     assert read_file()["theme"] == "qwenchat-light"
-    app2 = QwenchatApp(fake_factory())
+    app2 = QwenchatApp(engine_factory())
     async with app2.run_test(size=SIZE) as pilot:
         assert app2.theme == "qwenchat-light"
 
@@ -295,7 +297,7 @@ async def test_copy_reply_and_code_block(store):
 
 
 async def test_base_model_opens_in_completion_mode():
-    app, _ = make_app(chat_template=False)
+    app, _ = make_app(info=FakeInfo(chat_tuned=False, has_chat_template=False))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert app.session.raw is True

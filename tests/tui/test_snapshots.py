@@ -10,14 +10,14 @@ from qwenchat.tui.app import QwenchatApp
 from qwenchat.tui.screens.help import HelpScreen
 from qwenchat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import wait_for
-from tests.tui.fakes import fake_factory
+from tests.fake_engine import engine_factory
 
 SIZE = (110, 34)
 REPLY = "Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nIt returns the **sum**."
 
 
 def make_app() -> QwenchatApp:
-    return QwenchatApp(fake_factory(script=[REPLY]), theme="qwenchat-dark", persist_theme=False)
+    return QwenchatApp(engine_factory(script=[REPLY]), theme="qwenchat-dark", persist_theme=False)
 
 
 async def chatted(pilot) -> None:

@@ -2,42 +2,58 @@
 
 It reads the session and the store through the app (`self.app.session`, `self.app.store`); the
 app owns loading the session and quitting. Widgets report upward with messages handled here.
+Whole conversations (sidebar, open, rename, delete) are `ConversationActions`; what is done
+with the shown messages (branches, export, attach, code blocks) is `MessageFeatures`.
 
-Threads: every reply runs in a thread worker. Its chunks go into a buffer under a lock; a timer
-on the UI thread moves the buffer into the Markdown view `FLUSH_HZ` times a second, so a fast
-model costs a bounded number of re-renders and the keyboard stays responsive. Ends of replies and
-failures come back as messages (`tui/messages.py`).
+Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
+the UI thread moves them into the reply's view `FLUSH_HZ` times a second, so a fast model costs
+a bounded number of re-renders and the keyboard stays responsive. The chat log is anchored to
+its end while a reply streams, so it keeps following through a resize until the user scrolls
+up. Ends of replies and failures come back as messages (`tui/messages.py`).
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from typing import Any
 
-from textual import work
+from textual import events, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar
+from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
 from qwenchat.tui import messages as msg
-from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, PickScreen, TextPrompt
+from qwenchat.tui.errors import error_text
+from qwenchat.tui.screens.conversations import ConversationActions
+from qwenchat.tui.screens.dialogs import EditMessageScreen
 from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMMANDS, MessageFeatures
 from qwenchat.tui.screens.settings import FIELDS, SettingsScreen
 from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+from qwenchat.tui.streaming import ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
 from qwenchat.tui.widgets.sidebar import Sidebar
-from qwenchat.tui.widgets.statusbar import StatusBar
+from qwenchat.tui.widgets.statusbar import StatusBar, StatusFacts
+
+GREEDY_NOTE = "Greedy settings give the same reply word for word: raise the temperature with Ctrl+S for a different one"
+TOO_SMALL = (40, 10)  # columns, rows: below this only a notice is shown
 
 
-class ChatScreen(MessageFeatures):
+def cut_note(tokens: int | None, last: bool) -> str:
+    where = f"cut at {tokens} tokens" if tokens else "cut at the token limit"
+    return f"✂ {where}" + (" · F5 continues" if last else "")
+
+
+class ChatScreen(ConversationActions, MessageFeatures):
     FLUSH_HZ = 12
-    BINDINGS = [
-        Binding("escape", "stop", "Stop reply"),
+    # listed in help and in the palette
+    ACTIONS = [
+        Binding("escape", "escape", "Stop reply"),
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+r", "regenerate", "Regenerate"),
+        Binding("f5", "continue_reply", "Continue the reply"),
         Binding("ctrl+g", "edit_last", "Edit last message", show=False),
         Binding("ctrl+s", "settings", "Sampling"),
         Binding("f4", "system_prompt", "System prompt"),
@@ -48,6 +64,21 @@ class ChatScreen(MessageFeatures):
         Binding("f8", "copy_reply", "Copy last reply", show=False),
         *FEATURE_BINDINGS,  # branches, attach, copy a code block (message_features.py)
     ]
+    # moving around (help lists them with the message box's own keys)
+    NAVIGATION = [
+        Binding("ctrl+c", "interrupt", show=False, priority=True),
+        Binding("pageup", "scroll_chat('page_up')", show=False, priority=True),
+        Binding("pagedown", "scroll_chat('page_down')", show=False, priority=True),
+        Binding("home", "scroll_chat('home', True)", show=False, priority=True),
+        Binding("end", "scroll_chat('end', True)", show=False, priority=True),
+        Binding("ctrl+home", "scroll_chat('home', False, True)", show=False, priority=True),
+        Binding("ctrl+end", "scroll_chat('end', False, True)", show=False, priority=True),
+        Binding("alt+up", "focus_message(-1)", show=False),
+        Binding("alt+down", "focus_message(1)", show=False),
+        Binding("up", "step_message(-1)", show=False, priority=True),
+        Binding("down", "step_message(1)", show=False, priority=True),
+    ]
+    BINDINGS = [*ACTIONS, *NAVIGATION]
     # palette entries without a key of their own: action -> (title, help)
     COMMANDS_EXTRA = {
         "clear_chat": ("Clear conversation", "Start a new, empty conversation"),
@@ -60,10 +91,10 @@ class ChatScreen(MessageFeatures):
         self.generating = False
         self.quitting = False
         self.last_reply: Any = None
-        self._pending: list[str] = []
-        self._lock = threading.Lock()
+        self.buffer = ReplyBuffer()
         self._reply_view: MessageView | None = None
-        self._query = ""
+        self._turn: tuple[str, tuple] = ("send", ())
+        self._greedy_told = False
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -74,12 +105,14 @@ class ChatScreen(MessageFeatures):
                 yield Label("", id="mode-note")
                 yield ChatLog(id="log")
                 with Vertical(id="loading"):
-                    yield Label("Loading model…", id="loading-label")
+                    yield Label("Loading model…", id="loading-label", markup=False)
                     yield ProgressBar(id="download", show_eta=False)
                     yield LoadingIndicator()
                 yield PromptInput(id="input")
         yield StatusBar(id="status")
         yield Footer()
+        yield Static(f"The terminal is too small: make it at least {TOO_SMALL[0]}x{TOO_SMALL[1]}.",
+                     id="too-small", markup=False)
 
     @property
     def session(self) -> Any:
@@ -101,31 +134,45 @@ class ChatScreen(MessageFeatures):
         self.query_one("#download").display = False
         self.query_one("#mode-note").display = False
         self.query_one(StatusBar).show(model=self.app.model or "", note="loading…")
+        self._fit(self.app.size.width, self.app.size.height)
         await self.chatlog.show([])
         await self.refresh_sidebar()
         self.input.focus()
         self.set_interval(1 / self.FLUSH_HZ, self._drain_reply)
+        cid = self.app.start_conversation
+        if cid is None and self.app.continue_last:
+            latest = self.store.latest_conversation()
+            cid = latest.id if latest else None
+        if cid is not None:  # readable at once, while the model loads
+            await self.view_stored(cid)
         self.app.begin_loading(self.app.model)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        """Narrow: the sidebar hides (Ctrl+B shows it over the chat). Too small: a notice."""
+        self.set_class(width < self.NARROW, "-narrow")
+        self.set_class(height < 24, "-short")
+        self.set_class(width < TOO_SMALL[0] or height < TOO_SMALL[1], "-too-small")
 
     # -- model loading (the app loads; this screen shows it) ---------------------------------
 
     def show_loading(self, model: str | None) -> None:
         self.query_one("#loading").display = True
-        self.query_one("#loading-label", Label).update(f"Loading {model or 'the default model'}…")
+        what = "Importing" if model and model.lower().endswith(".gguf") else "Loading"
+        self.query_one("#loading-label", Label).update(f"{what} {model or 'the default model'}…")
 
     async def session_loaded(self, old: Any) -> None:
         """The app has a new session (`old` is the one it replaces, or None at start-up)."""
         self.query_one("#loading").display = False
         session = self.session
-        if not session.engine.info.chat_tuned:
+        if not session.model_info.chat_tuned:
             session.raw = True
         note = self.query_one("#mode-note", Label)
         note.update("Completion mode: this is a base model, not a chat model, so your text is continued as-is.")
         note.display = bool(session.raw)
-        cid = old.conversation_id if old is not None else self.app.start_conversation
-        if cid is None and self.app.continue_last and old is None:
-            latest = self.store.latest_conversation()
-            cid = latest.id if latest else None
+        cid = old.conversation_id if old is not None else self.viewing
         if cid is not None:
             await self.open_conversation(cid)
         else:
@@ -134,7 +181,7 @@ class ChatScreen(MessageFeatures):
             await self.show_conversation()
         self.update_status()
         if old is not None:
-            self.notify(f"Loaded {session.model_label}")
+            self.notify(f"Loaded {session.model_label}", markup=False)
 
     def session_failed(self) -> None:
         self.query_one("#loading").display = False
@@ -155,54 +202,60 @@ class ChatScreen(MessageFeatures):
         self.query_one("#loading-label", Label).update("Loading model…")
 
     def update_status(self) -> None:
-        bar = self.query_one(StatusBar)
-        if self.session is None:
+        s = self.session
+        if s is None:
             return
-        info = self.session.engine.info
+        info = s.model_info
+        facts = StatusFacts(model=info.label, device=info.device, precision=info.precision,
+                            window=info.context_window, note="completion mode" if s.raw else "")
         r = self.last_reply
-        kw: dict[str, Any] = {}
-        if r is not None:
-            kw = dict(used=r.usage.prompt_tokens + r.usage.completion_tokens, cached=r.usage.cached_tokens,
-                      ttft=r.timings.ttft_s, tok_s=r.timings.decode_tok_s)
-        bar.show(model=self.session.model_label, device=info.device, dtype=info.dtype,
-                 window=info.context_window, note="completion mode" if self.session.raw else "", **kw)
-
-    # -- conversations ---------------------------------------------------------------------
-
-    async def refresh_sidebar(self) -> None:
-        current = self.session.conversation_id if self.session is not None else None
-        convs = self.store.list_conversations(limit=500, query=self._query or None)
-        await self.query_one(Sidebar).set_conversations(convs, current)
-
-    async def on_sidebar_search_changed(self, event: Sidebar.SearchChanged) -> None:
-        self._query = event.query.strip()
-        await self.refresh_sidebar()
-
-    async def on_sidebar_chosen(self, event: Sidebar.Chosen) -> None:
-        if self._busy():
-            return
-        await self.open_conversation(event.conversation_id)
-        self.input.focus()
-
-    async def open_conversation(self, conversation_id: int) -> None:
-        try:
-            self.session.load(conversation_id)
-        except Exception as e:
-            self.app.show_error(e, "Could not open the conversation")
-            return
-        self.last_reply = None
-        await self.show_conversation()
-        self.update_status()
-        await self.refresh_sidebar()
+        if self.generating:
+            facts.used = r.usage.prompt_tokens + r.usage.completion_tokens if r is not None else None
+            facts.tokens, facts.tok_s = self.buffer.tokens, self.buffer.tok_s
+            facts.note = "generating… (Esc stops)"
+        elif r is not None:
+            facts.used = r.usage.prompt_tokens + r.usage.completion_tokens
+            facts.cached, facts.ttft = r.usage.cached_tokens, r.timings.ttft_s
+            facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
+        else:
+            try:
+                facts.used = s.context_used()
+            except Exception:  # a template that cannot render: the meter is not worth a crash
+                facts.used = None
+        self.query_one(StatusBar).show_facts(facts)
 
     def _busy(self) -> bool:
-        if self.session is None:
-            self.notify("The model is still loading", severity="warning")
+        if self._no_session():
             return True
         if self.generating:
             self.notify("A reply is in progress: Esc stops it", severity="warning")
             return True
         return False
+
+    def _no_session(self) -> bool:
+        """True (and the user told why: loading, or the load failed and how to fix it) when
+        there is no session to act on."""
+        if self.session is None:
+            error = self.app.load_error
+            if error is None:
+                self.notify("The model is still loading", severity="warning")
+            else:
+                message, hint = error_text(error)
+                self.notify(f"{message}\nFix: {hint or 'pick another model with Ctrl+O'}",
+                            title=f"No model: loading {self.app.model or 'the model'} failed",
+                            severity="error", timeout=10, markup=False)
+            return True
+        return False
+
+    def mark_cut_replies(self) -> None:
+        """Mark replies that the max-tokens limit cut (the last one can be continued)."""
+        if self.session is None:
+            return
+        entries, views = self.session.entries, self.chatlog.views
+        for i, (entry, view) in enumerate(zip(entries, views)):
+            if entry.role == "assistant" and entry.finish_reason == "length" and entry.status == "complete":
+                tokens = (entry.meta.get("usage") or {}).get("completion_tokens")
+                view.set_status(entry.status, cut_note(tokens, i == len(entries) - 1))
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -211,16 +264,35 @@ class ChatScreen(MessageFeatures):
             return
         if self._busy():
             return
+        await self.sync_conversation()
         self.input.clear()
         await self.chatlog.add("user", event.text)
         await self._start("send", event.text)
 
-    async def _start(self, verb: str, *args: Any) -> None:
+    async def sync_conversation(self) -> None:
+        """Show what another window (`qwenchat ask --cid N`) added to this chat before sending."""
+        before = len(self.session.entries)
+        try:
+            changed = self.session.sync()
+        except Exception as e:
+            self.app.show_error(e, "Could not re-read the conversation")
+            return
+        if not changed:
+            return
+        await self.show_conversation()
+        self.mark_cut_replies()
+        added = len(self.session.entries) - before
+        self.notify(f"{added} new message{'s' if added != 1 else ''} from another window" if added > 0
+                    else "This chat was changed in another window: showing what is stored now",
+                    title="Conversation updated")
+
+    async def _start(self, verb: str, *args: Any, view: MessageView | None = None) -> None:
         self.generating = True
-        with self._lock:
-            self._pending.clear()
-        self._reply_view = await self.chatlog.add("assistant", "", "pending")
-        self.query_one(StatusBar).show(model=self.session.model_label, note="generating… (Esc stops)")
+        self.buffer.reset()
+        self._turn = (verb, args)
+        self._reply_view = view or await self.chatlog.add("assistant", "", "pending")
+        self.chatlog.anchor()  # follow the reply, through resizes, until the user scrolls up
+        self.update_status()
         self._run_turn(verb, args)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
@@ -230,8 +302,7 @@ class ChatScreen(MessageFeatures):
                 if hasattr(event, "reply"):  # the Turn that ends the stream
                     self.post_message(msg.ReplyDone(event))
                 else:
-                    with self._lock:
-                        self._pending.append(event.text)
+                    self.buffer.add(event.text)
         except BaseException as e:  # noqa: BLE001 - reported, the app keeps running
             self.post_message(msg.ReplyFailed(e))
 
@@ -240,15 +311,10 @@ class ChatScreen(MessageFeatures):
         (Not named `_flush`: that name is Textual's own, on App.)"""
         if self.quitting:
             return
-        with self._lock:
-            text = "".join(self._pending)
-            self._pending.clear()
+        text = self.buffer.take()
         if text and self._reply_view is not None:
-            log = self.chatlog
-            at_end = log.scroll_y >= log.max_scroll_y - 2
             await self._reply_view.append(text)
-            if at_end:
-                log.scroll_end(animate=False)
+            self.update_status()
 
     async def on_reply_done(self, event: msg.ReplyDone) -> None:
         if self.quitting:
@@ -258,6 +324,9 @@ class ChatScreen(MessageFeatures):
         if self._reply_view is not None:
             self._reply_view.set_status("interrupted" if reply.finish_reason == "cancelled" else "complete")
         self._reply_view, self.generating, self.last_reply = None, False, reply
+        self.mark_cut_replies()
+        if event.turn.note:
+            self.notify(event.turn.note, markup=False)
         if getattr(reply, "dropped_messages", 0):
             self.notify(f"{reply.dropped_messages} older messages were left out to fit the context window")
         self.update_status()
@@ -268,14 +337,29 @@ class ChatScreen(MessageFeatures):
             return
         await self._drain_reply()
         view, self._reply_view, self.generating = self._reply_view, None, False
-        if view is not None:
-            if view.text:
-                view.set_status("interrupted")
-            else:
-                await view.remove()
+        if view is not None and view.text:
+            view.set_status("interrupted")
+        verb, args = self._turn
+        if verb in ("send", "edit") or view is None or not view.text:
+            # show what is stored: a refused message (never stored) leaves no bubble behind
+            await self.show_conversation()
+            self.mark_cut_replies()
+        if verb in ("send", "edit") and not self._stored(args[-1]):
+            self._give_back(args[-1])
         self.app.show_error(event.error, "Generation failed")
         self.update_status()
         await self.refresh_sidebar()
+
+    def _stored(self, text: str) -> bool:
+        return any(e.role == "user" and e.content == text and e.id is not None
+                   for e in self.session.entries[-2:])
+
+    def _give_back(self, text: str) -> None:
+        """A message that was not stored goes back into the box, so nothing typed is lost."""
+        typed = self.input.text
+        self.input.text = text if not typed.strip() else f"{text}\n{typed}"
+        self.input.move_cursor(self.input.document.end)
+        self.input.focus()
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -283,30 +367,46 @@ class ChatScreen(MessageFeatures):
         if self.generating and self.session is not None:
             self.session.cancel()
 
-    async def action_new_chat(self, system_prompt: str | None = None) -> None:
-        if self._busy():
-            return
-        self.session.new(system_prompt)
-        self.last_reply = None
-        await self.show_conversation()
-        self.update_status()
-        await self.refresh_sidebar()
+    async def action_escape(self) -> None:
+        """Stop a streaming reply; otherwise back to the message box (clearing a search)."""
+        if self.generating:
+            return self.action_stop()
+        if self.focused is self.sidebar.search_box:
+            await self.clear_search()
+        self.close_sidebar_overlay()
         self.input.focus()
 
-    async def action_clear_chat(self) -> None:
-        await self.action_new_chat()
+    def action_interrupt(self) -> None:
+        """Ctrl+C stops a streaming reply; otherwise it does what it did (copy, the quit hint)."""
+        if not self.generating:
+            raise SkipAction()
+        self.action_stop()
 
-    @work
-    async def action_new_chat_with_preset(self) -> None:
-        if self._busy():
+    def action_scroll_chat(self, where: str, only_if_empty: bool = False, anywhere: bool = False) -> None:
+        if not anywhere and (self.focused is not self.input or (only_if_empty and self.input.text)):
+            raise SkipAction()
+        log = self.chatlog
+        {"page_up": log.scroll_page_up, "page_down": log.scroll_page_down,
+         "home": log.scroll_home, "end": log.scroll_end}[where](animate=False)
+
+    def action_focus_message(self, step: int) -> None:
+        views = self.chatlog.views
+        index = self._focused_index()
+        if index is None:
+            target = len(views) - 1 if step < 0 else None
+        else:
+            target = index + step
+        if target is None or not 0 <= target < len(views):
+            if index is not None and target is not None and target >= len(views):
+                self.input.focus()  # past the last message: back to the box
             return
-        presets = self.store.list_presets()
-        name = await self.app.push_screen_wait(PickScreen(
-            "New chat with preset", [(p.name, p.name) for p in presets],
-            empty="No presets yet: save one from the system prompt editor (F4)"))
-        if name:
-            await self.action_new_chat(self.store.get_preset(name).text)
-            self.notify(f"New chat with preset {name!r}")
+        views[target].focus()
+        self.chatlog.scroll_to_widget(views[target], animate=False)
+
+    def action_step_message(self, step: int) -> None:
+        if self._focused_index() is None:
+            raise SkipAction()
+        self.action_focus_message(step)
 
     async def action_regenerate(self) -> None:
         if self._busy():
@@ -318,13 +418,31 @@ class ChatScreen(MessageFeatures):
         if n == 0:
             self.notify("Nothing to regenerate yet", severity="warning")
             return
+        if self.session.is_greedy and not self._greedy_told:
+            self._greedy_told = True
+            self.notify(GREEDY_NOTE, title="Regenerate", timeout=8)
         await self.chatlog.truncate(n)
         await self._start("regenerate")
+
+    async def action_continue_reply(self) -> None:
+        if self._busy():
+            return
+        entries, views = self.session.entries, self.chatlog.views
+        last = entries[-1] if entries else None
+        if (last is None or last.role != "assistant" or not views or views[-1].role != "assistant"
+                or not (last.finish_reason == "length" or last.status == "interrupted")):
+            self.notify("Nothing to continue: only a reply cut at the token limit or stopped can go on",
+                        severity="warning")
+            return
+        views[-1].set_status("pending")
+        await self._start("continue_reply", view=views[-1])
 
     async def edit_message(self, index: int) -> None:
         if self._busy():
             return
         entries = self.session.entries
+        while 0 <= index < len(entries) and entries[index].role == "assistant":
+            index -= 1  # a reply: edit the message it answers
         if not (0 <= index < len(entries)) or entries[index].role != "user":
             self.notify("Only your own messages can be edited", severity="warning")
             return
@@ -361,14 +479,8 @@ class ChatScreen(MessageFeatures):
         self.app.copy_to_clipboard(text)
         self.notify(f"Copied the {what} to the clipboard")
 
-    def _last_reply_text(self) -> str | None:
-        for view in reversed(self.chatlog.views):
-            if view.role == "assistant" and view.text:
-                return view.text
-        return None
-
     def action_copy_reply(self) -> None:
-        text = self._last_reply_text()
+        text = next((v.text for v in reversed(self.chatlog.views) if v.role == "assistant" and v.text), None)
         if text is None:
             self.notify("No reply to copy yet", severity="warning")
         else:
@@ -376,31 +488,28 @@ class ChatScreen(MessageFeatures):
 
     @work
     async def action_settings(self) -> None:
-        if self.session is None:
-            return self.notify("The model is still loading", severity="warning")
-        options = self.session.options
-        current = {f: getattr(options, f, None) for f in FIELDS}
-        values = await self.app.push_screen_wait(SettingsScreen(current, self.model_defaults()))
+        if self._no_session():
+            return
+        s = self.session
+        options, defaults = s.options, s.defaults
+        # a field shows a value only where this chat differs from the defaults (empty = default)
+        current = {f: getattr(options, f) if getattr(options, f) != getattr(defaults, f) else None for f in FIELDS}
+        values = await self.app.push_screen_wait(SettingsScreen(current, {f: getattr(defaults, f) for f in FIELDS}))
         if values is None:
             return
+        base = s.base_options  # an emptied field: back to the flags / config file value, if any
+        chosen = {f: v if v is not None else getattr(base, f) for f, v in values.items()}
         try:
-            self.session.set_options(replace(options, **values))
+            s.set_options(replace(options, **chosen))
         except Exception as e:  # the engine's own validation: nothing was changed
             self.app.show_error(e, "Setting refused")
             return
         self.notify("Sampling settings saved for this conversation")
 
-    def model_defaults(self) -> dict[str, Any]:
-        defaults = getattr(self.session.engine, "defaults", None)
-        sampling = getattr(defaults, "sampling", None)
-        out = {f: getattr(sampling, f, None) for f in FIELDS if f != "max_new_tokens"}
-        out["max_new_tokens"] = getattr(defaults, "max_new_tokens", None)
-        return out
-
     @work
     async def action_system_prompt(self) -> None:
-        if self.session is None:
-            return self.notify("The model is still loading", severity="warning")
+        if self._no_session():
+            return
         text = await self.app.push_screen_wait(SystemPromptScreen(self.store, self.session.system_prompt))
         if text is not None:
             try:
@@ -409,45 +518,3 @@ class ChatScreen(MessageFeatures):
                 return self.app.show_error(e)
             await self.chatlog.set_system_prompt(self.session.system_prompt)
             self.notify("System prompt cleared" if not text else "System prompt set for this conversation")
-
-    @work
-    async def action_rename_chat(self) -> None:
-        sidebar = self.query_one(Sidebar)
-        cid = sidebar.highlighted_id or (self.session.conversation_id if self.session else None)
-        if cid is None:
-            return self.notify("Nothing to rename: the chat is saved with its first message", severity="warning")
-        conv = self.store.get_conversation(cid)
-        title = await self.app.push_screen_wait(TextPrompt("Rename conversation:", conv.title or ""))
-        if title:
-            try:
-                self.store.rename_conversation(cid, title)
-            except Exception as e:
-                return self.app.show_error(e)
-            await self.refresh_sidebar()
-
-    @work
-    async def action_delete_chat(self) -> None:
-        sidebar = self.query_one(Sidebar)
-        cid = sidebar.highlighted_id or (self.session.conversation_id if self.session else None)
-        if cid is None:
-            return
-        conv = self.store.get_conversation(cid)
-        if not await self.app.push_screen_wait(ConfirmScreen(f"Delete “{conv.display_title}” and all its messages?")):
-            return
-        if self.session is not None and self.session.conversation_id == cid:
-            if self.generating:
-                return self.notify("Stop the reply first (Esc)", severity="warning")
-            self.session.new(None)
-            self.last_reply = None
-            await self.chatlog.show([])
-        self.store.delete_conversation(cid)
-        await self.refresh_sidebar()
-        self.notify(f"Deleted “{conv.display_title}”")
-
-    def action_search(self) -> None:
-        self.query_one(Sidebar).display = True
-        self.query_one("#search").focus()
-
-    def action_toggle_sidebar(self) -> None:
-        sidebar = self.query_one(Sidebar)
-        sidebar.display = not sidebar.display

@@ -12,20 +12,26 @@ from textual.widgets import Label, Static
 
 EXTRA_KEYS = [
     ("Message box", "enter", "Send the message"),
-    ("Message box", "ctrl+j / shift+enter", "Insert a new line"),
-    ("Focused message", "c", "Copy the message"),
-    ("Focused message", "k", "Copy its first code block"),
-    ("Focused message", "e", "Edit (your messages) and resend"),
+    ("Message box", "ctrl+j,shift+enter", "Insert a new line"),
+    ("Message box", "pageup,pagedown", "Scroll the chat"),
+    ("Message box", "ctrl+home,ctrl+end", "Top / bottom of the chat (Home / End when the box is empty)"),
+    ("Focused message", "f8", "Copy the message"),
+    ("Focused message", "f9", "Copy one of its code blocks"),
+    ("Focused message", "ctrl+g", "Edit (your message, or the one a reply answers) and resend"),
+    ("Focused message", "up,down", "Previous / next message"),
+    ("Anywhere", "alt+up,alt+down", "Previous / next message"),
+    ("Anywhere", "escape", "Stop the reply; otherwise back to the message box"),
+    ("Anywhere", "ctrl+c", "Stop the reply (while one streams)"),
     ("Anywhere", "ctrl+p", "Command palette: every action, themes"),
-    ("Anywhere", "tab / shift+tab", "Move focus"),
+    ("Anywhere", "tab,shift+tab", "Move focus"),
 ]
 
 
 def key_label(key: str) -> str:
     out = []
     for k in key.split(","):
-        k = k.strip().replace("ctrl+", "Ctrl+").replace("shift+", "Shift+")
-        k = {"escape": "Esc", "enter": "Enter", "delete": "Del"}.get(k, k)
+        k = k.strip().replace("ctrl+", "Ctrl+").replace("shift+", "Shift+").replace("alt+", "Alt+")
+        k = {"escape": "Esc", "enter": "Enter", "delete": "Del", "pageup": "PgUp", "pagedown": "PgDn"}.get(k, k)
         if re.fullmatch(r"f\d+", k):
             k = k.upper()
         out.append(k)

@@ -51,10 +51,10 @@ class MessageView(Vertical, can_focus=True):
     MessageView > .details { color: $text-muted; text-style: dim; }
     MessageView > .status { color: $warning; text-style: italic; }
     """
+    # Modified keys only: a user who Tabbed here may believe they are typing.
     BINDINGS = [
-        Binding("c", "copy", "Copy message"),
-        Binding("k", "copy_code", "Copy code block"),
-        Binding("e", "edit", "Edit and resend"),
+        Binding("f8", "copy", "Copy message"),
+        Binding("ctrl+g", "edit", "Edit and resend"),
     ]
 
     class Action(Message):

@@ -10,8 +10,8 @@ from textual.widgets import TextArea
 
 class PromptInput(TextArea):
     DEFAULT_CSS = """
-    PromptInput { height: auto; min-height: 3; max-height: 10; border: round $primary 50%; }
-    PromptInput:focus { border: round $primary; }
+    PromptInput { height: auto; min-height: 3; max-height: 10; border: round $border-blurred; }
+    PromptInput:focus { border: round $border; }
     """
 
     class Submitted(Message):

@@ -1,8 +1,11 @@
-"""The conversation list with a search box. It shows what the app gives it (newest first) and
-reports searches and choices upward; it never reads the store itself."""
+"""The conversation list with a search box. It shows what the screen gives it (newest first),
+grouped under Today / Yesterday / older dates, each chat with its model, and reports searches,
+Enter in the search box and choices upward; it never reads the store itself. Titles and model
+names are user text: shown as plain text, never markup."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from textual import on
@@ -12,24 +15,57 @@ from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
 
+def day_label(stamp: str | None, today: date | None = None) -> str:
+    """"Today", "Yesterday" or the date (`2026-11-20`) of an ISO timestamp, in local time."""
+    today = today or date.today()
+    try:
+        when = datetime.fromisoformat(stamp or "").astimezone().date()
+    except ValueError:
+        return "Older"
+    if when == today:
+        return "Today"
+    if when == today - timedelta(days=1):
+        return "Yesterday"
+    return when.isoformat()
+
+
+def short_model(name: str | None) -> str:
+    return (name or "").rstrip("/").rsplit("/", 1)[-1]
+
+
+class DayHeader(ListItem):
+    """A group title; disabled, so the list's cursor skips it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(Label(text, markup=False), disabled=True, classes="day")
+
+
 class ConversationItem(ListItem):
-    def __init__(self, conversation_id: int, title: str) -> None:
-        super().__init__(Label(title, markup=False))
+    def __init__(self, conversation_id: int, title: str, model: str = "") -> None:
+        super().__init__(Label(title, markup=False, classes="title"),
+                         Label(short_model(model), markup=False, classes="model"))
         self.conversation_id = conversation_id
 
 
 class Sidebar(Vertical):
     DEFAULT_CSS = """
-    Sidebar { width: 30; border-right: vkey $primary 40%; }
-    Sidebar > Input { margin: 0; border: round $primary 40%; }
+    Sidebar { width: 30; border-right: vkey $border-blurred; background: $background; }
+    Sidebar > Input { margin: 0; border: round $border-blurred; }
+    Sidebar > Input:focus { border: round $border; }
     Sidebar > ListView { height: 1fr; background: transparent; }
     Sidebar ListItem Label { width: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
+    Sidebar ListItem .model { color: $text-muted; }
+    Sidebar ListItem.day { color: $text-accent; text-style: bold; padding-top: 1; }
+    Sidebar ListItem.day:disabled { opacity: 1; }
     """
 
     class SearchChanged(Message):
         def __init__(self, query: str) -> None:
             super().__init__()
             self.query = query
+
+    class SearchSubmitted(Message):
+        """Enter in the search box: open the first match."""
 
     class Chosen(Message):
         def __init__(self, conversation_id: int) -> None:
@@ -45,18 +81,33 @@ class Sidebar(Vertical):
         return self.query_one("#conversations", ListView)
 
     @property
+    def search_box(self) -> Input:
+        return self.query_one("#search", Input)
+
+    @property
     def highlighted_id(self) -> int | None:
         item = self.list_view.highlighted_child
         return item.conversation_id if isinstance(item, ConversationItem) else None
 
+    @property
+    def conversation_ids(self) -> list[int]:
+        return [i.conversation_id for i in self.list_view.query_children(ConversationItem)]
+
     async def set_conversations(self, conversations: list[Any], current: int | None) -> None:
         lv = self.list_view
         await lv.clear()
-        items = [ConversationItem(c.id, c.display_title) for c in conversations]
+        items: list[ListItem] = []
+        day = None
+        for c in conversations:
+            label = day_label(c.updated_at)
+            if label != day:
+                items.append(DayHeader(label))
+                day = label
+            items.append(ConversationItem(c.id, c.display_title, c.model))
         if items:
             await lv.extend(items)
-        for i, c in enumerate(conversations):
-            if c.id == current:
+        for i, item in enumerate(items):
+            if isinstance(item, ConversationItem) and item.conversation_id == current:
                 lv.index = i
                 break
 
@@ -64,6 +115,11 @@ class Sidebar(Vertical):
     def _search(self, event: Input.Changed) -> None:
         event.stop()
         self.post_message(self.SearchChanged(event.value))
+
+    @on(Input.Submitted, "#search")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(self.SearchSubmitted())
 
     @on(ListView.Selected, "#conversations")
     def _chosen(self, event: ListView.Selected) -> None:
