@@ -123,6 +123,23 @@ async def test_edited_message_shows_its_versions_and_switching_brings_back_the_o
         assert [m.content for m in store.thread(factory.made[0].conversation_id)] == ["tell me about cats", "about cats"]
 
 
+async def test_clicking_the_branch_indicator_switches(store):
+    app, factory = make_app(script=["first answer", "second answer"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "question")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        await pilot.pause()
+        switch = app.chat.chatlog.views[-1].query_one(".branch")
+        await pilot.click(switch, offset=(0, 0))  # its left half: the previous version
+        await wait_for(pilot, lambda: "< 1/2 >" in screen_text(app))
+        assert store.thread(factory.made[0].conversation_id)[-1].content == "first answer"
+        switch = app.chat.chatlog.views[-1].query_one(".branch")
+        await pilot.click(switch, offset=(switch.size.width - 1, 0))
+        await wait_for(pilot, lambda: "< 2/2 >" in screen_text(app))
+
+
 async def test_branch_keys_without_versions_say_so(store):
     app, _ = make_app(script=["only"])
     async with app.run_test(size=SIZE) as pilot:

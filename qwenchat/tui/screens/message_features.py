@@ -52,7 +52,7 @@ class CodeBlockPicker(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Copy which code block?", classes="title")
+            yield Label("Copy which code block? (Enter copies, Esc cancels)", classes="title")
             yield OptionList(*[Option(f"{i + 1}. {b.label}", id=str(i)) for i, b in enumerate(self.blocks)],
                              markup=False, id="blocks")
 
@@ -145,6 +145,13 @@ class MessageFeatures(Screen[None]):
         if index < len(views):
             views[index].focus()
             self.chatlog.scroll_to_widget(views[index], animate=False, top=True)
+
+    @on(MessageView.Action)
+    async def _branch_from_view(self, event: MessageView.Action) -> None:
+        # A click on a message's `< 2/3 >` (ChatScreen's own handler ignores these actions).
+        if event.action in ("branch_prev", "branch_next"):
+            event.view.focus()
+            await self.action_branch(-1 if event.action == "branch_prev" else 1)
 
     # -- export ----------------------------------------------------------------------------------
 

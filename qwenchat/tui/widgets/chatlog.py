@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -37,6 +38,18 @@ def branch_label(branch: Branch | None) -> str:
     return f"< {branch[0]}/{branch[1]} >" if branch and branch[1] > 1 else ""
 
 
+class BranchSwitch(Static):
+    """`< 2/3 >`: a click on its left half asks for the previous version, on its right half
+    for the next (the screen switches; Alt+Left/Alt+Right do the same from the keyboard)."""
+
+    def on_click(self, event: events.Click) -> None:
+        view = next((a for a in self.ancestors if isinstance(a, MessageView)), None)
+        if view is not None and self.content_size.width:
+            event.stop()
+            left = event.x < self.content_size.width // 2
+            view.post_message(MessageView.Action(view, "branch_prev" if left else "branch_next"))
+
+
 class MessageView(Vertical, can_focus=True):
     DEFAULT_CSS = """
     MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
@@ -48,6 +61,7 @@ class MessageView(Vertical, can_focus=True):
     MessageView .branch { width: auto; margin-left: 2; color: $accent; }
     MessageView > .plain { margin: 0; padding: 0; }
     MessageView > Markdown { margin: 0; padding: 0; }
+    MessageView > Markdown > *:last-child { margin-bottom: 0; }  /* no gap above the details */
     MessageView > .details { color: $text-muted; text-style: dim; }
     MessageView > .status { color: $warning; text-style: italic; }
     """
@@ -72,7 +86,7 @@ class MessageView(Vertical, can_focus=True):
         label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(self.role, self.role)
         with Horizontal(classes="header"):
             yield Static(label, classes="role", markup=False)
-            yield Static(branch_label(self.branch), classes="branch", markup=False)
+            yield BranchSwitch(branch_label(self.branch), classes="branch", markup=False)
         if self.role == "assistant":
             yield Markdown(self.text, parser_factory=chat_parser)
         else:  # as typed: no Markdown reflow, no markup
@@ -98,11 +112,13 @@ class MessageView(Vertical, can_focus=True):
         else:
             self.query_one(".plain", Static).update(self.text)
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: str, note: str | None = None) -> None:
+        """`note` replaces the status's own words (a reply cut at the token limit)."""
         self.status = status
+        text = self._status_text() if note is None else note
         line = self.query_one(".status", Static)
-        line.update(self._status_text())
-        line.display = bool(self._status_text())  # no blank line under every message
+        line.update(text)
+        line.display = bool(text)  # no blank line under every message
 
     def set_details(self, text: str) -> None:
         self.details = text
