@@ -146,7 +146,7 @@ class QwenchatApp(App[None]):
         if self.chat.generating:
             return self.notify("A reply is in progress: Esc stops it", severity="warning")
         current = self.session.model_label if self.session is not None else self.model
-        name = await self.push_screen_wait(model_picker(current))
+        name = await self.push_screen_wait(model_picker(current, self.store))
         if name:
             self.model = name
             self.begin_loading(name)

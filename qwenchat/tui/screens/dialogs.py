@@ -7,8 +7,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
+
+from qwenchat.tui.widgets.prompt_input import PromptInput
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -70,9 +72,10 @@ class TextPrompt(ModalScreen[str | None]):
 
 
 class EditMessageScreen(ModalScreen[str | None]):
-    """Edit an earlier user message; Ctrl+S resends it (later turns leave the active branch)."""
+    """Edit an earlier user message and resend it (later turns leave the active branch). Keys as
+    in the message box: Enter resends, Ctrl+J breaks the line; the cursor starts at the end."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="EditMessageScreen") + "EditMessageScreen TextArea { height: 10; }"
+    DEFAULT_CSS = DIALOG_CSS.format(name="EditMessageScreen") + "EditMessageScreen PromptInput { max-height: 16; }"
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "resend", "Resend")]
 
     def __init__(self, text: str) -> None:
@@ -81,16 +84,28 @@ class EditMessageScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Edit message (Ctrl+S resends; the later replies are replaced)", classes="title")
-            yield TextArea(self.text, id="text", soft_wrap=True)
+            yield Label("Edit message (Enter resends, Ctrl+J adds a line; the later replies are replaced)",
+                        classes="title")
+            yield PromptInput(id="text")
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("Resend", id="resend", variant="primary")
 
+    def on_mount(self) -> None:
+        box = self.query_one(PromptInput)
+        box.text = self.text
+        box.move_cursor(box.document.end)
+        box.focus()
+
     def action_resend(self) -> None:
-        text = self.query_one(TextArea).text
+        text = self.query_one(PromptInput).text
         if text.strip():
             self.dismiss(text)
+
+    @on(PromptInput.Submitted)
+    def _submitted(self, event: PromptInput.Submitted) -> None:
+        event.stop()
+        self.action_resend()
 
     @on(Button.Pressed, "#resend")
     def _resend(self) -> None:
@@ -115,7 +130,8 @@ class PickScreen(ModalScreen[str | None]):
         with Vertical():
             yield Label(self.title_text, classes="title", markup=False)
             if self.options:
-                yield OptionList(*[Option(label, id=key) for key, label in self.options], id="choices")
+                yield OptionList(*[Option(label, id=key) for key, label in self.options], id="choices",
+                                 markup=False)  # names are user text: "[imported]" must show
             else:
                 yield Label(self.empty, markup=False)
 

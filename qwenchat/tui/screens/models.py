@@ -1,28 +1,116 @@
-"""The model picker: the seed aliases (marked when downloaded) and every downloaded or imported
-model, from `qwenchat.models.list_models()` (no network). Choosing one returns its name; the app
-then downloads it if needed (with progress) and loads it in a worker."""
+"""The model picker (Ctrl+O): a path field for a local model folder or a `.gguf` file, the models
+used before (from the history, folders included), and every alias, downloaded or imported model
+(`qwenchat.models.list_models()`, no network). It returns a model name or path; the app then
+downloads or imports it if needed (with progress) and loads it in a worker. Names are shown as
+plain text, so tags such as `[imported]` are visible."""
 
 from __future__ import annotations
 
-from qwenchat.tui.screens.dialogs import PickScreen
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, OptionList
+from textual.widgets.option_list import Option
+
+from qwenchat.tui.screens.dialogs import DIALOG_CSS
 
 
-def model_choices(current: str | None = None) -> list[tuple[str, str]]:
+def model_choices(current: str | None = None, used: list[str] | None = None) -> list[tuple[str, str]]:
+    """(name, label) for every model the picker offers: the ones used before first."""
     from qwenchat.models import list_models
 
-    out = []
-    for m in list_models():
+    try:
+        known = list_models()
+    except Exception:  # a broken cache folder must not take the picker down
+        known = []
+    mark = lambda name: "● " if name == current else "  "  # noqa: E731
+    out: list[tuple[str, str]] = []
+    names = {m.name for m in known}
+    for name in used or []:
+        if name not in names:
+            kind = "gguf" if name.lower().endswith(".gguf") else "folder" if Path(name).expanduser().is_dir() else "used before"
+            out.append((name, f"{mark(name)}{name} [{kind}]"))
+    for m in known:
         state = "imported" if m.source == "gguf" else "✓ downloaded" if m.offline else "↓ download"
-        mark = "● " if m.name == current else "  "
         desc = f" {m.description}" if m.description and m.source != "gguf" else ""
-        out.append((m.name, f"{mark}{m.name}{desc} [{state}]"))
+        out.append((m.name, f"{mark(m.name)}{m.name}{desc} [{state}]"))
     return out
 
 
-def model_picker(current: str | None = None) -> PickScreen:
+def used_models(store: Any) -> list[str]:
+    """Models of the stored conversations, most recently used first, each once."""
+    seen: dict[str, None] = {}
     try:
-        choices = model_choices(current)
-    except Exception:  # a broken cache folder must not take the picker down
-        choices = []
-    return PickScreen("Choose a model (not yet downloaded ones are fetched first)", choices,
-                      empty="No models known")
+        for conv in store.list_conversations(limit=500):
+            if conv.model:
+                seen.setdefault(conv.model, None)
+    except Exception:
+        return []
+    return list(seen)
+
+
+def check_path(text: str) -> str | None:
+    """The problem with a typed model path, or None when it can be loaded or imported."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        return f"{text} does not exist"
+    if path.is_file() and path.suffix.lower() != ".gguf":
+        return f"{text} is a file but not a .gguf file: give a model folder or a .gguf file"
+    if path.is_dir() and not (path / "config.json").is_file():
+        return f"{text} has no config.json: give a Hugging Face model folder"
+    return None
+
+
+class ModelPicker(ModalScreen[str | None]):
+    DEFAULT_CSS = DIALOG_CSS.format(name="ModelPicker") + """
+    ModelPicker > Vertical { width: 90; }
+    ModelPicker OptionList { height: auto; max-height: 16; }
+    ModelPicker .error { color: $text-error; height: auto; }
+    ModelPicker .note { color: $text-muted; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, current: str | None, used: list[str]) -> None:
+        super().__init__()
+        self.current, self.choices = current, model_choices(current, used)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Choose a model (not yet downloaded ones are fetched first)", classes="title")
+            yield Input(placeholder="…or a path: a local model folder or a .gguf file, then Enter", id="path")
+            yield Label("", id="path-error", classes="error", markup=False)
+            if self.choices:
+                yield OptionList(*[Option(label, id=key) for key, label in self.choices], id="choices",
+                                 markup=False)
+            else:
+                yield Label("No models known yet: type a path above, or `qwenchat pull` one", classes="note")
+
+    def on_mount(self) -> None:
+        self.query_one("#path-error").display = False
+        if self.choices:
+            self.query_one("#choices", OptionList).focus()
+
+    @on(Input.Submitted, "#path")
+    def _path(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        problem = check_path(text)
+        error = self.query_one("#path-error", Label)
+        error.update(f"✗ {problem}" if problem else "")
+        error.display = problem is not None
+        if problem is None:
+            self.dismiss(str(Path(text).expanduser()))
+
+    @on(OptionList.OptionSelected, "#choices")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+def model_picker(current: str | None = None, store: Any = None) -> ModelPicker:
+    return ModelPicker(current, used_models(store) if store is not None else [])

@@ -1,0 +1,40 @@
+"""Shared steps for Pilot tests of the app: the real ChatSession over a scripted FakeEngine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qwenchat.tui.app import QwenchatApp
+from tests.fake_engine import engine_factory
+from tests.tui.conftest import wait_for
+
+SIZE = (110, 34)
+
+
+def make_app(theme: str = "qwenchat-dark", app_kwargs: dict | None = None, **engine: Any):
+    factory = engine_factory(**engine)
+    return QwenchatApp(factory, theme=theme, persist_theme=False, **(app_kwargs or {})), factory
+
+
+async def ready(pilot) -> None:
+    await wait_for(pilot, lambda: pilot.app.session is not None)
+
+
+async def send(pilot, text: str) -> None:
+    chat = pilot.app.chat
+    chat.input.text = text
+    chat.input.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not chat.generating)
+
+
+def texts(app) -> list[tuple[str, str, str]]:
+    return [(v.role, v.text, v.status) for v in app.chat.chatlog.views]
+
+
+def notes(app) -> list[str]:
+    return [(n.title + ": " if n.title else "") + n.message for n in app._notifications]
+
+
+def status_text(app) -> str:
+    return str(app.query_one("#status").render())

@@ -1,0 +1,224 @@
+"""The chat as a user lives in it: per-conversation settings, browsing with no model, a failed
+load, a refused message, greedy regenerate, a cut reply and Continue, the status bar, a chat
+changed from another window, and user text that looks like markup."""
+
+from __future__ import annotations
+
+import threading
+
+from textual.widgets import Input
+
+from qwenchat.engine.records import GenerateOptions
+from qwenchat.errors import HubError
+from qwenchat.session import ChatSession
+from qwenchat.tui.app import QwenchatApp
+from qwenchat.tui.screens.dialogs import PickScreen
+from qwenchat.tui.screens.settings import SettingsScreen
+from qwenchat.tui.widgets.sidebar import ConversationItem
+from tests.fake_engine import FakeEngine, FakeInfo
+from tests.tui.conftest import wait_for
+from tests.tui.helpers import SIZE, make_app, notes, ready, send, status_text, texts
+
+
+async def open_settings(pilot) -> SettingsScreen:
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+    return pilot.app.screen
+
+
+async def close_settings(pilot, **values: str) -> None:
+    screen = pilot.app.screen
+    for name, value in values.items():
+        screen.query_one(f"#{name}", Input).value = value
+    await pilot.pause()
+    await pilot.press("ctrl+s" if values else "escape")
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, SettingsScreen))
+
+
+async def test_settings_dialog_shows_each_conversations_own_settings(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "chat A")
+        a = app.session.conversation_id
+        await open_settings(pilot)
+        await close_settings(pilot, temperature="0.2")
+        await pilot.press("ctrl+n")  # a new chat starts from the defaults
+        screen = await open_settings(pilot)
+        field = screen.query_one("#temperature", Input)
+        assert field.value == "" and field.placeholder == "default: 0.7"
+        await close_settings(pilot)
+        await send(pilot, "chat B")
+        b = app.session.conversation_id
+        for cid, shown in ((a, "0.2"), (b, ""), (a, "0.2")):
+            await app.chat.open_conversation(cid)
+            screen = await open_settings(pilot)
+            assert screen.query_one("#temperature", Input).value == shown, cid
+            await close_settings(pilot)
+    assert store.get_conversation(a).settings.get("temperature") == 0.2
+    assert "temperature" not in (store.get_conversation(b).settings or {})
+
+
+def failing_factory(model, store, progress):
+    raise HubError("model nope is not downloaded", "run `qwenchat pull nope` first")
+
+
+def stored_chat(store, title: str = "Old chat") -> int:
+    conv = store.create_conversation("some-model", "Be brief.")
+    user = store.add_message(conv.id, "user", "line one\n  line two")
+    store.add_message(conv.id, "assistant", "an old answer", parent_id=user.id)
+    store.rename_conversation(conv.id, title)
+    return conv.id
+
+
+async def test_browsing_needs_no_model(store):
+    cid = stored_chat(store)
+    app = QwenchatApp(failing_factory, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.load_error is not None)
+        items = list(app.query(ConversationItem))
+        assert [i.conversation_id for i in items] == [cid]
+        await pilot.click(items[0])
+        await wait_for(pilot, lambda: len(app.chat.chatlog.views) == 2)
+        assert texts(app) == [("user", "line one\n  line two", "complete"),
+                              ("assistant", "an old answer", "complete")]
+        assert app.chat.viewing == cid and app.is_running
+
+
+async def test_continue_shows_the_stored_chat_while_the_model_loads(store):
+    cid = stored_chat(store)
+    gate = threading.Event()
+
+    def slow_factory(model, store_, progress):
+        gate.wait(10)
+        return ChatSession(FakeEngine(), store_, model_label="fake-model")
+
+    app = QwenchatApp(slow_factory, continue_last=True, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.chat.chatlog.views) == 2)
+        assert app.session is None  # still loading, already readable
+        gate.set()
+        await ready(pilot)
+        assert app.session.conversation_id == cid
+        await send(pilot, "and now?")
+        assert [m.content for m in store.thread(cid)][-2:] == ["and now?", "Hello from the fake model."]
+
+
+async def test_a_failed_load_says_so_on_every_send():
+    app = QwenchatApp(failing_factory, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.load_error is not None)
+        app.clear_notifications()
+        for attempt in range(2):
+            app.chat.input.text = "hello?"
+            await pilot.press("enter")
+            await pilot.pause()
+            said = notes(app)
+            assert len(said) == attempt + 1
+            assert "failed" in said[-1] and "qwenchat pull nope" in said[-1]
+            assert not any("still loading" in n for n in said)
+            assert app.chat.input.text == "hello?"
+
+
+async def test_a_refused_message_leaves_no_bubble_and_comes_back_to_the_box(store):
+    app, factory = make_app(info=FakeInfo(context_window=64), script=["fine"])
+    long = " ".join(["word"] * 80)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "short")
+        await send(pilot, long)
+        await wait_for(pilot, lambda: app.chat.input.text == long)
+        assert texts(app) == [("user", "short", "complete"), ("assistant", "fine", "complete")]
+        assert any("context window" in n for n in notes(app))
+    assert [m.content for m in store.thread(factory.made[0].conversation_id)] == ["short", "fine"]
+
+
+async def test_greedy_regenerate_says_so_once():
+    app, _ = make_app(script=["same", "same", "same"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.session.set_options(GenerateOptions(temperature=0.0))
+        await send(pilot, "q")
+        for _ in range(2):
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: not app.chat.generating)
+        greedy = [n for n in notes(app) if "Greedy" in n]
+        assert len(greedy) == 1 and "Ctrl+S" in greedy[0]
+
+
+async def test_a_cut_reply_is_marked_and_continues_in_place(store):
+    app, factory = make_app(max_new_tokens=3, script=["one two three four", "five six"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "count")
+        view = app.chat.chatlog.views[-1]
+        status = str(view.query_one(".status").render())
+        assert "cut at 3 tokens" in status and "F5" in status
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert "Continue the reply" in titles
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: not app.chat.generating and "five" in view.text)
+        assert app.chat.chatlog.views[-1] is view and view.text == "one two three five six"
+        assert "cut" not in str(view.query_one(".status").render())
+    thread = store.thread(factory.made[0].conversation_id)
+    assert [(m.role, m.content) for m in thread] == [("user", "count"), ("assistant", "one two three five six")]
+
+
+async def test_status_bar_meter_on_open_live_count_precision_and_no_rate_for_one_token(store):
+    hold = threading.Event()
+    app, factory = make_app(script=["ok", "alpha beta gamma delta"], hold=hold)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        hold.set()
+        await send(pilot, "one word please")
+        status = status_text(app)
+        assert "cpu/int8" in status and "1 tok" in status and "tok/s" not in status
+        cid = app.session.conversation_id
+        await pilot.press("ctrl+n")
+        await app.chat.open_conversation(cid)
+        used = app.session.context_used()
+        assert used > 0 and f"ctx {used}/4096" in status_text(app)
+        hold.clear()
+        app.chat.input.text = "more"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "1 tok" in status_text(app) and "generating" in status_text(app))
+        hold.set()
+        await wait_for(pilot, lambda: not app.chat.generating)
+        assert "4 tok" in status_text(app) and "42.0 tok/s" in status_text(app)
+
+
+async def test_a_chat_changed_in_another_window_is_shown_before_sending(store):
+    app, factory = make_app(script=["r1", "r3"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        other = ChatSession(FakeEngine(script=["r2"]), store, model_label="fake-model")  # `ask --cid`
+        other.load(cid)
+        list(other.send("from elsewhere"))
+        await send(pilot, "next")
+        assert [t[1] for t in texts(app)] == ["hi", "r1", "from elsewhere", "r2", "next", "r3"]
+        assert any("2 new messages from another window" in n for n in notes(app))
+        seen = factory.made[0].engine.prompts[-1]
+        assert [m["content"] for m in seen] == ["hi", "r1", "from elsewhere", "r2", "next"]
+
+
+async def test_user_text_that_looks_like_markup_is_shown_as_written(store):
+    store.save_preset("[/]", "You talk like a pirate.")
+    cid = stored_chat(store, title="[/] broken [red]title")
+    app, _ = make_app(app_kwargs={"model": "odd[b]model"})
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "odd[b]model" in status_text(app)
+        app.chat.action_new_chat_with_preset()
+        await wait_for(pilot, lambda: isinstance(app.screen, PickScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("[/]" in n for n in notes(app)))
+        await app.chat.open_conversation(cid)
+        app.chat.sidebar.list_view.focus()
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: any("Deleted “[/] broken [red]title”" in n for n in notes(app)))
+        await pilot.pause(0.2)  # the toasts render
+        assert app.is_running
