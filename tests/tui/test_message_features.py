@@ -325,3 +325,22 @@ async def test_details_line_under_a_reply(store):
         await send(pilot, "count")
         await pilot.pause()
         assert "fake-model · 3 tokens · 42.0 tok/s" in screen_text(app)
+
+
+async def test_palette_lists_and_runs_the_message_features(store, home):
+    app, factory = make_app(script=["first answer", "second answer"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        for title in ("Previous branch", "Next branch", "Attach a file", "Copy a code block",
+                      "Export chat as Markdown", "Export chat as JSON", "Fold or unfold the system prompt"):
+            assert title in commands, title
+        await send(pilot, "question")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        await commands["Previous branch"].callback()
+        await pilot.pause()
+        assert store.thread(factory.made[0].conversation_id)[-1].content == "first answer"
+        await commands["Export chat as JSON"].callback()
+        await prompt_answer(pilot)
+        await wait_for(pilot, lambda: list(home.glob("qwenchat-*.json")))
