@@ -3,8 +3,9 @@
 The contract: `read_attachment(path)` returns an `Attachment` or raises `AttachError` (a
 `QwenchatError`: a one-line message naming the problem and a hint) for a missing file, a folder,
 an unreadable file or a binary one. Text that is not UTF-8 is decoded as Latin-1 (every byte maps
-to a character, so nothing is lost or refused) and the attachment says so. `check_fits` compares
-an estimate of the file's tokens with what is left of the context window.
+to a character, so nothing is lost or refused) and the attachment says so; UTF-16 with a byte
+order mark (Windows editors) is read as such. `check_fits` compares an estimate of the file's
+tokens with what is left of the context window.
 
 Knows nothing about the model, the store or the UI (no torch, no textual), so the app and any
 other face can use it.
@@ -12,6 +13,7 @@ other face can use it.
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ class AttachError(QwenchatError):
 class Attachment:
     path: Path
     text: str
-    encoding: str  # "utf-8" or "latin-1" (not UTF-8: decoded byte for byte)
+    encoding: str  # "utf-8", "utf-16" (with its BOM) or "latin-1" (not UTF-8: decoded byte for byte)
 
     @property
     def name(self) -> str:
@@ -69,6 +71,11 @@ def read_attachment(path: str | Path, max_bytes: int = MAX_BYTES) -> Attachment:
         data = p.read_bytes()
     except OSError as e:
         raise AttachError(f"cannot read {p}: {e.strerror or e}", "check the file's permissions") from e
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # NUL bytes, but text
+        try:
+            return Attachment(p, _normalise(data.decode("utf-16")), "utf-16")
+        except UnicodeDecodeError:
+            pass
     if is_binary(data):
         raise AttachError(f"{p.name} looks like a binary file, not text",
                           "attach a text file (source code, a log, Markdown, CSV, ...)")

@@ -40,6 +40,13 @@ def test_non_utf8_text_is_decoded_byte_for_byte(tmp_path):
     assert a.encoding == "latin-1" and a.text == "café naïve\n"
 
 
+def test_utf16_with_bom_is_text(tmp_path):
+    f = tmp_path / "win.txt"
+    f.write_bytes("héllo\r\nworld".encode("utf-16"))
+    a = read_attachment(f)
+    assert a.encoding == "utf-16" and a.text == "héllo\nworld"
+
+
 def test_binary_file_is_refused(tmp_path):
     f = tmp_path / "image.png"
     f.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)))

@@ -213,7 +213,7 @@ class MessageFeatures(Screen[None]):
             return False
         self.input.text = attach.insert_into(message, found)
         self.input.move_cursor(self.input.document.end)
-        note = " (not UTF-8: read as Latin-1)" if found.encoding != "utf-8" else ""
+        note = {"latin-1": " (not UTF-8: read as Latin-1)", "utf-16": " (UTF-16)"}.get(found.encoding, "")
         self.notify(f"Attached {found.name}, about {found.tokens:,} tokens{note}: Enter sends", markup=False)
         return True
 
