@@ -2,9 +2,19 @@
 
 Both `qwenchat ask` and the TUI talk to the model only through this class, so neither repeats
 the other's logic. The session owns the message list (the active branch of the conversation
-tree), the engine (with its KV cache) and the store handle. It commits the user's message before
-generation starts and the reply when it ends, including when it is cancelled or interrupted by
-Ctrl+C (saved with status "interrupted"), so no committed word is ever lost.
+tree), the engine (with its KV cache) and the store handle.
+
+Storage rules:
+- Every write names its parent: a message goes after the session's own last message, never
+  after whatever head the database holds at that moment (another window may have moved it).
+- Before a turn the session re-reads the stored conversation (`sync`): if another process added
+  to it, the session continues from what is stored, so the model sees those turns. If another
+  process writes while a reply streams, the reply still goes under its own message: the
+  conversation branches there, and the `Turn` says so.
+- The user's message is committed before generation starts; the reply is committed as it
+  grows (at most `SAVE_EVERY_S` behind, status "pending", with this process's id, so even a
+  SIGKILL leaves the text so far, read back as "interrupted") and finally with its status.
+- After a failure the entries are re-read from the store, so they never hold an unsaved message.
 
 It knows nothing about terminals or widgets, and never touches tensors.
 """
@@ -14,12 +24,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
+from qwenchat.errors import StoreError
 
 if TYPE_CHECKING:
     from qwenchat.config import Settings
@@ -30,16 +42,20 @@ if TYPE_CHECKING:
     from qwenchat.store.records import Conversation, Message
 
 OPTION_FIELDS = tuple(f.name for f in fields(GenerateOptions) if f.name != "stop")
+SAMPLING_FIELDS = tuple(f for f in OPTION_FIELDS if f != "max_new_tokens")
+SAVE_EVERY_S = 1.0  # how far behind the stored text of a streaming reply may be
 
 
 @dataclass(frozen=True)
 class Turn:
-    """The end of one exchange: the engine's reply and where it was stored (None: not saved)."""
+    """The end of one exchange: the engine's reply and where it was stored (None: not saved).
+    `note` tells the user something they should know (the conversation branched)."""
 
     reply: Reply
     conversation_id: int | None
     user_message_id: int | None
     message_id: int | None
+    note: str | None = None
 
 
 @dataclass
@@ -48,6 +64,25 @@ class Entry:
     content: str
     id: int | None = None
     status: str = "complete"
+    created_at: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.meta.get("finish_reason")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a face shows about the loaded model."""
+
+    label: str
+    device: str
+    dtype: str
+    precision: str  # what the weights compute in: "int8", "bfloat16", ...
+    context_window: int
+    chat_tuned: bool
+    placement_reason: str = ""
 
 
 class ChatSession:
@@ -64,28 +99,82 @@ class ChatSession:
         self.engine, self.store = engine, store
         self.model_label = model_label or engine.info.name
         self.system_prompt = system_prompt
-        self.options = options or GenerateOptions()
+        # what a new chat, or one without saved settings, starts from (flags > env > config)
+        self.base_options = options or GenerateOptions()
+        self.options = self.base_options
         self.raw = raw  # raw text continuation (base models), no chat template
         self.entries: list[Entry] = []
         self.conversation_id: int | None = None
+        self._seen_head: int | None = None  # the stored head when this session last read or wrote
         self._cancel = threading.Event()
+
+    # -- what faces show ----------------------------------------------------------------------
+
+    @property
+    def model_info(self) -> ModelInfo:
+        info = self.engine.info
+        quantize = getattr(info, "quantize", "none")
+        return ModelInfo(
+            label=self.model_label, device=info.device, dtype=info.dtype,
+            precision=quantize if quantize not in (None, "none") else info.dtype,
+            context_window=info.context_window, chat_tuned=info.chat_tuned,
+            placement_reason=getattr(info, "placement_reason", ""),
+        )
+
+    @property
+    def defaults(self) -> GenerateOptions:
+        """Every option a chat without saved settings uses: the session's base options (flags,
+        environment, config file), then the model's generation_config."""
+        model = self.engine.defaults
+        filled = {k: getattr(model.sampling, k) for k in SAMPLING_FIELDS}
+        filled["max_new_tokens"] = model.max_new_tokens
+        return _overlay(replace(self.base_options, **filled), self.base_options)
+
+    @property
+    def effective_options(self) -> GenerateOptions:
+        """The options the next reply uses, every field filled."""
+        return _overlay(self.defaults, self.options)
+
+    @property
+    def is_greedy(self) -> bool:
+        o = self.effective_options
+        return o.temperature == 0 or o.top_k == 1
+
+    def context_used(self) -> int:
+        """Tokens the open conversation takes in the context window now (0 when empty)."""
+        if not self.entries:
+            return 0
+        if self.raw:
+            return len(self.engine.tokenizer.encode_plain(self._raw_prompt()))
+        return len(self.engine.encode_chat(self.messages))
 
     # -- conversations ----------------------------------------------------------------------
 
     def load(self, conversation_id: int) -> "Conversation":
-        """Continue a stored conversation: its system prompt, settings and active branch."""
-        assert self.store is not None, "loading a conversation needs a store"
-        conv = self.store.get_conversation(conversation_id)
+        """Continue a stored conversation: its system prompt, its own settings (the base
+        options where it saved none) and its active branch."""
+        store = self._need_store()
+        conv = store.get_conversation(conversation_id)
         self.conversation_id = conv.id
-        self.system_prompt = conv.system_prompt
-        saved = {k: v for k, v in (conv.settings or {}).items() if k in OPTION_FIELDS}
-        self.options = GenerateOptions(**{**_options_dict(self.options), **saved})
-        self.entries = [_entry(m) for m in self.store.thread(conv.id)]
+        self._read(conv)
         return conv
 
     def new(self, system_prompt: str | None = None) -> None:
-        """Start a fresh conversation (stored on the first message)."""
+        """Start a fresh conversation (stored on the first message) from the base options."""
         self.conversation_id, self.entries, self.system_prompt = None, [], system_prompt
+        self.options, self._seen_head = self.base_options, None
+
+    def sync(self) -> bool:
+        """Re-read the stored conversation; True when another process changed it (added to it,
+        moved its branch, changed its system prompt) since this session last read or wrote it.
+        `entries` and the system prompt then hold what is stored; the options stay as they are."""
+        if self.store is None or self.conversation_id is None:
+            return False
+        conv = self.store.get_conversation(self.conversation_id)
+        if conv.head_id == self._seen_head and conv.system_prompt == self.system_prompt:
+            return False
+        self._read(conv, options=False)
+        return True
 
     def set_options(self, options: GenerateOptions) -> None:
         self.engine.settings(options)  # validates: a bad value never reaches generation
@@ -104,69 +193,132 @@ class ChatSession:
         head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return head + [{"role": e.role, "content": e.content} for e in self.entries]
 
+    # -- branches ---------------------------------------------------------------------------
+
+    def branch(self, index: int) -> tuple[int, int]:
+        """(position from 1, count) of `entries[index]` among its alternatives (regenerations,
+        edits); (1, 1) when it has none or nothing is stored."""
+        entry = self.entries[index]
+        if self.store is None or entry.id is None:
+            return 1, 1
+        ids = [m.id for m in self.store.siblings(entry.id)]
+        return ids.index(entry.id) + 1, len(ids)
+
+    def switch_branch(self, index: int, step: int) -> None:
+        """Make the previous (step -1) or next (+1) alternative of `entries[index]` the active
+        branch, down to that branch's newest message; the store's head follows, so `ask -c` and
+        a restart continue from it too."""
+        store = self._need_store()
+        entry = self.entries[index]
+        if entry.id is None:
+            raise StoreError("this message is not saved, so it has no alternatives")
+        ids = [m.id for m in store.siblings(entry.id)]
+        target = ids.index(entry.id) + step
+        if not 0 <= target < len(ids):
+            raise ValueError(f"no {'previous' if step < 0 else 'next'} alternative (this is {ids.index(entry.id) + 1} of {len(ids)})")
+        leaf = store.latest_leaf(ids[target])
+        store.set_head(self.conversation_id, leaf.id)
+        self._read(store.get_conversation(self.conversation_id), options=False)
+
     # -- turns ------------------------------------------------------------------------------
 
     def send(self, text: str) -> Iterator[Chunk | Turn]:
         """Add the user's message and stream the reply: `Chunk`s, then one `Turn`.
 
-        The prompt is built (and checked against the context window) before the message is
+        The stored conversation is re-read first (another window may have added to it). The
+        prompt is built (and checked against the context window) before the message is
         committed, so a message that cannot be answered is refused without being stored."""
-        self.entries.append(Entry("user", text))
-        try:
-            events = self._start()
-        except BaseException:
-            self.entries.pop()
-            raise
-        self.entries[-1].id = self._save("user", text)
-        return self._stream(events)
+        self.sync()
+        return self._send_after(len(self.entries), text)
 
     def regenerate(self) -> Iterator[Chunk | Turn]:
         """Replace the last reply with a new one (the old one stays in the store's tree)."""
+        self.sync()
         while self.entries and self.entries[-1].role == "assistant":
             self.entries.pop()
         if not self.entries:
             raise ValueError("there is no message to answer yet")
-        self._move_head(self.entries[-1].id)
-        return self._stream(self._start())
+        self._check_saved(self.entries[-1])
+        return self._guarded(lambda: self._stream(self._start()))
 
     def edit(self, index: int, text: str) -> Iterator[Chunk | Turn]:
         """Replace the user message at `index` in `entries` and answer again; later turns are
         dropped from the active branch (the old branch stays in the store)."""
         if not (0 <= index < len(self.entries)) or self.entries[index].role != "user":
             raise ValueError(f"entry {index} is not a user message")
-        del self.entries[index:]
-        self._move_head(self.entries[-1].id if self.entries else None)
-        return self.send(text)
+        return self._send_after(index, text)
+
+    def continue_reply(self) -> Iterator[Chunk | Turn]:
+        """Extend the last reply (cut by the max-tokens limit, or interrupted): chunks carry the
+        new text, the `Turn`'s reply the whole of it; the same stored message is updated."""
+        self.sync()
+        last = self.entries[-1] if self.entries else None
+        if last is None or last.role != "assistant" or not last.content:
+            raise ValueError("there is no reply to continue")
+        self._check_saved(last)
+        if last.status == "complete" and last.finish_reason not in ("length", None):
+            raise ValueError("the last reply is complete; send a message instead")
+        return self._guarded(lambda: self._stream(self._start(continue_last=True), continuing=last))
 
     def cancel(self) -> None:
         """Stop the reply in progress (from any thread) within one token."""
         self._cancel.set()
 
-    def _start(self) -> Iterator[Chunk | Reply]:
+    def _send_after(self, index: int, text: str) -> Iterator[Chunk | Turn]:
+        """Send `text` in place of entries[index:] (a new message when index == len)."""
+        if index > 0:
+            self._check_saved(self.entries[index - 1])
+        parent = self.entries[index - 1].id if index > 0 else None
+        kept = self.entries[index:]
+        del self.entries[index:]
+        self.entries.append(Entry("user", text))
+        try:
+            events = self._start()
+            self.entries[-1].id = self._save("user", text, parent)
+        except BaseException:
+            self.entries[-1:] = kept  # refused or not saved: as it was
+            raise
+        return self._stream(events)
+
+    def _start(self, continue_last: bool = False) -> Iterator[Chunk | Reply]:
         """Build the prompt and return the engine's event stream (errors surface here)."""
         self._cancel.clear()
         if self.raw:
             return self.engine.complete(self._raw_prompt(), self.options, self._cancel)
+        if continue_last:
+            return self.engine.chat(self.messages, self.options, self._cancel, continue_last=True)
         return self.engine.chat(self.messages, self.options, self._cancel)
 
-    def _stream(self, events: Iterator[Chunk | Reply]) -> Iterator[Chunk | Turn]:
-        user_id = self.entries[-1].id if self.entries else None
-        parts: list[str] = []
+    def _guarded(self, make: Any) -> Iterator[Chunk | Turn]:
+        try:
+            return make()
+        except BaseException:
+            self._reread()
+            raise
+
+    def _stream(self, events: Iterator[Chunk | Reply], continuing: Entry | None = None) -> Iterator[Chunk | Turn]:
+        user_id = self.entries[-2].id if continuing else (self.entries[-1].id if self.entries else None)
+        writer = _ReplyWriter(self, user_id, continuing)
         done = False
         try:
             for event in events:
                 if isinstance(event, Chunk):
-                    parts.append(event.text)
+                    writer.add(event.text)
                     yield event
                 else:
                     status = "interrupted" if event.finish_reason == "cancelled" else "complete"
-                    msg_id = self._finish("".join(parts) if self.raw else event.text, status, event)
+                    text = writer.text if (self.raw or continuing) else event.text
+                    msg_id, note = writer.finish(text, status, event)
                     done = True
-                    yield Turn(event, self.conversation_id, user_id, msg_id)
+                    yield Turn(replace(event, text=text) if continuing else event,
+                               self.conversation_id, user_id, msg_id, note)
         except BaseException:
             # Ctrl+C, a closed generator or an engine failure mid-reply: keep what was said.
-            if parts and not done:
-                self._finish("".join(parts), "interrupted", None)
+            if not done:
+                if writer.has_text:
+                    writer.finish(writer.text, "interrupted", None)
+                else:
+                    self._reread()
             raise
 
     def _raw_prompt(self) -> str:
@@ -174,9 +326,44 @@ class ChatSession:
 
     # -- storage ----------------------------------------------------------------------------
 
-    def _save(
-        self, role: str, content: str, status: str = "complete", meta: dict | None = None, reply: Reply | None = None
-    ) -> int | None:
+    def _need_store(self) -> "Store":
+        if self.store is None:
+            raise StoreError("nothing is stored in this session (--no-save)")
+        return self.store
+
+    def _check_saved(self, entry: Entry) -> None:
+        if self.store is not None and entry.id is None:
+            raise StoreError("the previous message was not saved", "send it again")
+
+    def _read(self, conv: "Conversation", options: bool = True) -> None:
+        store = self._need_store()
+        self.system_prompt = conv.system_prompt
+        if options:
+            self.options = self._saved_options(conv)
+        self.entries = [_entry(m) for m in store.thread(conv.id)]
+        self._seen_head = conv.head_id
+
+    def _reread(self) -> None:
+        """After a failure: entries back to what is stored (never an unsaved message)."""
+        if self.store is None or self.conversation_id is None:
+            while self.entries and self.entries[-1].id is None and self.store is not None:
+                self.entries.pop()
+            return
+        try:
+            self._read(self.store.get_conversation(self.conversation_id), options=False)
+        except Exception:  # the store itself failed: drop what it does not hold
+            self.entries = [e for e in self.entries if e.id is not None]
+
+    def _saved_options(self, conv: "Conversation") -> GenerateOptions:
+        saved = {k: v for k, v in (conv.settings or {}).items() if k in OPTION_FIELDS}
+        try:
+            return replace(self.base_options, **saved)
+        except (TypeError, ValueError):  # settings saved by another version: the defaults then
+            return self.base_options
+
+    def _save(self, role: str, content: str, parent: int | None, status: str = "complete",
+              meta: dict | None = None, reply: Reply | None = None) -> int | None:
+        """Commit one message after `parent` (it becomes the stored head)."""
         if self.store is None:
             return None
         if self.conversation_id is None:
@@ -187,17 +374,85 @@ class ChatSession:
         counts = {}
         if reply is not None:
             counts = {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens}
-        return self.store.add_message(self.conversation_id, role, content, status=status, meta=meta, **counts).id
+        msg = self.store.add_message(self.conversation_id, role, content, parent_id=parent, status=status,
+                                     meta=meta, **counts)
+        self._seen_head = msg.id
+        return msg.id
 
-    def _finish(self, text: str, status: str, reply: Reply | None) -> int | None:
-        meta = _reply_meta(self, reply)
-        msg_id = self._save("assistant", text, status, meta, reply)
-        self.entries.append(Entry("assistant", text, msg_id, status))
-        return msg_id
 
-    def _move_head(self, message_id: int | None) -> None:
-        if self.store is not None and self.conversation_id is not None:
-            self.store.set_head(self.conversation_id, message_id)
+class _ReplyWriter:
+    """Stores a streaming reply as it grows and when it ends, under its own user message."""
+
+    def __init__(self, session: ChatSession, parent: int | None, continuing: Entry | None) -> None:
+        self.session, self.parent, self.continuing = session, parent, continuing
+        self.prefix = continuing.content if continuing else ""
+        self.parts: list[str] = []
+        self.msg_id = continuing.id if continuing else None
+        self.saved_at = time.monotonic()
+        self.moved = False  # another process moved the stored head while this reply streamed
+        self.reopened = False
+
+    @property
+    def text(self) -> str:
+        return self.prefix + "".join(self.parts)
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.parts)
+
+    def add(self, piece: str) -> None:
+        self.parts.append(piece)
+        store = self.session.store
+        if store is None or time.monotonic() - self.saved_at < SAVE_EVERY_S:
+            return
+        self.saved_at = time.monotonic()
+        if self.msg_id is None:
+            self._check_head()
+            self.msg_id = self.session._save("assistant", self.text, self.parent, "pending",
+                                             {"pid": os.getpid()})
+        else:
+            if self.continuing is not None and not self.reopened:
+                store.reopen_message(self.msg_id, {"pid": os.getpid()})  # pending again until it ends
+                self.reopened = True
+            store.save_partial(self.msg_id, self.text)
+
+    def finish(self, text: str, status: str, reply: Reply | None) -> tuple[int | None, str | None]:
+        s = self.session
+        meta = _reply_meta(s, reply)
+        if s.store is not None:
+            if self.msg_id is None:
+                self._check_head()
+                self.msg_id = s._save("assistant", text, self.parent, status, meta, reply)
+            else:
+                counts = {}
+                if reply is not None:
+                    counts = {"prompt_tokens": reply.usage.prompt_tokens,
+                              "completion_tokens": reply.usage.completion_tokens}
+                s.store.finish_message(self.msg_id, content=text, status=status, meta=meta, **counts)
+                if self.continuing is not None:
+                    s.store.set_head(s.conversation_id, self.msg_id)
+                s._seen_head = self.msg_id
+        stored = s.store.get_message(self.msg_id) if s.store is not None and self.msg_id else None
+        entry = _entry(stored) if stored is not None else Entry("assistant", text, None, status, meta=meta)
+        if self.continuing is not None and s.entries and s.entries[-1] is self.continuing:
+            s.entries[-1] = entry
+        else:
+            s.entries.append(entry)
+        note = None
+        if self.moved:
+            note = ("another window added to this conversation while the reply was written: "
+                    "this reply is on a branch of its own")
+        return self.msg_id, note
+
+    def _check_head(self) -> None:
+        s = self.session
+        if s.store is not None and s.conversation_id is not None:
+            self.moved = s.store.get_conversation(s.conversation_id).head_id != s._seen_head
+
+
+def _overlay(base: GenerateOptions, top: GenerateOptions) -> GenerateOptions:
+    """`base` with every field that `top` sets."""
+    return replace(base, **{k: v for k, v in asdict(top).items() if k in OPTION_FIELDS and v is not None})
 
 
 def _options_dict(options: GenerateOptions) -> dict[str, Any]:
@@ -205,7 +460,7 @@ def _options_dict(options: GenerateOptions) -> dict[str, Any]:
 
 
 def _entry(m: "Message") -> Entry:
-    return Entry(m.role, m.content, m.id, m.status)
+    return Entry(m.role, m.content, m.id, m.status, m.created_at, dict(m.meta))
 
 
 def _reply_meta(session: ChatSession, reply: Reply | None) -> dict[str, Any]:

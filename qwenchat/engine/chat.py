@@ -127,10 +127,22 @@ class ChatEngine:
         messages: Sequence[Message],
         options: GenerateOptions | None = None,
         cancel: threading.Event | None = None,
+        continue_last: bool = False,
     ) -> Iterator[Chunk | Reply]:
-        """Stream the assistant's reply to `messages` (role/content dicts, oldest first)."""
+        """Stream the assistant's reply to `messages` (role/content dicts, oldest first).
+        continue_last: the last message is an assistant reply to extend (cut by the token
+        limit or interrupted); the stream then carries only the new text. The prompt is the
+        conversation before it, the generation prompt, then the reply so far, so the KV cache
+        still holds it from the turn that wrote it."""
         settings = self.settings(options)
-        ids, dropped = self.chat_prompt(messages, reserve=self.reply_reserve(settings))
+        if not continue_last:
+            ids, dropped = self.chat_prompt(messages, reserve=self.reply_reserve(settings))
+            return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel, dropped)
+        if not messages or messages[-1].get("role") != "assistant":
+            raise SettingsError("there is no reply to continue", "send a message instead")
+        ids, dropped = self.chat_prompt(messages[:-1], reserve=self.reply_reserve(settings))
+        ids = ids + self.tokenizer.encode_plain(messages[-1].get("content", ""))
+        self._check_fits(len(ids), self.reply_reserve(settings), "the reply to continue")
         return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel, dropped)
 
     def complete(

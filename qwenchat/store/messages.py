@@ -152,6 +152,27 @@ class MessagesMixin(StoreBase):
             )
             return fetch_message(conn, message_id)
 
+    def save_partial(self, message_id: int, content: str) -> None:
+        """Store the text a pending reply has so far (the head does not move): what survives if
+        the process is killed mid-reply. A reply that is no longer pending is left alone."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE messages SET content = ? WHERE id = ? AND status = 'pending'",
+                (content, message_id),
+            )
+
+    def reopen_message(self, message_id: int, meta: dict[str, Any] | None = None) -> None:
+        """Mark a stored reply as being written again (a continuation): "pending" until
+        `finish_message`; `meta` is merged into its meta."""
+        with self._write() as conn:
+            row = conn.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no message {message_id}")
+            conn.execute(
+                "UPDATE messages SET status = 'pending', meta = ? WHERE id = ?",
+                (dumps(loads(row["meta"]) | (meta or {})), message_id),
+            )
+
     def get_message(self, message_id: int) -> Message:
         with self._read() as conn:
             return fetch_message(conn, message_id)

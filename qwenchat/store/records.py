@@ -7,6 +7,7 @@ Timestamps are ISO 8601 UTC strings exactly as stored, so exports round-trip byt
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -98,19 +99,40 @@ def conversation_from_row(row: sqlite3.Row) -> Conversation:
 
 
 def message_from_row(row: sqlite3.Row) -> Message:
+    meta = loads(row["meta"])
     return Message(
         id=row["id"],
         conversation_id=row["conversation_id"],
         parent_id=row["parent_id"],
         role=row["role"],
         content=row["content"],
-        status=row["status"],
+        status=_settled(row["status"], meta),
         created_at=row["created_at"],
         finished_at=row["finished_at"],
         prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"],
-        meta=loads(row["meta"]),
+        meta=meta,
     )
+
+
+def _settled(status: str, meta: dict[str, Any]) -> str:
+    """A reply still "pending" whose writer process is gone (killed mid-reply, even by SIGKILL)
+    is read as "interrupted": its text is what the writer saved as it went. Reads never write,
+    so this works on a read-only or full disk too."""
+    pid = meta.get("pid") if status == "pending" else None
+    if not isinstance(pid, int) or pid <= 0:
+        return status
+    return status if _alive(pid) else "interrupted"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or a check we cannot make: assume it lives
+    return True
 
 
 def preset_from_row(row: sqlite3.Row) -> Preset:

@@ -1,0 +1,256 @@
+"""ChatSession's storage rules, over a scripted engine: settings per conversation, explicit
+parents, conversations shared with other windows and processes, replies saved as they grow,
+continue and branches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qwenchat.engine.records import Chunk, GenerateOptions
+from qwenchat.errors import StoreError
+from qwenchat.session import ChatSession, Turn
+from qwenchat.store import Store
+from tests.fake_engine import FakeEngine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(isolated_home):
+    with Store.open() as s:
+        yield s
+
+
+def finish(events) -> Turn:
+    *_, turn = events
+    assert isinstance(turn, Turn)
+    return turn
+
+
+def roles(store: Store, cid: int) -> list[str]:
+    return [m.role for m in store.thread(cid)]
+
+
+def test_a_conversation_uses_its_own_settings_and_others_start_from_the_defaults(store):
+    base = GenerateOptions(temperature=0.5)
+    s = ChatSession(FakeEngine(), store, options=base)
+    finish(s.send("first"))
+    first = s.conversation_id
+    s.set_options(GenerateOptions(temperature=0.1, top_k=3))
+    s.new()
+    assert s.options == base  # a new chat does not inherit the last chat's settings
+    finish(s.send("second"))
+    second = s.conversation_id
+    s.load(first)
+    assert (s.options.temperature, s.options.top_k) == (0.1, 3)
+    s.load(second)
+    assert s.options == base  # saved with the base options, nothing leaked from `first`
+    assert s.effective_options.top_k == 20 and s.effective_options.temperature == 0.5
+
+
+def test_defaults_fill_every_option_from_the_base_then_the_model():
+    s = ChatSession(FakeEngine(max_new_tokens=77), None, options=GenerateOptions(top_p=0.5))
+    d = s.defaults
+    assert (d.top_p, d.temperature, d.max_new_tokens) == (0.5, 0.7, 77)
+    assert not s.is_greedy
+    s.options = GenerateOptions(temperature=0)
+    assert s.is_greedy
+
+
+def test_model_info_and_context_used_come_from_the_session():
+    s = ChatSession(FakeEngine(), None, model_label="m")
+    info = s.model_info
+    assert (info.label, info.precision, info.context_window) == ("m", "int8", 4096)
+    assert s.context_used() == 0
+    finish(s.send("one two three"))
+    assert s.context_used() == len(s.engine.encode_chat(s.messages)) > 3
+
+
+def test_two_sessions_on_one_conversation_keep_its_order(isolated_home):
+    with Store.open() as a_store, Store.open() as b_store:
+        a = ChatSession(FakeEngine(script=["A1", "A2"]), a_store)
+        finish(a.send("from A"))
+        b = ChatSession(FakeEngine(script=["B1"]), b_store)
+        b.load(a.conversation_id)
+        finish(b.send("from B"))  # A does not know about it yet
+        engine_a = a.engine
+        finish(a.send("A again"))
+        cid = a.conversation_id
+        assert [m.content for m in a_store.thread(cid)] == ["from A", "A1", "from B", "B1", "A again", "A2"]
+        # the model saw B's turn before A's new message
+        assert [m["content"] for m in engine_a.prompts[-1]] == ["from A", "A1", "from B", "B1", "A again"]
+
+
+def test_sync_reports_what_another_window_added(isolated_home):
+    with Store.open() as a_store, Store.open() as b_store:
+        a = ChatSession(FakeEngine(), a_store)
+        finish(a.send("hi"))
+        assert a.sync() is False
+        b = ChatSession(FakeEngine(), b_store)
+        b.load(a.conversation_id)
+        finish(b.send("more"))
+        assert a.sync() is True
+        assert [e.content for e in a.entries][-2] == "more"
+
+
+def test_a_reply_written_while_another_window_adds_goes_under_its_own_message(isolated_home):
+    hold = threading.Event()
+    with Store.open() as a_store, Store.open() as b_store:
+        a = ChatSession(FakeEngine(script=["ok", "a reply of several words"]), a_store)
+        finish(a.send("setup"))
+        a.engine.hold = hold
+        cid = a.conversation_id
+        events = a.send("A asks")
+        first = next(events)
+        assert isinstance(first, Chunk)
+        b = ChatSession(FakeEngine(script=["B answer"]), b_store)
+        b.load(cid)
+        finish(b.send("B asks"))  # lands while A's reply is being written
+        hold.set()
+        turn = finish(events)
+        reply = a_store.get_message(turn.message_id)
+        assert a_store.get_message(reply.parent_id).content == "A asks"
+        assert turn.note and "branch" in turn.note
+        assert a_store.get_message(b.entries[-1].id).parent_id == b.entries[-2].id
+        # neither branch has two replies back to back, and each holds what its model saw
+        for leaf, engine in ((turn.message_id, a.engine), (b.entries[-1].id, b.engine)):
+            a_store.set_head(cid, leaf)
+            r = roles(a_store, cid)
+            assert ("assistant", "assistant") not in list(zip(r, r[1:])), r
+            assert [m.content for m in a_store.thread(cid)][:-1] == [m["content"] for m in engine.prompts[-1]]
+
+
+def test_a_failed_save_of_the_users_message_leaves_nothing_unsaved(store, monkeypatch):
+    s = ChatSession(FakeEngine(script=["one", "two", "three"]), store)
+    first = finish(s.send("hello"))
+    real = store.add_message
+
+    def busy(*args, **kwargs):
+        raise StoreError("the history database is busy")
+
+    monkeypatch.setattr(store, "add_message", busy)
+    with pytest.raises(StoreError):
+        s.send("lost?")
+    monkeypatch.setattr(store, "add_message", real)
+    assert [e.content for e in s.entries] == ["hello", "one"]  # the refused message is not kept
+    turn = finish(s.regenerate())
+    conv = store.get_conversation(s.conversation_id)
+    assert conv.head_id == turn.message_id  # never an unsaved (None) head
+    assert [m.content for m in store.thread(conv.id)] == ["hello", turn.reply.text]
+    assert store.get_message(turn.message_id).parent_id == first.user_message_id
+
+
+def test_a_failed_regenerate_keeps_entries_equal_to_the_store(store):
+    s = ChatSession(FakeEngine(script=["one"]), store)
+    finish(s.send("hello"))
+    s.options = GenerateOptions(max_new_tokens=0)  # refused by the engine before anything is stored
+    with pytest.raises(Exception):
+        s.regenerate()
+    assert [e.content for e in s.entries] == [m.content for m in store.thread(s.conversation_id)]
+    s.options = GenerateOptions()
+    finish(s.send("next"))
+    r = roles(store, s.conversation_id)
+    assert r == ["user", "assistant", "user", "assistant"]
+
+
+def test_continue_extends_the_same_reply(store):
+    engine = FakeEngine(script=["one two three four five", "six seven"])
+    s = ChatSession(engine, store, options=GenerateOptions(max_new_tokens=3))
+    cut = finish(s.send("count"))
+    assert cut.reply.finish_reason == "length" and cut.reply.text == "one two three"
+    assert s.entries[-1].finish_reason == "length"
+    events = list(s.continue_reply())
+    more = "".join(e.text for e in events if isinstance(e, Chunk))
+    turn = events[-1]
+    assert more == " six seven" and turn.reply.text == "one two three six seven"
+    assert turn.message_id == cut.message_id
+    stored = store.get_message(cut.message_id)
+    assert stored.content == "one two three six seven" and stored.status == "complete"
+    assert engine.prompts[-1][-1] == {"role": "assistant", "content": "one two three"}
+    assert [e.role for e in s.entries] == ["user", "assistant"]
+
+
+def test_continue_needs_a_reply(store):
+    s = ChatSession(FakeEngine(), store)
+    with pytest.raises(ValueError, match="no reply"):
+        s.continue_reply()
+
+
+def test_branches_can_be_listed_and_switched_and_the_store_follows(store):
+    s = ChatSession(FakeEngine(script=["first", "second", "after"]), store)
+    t1 = finish(s.send("hello"))
+    finish(s.regenerate())
+    assert s.branch(1) == (2, 2) and s.branch(0) == (1, 1)
+    s.switch_branch(1, -1)
+    assert s.entries[1].id == t1.message_id and s.branch(1) == (1, 2)
+    assert store.get_conversation(s.conversation_id).head_id == t1.message_id
+    finish(s.send("go on"))  # continues the branch switched to
+    again = ChatSession(FakeEngine(), store)
+    again.load(s.conversation_id)
+    assert [e.content for e in again.entries] == ["hello", "first", "go on", "after"]
+    with pytest.raises(ValueError, match="no previous"):
+        s.switch_branch(1, -1)
+
+
+def test_edit_of_the_first_message_starts_a_new_root_and_keeps_the_old(store):
+    s = ChatSession(FakeEngine(script=["a", "b"]), store)
+    finish(s.send("hello"))
+    finish(s.edit(0, "hi"))
+    assert s.branch(0) == (2, 2)
+    assert [m.content for m in store.thread(s.conversation_id)] == ["hi", "b"]
+
+
+def test_entries_carry_time_and_reply_details(store):
+    s = ChatSession(FakeEngine(), store, model_label="m")
+    finish(s.send("hello"))
+    s.load(s.conversation_id)
+    reply = s.entries[1]
+    assert reply.created_at and reply.meta["model"] == "m" and reply.meta["usage"]["completion_tokens"] == 5
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from qwenchat.session import ChatSession
+    from qwenchat.store import Store
+    from tests.fake_engine import FakeEngine
+    words = " ".join(f"w{i}" for i in range(400))
+    s = ChatSession(FakeEngine(script=[words], delay=0.02), Store.open())
+    for ev in s.send("tell me"):
+        print("chunk", flush=True)
+""")
+
+
+def test_a_streaming_reply_survives_sigkill_as_interrupted(isolated_home):
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "chunk"
+        time.sleep(2.6)  # more than two saving intervals of streaming
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    with Store.open() as store:
+        conv = store.latest_conversation()
+        thread = store.thread(conv.id)
+    assert [m.role for m in thread] == ["user", "assistant"]
+    reply = thread[1]
+    assert reply.status == "interrupted"
+    assert reply.content.startswith("w0 w1 w2") and len(reply.content.split()) < 400
+
+
+def test_a_pending_reply_of_a_live_process_stays_pending(store):
+    conv = store.create_conversation("m")
+    user = store.add_message(conv.id, "user", "hi", parent_id=None)
+    msg = store.add_message(conv.id, "assistant", "so far", parent_id=user.id, status="pending",
+                            meta={"pid": os.getpid()})
+    assert store.get_message(msg.id).status == "pending"
