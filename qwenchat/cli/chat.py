@@ -37,20 +37,15 @@ def make_session_factory(settings: Any) -> Any:
 def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None, dtype: str | None,
              theme: str | None = None) -> None:
     from qwenchat.config import load_settings
-    from qwenchat.errors import UsageError
+    from qwenchat.startup import choose_start
+    from qwenchat.store import Store
 
-    if cont and cid is not None:
-        raise UsageError("use either --continue or --cid, not both")
     settings = load_settings().merged({"device": device, "dtype": dtype})
-    if cid is not None:
-        from qwenchat.store import Store
-
-        with Store.open() as store:
-            conv = store.get_conversation(cid)  # StoreError if there is none
-        model = model or (conv.model if settings.model is None else None)
+    with Store.open() as store:
+        start = choose_start(store, model, cont, cid)  # the conversation's own model unless -m
     from qwenchat.tui import run_app
 
-    run_app(make_session_factory(settings), model=model, conversation_id=cid, continue_last=cont,
+    run_app(make_session_factory(settings), model=start.model, conversation_id=start.conversation_id,
             theme=theme)
 
 
