@@ -21,6 +21,7 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from qwenchat import attach, chat_export
+from qwenchat.errors import QwenchatError
 from qwenchat.tui import messages as msg
 from qwenchat.tui.markdown import CodeBlock, code_blocks
 from qwenchat.tui.screens.dialogs import DIALOG_CSS, ConfirmScreen, TextPrompt
@@ -68,7 +69,7 @@ class MessageFeatures(Screen[None]):
         """`session.branch(i)` for every entry (one store query each)."""
         try:
             return [self.session.branch(i) for i in range(len(self.session.entries))]
-        except Exception:  # an old session or a store that went away: no indicators, no crash
+        except QwenchatError:  # the store went away: no indicators, no crash
             return []
 
     async def show_conversation(self) -> None:
@@ -100,12 +101,18 @@ class MessageFeatures(Screen[None]):
 
     # -- branches --------------------------------------------------------------------------------
 
-    def _focused_index(self) -> int | None:
+    def _focused_view(self) -> MessageView | None:
         node = self.focused
         while node is not None and not isinstance(node, MessageView):
             node = node.parent
-        views = self.chatlog.views
-        return views.index(node) if node in views else None
+        return node if node in self.chatlog.views else None
+
+    def _focused_index(self) -> int | None:
+        """The focused message's index in `session.entries` (None: none focused, or a bubble not
+        (yet) in the session, such as a reply still streaming)."""
+        view = self._focused_view()
+        index = self.chatlog.views.index(view) if view is not None else None
+        return index if index is not None and index < len(self.session.entries) else None
 
     def _branch_target(self) -> int | None:
         """The focused message, else the last message that has alternatives."""
@@ -221,8 +228,7 @@ class MessageFeatures(Screen[None]):
 
     def _code_source(self, view: MessageView | None) -> MessageView | None:
         """The given or focused message, else the last one that has a code block."""
-        index = self._focused_index()
-        view = view or (self.chatlog.views[index] if index is not None else None)
+        view = view or self._focused_view()
         if view is not None:
             return view
         return next((v for v in reversed(self.chatlog.views) if code_blocks(v.text)), None)
