@@ -344,3 +344,18 @@ async def test_palette_lists_and_runs_the_message_features(store, home):
         await commands["Export chat as JSON"].callback()
         await prompt_answer(pilot)
         await wait_for(pilot, lambda: list(home.glob("qwenchat-*.json")))
+
+
+async def test_system_prompt_set_with_f4_appears_and_clearing_removes_it(store):
+    from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        for text in ("Be [i]brief[/i].", ""):
+            await pilot.press("f4")
+            await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+            app.screen.dismiss(text)
+            await wait_for(pilot, lambda: (app.chat.chatlog.system_prompt_view is not None) == bool(text))
+            await pilot.pause()
+            assert ("Be [i]brief[/i]." in screen_text(app)) == bool(text)
