@@ -140,6 +140,10 @@ class ChatSession:
         o = self.effective_options
         return o.temperature == 0 or o.top_k == 1
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes as message material (for size checks before sending)."""
+        return len(self.engine.tokenizer.encode_plain(text))
+
     def context_used(self) -> int:
         """Tokens the open conversation takes in the context window now (0 when empty)."""
         if not self.entries:
@@ -274,10 +278,12 @@ class ChatSession:
         self.entries.append(Entry("user", text))
         try:
             events = self._start()
-            self.entries[-1].id = self._save("user", text, parent)
+            saved = self._save("user", text, parent)
         except BaseException:
             self.entries[-1:] = kept  # refused or not saved: as it was
             raise
+        if saved is not None:
+            self.entries[-1] = _entry(saved)
         return self._stream(events)
 
     def _start(self, continue_last: bool = False) -> Iterator[Chunk | Reply]:
@@ -362,7 +368,7 @@ class ChatSession:
             return self.base_options
 
     def _save(self, role: str, content: str, parent: int | None, status: str = "complete",
-              meta: dict | None = None, reply: Reply | None = None) -> int | None:
+              meta: dict | None = None, reply: Reply | None = None) -> "Message | None":
         """Commit one message after `parent` (it becomes the stored head)."""
         if self.store is None:
             return None
@@ -377,7 +383,7 @@ class ChatSession:
         msg = self.store.add_message(self.conversation_id, role, content, parent_id=parent, status=status,
                                      meta=meta, **counts)
         self._seen_head = msg.id
-        return msg.id
+        return msg
 
 
 class _ReplyWriter:
@@ -409,7 +415,7 @@ class _ReplyWriter:
         if self.msg_id is None:
             self._check_head()
             self.msg_id = self.session._save("assistant", self.text, self.parent, "pending",
-                                             {"pid": os.getpid()})
+                                             {"pid": os.getpid()}).id
         else:
             if self.continuing is not None and not self.reopened:
                 store.reopen_message(self.msg_id, {"pid": os.getpid()})  # pending again until it ends
@@ -422,7 +428,7 @@ class _ReplyWriter:
         if s.store is not None:
             if self.msg_id is None:
                 self._check_head()
-                self.msg_id = s._save("assistant", text, self.parent, status, meta, reply)
+                self.msg_id = s._save("assistant", text, self.parent, status, meta, reply).id
             else:
                 counts = {}
                 if reply is not None:

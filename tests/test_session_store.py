@@ -212,6 +212,8 @@ def test_edit_of_the_first_message_starts_a_new_root_and_keeps_the_old(store):
 def test_entries_carry_time_and_reply_details(store):
     s = ChatSession(FakeEngine(), store, model_label="m")
     finish(s.send("hello"))
+    assert s.entries[0].created_at and s.entries[1].created_at  # as soon as they are stored
+    assert s.count_tokens("one two three") == 3
     s.load(s.conversation_id)
     reply = s.entries[1]
     assert reply.created_at and reply.meta["model"] == "m" and reply.meta["usage"]["completion_tokens"] == 5
