@@ -161,17 +161,18 @@ def import_(
     file: Annotated[str, typer.Argument(metavar="FILE", help="A JSON export, or - for stdin.")],
 ) -> None:
     """Import conversations from a JSON export (new ids; everything else kept)."""
-    try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    from qwenchat.store.import_check import LIMITS, parse
+
+    try:  # bytes, not text: the encoding is checked (and named) by parse
+        if file == "-":
+            buffer = getattr(sys.stdin, "buffer", None)  # None: a text stream put in by a caller
+            raw = buffer.read(LIMITS.file_bytes + 1) if buffer else sys.stdin.read().encode()
+        else:
+            with open(file, "rb") as fh:
+                raw = fh.read(LIMITS.file_bytes + 1)
     except OSError as e:
         raise StoreError(f"cannot read {file}: {e.strerror or e}", "check the path") from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise StoreError(
-            f"{file} is not valid JSON ({e.msg}, line {e.lineno})",
-            "import a file written by `qwenchat history export ID --format json`",
-        ) from e
+    data = parse(raw, "stdin" if file == "-" else file)
     with _open() as store:
         convs = store.import_data(data)
     for c in convs:

@@ -180,3 +180,32 @@ def test_presets(capsys) -> None:
     capsys.readouterr()
     assert run(["preset", "list"]) == 0
     assert "no presets yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'{"format": "qwenchat.conversation", "title": "caf\xe9"}', "is not UTF-8 text (byte 49"),
+        (b"[" * 200_000 + b"]" * 200_000, "nests arrays or objects too deeply"),
+        (json.dumps({"format": "qwenchat.conversation", "version": 1, "model": 3, "created_at":
+                     "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T00:00:00+00:00",
+                     "messages": []}).encode(), "$.model is a number (3)"),
+    ],
+)
+def test_import_of_a_hostile_file_is_one_clean_error_and_changes_nothing(
+    chats, tmp_path, capsys, content: bytes, words: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    assert run(["history", "import", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 2  # error + hint
+    with Store.open() as store:
+        assert [c.id for c in store.list_conversations()] == chats[::-1]
+
+
+def test_import_from_stdin_checks_the_encoding_too(chats) -> None:
+    out = subprocess.run([sys.executable, "-m", "qwenchat", "history", "import", "-"],
+                         cwd=ROOT, input=b'{"title": "\xff"}', capture_output=True, timeout=120)
+    assert out.returncode == 1
+    assert b"stdin is not UTF-8 text" in out.stderr and b"Traceback" not in out.stderr

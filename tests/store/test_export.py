@@ -115,3 +115,82 @@ def test_markdown_shows_the_active_thread(store: Store) -> None:
     assert "## System\n\nbe brief" in md
     assert "## User\n\nWhat is a heron?" in md and "## Assistant\n\noops\n\n*(error)*" in md
     assert "pelican" not in md.split("## System")[1]  # the other branch is not shown
+
+
+# --------------------------------------------------------------------------- issue 12 item 15
+
+
+def _set(path: list, value):
+    """A mutation setting data[path...] = value."""
+    def mutate(d):
+        for key in path[:-1]:
+            d = d[key]
+        d[path[-1]] = value
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, where, words",
+    [
+        (_set(["model"], 42), "$.model", "a number (42), expected a string"),
+        (_set(["title"], ["a"]), "$.title", "a list, expected a string or null"),
+        (_set(["messages", 1, "prompt_tokens"], "12"), "$.messages[1].prompt_tokens", 'a string ("12")'),
+        (_set(["messages", 1, "completion_tokens"], -3), "$.messages[1].completion_tokens", "expected 0 to"),
+        (_set(["messages", 1, "completion_tokens"], True), "$.messages[1].completion_tokens", "a boolean"),
+        (_set(["messages", 0, "created_at"], 1700000000), "$.messages[0].created_at", "a number"),
+        (_set(["messages", 0, "created_at"], "yesterday"), "$.messages[0].created_at", "not an ISO 8601"),
+        (_set(["messages", 0, "created_at"], "2024-01-01T10:00:00"), "$.messages[0].created_at", "time zone"),
+        (_set(["updated_at"], "2999-01-01T00:00:00+00:00"), "$.updated_at", "in the future"),
+        (_set(["messages", 2, "finished_at"], "2999-01-01T00:00:00+00:00"), "$.messages[2].finished_at",
+         "in the future"),
+        (_set(["messages", 0, "content"], 7), "$.messages[0].content", "expected a string"),
+        (_set(["messages", 0, "id"], 1.5), "$.messages[0].id", "expected an integer"),
+        (_set(["settings"], "hot"), "$.settings", "expected an object"),
+        (_set(["messages", 1, "meta"], {"a": json.loads("[" * 100 + "]" * 100)}), "$.messages[1].meta",
+         "levels deep"),
+        (_set(["system_prompt"], "x" * (16 * 1024 * 1024 + 1)), "$.system_prompt", "characters long"),
+    ],
+)
+def test_an_import_with_a_bad_field_names_it_and_writes_nothing(store: Store, mutate, where, words) -> None:
+    conv, _ = _tree(store)
+    data = store.export_conversation(conv.id)
+    before = store.export_all()
+    mutate(data)
+    with pytest.raises(StoreError) as err:
+        store.import_data(data)
+    assert where in err.value.message and words in err.value.message, err.value.message
+    assert "not a qwenchat export" in err.value.message and err.value.hint
+    assert store.export_all() == before
+
+
+def test_the_path_names_the_conversation_within_an_all_export(store: Store) -> None:
+    _tree(store)
+    second = store.create_conversation("m", title="second")
+    store.add_message(second.id, "user", "hi")
+    data = store.export_all()
+    data["conversations"][1]["messages"][0]["prompt_tokens"] = "many"
+    with pytest.raises(StoreError, match=r"\$\.conversations\[1\]\.messages\[0\]\.prompt_tokens"):
+        store.import_data(data)
+    assert len(store.list_conversations()) == 2  # the good first conversation was not written either
+
+
+def test_timestamps_in_other_forms_are_stored_in_the_sortable_form(store: Store) -> None:
+    conv, _ = _tree(store)
+    data = store.export_conversation(conv.id)
+    data["created_at"] = "2024-05-01T12:00:00Z"
+    data["updated_at"] = "2024-05-01T14:00:00+02:00"
+    imported = store.import_conversation(data)
+    assert imported.created_at == "2024-05-01T12:00:00.000000+00:00"
+    assert imported.updated_at == "2024-05-01T12:00:00.000000+00:00"
+
+
+def test_parse_refuses_non_utf8_deep_nesting_and_oversized_files() -> None:
+    from qwenchat.store.import_check import Limits, parse
+
+    with pytest.raises(StoreError, match=r"f\.json is not UTF-8 text \(byte 14"):
+        parse(b'{"title": "caf\xe9"}', "f.json")
+    with pytest.raises(StoreError, match="nests arrays or objects too deeply"):
+        parse(b"[" * 100_000 + b"]" * 100_000, "f.json")
+    with pytest.raises(StoreError, match="more than an import may hold"):
+        parse(b"[1, 2, 3]", "f.json", Limits(file_bytes=4))
+    assert parse('\ufeff{"a": 1}'.encode(), "f.json") == {"a": 1}  # a BOM is not an error
