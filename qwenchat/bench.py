@@ -150,9 +150,11 @@ def run(
 
     from qwenchat.engine.chat import ChatEngine, GenerateOptions
 
-    from qwenchat.paths import kernels_dir
+    from qwenchat.paths import int8_cache_dir, kernels_dir
 
     kwargs: dict[str, Any] = {"device": device, "dtype": dtype, "kernel_dir": kernels_dir()}
+    if "int8_cache_dir" in inspect.signature(ChatEngine.load).parameters:  # older engines cache by themselves
+        kwargs["int8_cache_dir"] = int8_cache_dir()
     if quantize is not None:
         if not engine_supports_quantize():
             from qwenchat.engine.errors import SettingsError

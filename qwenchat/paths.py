@@ -37,7 +37,7 @@ def config_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Files qwenchat can always rebuild (the compiled int8 kernel)."""
+    """Files qwenchat can always rebuild (the compiled int8 kernel, int8 weight caches)."""
     home = _home()
     if home is not None:
         return home / "cache"
@@ -48,6 +48,11 @@ def cache_dir() -> Path:
 
 def kernels_dir() -> Path:
     return cache_dir() / "kernels"
+
+
+def int8_cache_dir() -> Path:
+    """The int8 weight caches, one folder per model (engine/prefetch.py's int8_cache_path)."""
+    return cache_dir() / "int8"
 
 
 def config_file() -> Path:

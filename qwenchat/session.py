@@ -512,7 +512,7 @@ def load_engine(
     """
     from qwenchat.engine import prefetch
     from qwenchat.models import resolve_model
-    from qwenchat.paths import kernels_dir
+    from qwenchat.paths import int8_cache_dir, kernels_dir
 
     resolved = resolved or resolve_model(settings.model, progress=progress)
     ahead = _read_ahead(settings, resolved.path)  # before torch is imported: it reads meanwhile
@@ -521,7 +521,7 @@ def load_engine(
 
         engine = ChatEngine.load(
             resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
-            quantize=settings.quantize, kernel_dir=kernels_dir(),
+            quantize=settings.quantize, kernel_dir=kernels_dir(), int8_cache_dir=int8_cache_dir(),
         )
     finally:
         if ahead is not None:
@@ -535,11 +535,12 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
     (any device), or left to the engine on a CPU-only machine with the dtype left to it too (the
     rules of engine/device.py's choose_quantize). A wrong guess costs only that background read."""
     from qwenchat.engine import prefetch
+    from qwenchat.paths import int8_cache_dir
 
     quantize = (settings.quantize or "auto").strip().lower()
     device = (settings.device or "auto").strip().lower()
     dtype = (settings.dtype or "auto").strip().lower()
-    path = prefetch.int8_cache_path(model_dir)
+    path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
     if quantize == "none" or not path.is_file():
         return None
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())

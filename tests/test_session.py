@@ -121,11 +121,14 @@ def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_m
     from qwenchat.engine import prefetch
 
     d = tmp_path / "m"
-    shutil.copytree(tiny_model, d, ignore=shutil.ignore_patterns(".qwenchat"))  # another test's int8 cache
+    from qwenchat.paths import int8_cache_dir
+
+    shutil.copytree(tiny_model, d)
     monkeypatch.setattr(session, "_gpu_likely", lambda: False)
     assert session._read_ahead(Settings(quantize="int8"), d) is None  # no cache yet
-    prefetch.int8_cache_path(d).parent.mkdir()
-    prefetch.int8_cache_path(d).write_bytes(b"\0" * 64)
+    path = prefetch.int8_cache_path(int8_cache_dir(), d)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\0" * 64)
 
     def started(**settings) -> bool:
         ahead = session._read_ahead(Settings(**settings), d)
@@ -150,8 +153,10 @@ def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_mod
     from qwenchat.models import ResolvedModel
 
     d = tmp_path / "m"
-    shutil.copytree(tiny_model, d, ignore=shutil.ignore_patterns(".qwenchat"))
-    ChatEngine.load(d, device="cpu", quantize="int8")  # writes the int8 cache
+    from qwenchat.paths import int8_cache_dir
+
+    shutil.copytree(tiny_model, d)
+    ChatEngine.load(d, device="cpu", quantize="int8", int8_cache_dir=int8_cache_dir())  # writes the int8 cache
     started, claimed = [], []
     real_start, real_claim = prefetch.start, prefetch.claim
     monkeypatch.setattr(prefetch, "start", lambda p: started.append(p) or real_start(p))
@@ -159,6 +164,6 @@ def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_mod
     monkeypatch.setattr(session, "_gpu_likely", lambda: False)
     resolved = ResolvedModel(path=d, name="m", repo_id=None, revision=None, source="local")
     engine, _ = session.load_engine(Settings(quantize="int8"), resolved=resolved)
-    assert started == [prefetch.int8_cache_path(d)]
+    assert started == [prefetch.int8_cache_path(int8_cache_dir(), d)]
     assert any(c is not None for c in claimed) and not prefetch._pending
     assert engine.info.quantize == "int8"

@@ -146,6 +146,8 @@ def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSess
         if settings.model is None:
             settings = settings.merged({"model": conversation.model})
     engine, label = _load(settings)
+    for note in engine.info.notes:  # a damaged int8 cache rebuilt, an unsafe kernel folder refused
+        warn(note)
     session = ChatSession(engine, store, model_label=label, system_prompt=system,
                           options=options_from_settings(settings, stop), raw=raw)
     if conversation is not None:

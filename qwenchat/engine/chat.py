@@ -50,6 +50,7 @@ class EngineInfo:
     chat_tuned: bool  # False for base models: they continue raw text (`complete`)
     load_s: float
     quantize: str = "none"  # "int8": weight-only int8 matrices (see quantize.py)
+    notes: tuple[str, ...] = ()  # warnings for the user (a damaged int8 cache rebuilt, an unsafe kernel folder)
 
 
 class ChatEngine:
@@ -74,11 +75,14 @@ class ChatEngine:
         max_context: int | None = None,
         quantize: str | None = "auto",
         kernel_dir: Path | None = None,
+        int8_cache_dir: Path | None = None,
     ) -> "ChatEngine":
         """quantize: "auto" (int8 on the CPU when the dtype is left to us, else none), "none" or
         "int8" (weight-only int8 matrices; lossy, guarded by tests/real/test_quality_guard.py).
         kernel_dir: where the native int8 kernel is built and cached (None: rebuilt in a
-        temporary folder by each process; see int8_kernel.py)."""
+        temporary folder by each process; see int8_kernel.py). int8_cache_dir: the root of the
+        int8 weight caches, one folder per model (None: quantized at every load; see
+        int8_cache.py)."""
         t0 = time.perf_counter()
         model_dir = Path(model_dir)
         placement: Placement = choose(device, dtype)
@@ -90,16 +94,19 @@ class ChatEngine:
         defaults = GenerationDefaults.from_dir(model_dir, extra_eos=(tokenizer.eos_token_id,))
         if defaults.max_new_tokens is None:  # the instruct repos leave it out; never run unbounded
             defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+        notes: list[str] = []
         if quant == "int8":
-            tensors = Int8Checkpoint(model_dir, cfg, matrix_keys(cfg))
+            tensors = Int8Checkpoint(model_dir, cfg, matrix_keys(cfg), int8_cache_dir)
             native = None
             if placement.device.type == "cpu" and placement.dtype == torch.float32:
                 status = int8_kernel.load(kernel_dir)
                 native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
+                notes += [status.note] if status.note else []
             model = Qwen2ForCausalLM.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, "int8", native
             )
             quant_reason += f"; {tensors.source}"
+            notes += [tensors.note] if tensors.note else []
         else:
             tensors = iter_checkpoint(model_dir, cfg, placement.dtype)
             model = Qwen2ForCausalLM.from_tensors(cfg, tensors, placement.device, window, placement.dtype)
@@ -117,6 +124,7 @@ class ChatEngine:
             chat_tuned=_chat_tuned(template, tokenizer, defaults),
             load_s=time.perf_counter() - t0,
             quantize=quant,
+            notes=tuple(notes),
         )
         return cls(model, tokenizer, template, defaults, cache, info)
 

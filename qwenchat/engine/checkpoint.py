@@ -1,4 +1,4 @@
-"""Reading a checkpoint tensor by tensor into its final form, and the on-disk int8 cache.
+"""Reading a checkpoint tensor by tensor into its final form, and serving it from the int8 cache.
 
 Contract
 --------
@@ -9,13 +9,16 @@ Contract
   memory, never memory-mapped, so the process holds only what the model keeps (a mapped file
   counts in the resident size as its pages are touched, and the fused q/k/v and gate/up copies
   would come on top of it).
-- `Int8Checkpoint(model_dir, cfg, keys)` iterates the same with those matrices quantized, served from the cache
-  file `<model_dir>/.qwenchat/int8.safetensors` when it matches the checkpoint (size and mtime of
-  each weight file, format version), else quantized from the checkpoint and written to that
-  cache on the way (atomically; a read-only directory just means no cache). Its `source` says
-  which happened. Quantizing 0.5B parameters takes tens of seconds on two cores; reading
-  the cache takes a fraction of a second, and none at all on the critical path when a caller
-  started reading it ahead with `prefetch.start` (into private memory as well; see prefetch.py).
+- `Int8Checkpoint(model_dir, cfg, keys, cache_root)` iterates the same with those matrices
+  quantized, served from the model's int8 cache under `cache_root` (format and checks:
+  int8_cache.py) when it was built from these very weight files, else quantized from the
+  checkpoint and written to a new cache on the way (None: no cache). Every cached tensor is
+  checked against its CRC-32 before it is yielded; a damaged one switches to the checkpoint for
+  it and the rest and rebuilds the cache, and `note` says so (a warning for the user). `source`
+  says where the weights came from. Quantizing 0.5B parameters takes tens of seconds on two
+  cores; reading the cache takes a fraction of a second, and none at all on the critical path
+  when a caller started reading it ahead with `prefetch.start` (into private memory as well, its
+  CRCs computed on that thread; see prefetch.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +35,12 @@ import torch
 from qwenchat.engine import prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
+from qwenchat.engine.int8_cache import FORMAT, CacheDamaged, CacheWriter, SourceCheck, source_identity, unchanged_since
 from qwenchat.engine.prefetch import Prefetch, int8_cache_path
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
 from qwenchat.engine.weights import REDOWNLOAD, _check_names, expected_shapes, weight_files
 
-CACHE_VERSION = "1"
+LEGACY_CACHE = (".qwenchat", "int8.safetensors")  # where older versions cached, in the model folder
 _DTYPES = {
     "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
     "I8": torch.int8, "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64,
@@ -45,11 +50,14 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 
 class SafetensorsReader:
     """A safetensors file read with pread-style file reads (no mmap). `prefetched`: the same
-    file being read ahead on a thread (prefetch.py); whole tensors come from it when it has them."""
+    file being read ahead on a thread (prefetch.py); whole tensors come from it when it has them.
+    `checksums` (key -> CRC-32, set by the caller): whole-tensor reads of those keys are checked
+    and raise CacheDamaged on a mismatch."""
 
     def __init__(self, path: Path, prefetched: Prefetch | None = None) -> None:
         self.path = path
         self.prefetched: Prefetch | None = None
+        self.checksums: dict[str, int] = {}
         self.f = open(path, "rb", buffering=0)
         try:
             st = os.fstat(self.f.fileno())
@@ -94,16 +102,23 @@ class SafetensorsReader:
     def read(self, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
         dtype, shape, begin, end = self.entries[key]
         if rows is None:
-            return self._read_tensor(begin, end - begin, dtype, shape)
+            t, crc = self._read_tensor(begin, end - begin, dtype, shape, key in self.checksums)
+            if key in self.checksums and crc != self.checksums[key]:
+                raise CacheDamaged(f"tensor {key} does not match its checksum")
+            return t
         row_bytes = math.prod(shape[1:]) * dtype.itemsize
         a, b = rows[0], min(rows[1], shape[0])
-        return self._read_tensor(begin + a * row_bytes, (b - a) * row_bytes, dtype, (b - a, *shape[1:]))
+        return self._read_tensor(begin + a * row_bytes, (b - a) * row_bytes, dtype, (b - a, *shape[1:]))[0]
 
-    def _read_tensor(self, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    def _read_tensor(
+        self, offset: int, nbytes: int, dtype: torch.dtype, shape: tuple[int, ...], crc: bool = False
+    ) -> tuple[torch.Tensor, int | None]:
+        """The tensor at `offset`, and with crc=True the CRC-32 of its bytes."""
         start = self.base + offset
         ahead = self.prefetched.take(start, start + nbytes) if self.prefetched is not None else None
         if ahead is not None:
-            return torch.frombuffer(ahead, dtype=torch.uint8).view(dtype).view(shape)
+            data, data_crc = ahead  # the prefetch thread computed the CRC
+            return torch.frombuffer(data, dtype=torch.uint8).view(dtype).view(shape), data_crc
         buf = torch.empty(nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy())
         self.f.seek(self.base + offset)
@@ -113,7 +128,7 @@ class SafetensorsReader:
             if not got:
                 raise ValueError(f"unexpected end of file at byte {self.base + offset + done}")
             done += got
-        return buf.view(dtype).view(shape)
+        return buf.view(dtype).view(shape), zlib.crc32(view) if crc else None
 
     def _read_exact(self, offset: int, n: int) -> bytes:
         self.f.seek(offset)
@@ -162,46 +177,104 @@ def _checkpoint_files(model_dir: Path, cfg: Qwen2Config) -> tuple[dict[str, Path
     return files, shapes
 
 
-def _fingerprint(files: dict[str, Path]) -> str:
-    stats = []
-    for path in sorted(set(files.values())):
-        st = path.stat()
-        stats.append([path.name, st.st_size, st.st_mtime_ns])
-    return json.dumps({"version": CACHE_VERSION, "files": stats}, sort_keys=True)
-
-
 class Int8Checkpoint:
     """Iterating yields every checkpoint tensor with the `quantize_keys` as int8 QTensors and the
-    rest float32, from the int8 cache when it is current, else from the checkpoint (writing the
-    cache on the way). `source` then says which: "cache", "quantized, cache written" or
-    "quantized, not cached (<why>)"."""
+    rest float32, from the model's int8 cache under `cache_root` when it is current and intact,
+    else from the checkpoint (writing the cache on the way). `source` then says which: "cache",
+    "quantized, cache written", "quantized, cache rebuilt (<why>)" or "quantized, not cached
+    (<why>)"; `note` is a warning for the user when the cache was damaged, else ""."""
 
-    def __init__(self, model_dir: Path, cfg: Qwen2Config, quantize_keys: frozenset[str]) -> None:
+    def __init__(
+        self, model_dir: Path, cfg: Qwen2Config, quantize_keys: frozenset[str], cache_root: Path | None = None
+    ) -> None:
         self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, quantize_keys
-        self.path = int8_cache_path(model_dir)
-        self.source = ""
+        self.path = None if cache_root is None else int8_cache_path(cache_root, model_dir)
+        self.source = self.note = ""
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor | QTensor]]:
         files, shapes = _checkpoint_files(self.model_dir, self.cfg)
-        fingerprint = _fingerprint(files)
-        layout = _cache_layout({k: s for k, s in shapes.items() if k in files}, self.quantize_keys)
-        reader = self._open_cache(fingerprint, layout)
-        if reader is not None:
-            self.source = "cache"
-            with reader:
-                try:
-                    for key in (k for k in shapes if k in files):
-                        if key in self.quantize_keys:
-                            yield key, QTensor(reader.read(key + ":q"), reader.read(key + ":scale"))
-                        else:
-                            yield key, reader.read(key)
-                except (OSError, ValueError) as e:
-                    raise WeightsError(
-                        f"cannot read the int8 cache {self.path}: {e}", f"delete {self.path.parent} and load again"
-                    ) from e
+        keys = [k for k in shapes if k in files]
+        if self.path is None:
+            self.source = "quantized, not cached (no cache folder)"
+            yield from iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys)
             return
-        writer = _CacheWriter.open(self.path, layout, fingerprint)
-        self.source = "quantized, cache written" if writer.ok else f"quantized, not cached ({writer.why})"
+        paths = sorted(set(files.values()))
+        layout = _cache_layout({k: shapes[k] for k in keys}, self.quantize_keys)
+        reader, why = self._open_cache(paths, layout)
+        served: set[str] = set()
+        if reader is not None:
+            try:
+                with reader:
+                    for key in keys:
+                        value = self._read_cached(reader, key)
+                        served.add(key)  # checked: the model may keep it whatever comes next
+                        yield key, value
+                self.source = "cache"
+                return
+            except CacheDamaged as e:
+                why = f"damaged: {e}"
+        if why.startswith("damaged"):
+            self.note = f"the int8 weight cache {self.path} was {why}; rebuilt it from the model's weights"
+        yield from self._build(paths, layout, served, why)
+
+    def _read_cached(self, reader: SafetensorsReader, key: str) -> torch.Tensor | QTensor:
+        try:
+            if key in self.quantize_keys:
+                return QTensor(reader.read(key + ":q"), reader.read(key + ":scale"))
+            return reader.read(key)
+        except (OSError, ValueError) as e:  # a truncated file, a failing disk
+            raise CacheDamaged(f"{key}: {e}") from e
+
+    def _open_cache(self, paths: list[Path], layout: dict) -> tuple[SafetensorsReader | None, str]:
+        """The cache's reader, its checksums set, when it was built from these weight files in
+        this layout; else None and why ("" when there is no cache yet)."""
+        ahead = prefetch.claim(self.path)  # started early by session.load_engine, if at all
+        if not self.path.is_file():
+            if ahead is not None:
+                ahead.close()
+            return None, ""
+        try:
+            reader = SafetensorsReader(self.path, ahead)
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is rebuilt
+            if ahead is not None:
+                ahead.close()
+            return None, f"damaged: {e}"
+        why = self._check(reader, paths, layout)
+        if why:
+            reader.close()
+            return None, why
+        return reader, ""
+
+    def _check(self, reader: SafetensorsReader, paths: list[Path], layout: dict) -> str:
+        meta = reader.metadata
+        if meta.get("format") != FORMAT or _layout_of(reader) != layout:
+            return "written by another version of qwenchat"
+        try:
+            identity = json.loads(meta["source"])
+            reader.checksums = {k: int(v, 16) for k, v in json.loads(meta["checksums"]).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            return f"damaged: its metadata cannot be read ({e})"
+        if reader.checksums.keys() != layout.keys():
+            return "damaged: its checksums do not cover its tensors"
+        try:
+            if not SourceCheck(self.path.parent).matches(paths, identity):
+                return "the model's weight files changed"
+        except OSError as e:
+            return f"the model's weight files cannot be checked ({e.strerror or e})"
+        return ""
+
+    def _build(
+        self, paths: list[Path], layout: dict, served: set[str], why: str
+    ) -> Iterator[tuple[str, torch.Tensor | QTensor]]:
+        """Quantize from the checkpoint, writing the cache; yields the keys not `served` already."""
+        try:
+            identity, memo = source_identity(paths)
+        except OSError as e:
+            identity, memo = [], {}
+            writer = CacheWriter(self.path)
+            writer.why = f"cannot read the weight files ({e.strerror or e})"
+        else:
+            writer = CacheWriter.open(self.path, layout, identity)
         ok = False
         try:
             for key, value in iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys):
@@ -210,29 +283,33 @@ class Int8Checkpoint:
                     writer.put(key + ":scale", value.scale)
                 else:
                     writer.put(key, value)
-                yield key, value
+                if key not in served:
+                    yield key, value
             ok = True
         finally:
-            writer.close(commit=ok)
-            if ok and not writer.ok and writer.why:
-                self.source = f"quantized, not cached ({writer.why})"
+            if ok and writer.ok and not unchanged_since(paths, memo):
+                writer.ok, writer.why = False, "the model's weight files changed while they were read"
+            if ok and writer.ok:
+                writer.commit()
+            else:
+                writer.abort()
+        if writer.ok:
+            SourceCheck(self.path.parent).remember(memo)
+            _remove_legacy_cache(self.model_dir)
+            self.source = f"quantized, cache rebuilt ({why})" if why else "quantized, cache written"
+        else:
+            self.source = f"quantized, not cached ({writer.why})"
 
-    def _open_cache(self, fingerprint: str, layout: dict) -> SafetensorsReader | None:
-        ahead = prefetch.claim(self.path)  # started early by session.load_engine, if at all
-        if not self.path.is_file():
-            if ahead is not None:
-                ahead.close()
-            return None
-        try:
-            reader = SafetensorsReader(self.path, ahead)
-        except Exception:
-            if ahead is not None:
-                ahead.close()
-            return None  # damaged or foreign: rebuilt and replaced below
-        if reader.metadata.get("fingerprint") == fingerprint and _layout_of(reader) == layout:
-            return reader
-        reader.close()
-        return None
+
+def _remove_legacy_cache(model_dir: Path) -> None:
+    """Older versions cached int8 weights inside the model folder (a Hub snapshot too, where they
+    do not belong); the new cache replaces it."""
+    folder = model_dir / LEGACY_CACHE[0]
+    try:
+        (folder / LEGACY_CACHE[1]).unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _cache_layout(shapes: dict[str, tuple[int, ...]], quantize_keys: frozenset[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -248,66 +325,3 @@ def _cache_layout(shapes: dict[str, tuple[int, ...]], quantize_keys: frozenset[s
 
 def _layout_of(reader: SafetensorsReader) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {k: (_NAMES[dt], shape) for k, (dt, shape, _, _) in reader.entries.items()}
-
-
-class _CacheWriter:
-    """Writes a safetensors file whose header (all offsets) is known before any tensor arrives,
-    so tensors are written as they stream past, in any order; renamed into place at the end."""
-
-    def __init__(self) -> None:
-        self.ok, self.why, self.f, self.offsets = False, "", None, {}
-        self.tmp: Path | None = None
-        self.target: Path | None = None
-
-    @classmethod
-    def open(cls, target: Path, layout: dict[str, tuple[str, tuple[int, ...]]], fingerprint: str) -> "_CacheWriter":
-        w = cls()
-        header: dict[str, object] = {"__metadata__": {"fingerprint": fingerprint}}
-        pos = 0
-        for key, (dt, shape) in layout.items():
-            n = math.prod(shape) * _DTYPES[dt].itemsize
-            header[key] = {"dtype": dt, "shape": list(shape), "data_offsets": [pos, pos + n]}
-            w.offsets[key] = pos
-            pos += n
-        blob = json.dumps(header).encode()
-        blob += b" " * (-len(blob) % 8)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            w.tmp, w.target = target.with_name(f"{target.name}.{os.getpid()}.tmp"), target
-            w.f = open(w.tmp, "wb")
-            w.f.write(len(blob).to_bytes(8, "little") + blob)
-            w.base = 8 + len(blob)
-            w.f.truncate(w.base + pos)
-            w.ok = True
-        except OSError as e:
-            w.why = f"{type(e).__name__}: {e.strerror or e}"
-            w.close(commit=False)
-        return w
-
-    def put(self, key: str, t: torch.Tensor) -> None:
-        if not self.ok:
-            return
-        try:
-            self.f.seek(self.base + self.offsets[key])
-            self.f.write(memoryview(t.contiguous().view(torch.uint8).reshape(-1).numpy()))
-        except OSError as e:
-            self.ok, self.why = False, f"{type(e).__name__}: {e.strerror or e}"
-            self.close(commit=False)
-
-    def close(self, commit: bool) -> None:
-        if self.f is not None:
-            try:
-                self.f.close()
-            except OSError:
-                commit = False
-            self.f = None
-        if self.tmp is None:
-            return
-        try:
-            if commit and self.ok:
-                os.replace(self.tmp, self.target)
-            else:
-                self.tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        self.tmp = None

@@ -10,21 +10,28 @@ so a prefetch never changes what is loaded, only when the bytes are copied.
 
 The buffers are anonymous private memory, like the reader's own, never a mapping of the file:
 a changed file cannot change a loaded model. Each buffer is handed over once and forgotten, so
-memory the model frees (parts copied into fused matrices) is not kept alive here.
+memory the model frees (parts copied into fused matrices) is not kept alive here. The thread also
+computes each buffer's CRC-32 (zlib releases the GIL), so the reader can check the cache's
+checksums without spending its own time on them.
+
+Where the int8 cache of a model lives is decided here too (`int8_cache_path`), so the read-ahead
+and the engine agree on it without torch.
 
 Torch-free on purpose: the point is to start before torch is imported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import os
+import re
 import threading
+import zlib
 from pathlib import Path
 
-CACHE_DIR = ".qwenchat"  # the int8 cache of a model directory: <model_dir>/.qwenchat/int8.safetensors
-CACHE_FILE = "int8.safetensors"
+CACHE_FILE = "int8.safetensors"  # in <cache root>/<model key>/, see int8_cache_path
 BATCH_BYTES = 32 << 20  # per read call: the consumer can start on the first tensors while the rest is read
 MAX_IOVECS = 512  # below every platform's IOV_MAX (1024 on Linux)
 
@@ -32,8 +39,22 @@ _pending: dict[str, "Prefetch"] = {}
 _pending_lock = threading.Lock()
 
 
-def int8_cache_path(model_dir: Path) -> Path:
-    return Path(model_dir) / CACHE_DIR / CACHE_FILE
+def int8_cache_path(cache_root: Path, model_dir: Path) -> Path:
+    """The int8 cache of `model_dir`: in a folder of its own under `cache_root` (qwenchat's
+    cache, never the model folder: a Hub snapshot must hold only the Hub's files), named after
+    the model and a hash of its resolved path, so two models never share one."""
+    real = os.path.realpath(model_dir)
+    return Path(cache_root) / f"{_model_label(Path(real))}-{hashlib.sha256(real.encode()).hexdigest()[:16]}" / CACHE_FILE
+
+
+def _model_label(real: Path) -> str:
+    """A readable name: `Org--Name-<revision>` for a Hub snapshot
+    (.../models--Org--Name/snapshots/<revision>), else the folder's name."""
+    if real.parent.name == "snapshots" and real.parent.parent.name.startswith("models--"):
+        label = f"{real.parent.parent.name[len('models--'):]}-{real.name[:8]}"
+    else:
+        label = real.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:80] or "model"
 
 
 def start(path: Path) -> "Prefetch | None":
@@ -77,6 +98,7 @@ class Prefetch:
         self.stat = os.fstat(self._fd)
         self._cond = threading.Condition()
         self._buffers: dict[tuple[int, int], mmap.mmap] | None = None  # (begin, end) in the file
+        self._crcs: dict[tuple[int, int], int] = {}  # zlib.crc32 of each buffer, once read
         self._done = 0  # every buffer ending at or before this file offset is filled
         self._finished = False  # the thread has ended, whether it read everything or not
         self._closed = False
@@ -87,9 +109,9 @@ class Prefetch:
         mine = self.stat
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (mine.st_dev, mine.st_ino, mine.st_size, mine.st_mtime_ns)
 
-    def take(self, begin: int, end: int) -> mmap.mmap | None:
-        """The bytes [begin, end) of the file (one whole tensor), once read; None when this
-        prefetch does not hold that range or could not read it."""
+    def take(self, begin: int, end: int) -> tuple[mmap.mmap, int] | None:
+        """The bytes [begin, end) of the file (one whole tensor), once read, and their CRC-32;
+        None when this prefetch does not hold that range or could not read it."""
         with self._cond:
             self._cond.wait_for(lambda: self._buffers is not None or self._finished or self._closed)
             if self._buffers is None or (begin, end) not in self._buffers:
@@ -97,7 +119,7 @@ class Prefetch:
             self._cond.wait_for(lambda: self._done >= end or self._finished or self._closed)
             if self._done < end:
                 return None
-            return self._buffers.pop((begin, end))
+            return self._buffers.pop((begin, end)), self._crcs.pop((begin, end))
 
     def close(self) -> None:
         """Stop reading and forget every buffer not taken yet."""
@@ -111,11 +133,13 @@ class Prefetch:
     def _run(self) -> None:
         try:
             plan = self._allocate(self._ranges())
-            for offset, views, end in _batches(plan):
+            for offset, batch, end in _batches(plan):
                 if self._closed:
                     return
-                _read_fully(self._fd, views, offset)
+                _read_fully(self._fd, [memoryview(buf) for _, _, buf in batch], offset)
+                crcs = {(b, e): zlib.crc32(buf) for b, e, buf in batch}
                 with self._cond:
+                    self._crcs.update(crcs)
                     self._done = end
                     self._cond.notify_all()
         except Exception:
@@ -150,19 +174,19 @@ class Prefetch:
 
 
 def _batches(plan: list[tuple[int, int, mmap.mmap]]):
-    """(file offset, buffers to fill from there, end offset): runs of adjacent tensors."""
-    views: list[memoryview] = []
+    """(file offset, the plan's entries to fill from there, end offset): runs of adjacent tensors."""
+    batch: list[tuple[int, int, mmap.mmap]] = []
     start = end = 0
     for b, e, buf in plan:
-        if views and (b != end or end - start >= BATCH_BYTES or len(views) >= MAX_IOVECS):
-            yield start, views, end
-            views = []
-        if not views:
+        if batch and (b != end or end - start >= BATCH_BYTES or len(batch) >= MAX_IOVECS):
+            yield start, batch, end
+            batch = []
+        if not batch:
             start = b
-        views.append(memoryview(buf))
+        batch.append((b, e, buf))
         end = e
-    if views:
-        yield start, views, end
+    if batch:
+        yield start, batch, end
 
 
 def _read_fully(fd: int, views: list[memoryview], offset: int) -> None:

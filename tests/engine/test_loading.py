@@ -139,11 +139,16 @@ def test_device_and_dtype_choice_and_errors():
 # -- the int8 cache read ahead on a thread (prefetch.py) ------------------------------------------
 
 
-def _cached_int8(d: Path) -> tuple[Qwen2Config, dict]:
+@pytest.fixture
+def cache_root(tmp_path) -> Path:
+    return tmp_path / "int8-caches"
+
+
+def _cached_int8(d: Path, root: Path) -> tuple[Qwen2Config, dict]:
     """Write the int8 cache of `d`; returns the config and the tensors as read without a prefetch."""
     cfg = Qwen2Config.from_file(d / "config.json")
-    dict(Int8Checkpoint(d, cfg, matrix_keys(cfg)))
-    plain = Int8Checkpoint(d, cfg, matrix_keys(cfg))
+    dict(Int8Checkpoint(d, cfg, matrix_keys(cfg), root))
+    plain = Int8Checkpoint(d, cfg, matrix_keys(cfg), root)
     tensors = dict(plain)
     assert plain.source == "cache"
     return cfg, tensors
@@ -168,13 +173,13 @@ def _count_takes(ahead, monkeypatch) -> list:
     return served
 
 
-def test_a_prefetched_int8_cache_serves_every_tensor_unchanged(model_copy, monkeypatch):
-    cfg, expected = _cached_int8(model_copy)
-    path = prefetch.int8_cache_path(model_copy)
+def test_a_prefetched_int8_cache_serves_every_tensor_unchanged(model_copy, cache_root, monkeypatch):
+    cfg, expected = _cached_int8(model_copy, cache_root)
+    path = prefetch.int8_cache_path(cache_root, model_copy)
     ahead = prefetch.start(path)
     assert ahead is not None
     served = _count_takes(ahead, monkeypatch)
-    ck = Int8Checkpoint(model_copy, cfg, matrix_keys(cfg))
+    ck = Int8Checkpoint(model_copy, cfg, matrix_keys(cfg), cache_root)
     got = dict(ck)
     assert ck.source == "cache" and prefetch.claim(path) is None  # claimed by the checkpoint
     assert served and all(served)  # every tensor came from the prefetch
@@ -183,9 +188,9 @@ def test_a_prefetched_int8_cache_serves_every_tensor_unchanged(model_copy, monke
     assert all(_equal(got[k], expected[k]) for k in got)
 
 
-def test_a_prefetch_of_a_replaced_cache_is_not_used(model_copy, monkeypatch):
-    cfg, _ = _cached_int8(model_copy)
-    path = prefetch.int8_cache_path(model_copy)
+def test_a_prefetch_of_a_replaced_cache_is_not_used(model_copy, cache_root, monkeypatch):
+    cfg, _ = _cached_int8(model_copy, cache_root)
+    path = prefetch.int8_cache_path(cache_root, model_copy)
     ahead = prefetch.start(path)
     served = _count_takes(ahead, monkeypatch)
     data = bytearray(path.read_bytes())
@@ -193,9 +198,9 @@ def test_a_prefetch_of_a_replaced_cache_is_not_used(model_copy, monkeypatch):
     new = path.with_name("new")
     new.write_bytes(bytes(data))
     os.replace(new, path)  # another inode, same fingerprint: what a stale prefetch must not serve
-    got = dict(Int8Checkpoint(model_copy, cfg, matrix_keys(cfg)))
+    got = dict(Int8Checkpoint(model_copy, cfg, matrix_keys(cfg), cache_root))
     assert not any(served)
-    _, expected = _cached_int8(model_copy)
+    _, expected = _cached_int8(model_copy, cache_root)
     assert all(_equal(got[k], expected[k]) for k in got)
 
 

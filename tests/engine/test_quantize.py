@@ -13,7 +13,7 @@ import torch
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.chat import ChatEngine
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
-from qwenchat.engine.prefetch import CACHE_DIR, CACHE_FILE
+from qwenchat.engine.prefetch import int8_cache_path
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys
@@ -120,40 +120,42 @@ def test_int8_greedy_agrees_with_float32_on_most_tokens(tiny_models, tmp_path, v
 def test_int8_cache_is_written_reused_and_invalidated(tiny_models, tmp_path):
     import shutil
 
-    d = tmp_path / "m"
+    d, root = tmp_path / "m", tmp_path / "cache"
     shutil.copytree(tiny_models["untied"], d)
     cfg = Qwen2Config.from_file(d / "config.json")
-    first = Int8Checkpoint(d, cfg, matrix_keys(cfg))
+    first = Int8Checkpoint(d, cfg, matrix_keys(cfg), root)
     a = dict(first)
-    assert first.source == "quantized, cache written" and (d / CACHE_DIR / CACHE_FILE).is_file()
-    second = Int8Checkpoint(d, cfg, matrix_keys(cfg))
+    assert first.source == "quantized, cache written" and int8_cache_path(root, d).is_file()
+    second = Int8Checkpoint(d, cfg, matrix_keys(cfg), root)
     b = dict(second)
-    assert second.source == "cache"
+    assert second.source == "cache" and second.note == ""
     assert a.keys() == b.keys()
     for k in a:
         if isinstance(a[k], QTensor):
             assert torch.equal(a[k].q, b[k].q) and torch.equal(a[k].scale, b[k].scale)
         else:
             assert torch.equal(a[k], b[k])
-    st = (d / "model.safetensors").stat()
-    os.utime(d / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "re-downloaded"
-    third = Int8Checkpoint(d, cfg, matrix_keys(cfg))
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(d / "model.safetensors")  # "re-downloaded": another model
+    save_file({k: v * 2 for k, v in weights.items()}, d / "model.safetensors")
+    third = Int8Checkpoint(d, cfg, matrix_keys(cfg), root)
     dict(third)
-    assert third.source == "quantized, cache written"
-    (d / CACHE_DIR / CACHE_FILE).write_bytes(b"garbage")  # a damaged cache is rebuilt, not fatal
-    fourth = Int8Checkpoint(d, cfg, matrix_keys(cfg))
+    assert third.source == "quantized, cache rebuilt (the model's weight files changed)" and third.note == ""
+    int8_cache_path(root, d).write_bytes(b"garbage")  # a damaged cache is rebuilt, not fatal
+    fourth = Int8Checkpoint(d, cfg, matrix_keys(cfg), root)
     dict(fourth)
-    assert fourth.source == "quantized, cache written"
+    assert fourth.source.startswith("quantized, cache rebuilt (damaged") and "rebuilt" in fourth.note
+    assert [p.name for p in d.iterdir() if p.name.startswith(".")] == []  # the model folder stays as it was
 
 
 def test_int8_without_a_writable_directory_still_loads(tiny_models, tmp_path):
-    import shutil
-
-    d = tmp_path / "ro"
-    shutil.copytree(tiny_models["untied"], d)
-    (d / CACHE_DIR).write_text("a file where the cache directory would go")
-    engine = ChatEngine.load(d, device="cpu", quantize="int8")
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache directory would go")
+    engine = ChatEngine.load(tiny_models["untied"], device="cpu", quantize="int8", int8_cache_dir=blocked)
     assert engine.info.quantize == "int8" and "not cached" in engine.info.placement_reason
+    no_root = ChatEngine.load(tiny_models["untied"], device="cpu", quantize="int8")
+    assert "not cached (no cache folder)" in no_root.info.placement_reason
 
 
 def test_engine_quantize_option_and_reason(tiny_model):
