@@ -38,6 +38,13 @@ class RichDownloadProgress:
         if self._progress is not None:
             self._progress.update(self._task, completed=done, description=filename)
 
+    def on_note(self, text: str) -> None:
+        """A damaged file repaired, a file that cannot be checked: said above the bar, if any."""
+        if self._progress is not None:
+            self._progress.console.print(f"note: {text}", markup=False, highlight=False)
+        else:
+            _err(f"note: {text}")
+
     def on_finish(self) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -85,7 +92,8 @@ def models_command() -> None:
 
 @app.command("pull")
 def pull_command(model: str = typer.Argument(..., help="An alias, owner/name[@revision], or a .gguf file.")) -> None:
-    """Download a model ahead of time (or import a .gguf file)."""
+    """Download a model ahead of time (or import a .gguf file); re-checks the files already
+    downloaded and fetches a damaged one again."""
     from qwenchat import hub
     from qwenchat.models import repo_ref, resolve_model
 
@@ -95,7 +103,8 @@ def pull_command(model: str = typer.Argument(..., help="An alias, owner/name[@re
         _err(f"{resolved.name}: ready at {resolved.path}")
         return
     repo_id, revision, display = ref
-    snap = hub.download_snapshot(repo_id, revision, progress=RichDownloadProgress(), display_name=display)
+    snap = hub.download_snapshot(repo_id, revision, progress=RichDownloadProgress(), display_name=display,
+                                verify_cached=True)
     _err(f"{display}: ready at {snap.path} (commit {snap.commit[:12]})")
 
 

@@ -9,10 +9,13 @@ Serves model repos the way the Hub does:
 Errors carry the Hub's X-Error-Code header (RepoNotFound, RevisionNotFound, EntryNotFound,
 GatedRepo), which huggingface_hub turns into its typed exceptions.
 
-Fault injection per test: `hub.fail(repo, file, kind)` with kind in "drop" (connection closed
-half-way through the body, every time), "drop_once", "corrupt" (content that does not match its
-etag), "missing" (404 EntryNotFound), or an int HTTP status; `hub.status_for_all = 500`; gated
-repos (`add_repo(..., gated=True)`, passing with `hub.token`). `hub.requests` logs every request.
+Fault injection per test: `hub.fail(repo, file, kind, message=None)` with kind in "drop"
+(connection closed half-way through the body, every time), "drop_once", "corrupt" (content that
+does not match its etag), "missing" (404 EntryNotFound), or an int HTTP status (a plain error with
+no X-Error-Code; `message` goes in X-Error-Message; file "" fails the repo's model-info call);
+`hub.status_for_all = 500`; gated repos (`add_repo(..., gated=True)`, passing with `hub.token`).
+A repo's listing can leave out every hash (`repo.listing_hashes = False`) and its ETags can be
+opaque rather than hashes (`repo.opaque_etags = True`). `hub.requests` logs every request.
 
 Use it through the `fake_hub` fixture (HF_ENDPOINT points at it, HF_HUB_OFFLINE is unset; the
 server stops at teardown):  `from tests.hub.fake_hub import fake_hub  # noqa: F401`
@@ -56,6 +59,8 @@ class FakeRepo:
     repo_id: str
     files: dict[str, bytes]
     gated: bool = False
+    listing_hashes: bool = True  # False: siblings carry sizes only (no lfs.sha256, no blobId)
+    opaque_etags: bool = False  # True: ETags that are no hash of the content
     commit: str = ""
     branches: dict[str, str] = field(default_factory=dict)
 
@@ -73,13 +78,27 @@ class FakeRepo:
         data = self.files[name]
         return hashlib.sha256(data).hexdigest() if self.is_lfs(name) else git_sha1(data)
 
+    def served_etag(self, name: str) -> str:
+        return f"opaque-{sorted(self.files).index(name)}-{len(self.files[name])}" if self.opaque_etags \
+            else self.etag(name)
+
+    def pointer(self, name: str) -> bytes:
+        """The git-lfs pointer file that git stores for an LFS file (its blobId hashes this)."""
+        data = self.files[name]
+        return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+                f"size {len(data)}\n").encode()
+
     def sibling(self, name: str, metadata: bool) -> dict:
         if not metadata:
             return {"rfilename": name}
         data = self.files[name]
-        out: dict = {"rfilename": name, "size": len(data), "blobId": git_sha1(data)}
+        if not self.listing_hashes:
+            return {"rfilename": name, "size": len(data)}
+        blob = self.pointer(name) if self.is_lfs(name) else data
+        out: dict = {"rfilename": name, "size": len(data), "blobId": git_sha1(blob)}
         if self.is_lfs(name):
-            out["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            out["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                          "pointerSize": len(blob)}
         return out
 
 
@@ -87,6 +106,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, FakeRepo] = {}
         self.faults: dict[tuple[str, str], str | int] = {}
+        self.fault_messages: dict[tuple[str, str], str] = {}
         self.status_for_all: int | None = None
         self.token: str = "hf_fake_token"
         self.requests: list[tuple[str, str]] = []
@@ -116,8 +136,10 @@ class FakeHub:
         self.repos[repo_id] = repo
         return repo
 
-    def fail(self, repo_id: str, filename: str, kind: str | int) -> None:
+    def fail(self, repo_id: str, filename: str, kind: str | int, message: str | None = None) -> None:
         self.faults[(repo_id, filename)] = kind
+        if message is not None:
+            self.fault_messages[(repo_id, filename)] = message
 
     def count(self, needle: str = "") -> int:
         with self._lock:
@@ -196,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id, head)
         if repo is None:
             return
+        if isinstance(self.hub.faults.get((repo_id, "")), int):
+            return self._fault_status(repo_id, "", head)
         commit = self._commit(repo, rev or "main", head)
         if commit is None:
             return
@@ -225,11 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "GatedRepo", head, {"X-Error-Message": "Access to this repo is restricted."})
         fault = hub.faults.get((repo_id, filename))
         if isinstance(fault, int):
-            return self._error(fault, None, head)
+            return self._fault_status(repo_id, filename, head)
         if filename not in repo.files or fault == "missing":
             return self._error(404, "EntryNotFound", head, {"X-Repo-Commit": commit})
         data = repo.files[filename]
-        etag = repo.etag(filename)
+        etag = repo.served_etag(filename)
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream"}
         if repo.is_lfs(filename):
@@ -251,6 +275,12 @@ class _Handler(BaseHTTPRequestHandler):
                 hub.faults.pop((repo_id, filename), None)
             return self._send_truncated(status, body, headers)
         self._send(status, body, headers, head)
+
+    def _fault_status(self, repo_id: str, filename: str, head: bool) -> None:
+        status = self.hub.faults[(repo_id, filename)]
+        message = self.hub.fault_messages.get((repo_id, filename))
+        assert isinstance(status, int)
+        self._error(status, None, head, {"X-Error-Message": message} if message else None)
 
     # -- responses -----------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, headers: dict[str, str], head: bool) -> None:
