@@ -34,6 +34,7 @@ class Settings:
     dtype: str | None = None
     quantize: str | None = None
     context_limit: int | None = None
+    max_input: int | None = None
     theme: str | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -134,6 +135,17 @@ def _quantize(value: Any) -> str:
     return text
 
 
+def _size(value: Any) -> int:
+    """Bytes: a whole number, or one with a K, M or G suffix (binary: 1K = 1024)."""
+    if isinstance(value, str) and value.strip()[-1:].upper() in _SIZE_UNITS:
+        text = value.strip()
+        return _int(text[:-1]) * _SIZE_UNITS[text[-1].upper()]
+    return _int(value)
+
+
+_SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
 def _check(parse: Callable[[Any], Any], ok: Callable[[Any], bool]) -> Callable[[Any], Any]:
     def run(value: Any) -> Any:
         out = parse(value)
@@ -151,6 +163,7 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dtype": (_dtype, "auto, float32, bfloat16, float16 (or fp32, bf16, fp16)"),
     "quantize": (_quantize, "auto, none or int8 (int8: weight-only, lossy, smaller and faster on CPUs)"),
     "context_limit": (_check(_int, lambda v: v > 0), "a whole number greater than 0"),
+    "max_input": (_check(_size, lambda v: v > 0), "a number of bytes greater than 0 (K, M, G suffixes allowed)"),
     "theme": (_text, "a theme name (non-empty text)"),
     "temperature": (_check(_float, lambda v: v >= 0), "a number >= 0 (0 picks the likeliest)"),
     "top_p": (_check(_float, lambda v: 0 < v <= 1), "a number greater than 0 and at most 1"),

@@ -39,3 +39,7 @@ class StoreError(QwenchatError):
 
 class HubError(QwenchatError):
     """A model cannot be found, downloaded or verified."""
+
+
+class InputTooLongError(QwenchatError):
+    """The input cannot fit the context window (or passes the input limit) as it is."""

@@ -552,20 +552,3 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
 def _gpu_likely() -> bool:
     """Whether torch will probably find a GPU (CUDA, ROCm or Apple's), guessed without torch."""
     return sys.platform == "darwin" or any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
-
-
-def fit_text(engine: ChatEngine, messages: list[dict[str, str]], text: str, cut: str, reserve: int) -> tuple[str, int]:
-    """Shorten `text` (the last user message's material) until the conversation fits the context
-    window; `cut` is "head" (drop the beginning) or "tail" (drop the end). Returns the shortened
-    text and how many tokens were dropped."""
-    ids = engine.tokenizer.encode_plain(text)
-    window = engine.info.context_window
-    overhead = len(engine.encode_chat(messages + [{"role": "user", "content": ""}]))
-    keep = window - reserve - overhead
-    while keep > 0:
-        kept = ids[-keep:] if cut == "head" else ids[:keep]
-        short = engine.tokenizer.decode(kept, skip_special_tokens=False)
-        if len(engine.encode_chat(messages + [{"role": "user", "content": short}])) + reserve <= window:
-            return short, len(ids) - len(kept)
-        keep -= max(1, keep // 20)  # re-tokenised text can come out a little longer
-    return "", len(ids)

@@ -1,7 +1,8 @@
 """Command-line entry point: `qwenchat` (the TUI) and its subcommands.
 
 `main()` turns every error a user can act on into a message and an exit status:
-0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl+C), 141 output pipe closed.
+0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl+C), 143 terminated (SIGTERM),
+129 hung up (SIGHUP), 141 output pipe closed (quietly).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import typer
 
 from qwenchat.cli.app import app, report_error
+from qwenchat.cli.signals import OutputClosed, Stopped, raise_on_termination, stopped
 
 # Command modules register themselves on `app` when imported.
 # (command modules are imported below this line)
@@ -22,7 +24,6 @@ from qwenchat.cli import ask as _ask  # noqa: E402,F401
 from qwenchat.cli import history as _history, config_cmd as _config_cmd  # noqa: E402,F401
 from qwenchat.cli import bench as _bench  # noqa: E402,F401
 
-EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 # The usage errors typer raises (bad option, bad value, unknown command): click's, or, from typer
 # 0.2x on, those of the click copy typer carries. Found through a class typer exports, so both
@@ -35,14 +36,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    with raise_on_termination():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt as e:  # one that came outside a command (typer's or ours)
+            return _stopped(stopped(e))
+
+
+def _run(argv: list[str] | None) -> int:
+    from qwenchat.cli.params import command
     from qwenchat.engine.errors import EngineError
     from qwenchat.errors import QwenchatError
 
     try:
-        rv = app(args=argv, prog_name="qwenchat", standalone_mode=False)
-    except (KeyboardInterrupt, typer.Abort):
-        sys.stderr.write("\ninterrupted\n")
-        return EXIT_INTERRUPTED
+        rv = command(app).main(args=argv, prog_name="qwenchat", standalone_mode=False)
+    except Stopped as e:
+        return _stopped(e)
+    except typer.Abort:  # an aborted confirmation (or end of input at one)
+        return _stopped(stopped(KeyboardInterrupt()))
     except CLI_ERROR as e:
         e.show()
         return e.exit_code
@@ -52,10 +63,19 @@ def run(argv: list[str] | None = None) -> int:
     except EngineError as e:
         report_error(e)
         return 1
-    except BrokenPipeError:
+    except (OutputClosed, BrokenPipeError):
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     return rv if isinstance(rv, int) else 0
+
+
+def _stopped(e: Stopped) -> int:
+    try:
+        sys.stderr.write(f"\n{e.note}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # SIGHUP: the terminal may be gone
+        pass
+    return e.exit_code
 
 
 def _silence_stdout() -> None:

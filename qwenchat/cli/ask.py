@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from qwenchat.cli.app import app, warn
+from qwenchat.cli.app import app, settings_with_flags, warn
+from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
 from qwenchat.errors import UsageError
+from qwenchat.fit import CUTS
 
 if TYPE_CHECKING:
     from qwenchat.engine.records import Reply
@@ -42,7 +44,8 @@ def ask(
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed and settings give the same text."),
     stop: list[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable)."),
     raw: bool = typer.Option(False, "--raw", help="Raw text continuation, no chat template (base models)."),
-    truncate: Optional[str] = typer.Option(None, "--truncate", help="If the input is too long: 'head' drops its beginning, 'tail' its end."),
+    truncate: Optional[str] = typer.Option(None, "--truncate", help="If piped input is too long: 'head' drops its beginning, 'tail' its end (the PROMPT is never cut)."),
+    max_input: Optional[str] = typer.Option(None, "--max-input", metavar="BYTES", help="Most bytes of stdin to read, e.g. 2M (default: 16 per token of the context window)."),
     context_limit: Optional[int] = typer.Option(None, "--context-limit", help="Context window in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
@@ -52,23 +55,21 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),
     usage: bool = typer.Option(False, "-u", "--usage", help="Print token counts and speeds to stderr."),
 ) -> None:
-    from qwenchat.config import load_settings
-
-    if truncate not in (None, "head", "tail"):
+    if truncate not in (None, *CUTS):
         raise UsageError(f"--truncate is {truncate!r}", "use --truncate head or --truncate tail")
     if cont and cid is not None:
         raise UsageError("--continue and --cid both given", "use one of them")
     if no_save and (cont or cid is not None):
         raise UsageError("--no-save cannot continue a stored conversation", "drop --no-save or --continue/--cid")
-    text = compose_message(prompt, read_stdin())
+    check_prompt(prompt, stdin_is_terminal())
     flags = dict(model=model, device=device, dtype=dtype, quantize=quantize, context_limit=context_limit, temperature=temperature,
                  top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-                 max_tokens=max_tokens, seed=seed)
-    settings = load_settings().merged(flags)
+                 max_tokens=max_tokens, seed=seed, max_input=max_input)
+    settings = settings_with_flags(flags)
     store = None if no_save else _open_store()
     try:
         session = _session(settings, store, system, preset, cont, cid, raw, tuple(stop))
-        text = _fit(session, text, truncate)
+        text = _message(session, prompt, settings.max_input, truncate)
         output = "none" if as_json else "end" if no_stream else "stream"
         turn = _run(session, text, pretty=_pretty(plain, as_json), output=output)
     finally:
@@ -78,47 +79,6 @@ def ask(
         _print_json(session, turn)
     if usage:
         _print_usage(turn.reply, session.engine.info)
-
-
-def read_stdin() -> str | None:
-    """Piped stdin as text, or None when stdin is a terminal or empty (never waits on a tty)."""
-    stream = sys.stdin
-    if stream is None or stream.closed:
-        return None
-    try:
-        if stream.isatty():
-            return None
-        data = stream.buffer.read()
-    except (OSError, ValueError):
-        return None
-    if not data:
-        return None
-    if b"\x00" in data:
-        raise UsageError(
-            "stdin holds binary data (NUL bytes); qwenchat reads text",
-            "pipe text, e.g. extract it first (pdftotext, strings, ...)",
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        warn(f"stdin is not valid UTF-8 (byte {e.start}); undecodable bytes were replaced with U+FFFD")
-        return data.decode("utf-8", errors="replace")
-
-
-def compose_message(prompt: str | None, material: str | None) -> str:
-    """The user message: instruction, a blank line, then the piped material."""
-    if prompt is not None and not prompt.strip() and material is None:
-        raise UsageError("the prompt is empty", 'give a question: qwenchat ask "..."')
-    if prompt is None and material is None:
-        raise UsageError(
-            "nothing to ask: give a PROMPT argument or pipe text on stdin",
-            'qwenchat ask "question"   or   cat file | qwenchat ask "summarise this"',
-        )
-    if prompt is None:
-        return material  # type: ignore[return-value]
-    if material is None:
-        return prompt
-    return f"{prompt}\n\n{material}"
 
 
 def _open_store():
@@ -177,22 +137,19 @@ def _load(settings):
     return load_engine(settings, resolved=resolved)
 
 
-def _fit(session: "ChatSession", text: str, truncate: str | None) -> str:
-    from qwenchat.engine.errors import ContextOverflowError
-    from qwenchat.session import fit_text
+def _message(session: "ChatSession", prompt: str | None, max_input: int | None, truncate: str | None) -> str:
+    """The message to send: the PROMPT and what stdin holds (read within the input limit),
+    with the piped part cut to fit when --truncate says so."""
+    from qwenchat.fit import fit_message, input_limit
 
-    if truncate is None or session.raw:
-        return text
-    engine = session.engine
-    reserve = engine.reply_reserve(engine.settings(session.options))
-    try:
-        engine.chat_prompt(session.messages + [{"role": "user", "content": text}], reserve)
-        return text
-    except ContextOverflowError:
-        short, dropped = fit_text(engine, session.messages, text, truncate, reserve)
-        end = "beginning" if truncate == "head" else "end"
-        warn(f"input too long for the context window: dropped {dropped} tokens from its {end}")
-        return short
+    piped = read_stdin(input_limit(session, max_input), keep_end=truncate == "head")
+    if prompt is None and piped is None:
+        raise nothing_to_ask(" (stdin was empty or only whitespace)")
+    fitted = fit_message(session, prompt, piped, truncate)
+    if fitted.marker:
+        part = "beginning" if truncate == "head" else "end"
+        warn(f"input too long for the context window: dropped the {part} of the piped input {fitted.marker}")
+    return fitted.text
 
 
 def _pretty(plain: bool, as_json: bool) -> bool:

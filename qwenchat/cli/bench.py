@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from qwenchat.cli.app import app
+from qwenchat.cli.app import app, settings_with_flags
 
 
 @app.command(help="Measure load time, first-token latency, prefill/decode speed, KV reuse and peak memory.")
@@ -28,10 +28,9 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     from qwenchat import bench as measure
-    from qwenchat.config import load_settings
     from qwenchat.models import resolve_model
 
-    settings = load_settings().merged({"model": model, "device": device, "dtype": dtype})
+    settings = settings_with_flags({"model": model, "device": device, "dtype": dtype})
     resolved = resolve_model(settings.model, progress=_download_progress())
     workload = measure.QUICK if quick else measure.FULL
     result = _with_progress(

@@ -3,19 +3,57 @@ factory so tests drive it with a scripted fake. Nothing here imports torch."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
 from typing import Any
+
+TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def run_app(session_factory: Any, **kwargs: Any) -> None:
     from qwenchat.tui.app import QwenchatApp
 
     app = QwenchatApp(session_factory, **kwargs)
-    app.run()
+    caught: list[Any] = []
+    previous = _quit_on_termination(app, caught)
+    try:
+        app.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    signum = caught[0] if caught else None
     if app.loading:
         # Quit while a model was still loading (or downloading): the terminal is restored and
         # the store closed; end now instead of waiting for the load, printing nothing.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(app.return_code or 0)
+        os._exit(128 + signum if signum else app.return_code or 0)
+    if signum is not None:
+        signal.raise_signal(signum)  # now the caller's handler: `qwenchat` exits 128 + signum
+
+
+def _quit_on_termination(app: Any, caught: list[Any]) -> dict[int, Any]:
+    """SIGTERM and SIGHUP quit the app as Ctrl+Q does (a streaming reply is stopped and saved
+    as interrupted, the terminal restored); the signal is raised again once the app is gone."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if caught:
+            return
+        caught.append(signum)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet or any more: the re-raise after run() ends it
+            return
+        # a signal handler may interrupt the loop mid-step: hand the quit to the loop itself
+        loop.call_soon_threadsafe(lambda: caught.append(asyncio.ensure_future(app.run_action("quit"))))
+
+    previous = {}
+    for signum in TERMINATING:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup: stay ignored
+            try:
+                previous[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread (an embedding): leave signals alone
+                break
+    return previous

@@ -1,0 +1,71 @@
+"""How a command ends early: Ctrl+C, SIGTERM, SIGHUP, or a reader that closed stdout.
+
+SIGTERM and SIGHUP are raised in the main thread as `Terminated`, a KeyboardInterrupt, so they
+take Ctrl+C's path: a streaming reply is saved as interrupted, stores are closed, and the
+process exits 128 + the signal's number (130, 143, 129). A signal whose disposition the
+parent set to "ignore" (`nohup`) stays ignored.
+
+typer turns a KeyboardInterrupt into a silent exit 130 and a closed pipe into exit 1, before
+qwenchat's own handler sees them; `Stopped` and `OutputClosed` carry them past typer instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+HANDLED = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+NOTES = {signal.SIGINT: "interrupted", getattr(signal, "SIGTERM", -1): "terminated", getattr(signal, "SIGHUP", -2): "hung up"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the main thread was, like Ctrl+C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Stopped(Exception):
+    """A command ended by a signal (Ctrl+C, SIGTERM, SIGHUP): exit 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.note = NOTES.get(signum, f"stopped by signal {signum}")
+
+
+class OutputClosed(Exception):
+    """The reader of stdout went away (`| head -1`): exit 141, quietly."""
+
+
+def stopped(err: KeyboardInterrupt) -> Stopped:
+    return Stopped(getattr(err, "signum", signal.SIGINT))
+
+
+@contextmanager
+def raise_on_termination() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise `Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+    for signum in HANDLED:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # nohup and friends: the parent asked us to carry on
+        previous[signum] = signal.signal(signum, _raise)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise(signum: int, frame: Any) -> None:
+    for other in HANDLED:  # a second signal must not cut short the saving the first one started
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)

@@ -1,0 +1,161 @@
+"""Fitting `ask`'s message into the context window: measure cheaply, then refuse or cut.
+
+The message is an instruction (the PROMPT argument) and material (piped stdin), joined by
+`join_message`. Only the material is ever cut, never the instruction; a cut ends on a line or
+word boundary and leaves a visible marker (`[... N tokens cut ...]`) in the stored text.
+
+Costs are bounded: the material is tokenized once on its own, the template is rendered once
+for the overhead (system prompt plus instruction, without the material) and once to check a
+result near the edge; never in a loop over the whole conversation. The history does not count
+against the material: when the message is long, the engine leaves out the oldest turns (and
+says so), so the room the message may take is the window less the system prompt and the reply.
+
+This sits beside `session` and knows the engine's measuring verbs, but no terminal or store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from qwenchat.errors import InputTooLongError
+
+if TYPE_CHECKING:
+    from qwenchat.session import ChatSession
+
+CUTS = ("head", "tail")  # head: drop the material's beginning; tail: drop its end
+BYTES_PER_TOKEN = 16  # a generous upper bound for text (English ~4, code ~3-5 bytes a token)
+MARGIN = 8  # tokens: the join and the cut edge can tokenize a little differently in place
+_BOUNDARY_SHARE = 4  # look for a clean boundary within the last (first) quarter of the kept text
+
+
+@dataclass(frozen=True)
+class Piped:
+    """Stdin as read: `skipped` bytes were dropped unread from its front (to keep its end), or
+    `unread` says reading stopped at the limit with more possibly to come."""
+
+    text: str
+    skipped: int = 0
+    unread: bool = False
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class Fitted:
+    text: str  # the message to send
+    cut_tokens: int = 0  # tokens of the material read but left out
+    marker: str = ""  # the note left in the text where it was cut ("": nothing was cut)
+
+
+def join_message(instruction: str | None, material: str | None) -> str:
+    """The user message: the instruction, a blank line, then the piped material."""
+    if instruction is None:
+        return material or ""
+    if material is None:
+        return instruction
+    return f"{instruction}\n\n{material}"
+
+
+def input_limit(session: "ChatSession", configured: int | None) -> int:
+    """Most bytes of stdin to read: the configured limit, else sized from the context window."""
+    return configured or BYTES_PER_TOKEN * session.model_info.context_window
+
+
+def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | None, cut: str | None) -> Fitted:
+    """The message to send, with the material cut to fit when `cut` is "head" or "tail";
+    InputTooLongError when it cannot fit (or `cut` is None and it does not)."""
+    material = piped.text if piped is not None else None
+    if piped is not None and (piped.unread or piped.skipped) and cut is None:
+        raise InputTooLongError(
+            f"stdin is larger than the input limit of {piped.limit} bytes; stopped reading there",
+            "keep part of it with --truncate head or --truncate tail, or raise --max-input (config key max_input)",
+        )
+    if session.raw:
+        return Fitted(join_message(instruction, material))
+    engine = session.engine
+    window = engine.info.context_window
+    reserve = engine.reply_reserve(engine.settings(session.options))
+    head = [m for m in session.messages[:1] if m["role"] == "system"]
+    overhead = len(engine.encode_chat(head + [_user(join_message(instruction, "" if material is not None else None))]))
+    ids = engine.tokenizer.encode_plain(material) if material else []
+    estimate = overhead + len(ids) + reserve
+    whole = join_message(instruction, material)
+    if not (piped is not None and (piped.skipped or piped.unread)):
+        if estimate <= window - MARGIN:
+            return Fitted(whole)  # fits with room to spare: no render needed
+        if estimate <= window + MARGIN and _excess(session, head, whole, reserve, window) <= 0:
+            return Fitted(whole)
+    if cut is None or not ids:
+        what = "the message" if ids else "the prompt"
+        hint = ("cut the piped input with --truncate head or --truncate tail, shorten it, lower --max-tokens,"
+                " or raise --context-limit" if ids else
+                "pipe the long part on stdin (--truncate can cut that), lower --max-tokens, or raise --context-limit")
+        raise InputTooLongError(
+            f"{what} needs about {overhead + len(ids)} tokens (plus {reserve} for the reply),"
+            f" but the context window holds {window}",
+            hint,
+        )
+    return _cut(session, head, instruction, piped, ids, cut, window - reserve - overhead, reserve)
+
+
+def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, room: int, reserve: int) -> Fitted:
+    engine = session.engine
+    window = engine.info.context_window
+    marker_tokens = len(engine.tokenizer.encode_plain(marker(len(ids), piped, cut))) + 2
+    keep = room - marker_tokens - MARGIN
+    for _ in range(3):  # once, as a rule; again only if the kept text tokenizes longer in place
+        if keep <= 0:
+            raise InputTooLongError(
+                f"the instruction and the system prompt leave no room for the piped input in a context window of {window}",
+                "shorten the instruction, lower --max-tokens, or raise --context-limit",
+            )
+        kept_ids = ids[-keep:] if cut == "head" else ids[:keep]
+        kept = clean_edge(engine.tokenizer.decode(kept_ids, skip_special_tokens=False), cut)
+        dropped = max(0, len(ids) - len(engine.tokenizer.encode_plain(kept)))
+        mark = marker(dropped, piped, cut)
+        material = f"{mark}\n{kept}" if cut == "head" else f"{kept}{'' if kept.endswith(chr(10)) else chr(10)}{mark}"
+        text = join_message(instruction, material)
+        over = _excess(session, head, text, reserve, window)
+        if over <= 0:
+            return Fitted(text, dropped, mark)
+        keep -= over + MARGIN
+    raise InputTooLongError(f"could not cut the piped input to fit a context window of {window}",
+                            "shorten it, or raise --context-limit")
+
+
+def marker(tokens: int, piped: Piped | None, cut: str) -> str:
+    """The visible note left where material was cut."""
+    if piped is not None and piped.skipped:
+        return f"[... {piped.skipped} bytes and {tokens} tokens cut ...]"
+    if piped is not None and piped.unread:
+        return f"[... {tokens} tokens cut, and stdin was not read past {piped.limit} bytes ...]"
+    return f"[... {tokens} tokens cut ...]"
+
+
+def clean_edge(text: str, cut: str) -> str:
+    """`text` with its cut edge moved to a line (else word) boundary nearby, so the kept
+    material neither starts nor ends mid-word; a partial character at the edge is dropped."""
+    if cut == "tail":
+        text = text.rstrip("\ufffd")
+        floor = len(text) - len(text) // _BOUNDARY_SHARE
+        for sep in ("\n", " "):
+            i = text.rfind(sep)
+            if i >= floor:
+                return text[: i + 1] if sep == "\n" else text[:i]
+        return text
+    text = text.lstrip("\ufffd")
+    ceiling = len(text) // _BOUNDARY_SHARE
+    for sep in ("\n", " "):
+        i = text.find(sep)
+        if 0 <= i <= ceiling:
+            return text[i + 1 :]
+    return text
+
+
+def _user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def _excess(session, head, text: str, reserve: int, window: int) -> int:
+    """How many tokens system prompt + message + reply exceed the window by (one render)."""
+    return len(session.engine.encode_chat(head + [_user(text)])) + reserve - window

@@ -1,0 +1,70 @@
+"""The chat app in a real terminal (tmux) ends on SIGTERM like Ctrl+Q: the streaming reply is
+saved as interrupted, and `qwenchat` exits 143."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qwenchat.store import Store
+
+LONG_REPLY = "max_tokens = 3000\ntemperature = 1.0\ntop_k = 0\nseed = 5\n"
+
+
+def messages(home) -> int:
+    db = home / "data" / "history.db"
+    if not db.exists():
+        return 0
+    with Store.open(db) as store:
+        return sum(len(store.thread(c.id)) for c in store.list_conversations())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
+def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_path):
+    tmux = shutil.which("tmux")
+    assert tmux, "tmux is required for this test (apt-get install -y tmux; scripts/test installs it)"
+    name, home = f"qwenchat-sigterm-{os.getpid()}", tmp_path / "home"
+    pid_file, status_file = tmp_path / "pid", tmp_path / "status"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(LONG_REPLY)
+    app = f"{sys.executable} -m qwenchat chat -m {tiny_model} --device cpu --dtype float32"
+    cmd = (f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 "
+           f"sh -c 'echo $$ > {pid_file}; exec {app}'; echo $? > {status_file}")
+    subprocess.run([tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd], check=True)
+
+    def screen() -> str:
+        return subprocess.run([tmux, "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
+
+    def until(cond, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{what}; the terminal shows:\n{screen()}")
+
+    try:
+        until(lambda: "cpu/float32" in screen(), 60, "the model never loaded")
+        subprocess.run([tmux, "send-keys", "-t", name, "-l", "Tell a long story"], check=True)
+        subprocess.run([tmux, "send-keys", "-t", name, "Enter"], check=True)
+        until(lambda: messages(home) >= 1, 30, "the message was never sent")
+        time.sleep(1.0)  # some of the reply streams
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        until(status_file.exists, 30, "qwenchat did not exit on SIGTERM")
+        assert status_file.read_text().strip() == "143"
+        text = screen()
+        assert "terminated" in text, text  # qwenchat's note: it ended the app itself, not the signal
+        assert "Traceback" not in text
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", name], capture_output=True)
+    with Store.open(home / "data" / "history.db") as store:
+        (conv,) = store.list_conversations()
+        thread = store.thread(conv.id)
+    assert [m.role for m in thread] == ["user", "assistant"]
+    assert thread[1].status == "interrupted" and thread[1].content

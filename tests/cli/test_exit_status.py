@@ -1,0 +1,67 @@
+"""The README's exit statuses, through real processes: signals end like Ctrl+C (the partial
+reply saved as interrupted, 128 + the signal's number, a note, no traceback), and every
+command-line mistake is a usage error (2)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_ask import qwenchat, start, stored, wait_for_output
+
+LONG_REPLY = ["--max-tokens", "3000", "--temperature", "1", "--top-k", "0", "--seed", "5"]
+
+
+@pytest.mark.parametrize(("signum", "status", "note"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGHUP, 129, "hung up")])
+def test_sigterm_and_sighup_mid_reply_save_the_partial_reply(tiny_model, isolated_home, signum, status, note):
+    proc = start(["ask", "-m", str(tiny_model), "Tell a long story", *LONG_REPLY], isolated_home)
+    assert wait_for_output(proc), "no output before the timeout"
+    assert proc.poll() is None, "the reply ended before the signal could be sent"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert b"Traceback" not in err and err.decode().strip().endswith(note)
+    msgs = stored(isolated_home)
+    assert msgs[0][:2] == ("user", "Tell a long story")
+    assert msgs[1][0] == "assistant" and msgs[1][2] == "interrupted" and msgs[1][1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ask", "x", "--temperature", "-2"],
+        ["ask", "x", "--top-p", "1.5"],
+        ["ask", "x", "--dtype", "float8"],
+        ["ask", "x", "--quantize", "int4"],
+        ["ask", "x", "--max-input", "lots"],
+        ["ask", "x", "-m", " "],
+        ["--device", "tpu"],
+        ["chat", "--dtype", "float8"],
+        ["bench", "--quantize", "int4"],
+    ],
+)
+def test_invalid_option_values_are_usage_errors_naming_the_option(args, isolated_home):
+    r = qwenchat(args, isolated_home, timeout=60)
+    assert r.returncode == 2, r.stderr
+    option = next(a for a in args if a.startswith("-"))
+    assert f"'{option}'".encode() in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_a_bad_value_in_the_config_file_stays_a_config_error(tiny_model, isolated_home):
+    """Not a command-line mistake: exit 1, naming the file."""
+    config = Path(qwenchat(["config", "path"], isolated_home).stdout.decode().strip())
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("temperature = -2\n")
+    r = qwenchat(["ask", "-m", str(tiny_model), "x"], isolated_home, timeout=60)
+    assert r.returncode == 1 and str(config).encode() in r.stderr, r.stderr
+
+
+def test_signals_between_runs_leave_no_handler_behind():
+    """`run()` restores the handlers it installs (the TUI and tests call it in-process)."""
+    from qwenchat.cli import run
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run(["config", "path"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
