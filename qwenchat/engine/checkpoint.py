@@ -35,7 +35,9 @@ import torch
 from qwenchat.engine import prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
-from qwenchat.engine.int8_cache import FORMAT, CacheDamaged, CacheWriter, SourceCheck, source_identity, unchanged_since
+from qwenchat.engine.int8_cache import (
+    FORMAT, CacheDamaged, CacheWriter, SourceCheck, remove_stale_temps, source_identity, unchanged_since,
+)
 from qwenchat.engine.prefetch import Prefetch, int8_cache_path
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
 from qwenchat.engine.weights import REDOWNLOAD, _check_names, expected_shapes, weight_files
@@ -229,6 +231,7 @@ class Int8Checkpoint:
         """The cache's reader, its checksums set, when it was built from these weight files in
         this layout; else None and why ("" when there is no cache yet)."""
         ahead = prefetch.claim(self.path)  # started early by session.load_engine, if at all
+        remove_stale_temps(self.path.parent)  # what a process killed mid-write left (a listdir)
         if not self.path.is_file():
             if ahead is not None:
                 ahead.close()

@@ -209,3 +209,14 @@ def test_a_kill_mid_write_leaves_nothing_that_is_served_or_kept(model, root):
     ck, _ = _load(model, root)
     assert ck.source == "quantized, cache written"  # not served from the half-written file
     assert sorted(p.name for p in folder.iterdir()) == ["int8.safetensors", "source.json"]  # the stale one is gone
+
+
+def test_temporary_files_of_dead_processes_are_removed_even_when_the_cache_is_served(model, root):
+    _load(model, root)
+    folder = int8_cache_path(root, model).parent
+    dead = folder / ".int8.safetensors.999999999.tmp"  # no such process: pids stop far below
+    live = folder / f".int8.safetensors.{os.getppid()}.tmp"  # another process still writing
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    assert _load(model, root)[0].source == "cache"
+    assert not dead.exists() and live.exists()
