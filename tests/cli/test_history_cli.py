@@ -191,6 +191,7 @@ def test_presets(capsys) -> None:
                      "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T00:00:00+00:00",
                      "messages": []}).encode(), "$.model is a number (3)"),
     ],
+    ids=["not-utf8", "deeply-nested", "number-as-model"],
 )
 def test_import_of_a_hostile_file_is_one_clean_error_and_changes_nothing(
     chats, tmp_path, capsys, content: bytes, words: str
