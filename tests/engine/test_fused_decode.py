@@ -3,8 +3,6 @@ compute: the same logits and the same cached keys/values, at any position and th
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -23,10 +21,9 @@ def kernel_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models, tmp_path_factory):
-    """Copies of the shared tiny models: an int8 load writes its cache into the model folder."""
-    root = tmp_path_factory.mktemp("models")
-    return {name: shutil.copytree(tiny_models[name], root / name) for name in VARIANTS}
+def models(tiny_models):
+    """The shared tiny models: loaded without an int8 cache folder, nothing is written to them."""
+    return {name: tiny_models[name] for name in VARIANTS}
 
 
 def _engine(models, variant: str, kernel_dir) -> ChatEngine:
