@@ -130,7 +130,8 @@ def test_cancel_from_another_thread_stops_within_a_token_and_keeps_cache_consist
     # the cache's content really is what `tokens` says: reuse it and compare with a fresh prefill
     ids = held + [5]
     got, _ = reused_logits(engine, ids)
-    assert torch.allclose(got, fresh_logits(engine, ids), atol=1e-4)
+    fresh = fresh_logits(engine, ids)  # other chunks, other product shapes: sums in another order
+    assert (got - fresh).abs().max() <= 1e-4 * max(1.0, fresh.abs().max().item())
 
 
 def test_oldest_turns_are_dropped_to_fit_and_the_reply_says_so(tiny_model):

@@ -120,7 +120,9 @@ def test_last_only_prefill_equals_the_last_row_of_a_full_one(tiny_models, pos):
     full = ours(ids[:, pos:], full_cache, pos, last_only=False)[0, -1]
     last = ours(ids[:, pos:], last_cache, pos, last_only=True)
     assert last.shape == (1, 1, cfg.vocab_size)
-    assert torch.allclose(last[0, -1], full, rtol=1e-5, atol=1e-5)
+    # the final layer's products take other shapes (one row against all), so their sums go in
+    # another order: a difference relative to the logits' scale, not to each logit
+    assert (last[0, -1] - full).abs().max() <= 1e-4 * full.abs().max()
     n = pos + 30
     assert torch.equal(last_cache.k[:, :, :, :n], full_cache.k[:, :, :, :n])
     assert torch.equal(last_cache.v[:, :, :, :n], full_cache.v[:, :, :, :n])
