@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -42,7 +42,7 @@ def ask(
     repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens to generate."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed and settings give the same text."),
-    stop: list[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable)."),
+    stop: list[str] = typer.Option([], "--stop", metavar="TEXT", help="Stop when this text appears (repeatable)."),
     raw: bool = typer.Option(False, "--raw", help="Raw text continuation, no chat template (base models)."),
     truncate: Optional[str] = typer.Option(None, "--truncate", help="If piped input is too long: 'head' drops its beginning, 'tail' its end (the PROMPT is never cut)."),
     max_input: Optional[str] = typer.Option(None, "--max-input", metavar="BYTES", help="Most bytes of stdin to read, e.g. 2M (default: 16 per token of the context window)."),
@@ -68,7 +68,7 @@ def ask(
     settings = settings_with_flags(flags)
     store = None if no_save else _open_store()
     try:
-        session = _session(settings, store, system, preset, cont, cid, raw, tuple(stop))
+        session = _session(settings, flags, store, system, preset, cont, cid, raw, tuple(stop))
         text = _message(session, prompt, settings.max_input, truncate)
         output = "none" if as_json else "end" if no_stream else "stream"
         turn = _run(session, text, pretty=_pretty(plain, as_json), output=output)
@@ -87,8 +87,9 @@ def _open_store():
     return Store.open()
 
 
-def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSession":
+def _session(settings, flags, store, system, preset, cont, cid, raw, stop) -> "ChatSession":
     from qwenchat.session import ChatSession, options_from_settings
+    from qwenchat.startup import choose_start, flag_overrides
 
     if preset is not None:
         if store is None:
@@ -100,19 +101,17 @@ def _session(settings, store, system, preset, cont, cid, raw, stop) -> "ChatSess
             system = store.get_preset(preset).text
     conversation = None
     if store is not None and (cont or cid is not None):
-        conversation = store.get_conversation(cid) if cid is not None else store.latest_conversation()
-        if conversation is None:
-            raise UsageError("there is no conversation to continue yet", 'start one: qwenchat ask "..."')
-        if settings.model is None:
-            settings = settings.merged({"model": conversation.model})
+        start = choose_start(store, flags.get("model"), cont, cid, need_one=True)
+        conversation = start.conversation
+        settings = settings.merged({"model": start.model})  # its own model unless -m
     engine, label = _load(settings)
     for note in engine.info.notes:  # a damaged int8 cache rebuilt, an unsafe kernel folder refused
         warn(note)
     session = ChatSession(engine, store, model_label=label, system_prompt=system,
                           options=options_from_settings(settings, stop), raw=raw)
     if conversation is not None:
-        session.load(conversation.id)
-        session.options = options_from_settings(settings, stop)
+        session.load(conversation.id)  # its own saved settings; this command line's options win
+        session.options = replace(session.options, stop=stop, **flag_overrides(flags))
         if system is not None:
             session.set_system_prompt(system)
     elif not raw and not engine.info.chat_tuned:

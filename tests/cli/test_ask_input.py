@@ -122,3 +122,31 @@ def test_the_input_limit_is_a_config_key(tiny_model, isolated_home):
                  isolated_home, stdin=LINES)
     assert r.returncode == 0, r.stderr
     assert stored(isolated_home)[0][1].endswith("stdin was not read past 1024 bytes ...]")
+
+
+def peak_rss_mb(args: list[str], home, stdin_path) -> tuple[int, float, bytes]:
+    """Exit status, peak memory (MB) and stderr of one `qwenchat` run, measured in a fresh parent
+    so that no other child's peak counts."""
+    code = (
+        "import resource, subprocess, sys\n"
+        f"r = subprocess.run([sys.executable, '-m', 'qwenchat', *{args!r}], stdin=open({str(stdin_path)!r}, 'rb'),"
+        " capture_output=True)\n"
+        "sys.stderr.buffer.write(r.stderr)\n"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    env = {**os.environ, "QWENCHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=300)
+    status, kb = r.stdout.split()
+    return int(status), int(kb) / 1024, r.stderr
+
+
+def test_a_20mb_stdin_is_refused_or_cut_without_tokenizing_it_whole(tiny_model, isolated_home, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(LINES * (20_000_000 // len(LINES)))
+    base = ["ask", "-m", str(tiny_model), "Summarise", "--max-tokens", "2"]
+    status, peak, err = peak_rss_mb(base, isolated_home, big)
+    assert status == 1 and b"input limit" in err and peak < 800, (status, peak, err)
+    status, peak, err = peak_rss_mb([*base, "--truncate", "head"], isolated_home, big)
+    assert status == 0 and peak < 800, (status, peak, err)
+    user = stored(isolated_home)[0][1]
+    assert user.startswith("Summarise\n\n[... ") and user.endswith(LINES.decode()[-100:])
