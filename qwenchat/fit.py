@@ -73,7 +73,7 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
     if session.raw:
         return Fitted(join_message(instruction, material))
     engine = session.engine
-    window = engine.info.context_window
+    window = session.model_info.context_window
     reserve = engine.reply_reserve(engine.settings(session.options))
     head = [m for m in session.messages[:1] if m["role"] == "system"]
     overhead = len(engine.encode_chat(head + [_user(join_message(instruction, "" if material is not None else None))]))
@@ -100,8 +100,8 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
 
 def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, room: int, reserve: int) -> Fitted:
     engine = session.engine
-    window = engine.info.context_window
-    marker_tokens = len(engine.tokenizer.encode_plain(marker(len(ids), piped, cut))) + 2
+    window = session.model_info.context_window
+    marker_tokens = len(engine.tokenizer.encode_plain(marker(len(ids), piped))) + 2
     keep = room - marker_tokens - MARGIN
     for _ in range(3):  # once, as a rule; again only if the kept text tokenizes longer in place
         if keep <= 0:
@@ -112,9 +112,8 @@ def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, roo
         kept_ids = ids[-keep:] if cut == "head" else ids[:keep]
         kept = clean_edge(engine.tokenizer.decode(kept_ids, skip_special_tokens=False), cut)
         dropped = max(0, len(ids) - len(engine.tokenizer.encode_plain(kept)))
-        mark = marker(dropped, piped, cut)
-        material = f"{mark}\n{kept}" if cut == "head" else f"{kept}{'' if kept.endswith(chr(10)) else chr(10)}{mark}"
-        text = join_message(instruction, material)
+        mark = marker(dropped, piped)
+        text = join_message(instruction, f"{mark}\n{kept}" if cut == "head" else f"{kept.removesuffix(chr(10))}\n{mark}")
         over = _excess(session, head, text, reserve, window)
         if over <= 0:
             return Fitted(text, dropped, mark)
@@ -123,7 +122,7 @@ def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, roo
                             "shorten it, or raise --context-limit")
 
 
-def marker(tokens: int, piped: Piped | None, cut: str) -> str:
+def marker(tokens: int, piped: Piped | None) -> str:
     """The visible note left where material was cut."""
     if piped is not None and piped.skipped:
         return f"[... {piped.skipped} bytes and {tokens} tokens cut ...]"
