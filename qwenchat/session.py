@@ -83,6 +83,7 @@ class ModelInfo:
     context_window: int
     chat_tuned: bool
     placement_reason: str = ""
+    notes: tuple[str, ...] = ()  # what the load had to say (a damaged int8 cache rebuilt, ...)
 
 
 class ChatSession:
@@ -119,6 +120,7 @@ class ChatSession:
             precision=quantize if quantize not in (None, "none") else info.dtype,
             context_window=info.context_window, chat_tuned=info.chat_tuned,
             placement_reason=getattr(info, "placement_reason", ""),
+            notes=tuple(getattr(info, "notes", ())),
         )
 
     @property

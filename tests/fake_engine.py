@@ -37,6 +37,7 @@ class FakeInfo:
     chat_tuned: bool = True
     load_s: float = 0.0
     quantize: str = "int8"
+    notes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -133,6 +133,8 @@ class QwenchatApp(App[None]):
             return  # a later pick superseded this load
         old, self.session = self.session, event.session
         await self.chat.session_loaded(old)
+        for note in self.session.model_info.notes:  # a damaged int8 cache rebuilt, ...
+            self.notify(note, title="Model", severity="warning", timeout=10, markup=False)
 
     def on_session_failed(self, event: msg.SessionFailed) -> None:
         if event.seq != self._load_seq:

@@ -222,3 +222,12 @@ async def test_user_text_that_looks_like_markup_is_shown_as_written(store):
         await wait_for(pilot, lambda: any("Deleted “[/] broken [red]title”" in n for n in notes(app)))
         await pilot.pause(0.2)  # the toasts render
         assert app.is_running
+
+
+async def test_what_the_model_load_had_to_say_is_shown(store):
+    note = "the int8 cache of [m] was damaged: rebuilt from the model's weights"
+    app, _ = make_app(info=FakeInfo(notes=(note,)))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.pause()
+        assert f"Model: {note}" in notes(app)  # shown as written (no markup eaten)
