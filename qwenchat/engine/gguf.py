@@ -13,7 +13,9 @@ load like a Hub repo:
     qwenchat_import.json     the source file, its size and mtime (see `import_is_current`)
 
 The directory is written under a temporary sibling name and renamed into place at the end, so a
-half-written import is never loaded; an existing `out_dir` is replaced. Tensors are dequantized
+half-written import is never loaded; an existing `out_dir` is replaced. The file is parsed by
+`gguf_reader` (every count checked against the file's size before anything is allocated); the
+`gguf` package only dequantizes. Tensors are dequantized
 and written a slice at a time, so peak memory stays near one tensor. Problems a user can act on
 raise `ModelConfigError`, `WeightsError` or `TokenizerError`. The module knows nothing about
 where imports live or how they are named (that is the CLI's business) and imports nothing else
@@ -23,6 +25,7 @@ from qwenchat.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -31,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qwenchat.engine import gguf_reader
 from qwenchat.engine.errors import ModelConfigError, WeightsError
+from qwenchat.engine.gguf_reader import TensorInfo
 from qwenchat.engine.gguf_tokenizer import build_tokenizer_files
 
 IMPORT_RECORD = "qwenchat_import.json"
@@ -91,75 +96,11 @@ def import_is_current(gguf_path: Path, out_dir: Path, *, dtype: str | None = Non
     )
 
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
 def read_gguf_fields(gguf_path: Path, keys: set[str]) -> dict[str, Any]:
     """The scalar/string metadata fields named in `keys`, read from the file header without
-    parsing the rest (the tokenizer arrays take seconds); stops once all are found."""
-    found: dict[str, Any] = {}
-    gguf_path = Path(gguf_path)
-    try:
-        with gguf_path.open("rb") as f:
-
-            def take(fmt: str) -> Any:
-                size = struct.calcsize(fmt)
-                raw = f.read(size)
-                if len(raw) != size:
-                    raise EOFError
-                return struct.unpack(fmt, raw)[0]
-
-            def string() -> str:
-                n = take("<Q")
-                if n > 1 << 26:  # no key or text field is this long: a damaged length
-                    raise ValueError("implausible string length")
-                raw = f.read(n)
-                if len(raw) != n:
-                    raise EOFError
-                return raw.decode("utf-8", errors="replace")
-
-            def skip(vtype: int) -> None:
-                if vtype == 8:
-                    f.seek(take("<Q"), os.SEEK_CUR)
-                elif vtype == 9:
-                    itype, count = take("<I"), take("<Q")
-                    if itype in _SCALARS:
-                        f.seek(struct.calcsize(_SCALARS[itype]) * count, os.SEEK_CUR)
-                    else:
-                        for _ in range(count):
-                            skip(itype)
-                elif vtype in _SCALARS:
-                    f.seek(struct.calcsize(_SCALARS[vtype]), os.SEEK_CUR)
-                else:
-                    raise ValueError(f"unknown value type {vtype}")
-
-            if f.read(4) != b"GGUF":
-                raise WeightsError(
-                    f"{gguf_path.name} is not a GGUF file (it does not start with the GGUF magic)",
-                    "pass a .gguf model file, e.g. one exported by llama.cpp",
-                )
-            take("<I")  # version
-            take("<Q")  # tensor count
-            for _ in range(take("<Q")):
-                key, vtype = string(), take("<I")
-                if key in keys and vtype == 8:
-                    found[key] = string()
-                elif key in keys and vtype in _SCALARS:
-                    found[key] = take(_SCALARS[vtype])
-                else:
-                    skip(vtype)
-                if len(found) == len(keys):
-                    break
-    except FileNotFoundError:
-        raise WeightsError(f"no such file: {gguf_path}", "check the path") from None
-    except (EOFError, ValueError, OverflowError, struct.error):
-        raise WeightsError(
-            f"{gguf_path.name} is truncated or damaged and cannot be read",
-            "download the file again and compare its size and checksum with the source",
-        ) from None
-    except OSError as e:
-        raise WeightsError(f"cannot read {gguf_path}: {e.strerror or e}", None) from None
-    return found
+    the tensor table; stops once all are found."""
+    metadata = gguf_reader.read(Path(gguf_path), stop_when=set(keys)).metadata
+    return {k: v for k, v in metadata.items() if k in keys and isinstance(v, (str, int, float, bool))}
 
 
 @dataclass
@@ -167,13 +108,8 @@ class _Plan:
     """What one GGUF file will become: metadata and the tensors in writing order."""
 
     metadata: dict[str, Any]
-    tensors: list[tuple[str, Any]]  # (hf name, gguf ReaderTensor)
+    tensors: list[tuple[str, TensorInfo]]  # (hf name, its GGUF tensor)
     config: dict[str, Any]
-
-
-def read_metadata(reader: Any) -> dict[str, Any]:
-    """Every key-value field of a GGUFReader as plain Python values."""
-    return {name: field.contents() for name, field in reader.fields.items()}
 
 
 def import_gguf(
@@ -195,8 +131,7 @@ def import_gguf(
     arch = read_gguf_fields(gguf_path, {"general.architecture"}).get("general.architecture")
     if arch != "qwen2":
         raise _not_qwen2(gguf_path, arch)
-    reader = _open(gguf_path)
-    plan = _plan(reader, gguf_path, dtype)
+    plan = _plan(gguf_reader.read(gguf_path), gguf_path, dtype)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.importing-{os.getpid()}"
@@ -234,44 +169,19 @@ def import_gguf(
 # Reading and checking
 
 
-def _open(gguf_path: Path) -> Any:
-    from gguf import GGUFReader
-
-    try:
-        with gguf_path.open("rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise WeightsError(f"no such file: {gguf_path}", "check the path") from None
-    except OSError as e:
-        raise WeightsError(f"cannot read {gguf_path}: {e.strerror or e}", None) from None
-    if magic != b"GGUF":
-        raise WeightsError(
-            f"{gguf_path.name} is not a GGUF file (it does not start with the GGUF magic)",
-            "pass a .gguf model file, e.g. one exported by llama.cpp",
-        )
-    try:
-        return GGUFReader(gguf_path)
-    except Exception as e:  # the reader raises ValueError/IndexError/KeyError on damage
-        raise WeightsError(
-            f"{gguf_path.name} is truncated or damaged and cannot be read ({type(e).__name__}: {e})",
-            "download the file again and compare its size and checksum with the source",
-        ) from None
-
-
-def _plan(reader: Any, gguf_path: Path, dtype: str) -> _Plan:
+def _plan(contents: gguf_reader.GGUFContents, gguf_path: Path, dtype: str) -> _Plan:
     from gguf import GGMLQuantizationType
     from gguf.quants import _type_traits
 
-    metadata = read_metadata(reader)
+    metadata = contents.metadata
     arch = metadata.get("general.architecture")
     if arch != "qwen2":
         raise _not_qwen2(gguf_path, arch)
     config = _config(metadata, dtype, gguf_path)
 
-    size = gguf_path.stat().st_size
     plain = {GGMLQuantizationType.F32, GGMLQuantizationType.F16}
     tensors, unknown = [], []
-    for t in reader.tensors:
+    for t in contents.tensors:
         name = hf_tensor_name(t.name)
         if name is None:
             unknown.append(t.name)
@@ -281,16 +191,16 @@ def _plan(reader: Any, gguf_path: Path, dtype: str) -> _Plan:
                 f"tensor {t.name} is stored as {t.tensor_type.name}, which cannot be dequantized",
                 "use a GGUF quantized with a common type (F32, F16, BF16, Q8_0, Q4_K, Q6_K, ...)",
             )
-        if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
-            raise WeightsError(
-                f"{gguf_path.name} is truncated: tensor {t.name} runs past the end of the file",
-                "download the file again",
-            )
         tensors.append((name, t))
     if unknown:
         raise WeightsError(
             f"{gguf_path.name} has tensors a qwen2 model does not: {', '.join(unknown[:5])}",
             "this GGUF is not a plain Qwen2 causal LM",
+        )
+    if config["num_hidden_layers"] * len(_LAYER_NAMES) > len(tensors):  # before listing what each needs
+        raise WeightsError(
+            f"{gguf_path.name} claims {config['num_hidden_layers']:,} layers but holds only {len(tensors)} tensors",
+            "the GGUF is incomplete, or its metadata (block_count) is damaged",
         )
     _check_tensors(tensors, config, gguf_path)
     return _Plan(metadata=metadata, tensors=tensors, config=config)
@@ -310,13 +220,44 @@ def _required(metadata: dict[str, Any], key: str, gguf_path: Path) -> Any:
     return metadata[key]
 
 
+_MAX_COUNT = 1 << 24  # no dimension, layer count or context length of a real model is near this
+
+
+def _count(md: dict[str, Any], key: str, gguf_path: Path, default: int | None = None) -> int:
+    """A size field (layers, widths, context): a whole number from 1 to 2**24."""
+    value = md.get(key, default) if default is not None else _required(md, key, gguf_path)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNT:
+        raise ModelConfigError(
+            f"{gguf_path.name}: the metadata field {key} is {value!r}, not a whole number from 1 to {_MAX_COUNT:,}",
+            "the GGUF metadata is damaged",
+        )
+    return value
+
+
+def _number(md: dict[str, Any], key: str, gguf_path: Path, default: float) -> float:
+    value = md.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ModelConfigError(f"{gguf_path.name}: the metadata field {key} is {value!r}, not a positive number",
+                               "the GGUF metadata is damaged")
+    return float(value)
+
+
+def token_id(md: dict[str, Any], key: str, gguf_path: Path) -> int | None:
+    """tokenizer.ggml.<key> (a token id) as an int, None when absent."""
+    value = md.get(f"tokenizer.ggml.{key}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ModelConfigError(f"{gguf_path.name}: the metadata field tokenizer.ggml.{key} is {value!r}, not a token id",
+                               "the GGUF metadata is damaged")
+    return value
+
+
 def _config(md: dict[str, Any], dtype: str, gguf_path: Path) -> dict[str, Any]:
     """config.json in the field layout of the Hub's Qwen2 repos."""
-    hidden = int(_required(md, "qwen2.embedding_length", gguf_path))
-    layers = int(_required(md, "qwen2.block_count", gguf_path))
-    heads = int(_required(md, "qwen2.attention.head_count", gguf_path))
-    kv_heads = int(md.get("qwen2.attention.head_count_kv", heads))
-    context = int(md.get("qwen2.context_length", 32768))
+    hidden = _count(md, "qwen2.embedding_length", gguf_path)
+    layers = _count(md, "qwen2.block_count", gguf_path)
+    heads = _count(md, "qwen2.attention.head_count", gguf_path)
+    kv_heads = _count(md, "qwen2.attention.head_count_kv", gguf_path, heads)
+    context = _count(md, "qwen2.context_length", gguf_path, 32768)
     if heads <= 0 or hidden % heads or kv_heads <= 0 or heads % kv_heads:
         raise ModelConfigError(
             f"inconsistent attention shape in {gguf_path.name}: hidden {hidden}, heads {heads}, kv heads {kv_heads}",
@@ -325,20 +266,20 @@ def _config(md: dict[str, Any], dtype: str, gguf_path: Path) -> dict[str, Any]:
     config: dict[str, Any] = {
         "architectures": ["Qwen2ForCausalLM"],
         "attention_dropout": 0.0,
-        "bos_token_id": md.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": md.get("tokenizer.ggml.eos_token_id"),
+        "bos_token_id": token_id(md, "bos_token_id", gguf_path),
+        "eos_token_id": token_id(md, "eos_token_id", gguf_path),
         "hidden_act": "silu",
         "hidden_size": hidden,
         "initializer_range": 0.02,
-        "intermediate_size": int(_required(md, "qwen2.feed_forward_length", gguf_path)),
+        "intermediate_size": _count(md, "qwen2.feed_forward_length", gguf_path),
         "max_position_embeddings": context,
         "max_window_layers": layers,
         "model_type": "qwen2",
         "num_attention_heads": heads,
         "num_hidden_layers": layers,
         "num_key_value_heads": kv_heads,
-        "rms_norm_eps": float(md.get("qwen2.attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(md.get("qwen2.rope.freq_base", 10000.0)),
+        "rms_norm_eps": _number(md, "qwen2.attention.layer_norm_rms_epsilon", gguf_path, 1e-6),
+        "rope_theta": _number(md, "qwen2.rope.freq_base", gguf_path, 10000.0),
         "sliding_window": context,
         "tie_word_embeddings": True,  # set from the tensors in _check_tensors
         "torch_dtype": dtype,
@@ -346,12 +287,16 @@ def _config(md: dict[str, Any], dtype: str, gguf_path: Path) -> dict[str, Any]:
         "use_sliding_window": False,
         "vocab_size": None,  # set from the embedding in _check_tensors
     }
+    for key in ("padding_token_id", "unknown_token_id"):
+        token_id(md, key, gguf_path)  # checked now; written with the tokenizer files
     # Round the float32 epsilon the file stores (9.99999997e-07) back to the value it stands for.
     config["rms_norm_eps"] = float(f"{config['rms_norm_eps']:.6g}")
     scaling = md.get("qwen2.rope.scaling.type")
     if scaling not in (None, "none"):
-        factor = md.get("qwen2.rope.scaling.factor")
+        factor = _number(md, "qwen2.rope.scaling.factor", gguf_path, 1.0)
         original = md.get("qwen2.rope.scaling.original_context_length")
+        if original is not None:
+            original = _count(md, "qwen2.rope.scaling.original_context_length", gguf_path)
         config["rope_scaling"] = {"type": scaling, "rope_type": scaling, "factor": factor}
         if original is not None:
             config["rope_scaling"]["original_max_position_embeddings"] = int(original)
@@ -360,7 +305,7 @@ def _config(md: dict[str, Any], dtype: str, gguf_path: Path) -> dict[str, Any]:
 
 def _check_tensors(tensors: list[tuple[str, Any]], config: dict[str, Any], gguf_path: Path) -> None:
     """Every tensor present, with the shape the config implies; fills vocab_size and tying."""
-    shapes = {name: tuple(int(d) for d in reversed(t.shape.tolist())) for name, t in tensors}
+    shapes = {name: tuple(reversed(t.shape)) for name, t in tensors}
     embed = shapes.get("model.embed_tokens.weight")
     if embed is None:
         raise WeightsError(f"{gguf_path.name} has no token_embd.weight", "the GGUF is incomplete")
@@ -443,7 +388,7 @@ def _write_safetensors(
     offset = 0
     for name, t in tensors:
         nbytes = int(t.n_elements) * itemsize
-        shape = [int(d) for d in reversed(t.shape.tolist())]
+        shape = list(reversed(t.shape))
         header[name] = {"dtype": st_dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     total = offset

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qwenchat.engine.errors import TokenizerError
 
 # The Qwen2 pre-tokenizer split (byte-level), as in the Hub's tokenizer.json and transformers.
@@ -68,9 +70,9 @@ def build_tokenizer_files(md: dict[str, Any], gguf_path: Path) -> tuple[dict[str
             f"{gguf_path.name} names the pre-tokenizer {pre!r}, not Qwen2's",
             f"qwenchat knows: {', '.join(sorted(QWEN2_PRE_TOKENIZERS))}",
         )
-    tokens: list[str] = list(_required(md, "tokenizer.ggml.tokens", gguf_path))
-    merges_raw: list[str] = list(_required(md, "tokenizer.ggml.merges", gguf_path))
-    token_types = list(md.get("tokenizer.ggml.token_type") or [])
+    tokens = _texts(md, "tokenizer.ggml.tokens", gguf_path)
+    merges_raw = _texts(md, "tokenizer.ggml.merges", gguf_path)
+    token_types = _numbers(md, "tokenizer.ggml.token_type", gguf_path)
 
     spelling = bytes_to_unicode()
     alphabet = set(spelling.values())
@@ -121,11 +123,11 @@ def build_tokenizer_files(md: dict[str, Any], gguf_path: Path) -> tuple[dict[str
 
     def token_at(key: str) -> str | None:
         i = md.get(f"tokenizer.ggml.{key}")
-        return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
     tokenizer_config: dict[str, Any] = {
-        "add_bos_token": bool(md.get("tokenizer.ggml.add_bos_token", False)),
-        "add_eos_token": bool(md.get("tokenizer.ggml.add_eos_token", False)),
+        "add_bos_token": md.get("tokenizer.ggml.add_bos_token") is True,
+        "add_eos_token": md.get("tokenizer.ggml.add_eos_token") is True,
         "add_prefix_space": False,
         "added_tokens_decoder": {
             str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added_tokens
@@ -141,9 +143,27 @@ def build_tokenizer_files(md: dict[str, Any], gguf_path: Path) -> tuple[dict[str
         "unk_token": token_at("unknown_token_id"),
     }
     template = md.get("tokenizer.chat_template")
-    if template:
+    if template and isinstance(template, str):
         tokenizer_config["chat_template"] = template
     return tokenizer, tokenizer_config
+
+
+def _texts(md: dict[str, Any], key: str, gguf_path: Path) -> list[str]:
+    value = _required(md, key, gguf_path)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TokenizerError(f"{gguf_path.name}: the metadata field {key} is not a list of strings",
+                             "the GGUF metadata is damaged")
+    return value
+
+
+def _numbers(md: dict[str, Any], key: str, gguf_path: Path) -> list[int]:
+    value = md.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu":
+        raise TokenizerError(f"{gguf_path.name}: the metadata field {key} is not an array of integers",
+                             "the GGUF metadata is damaged")
+    return value.tolist()
 
 
 def _required(md: dict[str, Any], key: str, gguf_path: Path) -> Any:
