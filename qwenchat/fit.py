@@ -67,7 +67,7 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
     material = piped.text if piped is not None else None
     if piped is not None and (piped.unread or piped.skipped) and cut is None:
         raise InputTooLongError(
-            f"stdin is larger than the input limit of {piped.limit} bytes; stopped reading there",
+            f"stdin is larger than the input limit of {piped.limit} bytes",
             "keep part of it with --truncate head or --truncate tail, or raise --max-input (config key max_input)",
         )
     if session.raw:

@@ -27,7 +27,7 @@ PROBE = (
 def home(isolated_home: Path, tmp_path: Path) -> Path:
     """A history with two conversations and a preset, a downloaded and an imported model."""
     with Store.open(isolated_home / "data" / "history.db") as store:
-        store.create_conversation("tiny", None).id
+        store.create_conversation("tiny", None)
         second = store.create_conversation("tiny", None)
         store.update_conversation(second.id, title="about monads")
         store.save_preset("reviewer", "You review code.\nBe brief.")
