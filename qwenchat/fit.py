@@ -106,14 +106,16 @@ def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, roo
     for _ in range(3):  # once, as a rule; again only if the kept text tokenizes longer in place
         if keep <= 0:
             raise InputTooLongError(
-                f"the instruction and the system prompt leave no room for the piped input in a context window of {window}",
+                f"the instruction and the system prompt leave no room for the piped input"
+                f" in a context window of {window}",
                 "shorten the instruction, lower --max-tokens, or raise --context-limit",
             )
         kept_ids = ids[-keep:] if cut == "head" else ids[:keep]
         kept = clean_edge(engine.tokenizer.decode(kept_ids, skip_special_tokens=False), cut)
         dropped = max(0, len(ids) - len(engine.tokenizer.encode_plain(kept)))
         mark = marker(dropped, piped)
-        text = join_message(instruction, f"{mark}\n{kept}" if cut == "head" else f"{kept.removesuffix(chr(10))}\n{mark}")
+        marked = f"{mark}\n{kept}" if cut == "head" else f"{kept.removesuffix(chr(10))}\n{mark}"
+        text = join_message(instruction, marked)
         over = _excess(session, head, text, reserve, window)
         if over <= 0:
             return Fitted(text, dropped, mark)

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 HANDLED = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
-NOTES = {signal.SIGINT: "interrupted", getattr(signal, "SIGTERM", -1): "terminated", getattr(signal, "SIGHUP", -2): "hung up"}
+NOTES = {signal.SIGINT: "interrupted", getattr(signal, "SIGTERM", -1): "terminated",
+         getattr(signal, "SIGHUP", -2): "hung up"}
 
 
 class Terminated(KeyboardInterrupt):
