@@ -1,23 +1,37 @@
-"""Snapshot tests (pytest-textual-snapshot): the main screen, the sampling panel and help.
+"""Snapshot tests (pytest-textual-snapshot): the chat screen in the three shipped themes and in a
+60x15 terminal, the sampling panel and help.
 
-Deterministic: fixed terminal size, the scripted fake session (fixed timings), the default
-theme, no cursor blink. Update with `pytest tests/tui --snapshot-update` after a deliberate
-change and review the SVGs."""
+Deterministic: fixed terminal size, the real session over the scripted FakeEngine (fixed
+timings), no cursor blink, the details line's clock fixed. Update with
+`pytest tests/tui/test_snapshots.py --snapshot-update` after a deliberate change and review the SVGs."""
 
 from __future__ import annotations
+
+import pytest
 
 from qwenchat.tui.app import QwenchatApp
 from qwenchat.tui.screens.help import HelpScreen
 from qwenchat.tui.screens.settings import SettingsScreen
-from tests.tui.conftest import wait_for
 from tests.fake_engine import engine_factory
+from tests.tui.conftest import wait_for
 
 SIZE = (110, 34)
 REPLY = "Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nIt returns the **sum**."
+THEMES = ["qwenchat-dark", "qwenchat-light", "qwenchat-high-contrast"]
 
 
-def make_app() -> QwenchatApp:
-    return QwenchatApp(engine_factory(script=[REPLY]), theme="qwenchat-dark", persist_theme=False)
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch):
+    """Message times and day groups as of a fixed moment, so the snapshots do not age."""
+    import qwenchat.tui.details as details
+    import qwenchat.tui.widgets.sidebar as sidebar
+
+    monkeypatch.setattr(details, "sent_at", lambda created_at, now=None: "12:00" if created_at else "")
+    monkeypatch.setattr(sidebar, "day_label", lambda stamp, today=None: "Today")
+
+
+def make_app(theme: str = "qwenchat-dark") -> QwenchatApp:
+    return QwenchatApp(engine_factory(script=[REPLY]), theme=theme, persist_theme=False)
 
 
 async def chatted(pilot) -> None:
@@ -32,8 +46,13 @@ async def chatted(pilot) -> None:
     await pilot.pause()
 
 
-def test_main_screen(snap_compare):
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=chatted)
+@pytest.mark.parametrize("theme", THEMES)
+def test_main_screen(snap_compare, theme):
+    assert snap_compare(make_app(theme), terminal_size=SIZE, run_before=chatted)
+
+
+def test_small_terminal(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(60, 15), run_before=chatted)
 
 
 def test_settings_panel(snap_compare):

@@ -95,6 +95,7 @@ class ChatScreen(ConversationActions, MessageFeatures):
         self._reply_view: MessageView | None = None
         self._turn: tuple[str, tuple] = ("send", ())
         self._greedy_told = False
+        self._ctx_start = 0
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -210,7 +211,7 @@ class ChatScreen(ConversationActions, MessageFeatures):
                             window=info.context_window, note="completion mode" if s.raw else "")
         r = self.last_reply
         if self.generating:
-            facts.used = r.usage.prompt_tokens + r.usage.completion_tokens if r is not None else None
+            facts.used = self._ctx_start + self.buffer.tokens
             facts.tokens, facts.tok_s = self.buffer.tokens, self.buffer.tok_s
             facts.note = "generating… (Esc stops)"
         elif r is not None:
@@ -218,11 +219,14 @@ class ChatScreen(ConversationActions, MessageFeatures):
             facts.cached, facts.ttft = r.usage.cached_tokens, r.timings.ttft_s
             facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
         else:
-            try:
-                facts.used = s.context_used()
-            except Exception:  # a template that cannot render: the meter is not worth a crash
-                facts.used = None
+            facts.used = self._context_used()
         self.query_one(StatusBar).show_facts(facts)
+
+    def _context_used(self) -> int | None:
+        try:
+            return self.session.context_used()
+        except Exception:  # a template that cannot render: the meter is not worth a crash
+            return None
 
     def _busy(self) -> bool:
         if self._no_session():
@@ -288,6 +292,7 @@ class ChatScreen(ConversationActions, MessageFeatures):
 
     async def _start(self, verb: str, *args: Any, view: MessageView | None = None) -> None:
         self.generating = True
+        self._ctx_start = self._context_used() or 0  # the meter grows from here while it streams
         self.buffer.reset()
         self._turn = (verb, args)
         self._reply_view = view or await self.chatlog.add("assistant", "", "pending")

@@ -10,6 +10,7 @@ notification that shows one is plain text (`markup=False`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual import work
@@ -34,6 +35,7 @@ class ConversationActions(Screen[None]):
     _query = ""
     _query_floor = 0  # a search never hides a chat with a larger id (created after it)
     viewing: int | None = None  # the conversation shown read-only while no session exists
+    _sidebar_lock: asyncio.Lock | None = None
 
     @property
     def sidebar(self) -> Sidebar:
@@ -42,14 +44,17 @@ class ConversationActions(Screen[None]):
     # -- the list ------------------------------------------------------------------------------
 
     async def refresh_sidebar(self) -> None:
-        current = self.session.conversation_id if self.session is not None else self.viewing
-        convs = self.store.list_conversations(limit=500, query=self._query or None)
-        if self._query:
-            shown = {c.id for c in convs}
-            newer = [c for c in self.store.list_conversations(limit=50)
-                     if c.id > self._query_floor and c.id not in shown]
-            convs = sorted(convs + newer, key=lambda c: (c.updated_at, c.id), reverse=True)
-        await self.sidebar.set_conversations(convs, current)
+        if self._sidebar_lock is None:
+            self._sidebar_lock = asyncio.Lock()
+        async with self._sidebar_lock:  # two refreshes at once would interleave clear and extend
+            current = self.session.conversation_id if self.session is not None else self.viewing
+            convs = self.store.list_conversations(limit=500, query=self._query or None)
+            if self._query:
+                shown = {c.id for c in convs}
+                newer = [c for c in self.store.list_conversations(limit=50)
+                         if c.id > self._query_floor and c.id not in shown]
+                convs = sorted(convs + newer, key=lambda c: (c.updated_at, c.id), reverse=True)
+            await self.sidebar.set_conversations(convs, current)
 
     async def on_sidebar_search_changed(self, event: Sidebar.SearchChanged) -> None:
         query = event.query.strip()
@@ -80,11 +85,10 @@ class ConversationActions(Screen[None]):
         self.input.focus()
 
     async def clear_search(self) -> None:
-        box = self.sidebar.search_box
-        if box.value:
-            box.value = ""  # Input.Changed refreshes the list
-        self._query = ""
-        await self.refresh_sidebar()
+        self.sidebar.search_box.value = ""
+        if self._query:
+            self._query = ""
+            await self.refresh_sidebar()
 
     # -- opening --------------------------------------------------------------------------------
 

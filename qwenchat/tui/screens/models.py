@@ -22,9 +22,9 @@ from qwenchat.tui.screens.dialogs import DIALOG_CSS
 
 def model_choices(current: str | None = None, used: list[str] | None = None) -> list[tuple[str, str]]:
     """(name, label) for every model the picker offers: the ones used before first."""
-    from qwenchat.models import list_models
-
     try:
+        from qwenchat.models import list_models
+
         known = list_models()
     except Exception:  # a broken cache folder must not take the picker down
         known = []

@@ -52,7 +52,7 @@ class SettingsScreen(ModalScreen[dict | None]):
     SettingsScreen Grid { grid-size: 2; grid-columns: 22 1fr; grid-rows: auto; grid-gutter: 1 0; height: auto; }
     SettingsScreen Grid > Label { padding: 0; height: 1; }
     SettingsScreen Input.-invalid { background: $error 30%; }
-    SettingsScreen .error { color: $error; height: auto; column-span: 2; display: none; }
+    SettingsScreen .error { color: $text-error; height: auto; column-span: 2; display: none; }
     SettingsScreen .error.-shown { display: block; }
     SettingsScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
     SettingsScreen Button { margin-left: 1; }

@@ -1,0 +1,93 @@
+"""Small and resized terminals: the sidebar hides below a width and Ctrl+B brings it over the
+chat; 60x15 is usable; a resize mid-reply keeps following it; too small shows a notice."""
+
+from __future__ import annotations
+
+from tests.tui.conftest import wait_for
+from tests.tui.helpers import make_app, ready
+from tests.tui.screen_text import screen_text
+
+LONG = " ".join(f"w{i}" for i in range(300))
+LONGER = " ".join(f"w{i}" for i in range(1000))
+
+
+async def test_narrow_terminal_hides_the_sidebar_and_ctrl_b_shows_it_over_the_chat():
+    app, _ = make_app()
+    async with app.run_test(size=(70, 30)) as pilot:
+        await ready(pilot)
+        sidebar, log = app.chat.sidebar, app.chat.chatlog
+        assert sidebar.region.width == 0 and log.region.x == 0
+        width = log.region.width
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert sidebar.region.width > 0 and sidebar.region.x == 0
+        assert log.region.width == width  # over the chat, not beside it
+        await pilot.press("escape")
+        await pilot.pause()
+        assert sidebar.region.width == 0 and app.focused is app.chat.input
+        await pilot.resize_terminal(110, 30)
+        await pilot.pause()
+        assert sidebar.region.width > 0 and log.region.x >= sidebar.region.width
+
+
+async def test_60x15_is_usable():
+    app, _ = make_app(script=["first line\nsecond line"])
+    async with app.run_test(size=(60, 15)) as pilot:
+        await ready(pilot)
+        app.chat.input.focus()
+        await pilot.press(*"hello", "ctrl+j", *"there")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        await pilot.pause()
+        shown = screen_text(app)
+        for line in ("hello", "there", "first line", "second line"):
+            assert line in shown
+        assert app.chat.chatlog.region.height >= 5 and app.chat.input.region.height >= 3
+
+
+async def test_too_small_shows_a_notice_and_comes_back():
+    app, _ = make_app()
+    async with app.run_test(size=(30, 8)) as pilot:
+        await ready(pilot)
+        await pilot.pause()
+        assert "too small" in screen_text(app)
+        assert app.chat.chatlog.region.height == 0
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert "too small" not in screen_text(app) and app.chat.chatlog.region.height > 0
+
+
+async def test_a_resize_mid_reply_keeps_following_it():
+    app, _ = make_app(default=LONGER, delay=0.005, max_new_tokens=5000)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await ready(pilot)
+        app.chat.input.text = "go on"
+        await pilot.press("enter")
+        log = app.chat.chatlog
+        await wait_for(pilot, lambda: log.max_scroll_y > 3, timeout=20)
+        await pilot.resize_terminal(60, 15)
+        grown = len(app.chat.chatlog.views[-1].text) + 400
+        await wait_for(pilot, lambda: len(app.chat.chatlog.views[-1].text) > grown, timeout=20)
+        await pilot.pause(0.2)
+        assert app.chat.generating, "the reply ended too soon for this test"
+        assert log.scroll_y == log.max_scroll_y
+        await wait_for(pilot, lambda: not app.chat.generating, timeout=30)
+        await pilot.pause(0.2)
+        assert log.scroll_y == log.max_scroll_y
+        assert "w999" in screen_text(app)
+
+
+async def test_scrolling_up_mid_reply_stops_following(store):
+    app, _ = make_app(default=LONG, delay=0.01)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await ready(pilot)
+        app.chat.input.text = "warm up"  # a long chat to scroll in
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.generating, timeout=30)
+        app.chat.input.text = "again"
+        await pilot.press("enter")
+        log = app.chat.chatlog
+        await wait_for(pilot, lambda: len(app.chat.chatlog.views[-1].text) > 100, timeout=20)
+        await pilot.press("pageup")
+        await pilot.pause(0.3)
+        assert log.scroll_y < log.max_scroll_y - 5  # the user reads; the reply does not pull them down

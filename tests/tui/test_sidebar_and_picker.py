@@ -1,0 +1,101 @@
+"""The sidebar (day groups, each chat's model, search: Enter, Escape, newer chats stay) and the
+model picker (a path field, the models used before, tags shown as written)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from textual.widgets import Input, OptionList
+
+from qwenchat.tui.screens.models import ModelPicker
+from qwenchat.tui.widgets.sidebar import ConversationItem, DayHeader, day_label
+from tests.tui.conftest import wait_for
+from tests.tui.helpers import SIZE, make_app, ready, send, texts
+
+
+def test_day_labels():
+    today = date(2026, 11, 27)
+    assert day_label("2026-11-27T09:00:00+00:00", today) in ("Today", "Yesterday")  # local time may shift
+    assert day_label("2026-11-26T12:00:00+00:00", today) in ("Yesterday", "Today", "2026-11-25")
+    assert day_label("2026-10-01T12:00:00+00:00", today) == "2026-10-01"
+    assert day_label("not a date", today) == "Older"
+
+
+async def test_sidebar_groups_by_day_and_shows_each_chats_model(store):
+    old = store.create_conversation("qwen-old", None)
+    store.add_message(old.id, "user", "an old question")
+    store._conn.execute("UPDATE conversations SET updated_at = '2025-01-02T10:00:00+00:00' WHERE id = ?", (old.id,))
+    store._conn.commit()
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "a new question")
+        items = list(app.chat.sidebar.list_view.children)
+        headers = [str(i.query_one("Label").render()) for i in items if isinstance(i, DayHeader)]
+        assert headers == ["Today", "2025-01-02"]
+        convs = [i for i in items if isinstance(i, ConversationItem)]
+        shown = [" ".join(str(label.render()) for label in c.query("Label")) for c in convs]
+        assert shown == ["a new question fake-model", "an old question qwen-old"]
+
+
+async def test_search_enter_opens_the_first_match_and_escape_clears(store):
+    app, _ = make_app(script=["r1", "r2", "r3"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "about apples")
+        apples = app.session.conversation_id
+        await pilot.press("ctrl+n")
+        await send(pilot, "about pears")
+        await pilot.press("ctrl+f")
+        await pilot.press(*"apples")
+        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: app.chat.sidebar.conversation_ids == [apples])
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.session.conversation_id == apples)
+        assert app.focused is app.chat.input and texts(app)[0][1] == "about apples"
+        await pilot.press("ctrl+f", "escape")
+        await wait_for(pilot, lambda: len(app.chat.sidebar.conversation_ids) == 2)
+        assert app.chat.sidebar.search_box.value == "" and app.focused is app.chat.input
+
+
+async def test_a_search_never_hides_a_chat_created_after_it(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "about apples")
+        app.chat.sidebar.search_box.value = "apples"
+        await wait_for(pilot, lambda: len(app.chat.sidebar.conversation_ids) == 1)
+        await pilot.press("ctrl+n")
+        await send(pilot, "something else entirely")
+        new = app.session.conversation_id
+        await wait_for(pilot, lambda: new in app.chat.sidebar.conversation_ids)
+        assert app.chat.sidebar.search_box.value == "apples"
+
+
+async def test_model_picker_path_field_used_models_and_visible_tags(store, tmp_path):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    used = store.create_conversation(str(folder), None)
+    store.add_message(used.id, "user", "hi")
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPicker))
+        options = app.screen.query_one(OptionList)
+        labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert labels[0].endswith(f"{folder} [folder]")
+        assert any(label.endswith("]") and "[" in label for label in labels[1:])  # tags are shown
+        path = app.screen.query_one("#path", Input)
+        path.focus()
+        path.value = str(tmp_path / "missing.gguf")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelPicker)
+        assert "does not exist" in str(app.screen.query_one("#path-error").render())
+        path.value = str(folder)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(factory.made) == 2)
+        await wait_for(pilot, lambda: app.session is factory.made[1])
+        assert app.session.model_label == str(folder)
