@@ -35,7 +35,7 @@ def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_pat
     (home / "config" / "config.toml").write_text(LONG_REPLY)
     app = f"{sys.executable} -m qwenchat chat -m {tiny_model} --device cpu --dtype float32"
     cmd = (f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 "
-           f"sh -c 'echo $$ > {pid_file}; exec {app}'; echo $? > {status_file}")
+           f"sh -c 'echo $$ > {pid_file}; exec {app}'; echo $? > {status_file}; sleep 60")  # the pane stays to be read
     subprocess.run([tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd], check=True)
 
     def screen() -> str:
