@@ -23,6 +23,7 @@ from qwenchat.cli import models as _models  # noqa: E402,F401
 from qwenchat.cli import ask as _ask  # noqa: E402,F401
 from qwenchat.cli import history as _history, config_cmd as _config_cmd  # noqa: E402,F401
 from qwenchat.cli import bench as _bench  # noqa: E402,F401
+from qwenchat.cli import serve as _serve  # noqa: E402,F401
 
 EXIT_BROKEN_PIPE = 141
 # The usage errors typer raises (bad option, bad value, unknown command): click's, or, from typer

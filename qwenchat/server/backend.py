@@ -1,0 +1,58 @@
+"""The loaded engine as the server uses it: stateless requests (the client sends the whole
+conversation each time), run on the generation queue's thread. The engine still reuses the
+longest common prefix its KV cache holds, so a conversation's next turn prefills only its new
+tokens. With `--save` a chat request goes through `saving.Saver` (ChatSession and the store).
+
+The model loads after the server starts listening: until then `state` is "loading" (/health
+says so, generation requests get a 503); a failed load is "failed" and stops the server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from qwenchat.engine.records import Chunk, GenerateOptions, Reply
+
+if TYPE_CHECKING:
+    from qwenchat.server.saving import Saver
+
+Events = Iterator["Chunk | Reply"]
+
+
+class Backend:
+    def __init__(self, base_options: GenerateOptions | None = None) -> None:
+        self.base_options = base_options or GenerateOptions()
+        self.engine: Any = None
+        self.model_ids: tuple[str, ...] = ()
+        self.saver: "Saver | None" = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return "ready" if self._ready.is_set() else "loading"
+
+    def attach(self, engine: Any, names: Sequence[str | None], saver: "Saver | None" = None) -> None:
+        """The model is loaded: `names` are what clients may call it (the name the user gave,
+        the name it resolved to, its alias), duplicates and blanks dropped."""
+        self.engine, self.saver = engine, saver
+        self.model_ids = tuple(dict.fromkeys(n for n in names if n))
+        self._ready.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+
+    def knows(self, model: str | None) -> bool:
+        return model is None or model in self.model_ids
+
+    def chat(self, messages: list[dict[str, str]], options: GenerateOptions, cancel: threading.Event) -> Events:
+        if self.saver is not None and self.saver.applies(messages):
+            return self.saver.chat(messages, options, cancel)
+        return self.engine.chat(messages, options, cancel)
+
+    def complete(self, prompt: str, options: GenerateOptions, cancel: threading.Event) -> Events:
+        return self.engine.complete(prompt, options, cancel)

@@ -1,0 +1,119 @@
+"""The request bodies of /v1/chat/completions and /v1/completions, as the OpenAI reference
+defines them, validated with pydantic: a wrong type, a missing field or an unknown role is a 400
+naming the field (`param`). Value ranges of the sampling fields are checked in `options`, by the
+same rules as the config file and the command line. Fields we do not implement are refused
+when set to anything but their neutral value, never silently ignored; purely informational ones
+(`user`, `metadata`, ...) are accepted and ignored."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from qwenchat.server.errors import APIError
+
+Number = StrictFloat  # strict: accepts ints, refuses "0.5" and true
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[StrictStr, list[TextPart]]
+    name: StrictStr | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content)
+
+    def engine_role(self) -> str:
+        return "system" if self.role == "developer" else self.role  # the newer name for system
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
+class Sampling(BaseModel):
+    """The fields both endpoints share."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: StrictInt | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_k: StrictInt | None = None
+    min_p: Number | None = None
+    repetition_penalty: Number | None = None
+    seed: StrictInt | None = None
+    stop: Union[StrictStr, list[StrictStr], None] = None
+    n: StrictInt | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    logit_bias: dict[str, Any] | None = None
+    logprobs: Any = None
+    top_logprobs: StrictInt | None = None
+
+
+class ChatRequest(Sampling):
+    messages: list[ChatMessage]
+    max_completion_tokens: StrictInt | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(Sampling):
+    prompt: Union[StrictStr, list[StrictStr]]
+    echo: StrictBool | None = None
+    suffix: StrictStr | None = None
+    best_of: StrictInt | None = None
+
+
+def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """`data` as `model`, or a 400 naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        # the deepest error: for a union (content as text or parts) it names the part at fault
+        err = max(e.errors(), key=lambda x: len(x.get("loc", ())))
+        param = _param(err.get("loc", ()))
+        raise APIError(400, _message(err, param), param=param, code="invalid_value") from None
+
+
+def _param(loc: tuple[Any, ...]) -> str:
+    # drop pydantic's union-branch names ("str", "list[TextPart]") so the path reads like the JSON
+    parts = [p for p in loc if isinstance(p, int) or not any(c in str(p) for c in "[]") and p not in _BRANCHES]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+_BRANCHES = {"str", "int", "float", "bool", "dict", "list", "function-after", "union", "literal"}
+
+
+def _message(err: dict[str, Any], param: str) -> str:
+    kind, msg = err.get("type", ""), err.get("msg", "invalid value")
+    if kind == "missing":
+        return f"'{param}' is required"
+    if kind == "literal_error" and param.endswith(".role"):
+        return f"{param}: unknown role {err.get('input')!r}; use system, user or assistant"
+    if kind == "literal_error" and param.endswith(".type"):
+        return f"{param}: content parts of type {err.get('input')!r} are not supported; send text parts"
+    return f"{param}: {msg} (got {_short(err.get('input'))})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
