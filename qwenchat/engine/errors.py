@@ -38,3 +38,8 @@ class ContextOverflowError(EngineError):
 
 class SettingsError(EngineError):
     """A generation setting (temperature, top_p, ...) or device/dtype choice is invalid."""
+
+
+class ModelOutputError(EngineError):
+    """The model's scores for the next token are unusable (NaN or infinite): damaged weights,
+    or activations that overflow the dtype."""

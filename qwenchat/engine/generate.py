@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 
 from qwenchat.engine.cache import KVCache
+from qwenchat.engine.errors import ModelOutputError, SettingsError
 from qwenchat.engine.model import Qwen2ForCausalLM
 from qwenchat.engine.prefill_blocks import PrefillCancelled
-from qwenchat.engine.records import Chunk, FinishReason, Reply, Timings, Usage
-from qwenchat.engine.sampling import Sampler, SamplingParams
+from qwenchat.engine.records import OPTION_RANGES, Chunk, FinishReason, Reply, Timings, Usage
+from qwenchat.engine.sampling import INVALID_SCORES, Sampler, SamplingParams
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
 
 # Prompt tokens per model call. The CPU runs a call layer-major (model.py: one attention call per
@@ -37,6 +38,12 @@ class GenerationSettings:
     max_new_tokens: int
     eos_ids: frozenset[int]
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        allowed = OPTION_RANGES["max_new_tokens"]
+        if self.max_new_tokens not in allowed:
+            raise SettingsError(f"max_new_tokens must be {allowed.describe()}, got {self.max_new_tokens!r}",
+                                "leave it unset to use the model's default")
 
 
 def prefill(
@@ -102,6 +109,12 @@ def stream(
             break
         token = sampler(logits)
         tid = int(token)  # the one host sync per token: stop checks and detokenization need it
+        if tid == INVALID_SCORES:
+            raise ModelOutputError(
+                f"the model produced invalid scores (NaN or infinity) for token {len(out) + 1} of the reply",
+                "its weights may be damaged, or its activations overflow the dtype: "
+                "try float32 (--dtype float32), or download the model again",
+            )
         if t_first is None:
             t_first = time.perf_counter()
         if tid in settings.eos_ids:

@@ -1,5 +1,5 @@
 """The plain records the engine hands out and takes in: text chunks, the final reply with its
-usage and timings, and per-request generation options.
+usage and timings, per-request generation options and the range each option accepts.
 
 They import nothing but the standard library, so the session, the UI and test doubles can use
 the real types without loading torch.
@@ -7,6 +7,7 @@ the real types without loading torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,3 +62,47 @@ class GenerateOptions:
     max_new_tokens: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OptionRange:
+    """The values one generation option accepts: `low` to `high`, both ends included unless
+    `low_open`; whole numbers only when `integer`. NaN and infinities are never in range."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        low, high = _number(self.low), _number(self.high)
+        return f"{kind} greater than {low} and at most {high}" if self.low_open else f"{kind} from {low} to {high}"
+
+
+def _number(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+# The one declaration of the generation options' ranges. The engine validates with it
+# (sampling.SamplingParams, generate.GenerationSettings); qwenchat.config, which may not import
+# the engine, holds a copy that tests/test_option_ranges.py keeps equal. Beyond these bounds
+# no value changes the output any further (temperature 100 is already uniform noise, no
+# vocabulary has a million tokens), so larger ones are typos or attacks.
+OPTION_RANGES: dict[str, OptionRange] = {
+    "temperature": OptionRange(0, 100),  # 0 = greedy
+    "top_k": OptionRange(0, 1_000_000, integer=True),  # 0 = off
+    "top_p": OptionRange(0, 1, low_open=True),  # 1 = off
+    "min_p": OptionRange(0, 1),  # 0 = off
+    "repetition_penalty": OptionRange(0.01, 100),  # 1 = off
+    "max_new_tokens": OptionRange(1, 10_000_000, integer=True),
+    "seed": OptionRange(0, 2**64 - 1, integer=True),  # torch.Generator takes an unsigned 64-bit seed
+}

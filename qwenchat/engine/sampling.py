@@ -3,7 +3,7 @@
 Contract
 --------
 `SamplingParams` holds the user's settings; `validate()` raises `SettingsError` naming the
-setting, the value and what is allowed. `Sampler(params, vocab_size, device)` is built once per
+setting, the value and its range (records.OPTION_RANGES, the one declaration). `Sampler(params, vocab_size, device)` is built once per
 generation setting and then used per reply:
 
     sampler.reset(prompt_ids)        # start of a reply: presence set + re-seeded generator
@@ -22,6 +22,11 @@ processors):
   keeping the most likely one (transformers' TopPLogitsWarper, ties and edges included).
 - min-p keeps tokens with probability >= min_p * the top probability.
 
+Numerics: scores are warped in float32, and every setting in range yields a valid token for
+any finite scores: when the warped distribution is unusable (a vanishing temperature overflows,
+everything is removed) the token is the argmax of the penalized scores. Scores the model itself
+got wrong (NaN, +inf, all -inf) give `INVALID_SCORES`, which `generate.stream` reports.
+
 Stages that are off are not run at all. `__call__` runs once per decoded token, so it never
 syncs with the host (no `.item()`, no Python loop over the vocabulary, no `unique` over a
 growing history): the presence set is a preallocated boolean mask of size V updated in place.
@@ -33,7 +38,6 @@ the same device type); `reset` re-seeds, so each reply with a given seed starts 
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,10 +46,12 @@ from functools import partial
 import torch
 
 from qwenchat.engine.errors import SettingsError
+from qwenchat.engine.records import OPTION_RANGES
 
 _NEG_INF = float("-inf")
-# torch.Generator.manual_seed takes an unsigned 64-bit seed.
-_MAX_SEED = 2**64 - 1
+# What `Sampler.__call__` returns when the model's own scores are unusable (NaN, +inf, or all
+# -inf): the caller checks the id it reads anyway, so this costs no extra host sync.
+INVALID_SCORES = -1
 
 Stage = Callable[[torch.Tensor], torch.Tensor]
 
@@ -60,49 +66,30 @@ class SamplingParams:
     seed: int | None = None  # None = fresh entropy at every reset
 
     def validate(self) -> None:
-        """Raise SettingsError for the first invalid setting."""
-        t = self.temperature
-        if not _is_real(t) or not math.isfinite(t) or t < 0:
-            raise SettingsError(
-                f"temperature must be a finite number >= 0, got {t!r}",
-                "use 0 for greedy (deterministic) output, around 0.7 for chat",
-            )
-        if not _is_int(self.top_k) or self.top_k < 0:
-            raise SettingsError(
-                f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}",
-                "typical values are 20-50; use 0 to disable",
-            )
-        # Written as `not (lo < x <= hi)` so NaN is rejected too.
-        if not _is_real(self.top_p) or not (0 < self.top_p <= 1):
-            raise SettingsError(
-                f"top_p must be a number in (0, 1] (1 = off), got {self.top_p!r}",
-                "typical values are 0.8-0.95; use 1 to disable",
-            )
-        if not _is_real(self.min_p) or not (0 <= self.min_p <= 1):
-            raise SettingsError(
-                f"min_p must be a number in [0, 1] (0 = off), got {self.min_p!r}",
-                "typical values are 0.05-0.1; use 0 to disable",
-            )
-        rp = self.repetition_penalty
-        if not _is_real(rp) or not math.isfinite(rp) or not rp > 0:
-            raise SettingsError(
-                f"repetition_penalty must be a finite number > 0 (1 = off), got {rp!r}",
-                "values slightly above 1 (e.g. 1.05) discourage repeats; use 1 to disable",
-            )
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
-            raise SettingsError(
-                f"seed must be an integer in [0, 2**64 - 1] or unset, got {self.seed!r}",
-                "any non-negative integer works, e.g. 42; leave it unset for random output",
-            )
+        """Raise SettingsError for the first setting outside its range (records.OPTION_RANGES)."""
+        for name, hint in _HINTS.items():
+            value = getattr(self, name)
+            if name == "seed" and value is None:
+                continue
+            allowed = OPTION_RANGES[name]
+            if value not in allowed:
+                raise SettingsError(f"{name} must be {allowed.describe()}{_MEANING[name]}, got {value!r}", hint)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
-def _is_real(x: object) -> bool:
-    # bool is an int subclass; `temperature=True` is a caller bug, not a setting.
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+_MEANING = {"temperature": " (0 = greedy)", "top_k": " (0 = off)", "top_p": " (1 = off)", "min_p": " (0 = off)",
+            "repetition_penalty": " (1 = off)", "seed": " or unset"}
+_HINTS = {
+    "temperature": "use 0 for greedy (deterministic) output, around 0.7 for chat",
+    "top_k": "typical values are 20-50; use 0 to disable",
+    "top_p": "typical values are 0.8-0.95; use 1 to disable",
+    "min_p": "typical values are 0.05-0.1; use 0 to disable",
+    "repetition_penalty": "values slightly above 1 (e.g. 1.05) discourage repeats; use 1 to disable",
+    "seed": "any non-negative integer works, e.g. 42; leave it unset for random output",
+}
 
 
 def _is_int(x: object) -> bool:
@@ -239,19 +226,32 @@ class Sampler:
         """(V,) logits -> the logits actually sampled from (-inf = removed). Pure: records
         nothing. In greedy mode only the argmax survives."""
         logits = self._penalized(logits)
-        if self.params.greedy:
-            return keep_argmax(logits)
+        return keep_argmax(logits) if self.params.greedy else self._warped(logits)
+
+    def _warped(self, logits: torch.Tensor) -> torch.Tensor:
         for stage in self._warp_stages:
             logits = stage(logits)
         return logits
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """(V,) logits -> 0-d int64 token id on the same device; records it as seen."""
+        """(V,) logits -> 0-d int64 token id on the same device; records it as seen.
+
+        Numerically safe for every setting in range, all on the device: when the warped
+        distribution is unusable (a temperature so small that the scaled scores overflow, every
+        token removed), the token is the argmax of the penalized scores, the limit the settings
+        tend to. When the model's own scores are unusable (any NaN or +inf, or all -inf), the
+        result is INVALID_SCORES for the caller to report."""
+        raw = logits.float()
+        unusable = ~(raw < float("inf")).all() | (raw == _NEG_INF).all()  # NaN fails `<` too
+        penalized = self._penalized(raw)
+        best = torch.argmax(penalized)
         if self.params.greedy:
-            token = torch.argmax(self._penalized(logits))
+            token = best
         else:
-            probs = torch.softmax(self.warp(logits), dim=-1)
+            probs = torch.softmax(self._warped(penalized), dim=-1)
+            point = torch.zeros_like(probs).index_fill_(0, best.view(1), 1.0)
+            probs = torch.where(torch.isfinite(probs).all(), probs, point)
             token = torch.multinomial(probs, 1, generator=self._generator).view(())
         if self._penalize:
             self._presence.index_fill_(0, token.view(1), True)
-        return token
+        return torch.where(unusable, torch.full_like(token, INVALID_SCORES), token)

@@ -255,6 +255,15 @@ INVALID = [
     ("repetition_penalty", float("inf")),
     ("seed", -1),
     ("seed", 2**64),
+    # Beyond the declared ranges (records.OPTION_RANGES): typos or attacks, not settings.
+    ("temperature", 1e30),
+    ("temperature", 100.5),
+    ("top_k", 1_000_001),
+    ("top_k", 10**30),
+    ("repetition_penalty", 1e30),
+    ("repetition_penalty", 1e-30),
+    ("repetition_penalty", 0.005),
+    ("seed", 10**30),
 ]
 
 
@@ -274,8 +283,10 @@ def test_invalid_settings_raise(field: str, value: object) -> None:
     "params",
     [
         SamplingParams(temperature=0),
-        SamplingParams(top_p=1.0, min_p=1.0, top_k=10**9),
+        SamplingParams(top_p=1.0, min_p=1.0, top_k=1_000_000),
         SamplingParams(repetition_penalty=0.01, seed=0),
+        SamplingParams(temperature=100, repetition_penalty=100, top_p=1e-9),
+        SamplingParams(temperature=1e-45),
         SamplingParams(seed=2**64 - 1),
     ],
 )
