@@ -184,8 +184,11 @@ def _precheck_filter(budget: limits.Budget, name: str, value: Any, args: tuple[A
     arg = (lambda i, key, default=None: args[i] if len(args) > i else kwargs.get(key, default))
     if name in _STRINGIFY:
         budget.text_of(value, f"the input of the {name} filter")
-    if name in _LISTING and hasattr(value, "__len__"):
-        budget.items(len(value), f"the result of the {name} filter")
+    if name in _LISTING:
+        try:
+            budget.items(len(value), f"the result of the {name} filter")
+        except TypeError:
+            pass  # a lazy sequence: its items tick the budget as they come
     text = value if isinstance(value, str) else ""
     if name == "center" and isinstance(arg(0, "width", 80), int):
         budget.chars(arg(0, "width", 80), "the result of the center filter")

@@ -166,6 +166,10 @@ def test_render_in_a_worker_thread_ends_and_leaves_the_main_thread_running():
         ("{{ {'a': [1, {'b': 2}]} | tojson(indent=2) }}", '{\n  "a": [\n    1,\n    {\n      "b": 2\n    }\n  ]\n}'),
         ("{% for x in messages | reverse %}{{ loop.length }}{{ loop.last }}{% endfor %}{% for c in 'ab' %}{{ c }}{% endfor %}",
          "1Trueab"),
+        # lazy filter results (generators) through the length-checked filters
+        ("{{ messages | selectattr('role', 'equalto', 'user') | list | length }}|{{ messages | map(attribute='role') | sort "
+         "| first }}|{{ messages | map(attribute='content') | reverse | join }}|{{ (messages | last).content[:1] | upper }}",
+         "1|user|hi|H"),
     ],
 )
 def test_guarded_operations_keep_their_results(source, expected):
