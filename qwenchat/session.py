@@ -84,6 +84,7 @@ class ModelInfo:
     chat_tuned: bool
     placement_reason: str = ""
     notes: tuple[str, ...] = ()  # what the load had to say (a damaged int8 cache rebuilt, ...)
+    load_s: float = 0.0
 
 
 class ChatSession:
@@ -120,7 +121,7 @@ class ChatSession:
             precision=quantize if quantize not in (None, "none") else info.dtype,
             context_window=info.context_window, chat_tuned=info.chat_tuned,
             placement_reason=getattr(info, "placement_reason", ""),
-            notes=tuple(getattr(info, "notes", ())),
+            notes=tuple(getattr(info, "notes", ())), load_s=getattr(info, "load_s", 0.0),
         )
 
     @property

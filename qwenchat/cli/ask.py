@@ -78,7 +78,7 @@ def ask(
     if as_json:
         _print_json(session, turn)
     if usage:
-        _print_usage(turn.reply, session.engine.info)
+        _print_usage(turn.reply, session.model_info)
 
 
 def _open_store():
@@ -105,16 +105,16 @@ def _session(settings, flags, store, system, preset, cont, cid, raw, stop) -> "C
         conversation = start.conversation
         settings = settings.merged({"model": start.model})  # its own model unless -m
     engine, label = _load(settings)
-    for note in engine.info.notes:  # a damaged int8 cache rebuilt, an unsafe kernel folder refused
-        warn(note)
     session = ChatSession(engine, store, model_label=label, system_prompt=system,
                           options=options_from_settings(settings, stop), raw=raw)
+    for note in session.model_info.notes:  # a damaged int8 cache rebuilt, an unsafe kernel folder refused
+        warn(note)
     if conversation is not None:
         session.load(conversation.id)  # its own saved settings; this command line's options win
         session.options = replace(session.options, stop=stop, **flag_overrides(flags))
         if system is not None:
             session.set_system_prompt(system)
-    elif not raw and not engine.info.chat_tuned:
+    elif not raw and not session.model_info.chat_tuned:
         warn(f"{label} is a base model, not a chat model: continuing your text as raw completion")
         session.raw = True
     return session
@@ -217,7 +217,7 @@ def _run_pretty(events, stream: bool) -> "Turn":
 
 
 def _print_json(session: "ChatSession", turn: "Turn") -> None:
-    reply, info = turn.reply, session.engine.info
+    reply, info = turn.reply, session.model_info
     obj = {
         "text": reply.text,
         "finish_reason": reply.finish_reason,
@@ -237,7 +237,7 @@ def _print_json(session: "ChatSession", turn: "Turn") -> None:
 def _print_usage(reply: "Reply", info) -> None:
     u, t, load_s = reply.usage, reply.timings, info.load_s
     sys.stderr.write(
-        f"model: {info.name} on {info.device}, {info.dtype} ({info.placement_reason})\n"
+        f"model: {info.label} on {info.device}, {info.dtype} ({info.placement_reason})\n"
         f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
         f" completion {u.completion_tokens}; finish: {reply.finish_reason}\n"
         f"time: load {load_s:.2f}s, first token {t.ttft_s:.2f}s, prefill {t.prefill_tok_s:.1f} tok/s,"
