@@ -38,6 +38,7 @@ STRING, ARRAY = 8, 9
 _NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 _STRUCT = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _MIN_SIZE = {**{t: struct.calcsize(f) for t, f in _STRUCT.items()}, STRING: 8, ARRAY: 12}
+_U64 = struct.Struct("<Q")
 _TYPED_TENSORS = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "<i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
 
 
@@ -121,7 +122,25 @@ class _Cursor:
             values = np.frombuffer(self.buf, dtype=_NUMPY[itype], count=count, offset=self.pos)
             self.pos += values.nbytes
             return values
+        if itype == STRING:
+            return self.strings(key, count)
         return [self.value(itype, key, depth + 1) for _ in range(count)]
+
+    def strings(self, key: str, count: int) -> list[str]:
+        # The vocabulary and merges: hundreds of thousands of strings, so a lean loop.
+        buf, pos, end, unpack = self.buf, self.pos, len(self.buf), _U64.unpack_from
+        out = []
+        for i in range(count):
+            if pos + 8 > end:
+                raise _Damaged(f"element {i} of field {key!r} runs past the end of the file")
+            (n,) = unpack(buf, pos)
+            pos += 8
+            if n > end - pos:
+                raise _Damaged(f"element {i} of field {key!r} needs {n:,} bytes, but only {end - pos:,} remain")
+            out.append(buf[pos : pos + n].decode("utf-8", errors="replace"))
+            pos += n
+        self.pos = pos
+        return out
 
 
 def read(path: Path, stop_when: set[str] | None = None) -> GGUFContents:
