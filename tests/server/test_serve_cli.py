@@ -1,0 +1,190 @@
+"""`qwenchat serve` as a command: real processes on 127.0.0.1 (port 0: the system picks a free
+one and the printed URL names it) around a tiny model. The bind refusal, a port in use and a
+missing extra are checked in-process: they fail before any model loads."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx2")
+
+from qwenchat.cli import run  # noqa: E402
+
+KEY = "sekret-key"
+
+
+class ServeProcess:
+    """`qwenchat serve ...` in a subprocess; its stderr lines collected as they come."""
+
+    def __init__(self, args: list[str], home: Path) -> None:
+        env = dict(os.environ, QWENCHAT_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        env.pop("QWENCHAT_API_KEY", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "qwenchat", "serve", *args], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.home = home
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n" + "\n".join(self.lines))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, signum: int, timeout: float = 30) -> int:
+        self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            time.sleep(0.1)  # the reader thread takes the last lines
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_model, tmp_path_factory):
+    """Two servers started side by side (their start-ups overlap): `keyed` with an API key and
+    --save, `plain` with neither."""
+    common = ["-m", str(tiny_model), "--port", "0", "--device", "cpu", "--quantize", "none"]
+    keyed = ServeProcess([*common, "--api-key", KEY, "--save"], tmp_path_factory.mktemp("home-keyed"))
+    plain = ServeProcess(common, tmp_path_factory.mktemp("home-plain"))
+    try:
+        for s in (keyed, plain):
+            s.url = s.wait_for(r"listening on (http://\S+/v1)").group(1)
+            s.wait_for(r"ready, model")
+        yield {"keyed": keyed, "plain": plain}
+    finally:
+        for s in (keyed, plain):
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.wait()
+
+
+# -- before any model loads ----------------------------------------------------------------------------
+
+
+def test_other_address_without_a_key_is_refused(capsys):
+    assert run(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0 without an API key" in err and "--api-key" in err and "--unprotected" in err
+
+
+def test_port_in_use_is_one_clear_error(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert run(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in err and "Traceback" not in err
+
+
+def test_missing_extra_is_named(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert run(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "'serve' extra" in err and "uvicorn" in err and "pip install 'qwenchat[serve]'" in err
+
+
+# -- a running server ------------------------------------------------------------------------------
+
+
+def test_binds_loopback_and_prints_the_base_url(servers):
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", servers["keyed"].url)
+
+
+def test_api_key_is_required_when_set(servers):
+    url = servers["keyed"].url
+    assert httpx.get(url.removesuffix("/v1") + "/health").status_code == 200  # for monitors
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        r = httpx.get(url + "/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.post(url + "/chat/completions", json={"messages": []})  # the key is checked first
+    assert r.status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+    assert openai.OpenAI(base_url=url, api_key=KEY, max_retries=0).models.list().data
+
+
+def test_save_stores_the_conversation_marked_as_from_the_api(servers, monkeypatch):
+    s = servers["keyed"]
+    client = openai.OpenAI(base_url=s.url, api_key=KEY, max_retries=0, timeout=60)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "First question"}]
+    model = client.models.list().data[0].id
+    first = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "Second question"}]
+    streamed = client.chat.completions.create(model=model, messages=messages,
+                                              max_tokens=4, temperature=0, stream=True)
+    second = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+
+    monkeypatch.setenv("QWENCHAT_HOME", str(s.home))
+    from qwenchat.store import Store
+
+    with Store.open() as store:
+        convs = store.list_conversations()
+        assert len(convs) == 1  # the second turn continued the first conversation
+        conv = convs[0]
+        assert conv.settings["source"] == "api" and conv.system_prompt == "Be brief."
+        thread = [(m.role, m.content) for m in store.thread(conv.id)]
+    assert thread == [("user", "First question"), ("assistant", first.choices[0].message.content),
+                      ("user", "Second question"), ("assistant", second)]
+
+
+def test_plain_server_saves_nothing_and_logs_each_request(servers):
+    s = servers["plain"]
+    before = len(s.lines)
+    client = openai.OpenAI(base_url=s.url, api_key="any", max_retries=0, timeout=60)
+    client.chat.completions.create(model=client.models.list().data[0].id,
+                                   messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    time.sleep(0.2)
+    log = [line for line in s.lines[before:] if line.startswith("127.0.0.1 ")]
+    assert len(log) == 2 and '"GET /v1/models" 200' in log[0]
+    assert re.search(r'"POST /v1/chat/completions" 200 prompt \d+ \(cached \d+\) completion \d+ [\d.]+ tok/s', log[1])
+    assert not list(s.home.rglob("history.db"))  # requests are not stored without --save
+
+
+def test_sigterm_mid_stream_stops_cleanly_with_exit_0(servers):
+    s = servers["keyed"]
+    # greedy, the tiny model says some 200 tokens here: still generating when the signal comes
+    body = {"messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 2000,
+            "temperature": 0, "stream": True}
+    with httpx.stream("POST", s.url + "/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+        lines = r.iter_lines()
+        next(line for line in lines if '"content"' in line)
+        t0 = time.monotonic()
+        code = s.stop(signal.SIGTERM)
+    assert code == 0
+    assert time.monotonic() - t0 < 15
+    assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr
+    streamed = [line for line in s.lines if '"POST /v1/chat/completions"' in line][-1]
+    assert " cancelled " in streamed  # the reply in flight was cut, not run to its end
+
+
+def test_ctrl_c_stops_cleanly_with_exit_0(servers):
+    s = servers["plain"]
+    assert s.stop(signal.SIGINT) == 0
+    assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr
