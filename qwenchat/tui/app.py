@@ -129,15 +129,20 @@ class QwenchatApp(App[None]):
         self.post_message(msg.SessionReady(session, model, seq))
 
     async def on_session_ready(self, event: msg.SessionReady) -> None:
-        if event.seq != self._load_seq:
-            return  # a later pick superseded this load
+        if event.seq != self._load_seq or self.chat.quitting:
+            return  # a later pick superseded this load, or the app is closing its screens
         old, self.session = self.session, event.session
-        await self.chat.session_loaded(old)
+        try:
+            await self.chat.session_loaded(old)
+        except Exception:
+            if self.chat.quitting:  # Ctrl+Q came while the chat was being shown: nothing to show
+                return
+            raise
         for note in self.session.model_info.notes:  # a damaged int8 cache rebuilt, ...
             self.notify(note, title="Model", severity="warning", timeout=10, markup=False)
 
     def on_session_failed(self, event: msg.SessionFailed) -> None:
-        if event.seq != self._load_seq:
+        if event.seq != self._load_seq or self.chat.quitting:
             return
         self.load_error = event.error
         self.show_error(event.error, f"Could not load {event.model or 'the model'}")
@@ -154,6 +159,12 @@ class QwenchatApp(App[None]):
             self.begin_loading(name)
 
     # -- app-wide actions ------------------------------------------------------------------
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        # Every way out (Ctrl+Q, a signal, a test): messages still queued (a model that became
+        # ready, a reply's end) must not redraw screens that are being taken down.
+        self.chat.quitting = True
+        super().exit(*args, **kwargs)
 
     async def action_quit(self) -> None:
         self.chat.quitting = True

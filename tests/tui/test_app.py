@@ -7,6 +7,7 @@ import threading
 from textual.widgets import Input, OptionList, TextArea
 
 from qwenchat.config import read_file
+from qwenchat.engine.errors import SettingsError
 from qwenchat.tui.app import QwenchatApp
 from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, PickScreen, TextPrompt
 from qwenchat.tui.screens.help import HelpScreen
@@ -244,11 +245,21 @@ async def test_engine_refusal_is_shown_and_app_keeps_running(store):
         await ready(pilot)
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
-        app.screen.query_one("#temperature", Input).value = "500"
+        app.screen.query_one("#temperature", Input).value = "500"  # the dialog's own check
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen) and app.session.options.temperature is None
+
+        def refuse(options):
+            raise SettingsError("temperature 1.5 is refused by this engine", "use a value from 0 to 1")
+
+        app.session.set_options = refuse  # a value the dialog accepts but the engine does not
+        app.screen.query_one("#temperature", Input).value = "1.5"
+        await pilot.pause()
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
         assert app.session.options.temperature is None
-        assert any("out of range" in n.message and "0 to 2" in n.message for n in app._notifications)
+        assert any("refused" in n.message and "0 to 1" in n.message for n in app._notifications)
         await send(pilot, "still alive")
         assert app.chat.chatlog.views[-1].text == "Hello from the fake model."
 

@@ -231,3 +231,26 @@ async def test_what_the_model_load_had_to_say_is_shown(store):
         await ready(pilot)
         await pilot.pause()
         assert f"Model: {note}" in notes(app)  # shown as written (no markup eaten)
+
+
+async def test_a_model_ready_while_the_app_closes_is_ignored(store):
+    """The load can end just as the user quits: its message then arrives while the screens are
+    being taken down, and showing the chat would end in a MountError traceback."""
+    from qwenchat.tui import messages as msg
+
+    stored_chat(store)
+    gate = threading.Event()
+
+    def never(model, store_, progress):
+        gate.wait(30)
+        raise RuntimeError("not used")
+
+    app = QwenchatApp(never, continue_last=True, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.chat.chatlog.views) == 2)
+        session = ChatSession(FakeEngine(), app.store, model_label="fake-model")
+        app.exit()
+        app.post_message(msg.SessionReady(session, None, app._load_seq))
+        await pilot.pause(0.3)
+    gate.set()
+    assert app._exception is None

@@ -26,7 +26,7 @@ async def test_real_tiny_model_send_stop_regenerate(tiny_model, store):
                       persist_theme=False)
     async with app.run_test(size=(110, 34)) as pilot:
         await wait_for(pilot, lambda: app.session is not None, timeout=30)
-        assert app.session.engine.info.device == "cpu"
+        assert app.session.model_info.device == "cpu"
         app.chat.input.text = "hello there"
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.chat.generating and app.chat.last_reply is not None, timeout=30)

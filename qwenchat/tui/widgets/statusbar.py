@@ -36,6 +36,8 @@ def speed(tokens: int | None, tok_s: float | None) -> str | None:
 def status_line(f: StatusFacts) -> str:
     short = f.model.rstrip("/").rsplit("/", 1)[-1] if f.model else ""
     parts = [short or "no model"]
+    if f.note:  # early, so a narrow terminal still shows "generating… (Esc stops)"
+        parts.append(f.note)
     if f.device:
         parts.append(f"{f.device}/{f.precision}" if f.precision else f.device)
     if f.window:
@@ -49,8 +51,6 @@ def status_line(f: StatusFacts) -> str:
     rate = speed(f.tokens, f.tok_s)
     if rate:
         parts.append(rate)
-    if f.note:
-        parts.append(f.note)
     return " │ ".join(parts)
 
 
