@@ -108,6 +108,13 @@ def test_missing_extra_is_named(capsys, monkeypatch):
     assert "'serve' extra" in err and "uvicorn" in err and "pip install 'qwenchat[serve]'" in err
 
 
+def test_a_model_that_cannot_load_stops_the_server_with_its_error(capsys, tmp_path):
+    code = run(["serve", "-m", str(tmp_path / "no-such-model"), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code in (1, 2)
+    assert "listening on http://127.0.0.1:" in err and "no-such-model" in err and "Traceback" not in err
+
+
 # -- a running server ------------------------------------------------------------------------------
 
 
