@@ -178,12 +178,21 @@ _STRINGIFY = {"capitalize", "center", "e", "escape", "forceescape", "format", "i
               "urlize", "wordcount", "wordwrap"}
 # Filters that make a list as long as their input (a string counts its characters).
 _LISTING = {"list", "sort", "unique", "dictsort", "reverse"}
+# Filters that loop in Python over their whole input, out of the clock's reach: inputs are kept
+# to what finishes well within the time limit.
+_SLOW = {"wordwrap", "urlize", "pprint"}
+SLOW_FILTER_CHARS = 1_000_000
 
 
 def _precheck_filter(budget: limits.Budget, name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     arg = (lambda i, key, default=None: args[i] if len(args) > i else kwargs.get(key, default))
     if name in _STRINGIFY:
         budget.text_of(value, f"the input of the {name} filter")
+    if name in _SLOW:
+        size = len(value) if isinstance(value, str) else limits.text_size(value, SLOW_FILTER_CHARS, budget)
+        if size > SLOW_FILTER_CHARS:
+            raise limits.LimitExceeded(
+                f"the {name} filter was given {size:,} characters (limit {SLOW_FILTER_CHARS:,} for this filter)")
     if name in _LISTING:
         try:
             budget.items(len(value), f"the result of the {name} filter")

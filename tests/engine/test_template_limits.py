@@ -55,6 +55,7 @@ BIG = {  # stopped by the size limit, before the allocation
     "to-bytes": "{{ (1).to_bytes(4000000000, 'big') | length }}",
     "batch": "{{ [1] | batch(4000000000, 0) | list }}",
     "list-repeat": "{{ ([0] * 100000000) | length }}",
+    "slow-filter": "{{ ('word ' * 2000000) | wordwrap(3) }}",
 }
 
 CHILD = """
