@@ -58,3 +58,60 @@ def test_the_app_opens_a_continued_conversation_with_its_model(store, monkeypatc
     result = CliRunner().invoke(app, [a.format(cid=conv.id) for a in argv])
     assert result.exit_code == 0, result.output
     assert seen["model"] == "model-of-that-chat" and seen["conversation_id"] == conv.id
+
+
+def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    from qwenchat import startup
+    from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
+
+    d = tmp_path / "m"
+    from qwenchat.paths import int8_cache_dir
+
+    shutil.copytree(tiny_model, d)
+    monkeypatch.setattr(startup, "_gpu_likely", lambda: False)
+    assert startup._read_ahead(Settings(quantize="int8"), d) is None  # no cache yet
+    path = prefetch.int8_cache_path(int8_cache_dir(), d)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\0" * 64)
+
+    def started(**settings) -> bool:
+        ahead = startup._read_ahead(Settings(**settings), d)
+        if ahead is not None:
+            prefetch.discard(ahead)
+        return ahead is not None
+
+    assert started() and started(device="cpu") and started(quantize="int8", device="cuda")
+    assert not started(quantize="none") and not started(dtype="bfloat16") and not started(device="cuda")
+    monkeypatch.setattr(startup, "_gpu_likely", lambda: True)
+    assert not started() and started(device="cpu") and started(quantize="int8")
+
+
+def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_model, tmp_path, monkeypatch):
+    """Every front end (ask and the TUI) gets the read-ahead: load_engine starts it, the engine's
+    checkpoint reader claims it, and nothing is left pending afterwards."""
+    import shutil
+
+    from qwenchat import startup
+    from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
+    from qwenchat.engine.chat import ChatEngine
+    from qwenchat.models import ResolvedModel
+    from qwenchat.paths import int8_cache_dir
+
+    d = tmp_path / "m"
+
+    shutil.copytree(tiny_model, d)
+    ChatEngine.load(d, device="cpu", quantize="int8", int8_cache_dir=int8_cache_dir())  # writes the int8 cache
+    started, claimed = [], []
+    real_start, real_claim = prefetch.start, prefetch.claim
+    monkeypatch.setattr(prefetch, "start", lambda p: started.append(p) or real_start(p))
+    monkeypatch.setattr(prefetch, "claim", lambda p: claimed.append(real_claim(p)) or claimed[-1])
+    monkeypatch.setattr(startup, "_gpu_likely", lambda: False)
+    resolved = ResolvedModel(path=d, name="m", repo_id=None, revision=None, source="local")
+    engine, _ = startup.load_engine(Settings(quantize="int8"), resolved=resolved)
+    assert started == [prefetch.int8_cache_path(int8_cache_dir(), d)]
+    assert any(c is not None for c in claimed) and not prefetch._pending
+    assert engine.info.quantize == "int8"

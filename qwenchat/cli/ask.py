@@ -88,8 +88,8 @@ def _open_store():
 
 
 def _session(settings, flags, store, system, preset, cont, cid, raw, stop) -> "ChatSession":
-    from qwenchat.session import ChatSession, options_from_settings
-    from qwenchat.startup import choose_start, flag_overrides
+    from qwenchat.session import ChatSession
+    from qwenchat.startup import choose_start, flag_overrides, options_from_settings
 
     if preset is not None:
         if store is None:
@@ -125,7 +125,7 @@ def _load(settings):
     terminal). One after the other: rich draws one live display at a time."""
     from qwenchat.cli.models import RichDownloadProgress
     from qwenchat.models import resolve_model
-    from qwenchat.session import load_engine
+    from qwenchat.startup import load_engine
 
     resolved = resolve_model(settings.model, progress=RichDownloadProgress())
     if sys.stderr.isatty():

@@ -25,7 +25,8 @@ def make_session_factory(settings: Any) -> Any:
     """A factory the app calls in a worker: (model name, store, progress) -> ChatSession."""
 
     def factory(model: str | None, store: Any, progress: Any) -> Any:
-        from qwenchat.session import ChatSession, load_engine, options_from_settings
+        from qwenchat.session import ChatSession
+        from qwenchat.startup import load_engine, options_from_settings
 
         s = settings.merged({"model": model}) if model else settings
         engine, label = load_engine(s, progress=progress)

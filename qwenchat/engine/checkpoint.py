@@ -230,7 +230,7 @@ class Int8Checkpoint:
     def _open_cache(self, paths: list[Path], layout: dict) -> tuple[SafetensorsReader | None, str]:
         """The cache's reader, its checksums set, when it was built from these weight files in
         this layout; else None and why ("" when there is no cache yet)."""
-        ahead = prefetch.claim(self.path)  # started early by session.load_engine, if at all
+        ahead = prefetch.claim(self.path)  # started early by startup.load_engine, if at all
         remove_stale_temps(self.path.parent)  # what a process killed mid-write left (a listdir)
         if not self.path.is_file():
             if ahead is not None:

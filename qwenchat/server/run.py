@@ -41,7 +41,7 @@ def serve(settings: Any, opts: ServeOptions, progress: Any = None, out: TextIO |
 
     from qwenchat.server.app import create_app
     from qwenchat.server.backend import Backend
-    from qwenchat.session import options_from_settings
+    from qwenchat.startup import options_from_settings
 
     out = out or sys.stderr
     check_bind(opts.host, opts.config.api_key, opts.unprotected)
@@ -90,7 +90,7 @@ class _Server:
 def _load(settings: Any, backend: Any, save: bool, server: Any, progress: Any, out: TextIO) -> None:
     try:
         from qwenchat.models import resolve_model
-        from qwenchat.session import load_engine
+        from qwenchat.startup import load_engine
 
         resolved = resolve_model(settings.model, progress=progress)
         engine, label = load_engine(settings, resolved=resolved)
