@@ -254,3 +254,28 @@ async def test_a_model_ready_while_the_app_closes_is_ignored(store):
         await pilot.pause(0.3)
     gate.set()
     assert app._exception is None
+
+
+async def test_markup_typed_into_dialogs_is_shown_as_written(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_settings(pilot)
+        screen.query_one("#top_p", Input).value = "[/]"
+        await pilot.pause(0.2)
+        assert screen.query_one("#top_p", Input).has_class("-invalid") and app.is_running
+        await close_settings(pilot)
+        store.save_preset("x", "text")
+        from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+        from qwenchat.tui.screens.dialogs import TextPrompt
+
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+        app.screen.query_one("#prompt").text = "Be brief."
+        app.screen.save()
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        app.screen.query_one(Input).value = "[/]odd[b]"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("[/]odd[b]" in n for n in notes(app)))
+        await pilot.pause(0.2)
+        assert app.is_running

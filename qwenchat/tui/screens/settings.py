@@ -74,7 +74,7 @@ class SettingsScreen(ModalScreen[dict | None]):
                     default = self.defaults.get(name)
                     yield Input("" if value is None else str(value), id=name, compact=True,
                                 placeholder=f"default: {'random' if default is None and name == 'seed' else default}")
-                    yield Label("", id=f"{name}-error", classes="error")
+                    yield Label("", id=f"{name}-error", classes="error", markup=False)  # may quote the input
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("Save", id="save", variant="primary")

@@ -42,7 +42,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
             yield Label("System prompt for this conversation (Ctrl+S applies)", classes="title")
             yield TextArea(self.text, id="prompt", soft_wrap=True)
             yield Label("Presets", classes="title")
-            yield OptionList(id="presets")
+            yield OptionList(id="presets", markup=False)  # preset names are user text
             with Horizontal():
                 yield Button("Use", id="use")
                 yield Button("Save as…", id="save")
@@ -72,7 +72,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
         return ol.get_option_at_index(ol.highlighted).id
 
     def _fail(self, err: Exception) -> None:
-        self.notify(getattr(err, "message", str(err)), title="Presets", severity="error")
+        self.notify(getattr(err, "message", str(err)), title="Presets", severity="error", markup=False)
 
     @on(OptionList.OptionSelected, "#presets")
     @on(Button.Pressed, "#use")
@@ -91,7 +91,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
             except Exception as e:  # StoreError: empty text, bad name
                 return self._fail(e)
             self.reload(select=name)
-            self.notify(f"Saved preset {name!r}")
+            self.notify(f"Saved preset {name!r}", markup=False)  # a name is user text
 
     @on(Button.Pressed, "#rename")
     @work
