@@ -82,17 +82,21 @@ class ChatTemplate:
         if not messages:
             raise TemplateError("cannot render an empty conversation", "add a message first")
         plain = _plain_messages(messages)
-        text = self._render(plain, add_generation_prompt, extra)
+        # What the template is given sets its size limit: measured once for both renders.
+        given = limits.text_size((plain, extra), float("inf"))  # type: ignore[arg-type]
+        text = self._render(plain, add_generation_prompt, extra, given)
         rendered = RenderedChat(text)
         rendered.contents = tuple(m.get("content", "") for m in messages)
-        rendered.content_spans = self._content_spans(plain, text, add_generation_prompt, extra)
+        rendered.content_spans = self._content_spans(plain, text, add_generation_prompt, extra, given)
         return rendered
 
-    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, extra: dict[str, Any]) -> str:
+    def _render(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool, extra: dict[str, Any], given: int
+    ) -> str:
+        """`given`: the size of what the template is given, which sets its size limit."""
         # Same argument layout as transformers: extra kwargs override special tokens.
         extra = _plain(extra)
         tools, documents = extra.pop("tools", None), extra.pop("documents", None)
-        given = limits.text_size((messages, extra, tools, documents), float("inf"))  # type: ignore[arg-type]
         try:
             with limits.active(limits.Budget.start(self.max_seconds, given)):
                 return self._compiled.render(
@@ -123,7 +127,7 @@ class ChatTemplate:
             ) from None
 
     def _content_spans(
-        self, messages: list[dict[str, Any]], text: str, add_generation_prompt: bool, extra: dict[str, Any]
+        self, messages: list[dict[str, Any]], text: str, add_generation_prompt: bool, extra: dict[str, Any], given: int
     ) -> tuple[tuple[int, int] | None, ...] | None:
         """Render again with every non-empty string content bracketed by noncharacters, and read
         the spans off the brackets. None when the template treats the bracketed contents
@@ -136,7 +140,7 @@ class ChatTemplate:
             {**m, "content": _OPEN + m["content"] + _CLOSE} if mark else m for m, mark in zip(messages, marked)
         ]
         try:
-            marked_text = self._render(bracketed, add_generation_prompt, extra)
+            marked_text = self._render(bracketed, add_generation_prompt, extra, given)
         except TemplateError:
             return None
         found = _read_brackets(marked_text)

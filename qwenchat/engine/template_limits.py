@@ -4,7 +4,7 @@ A template is untrusted code: jinja's sandbox stops it reaching Python internals
 looping for hours (`range(100000)` inside `range(100000)`) or building a gigabyte string by
 doubling, padding (`center`, `indent`, a `%1000000000s` format) or big-integer arithmetic.
 `Budget` is what one render may spend: a monotonic deadline, checked on every loop iteration,
-call, attribute access and output piece the sandbox sees, and a size cap on every string the
+call, operator and output piece the sandbox sees, and a size cap on every string the
 template builds (and on the output), checked *before* an operation whose result can be much
 larger than its inputs, and after the others (whose results are at most a few inputs long).
 Crossing a limit raises `LimitExceeded`; the template module turns it into a TemplateError.

@@ -2,8 +2,9 @@
 lstrip_blocks, loopcontrols, its `tojson`, `raise_exception`, `strftime_now`, `dict`,
 `namespace`), so output stays byte-identical, plus the render limits of `template_limits`:
 
-- every `{% for %}` iterates through a `Guarded` iterable, and every call, attribute lookup,
-  filter and output piece ticks the current `Budget`, so a render ends at its deadline;
+- every `{% for %}` iterates through a `Guarded` iterable, and every call (macros included),
+  operator, filter and output piece ticks the current `Budget`, so a render ends at its
+  deadline (without loops or calls a template is straight-line code, as short as its source);
 - operations that can make a result much larger than their inputs (`*`, `**`, `%`, `+`,
   `~`, padding, `indent`, formats, `join`, `replace`, `split`, `tojson`, printing a container)
   check the size first; the template's output and every block it buffers are size-checked.
@@ -79,14 +80,6 @@ class Sandbox(ImmutableSandboxedEnvironment):
         # jinja returns an Undefined that only fails when used, so `{{ f.__globals__ }}` would
         # quietly print "". A template that reaches for internals is hostile: stop it at once.
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        limits.current().tick()
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        limits.current().tick()
-        return super().getitem(obj, argument)
 
     def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         budget = limits.current()
