@@ -221,6 +221,9 @@ def test_prompt_longer_than_the_context_is_400_with_both_counts(client):
     assert needed > CONTEXT
     err = _error(lambda: client.completions.create(model="tiny", prompt="fox " * 1500, max_tokens=8))
     assert err.status_code == 400 and err.body["code"] == "context_length_exceeded"
+    err = _error(lambda: client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "fox " * 1500}],
+                                                        max_tokens=8, stream=True))  # before any event is sent
+    assert err.status_code == 400 and err.body["code"] == "context_length_exceeded"
 
 
 @pytest.mark.parametrize("body, status, code", [
@@ -261,10 +264,22 @@ def test_unknown_route_and_method(server):
     assert r.status_code == 405 and "error" in r.json()
 
 
+def test_no_cors_unless_asked_for(server):
+    preflight = httpx.options(server.v1 + "/chat/completions", headers={
+        "Origin": "https://example.com", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in preflight.headers
+    r = httpx.get(server.v1 + "/models", headers={"Origin": "https://example.com"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
 def test_every_request_gets_one_access_log_line(server, client):
+    time.sleep(0.3)  # the line of the test before (written just after its response) is in
     before = server.log.getvalue().count("\n")
     greedy(client, n=3)
     httpx.get(server.url + "/nope")
+    # a line is written once its response has gone out, so it may follow the client's return
+    _wait(lambda: server.log.getvalue().count("\n") >= before + 2, timeout=5)
+    time.sleep(0.2)
     lines = server.log.getvalue().splitlines()[before:]
     assert len(lines) == 2
     assert '"POST /v1/chat/completions" 200 prompt ' in lines[0] and "completion " in lines[0] and "tok/s" in lines[0]

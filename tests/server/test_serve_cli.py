@@ -166,6 +166,9 @@ def test_plain_server_saves_nothing_and_logs_each_request(servers):
     client = openai.OpenAI(base_url=s.url, api_key="any", max_retries=0, timeout=60)
     client.chat.completions.create(model=client.models.list().data[0].id,
                                    messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    deadline = time.monotonic() + 5  # a line is written once its response has gone out
+    while sum(line.startswith("127.0.0.1 ") for line in s.lines[before:]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(0.2)
     log = [line for line in s.lines[before:] if line.startswith("127.0.0.1 ")]
     assert len(log) == 2 and '"GET /v1/models" 200' in log[0]
