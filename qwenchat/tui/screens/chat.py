@@ -3,7 +3,8 @@
 It reads the session and the store through the app (`self.app.session`, `self.app.store`); the
 app owns loading the session and quitting. Widgets report upward with messages handled here.
 Whole conversations (sidebar, open, rename, delete) are `ConversationActions`; what is done
-with the shown messages (branches, export, attach, code blocks) is `MessageFeatures`.
+with the shown messages (branches, export, attach, code blocks) is `MessageFeatures`; moving
+around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`.
 
 Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
 the UI thread moves them into the reply's view `FLUSH_HZ` times a second, so a fast model costs
@@ -14,11 +15,9 @@ up. Ends of replies and failures come back as messages (`tui/messages.py`).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from textual import events, work
-from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -26,11 +25,11 @@ from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
+from qwenchat.tui.screens.chat_settings import ChatSettings
 from qwenchat.tui.screens.conversations import ConversationActions
 from qwenchat.tui.screens.dialogs import EditMessageScreen
 from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMMANDS, MessageFeatures
-from qwenchat.tui.screens.settings import FIELDS, SettingsScreen
-from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+from qwenchat.tui.screens.navigation import ChatNavigation
 from qwenchat.tui.streaming import ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
@@ -46,7 +45,7 @@ def cut_note(tokens: int | None, last: bool) -> str:
     return f"✂ {where}" + (" · F5 continues" if last else "")
 
 
-class ChatScreen(ConversationActions, MessageFeatures):
+class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures):
     FLUSH_HZ = 12
     # listed in help and in the palette
     ACTIONS = [
@@ -64,21 +63,7 @@ class ChatScreen(ConversationActions, MessageFeatures):
         Binding("f8", "copy_reply", "Copy last reply", show=False),
         *FEATURE_BINDINGS,  # branches, attach, copy a code block (message_features.py)
     ]
-    # moving around (help lists them with the message box's own keys)
-    NAVIGATION = [
-        Binding("ctrl+c", "interrupt", show=False, priority=True),
-        Binding("pageup", "scroll_chat('page_up')", show=False, priority=True),
-        Binding("pagedown", "scroll_chat('page_down')", show=False, priority=True),
-        Binding("home", "scroll_chat('home', True)", show=False, priority=True),
-        Binding("end", "scroll_chat('end', True)", show=False, priority=True),
-        Binding("ctrl+home", "scroll_chat('home', False, True)", show=False, priority=True),
-        Binding("ctrl+end", "scroll_chat('end', False, True)", show=False, priority=True),
-        Binding("alt+up", "focus_message(-1)", show=False),
-        Binding("alt+down", "focus_message(1)", show=False),
-        Binding("up", "step_message(-1)", show=False, priority=True),
-        Binding("down", "step_message(1)", show=False, priority=True),
-    ]
-    BINDINGS = [*ACTIONS, *NAVIGATION]
+    BINDINGS = ACTIONS  # moving around: ChatNavigation.BINDINGS
     # palette entries without a key of their own: action -> (title, help)
     COMMANDS_EXTRA = {
         "clear_chat": ("Clear conversation", "Start a new, empty conversation"),
@@ -368,51 +353,6 @@ class ChatScreen(ConversationActions, MessageFeatures):
 
     # -- actions ---------------------------------------------------------------------------
 
-    def action_stop(self) -> None:
-        if self.generating and self.session is not None:
-            self.session.cancel()
-
-    async def action_escape(self) -> None:
-        """Stop a streaming reply; otherwise back to the message box (clearing a search)."""
-        if self.generating:
-            return self.action_stop()
-        if self.focused is self.sidebar.search_box:
-            await self.clear_search()
-        self.close_sidebar_overlay()
-        self.input.focus()
-
-    def action_interrupt(self) -> None:
-        """Ctrl+C stops a streaming reply; otherwise it does what it did (copy, the quit hint)."""
-        if not self.generating:
-            raise SkipAction()
-        self.action_stop()
-
-    def action_scroll_chat(self, where: str, only_if_empty: bool = False, anywhere: bool = False) -> None:
-        if not anywhere and (self.focused is not self.input or (only_if_empty and self.input.text)):
-            raise SkipAction()
-        log = self.chatlog
-        {"page_up": log.scroll_page_up, "page_down": log.scroll_page_down,
-         "home": log.scroll_home, "end": log.scroll_end}[where](animate=False)
-
-    def action_focus_message(self, step: int) -> None:
-        views = self.chatlog.views
-        index = self._focused_index()
-        if index is None:
-            target = len(views) - 1 if step < 0 else None
-        else:
-            target = index + step
-        if target is None or not 0 <= target < len(views):
-            if index is not None and target is not None and target >= len(views):
-                self.input.focus()  # past the last message: back to the box
-            return
-        views[target].focus()
-        self.chatlog.scroll_to_widget(views[target], animate=False)
-
-    def action_step_message(self, step: int) -> None:
-        if self._focused_index() is None:
-            raise SkipAction()
-        self.action_focus_message(step)
-
     async def action_regenerate(self) -> None:
         if self._busy():
             return
@@ -490,36 +430,3 @@ class ChatScreen(ConversationActions, MessageFeatures):
             self.notify("No reply to copy yet", severity="warning")
         else:
             self._copy(text, "reply")
-
-    @work
-    async def action_settings(self) -> None:
-        if self._no_session():
-            return
-        s = self.session
-        options, defaults = s.options, s.defaults
-        # a field shows a value only where this chat differs from the defaults (empty = default)
-        current = {f: getattr(options, f) if getattr(options, f) != getattr(defaults, f) else None for f in FIELDS}
-        values = await self.app.push_screen_wait(SettingsScreen(current, {f: getattr(defaults, f) for f in FIELDS}))
-        if values is None:
-            return
-        base = s.base_options  # an emptied field: back to the flags / config file value, if any
-        chosen = {f: v if v is not None else getattr(base, f) for f, v in values.items()}
-        try:
-            s.set_options(replace(options, **chosen))
-        except Exception as e:  # the engine's own validation: nothing was changed
-            self.app.show_error(e, "Setting refused")
-            return
-        self.notify("Sampling settings saved for this conversation")
-
-    @work
-    async def action_system_prompt(self) -> None:
-        if self._no_session():
-            return
-        text = await self.app.push_screen_wait(SystemPromptScreen(self.store, self.session.system_prompt))
-        if text is not None:
-            try:
-                self.session.set_system_prompt(text or None)
-            except Exception as e:
-                return self.app.show_error(e)
-            await self.chatlog.set_system_prompt(self.session.system_prompt)
-            self.notify("System prompt cleared" if not text else "System prompt set for this conversation")

@@ -1,0 +1,77 @@
+"""Moving around the chat from the keyboard: Esc stops a reply or goes back to the message box,
+Ctrl+C stops a reply, PageUp/PageDown/Home/End scroll the chat from the box, Alt+Up/Alt+Down (and
+Up/Down on a focused message) go from message to message.
+
+`ChatNavigation` is a base of `ChatScreen` (screens/chat.py), which provides `session`,
+`chatlog`, `input`, `sidebar`, `generating`, `_focused_index()`, `clear_search()` and
+`close_sidebar_overlay()`. Keys that only make sense in one place (PageUp in the message box, Up
+on a message) are priority bindings that step aside (SkipAction) everywhere else.
+"""
+
+from __future__ import annotations
+
+from textual.actions import SkipAction
+from textual.binding import Binding
+from textual.screen import Screen
+
+
+class ChatNavigation(Screen[None]):
+    # help lists these with the message box's own keys (screens/help.py EXTRA_KEYS)
+    BINDINGS = [
+        Binding("ctrl+c", "interrupt", show=False, priority=True),
+        Binding("pageup", "scroll_chat('page_up')", show=False, priority=True),
+        Binding("pagedown", "scroll_chat('page_down')", show=False, priority=True),
+        Binding("home", "scroll_chat('home', True)", show=False, priority=True),
+        Binding("end", "scroll_chat('end', True)", show=False, priority=True),
+        Binding("ctrl+home", "scroll_chat('home', False, True)", show=False, priority=True),
+        Binding("ctrl+end", "scroll_chat('end', False, True)", show=False, priority=True),
+        Binding("alt+up", "focus_message(-1)", show=False),
+        Binding("alt+down", "focus_message(1)", show=False),
+        Binding("up", "step_message(-1)", show=False, priority=True),
+        Binding("down", "step_message(1)", show=False, priority=True),
+    ]
+
+    def action_stop(self) -> None:
+        if self.generating and self.session is not None:
+            self.session.cancel()
+
+    async def action_escape(self) -> None:
+        """Stop a streaming reply; otherwise back to the message box (clearing a search)."""
+        if self.generating:
+            return self.action_stop()
+        if self.focused is self.sidebar.search_box:
+            await self.clear_search()
+        self.close_sidebar_overlay()
+        self.input.focus()
+
+    def action_interrupt(self) -> None:
+        """Ctrl+C stops a streaming reply; otherwise it does what it did (copy, the quit hint)."""
+        if not self.generating:
+            raise SkipAction()
+        self.action_stop()
+
+    def action_scroll_chat(self, where: str, only_if_empty: bool = False, anywhere: bool = False) -> None:
+        if not anywhere and (self.focused is not self.input or (only_if_empty and self.input.text)):
+            raise SkipAction()
+        log = self.chatlog
+        {"page_up": log.scroll_page_up, "page_down": log.scroll_page_down,
+         "home": log.scroll_home, "end": log.scroll_end}[where](animate=False)
+
+    def action_focus_message(self, step: int) -> None:
+        views = self.chatlog.views
+        index = self._focused_index()
+        if index is None:
+            target = len(views) - 1 if step < 0 else None
+        else:
+            target = index + step
+        if target is None or not 0 <= target < len(views):
+            if index is not None and target is not None and target >= len(views):
+                self.input.focus()  # past the last message: back to the box
+            return
+        views[target].focus()
+        self.chatlog.scroll_to_widget(views[target], animate=False)
+
+    def action_step_message(self, step: int) -> None:
+        if self._focused_index() is None:
+            raise SkipAction()
+        self.action_focus_message(step)
