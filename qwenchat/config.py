@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from qwenchat.engine.records import OPTION_RANGES  # torch-free: the options' one declaration
 from qwenchat.errors import ConfigError
 
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -156,31 +157,15 @@ def _check(parse: Callable[[Any], Any], ok: Callable[[Any], bool]) -> Callable[[
     return run
 
 
-# The generation options' ranges, (low, high, whole numbers only, low end excluded): a copy of
-# qwenchat.engine.records.OPTION_RANGES, which this layer may not import;
-# tests/test_option_ranges.py keeps the two equal. The settings dialog and the CLI's flags are
-# checked through these rules too (a bad flag is a usage error, exit 2).
-GENERATION_RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "temperature": (0, 100, False, False),
-    "top_k": (0, 1_000_000, True, False),
-    "top_p": (0, 1, False, True),
-    "min_p": (0, 1, False, False),
-    "repetition_penalty": (0.01, 100, False, False),
-    "max_tokens": (1, 10_000_000, True, False),
-    "seed": (0, 2**64 - 1, True, False),
-}
-_MEANING = {"temperature": " (0 picks the likeliest token)", "top_k": " (0 turns it off)",
-            "top_p": " (1 turns it off)", "min_p": " (0 turns it off)", "repetition_penalty": " (1 turns it off)"}
+# config key -> generation option, where the names differ
+OPTION_NAMES = {"max_tokens": "max_new_tokens"}
+GENERATION_KEYS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_tokens", "seed")
 
 
 def _ranged(key: str) -> tuple[Callable[[Any], Any], str]:
-    low, high, whole, low_open = GENERATION_RANGES[key]
-    show = (lambda x: f"{x:,}") if whole else (lambda x: f"{x:g}")
-    kind = "a whole number" if whole else "a number"
-    allowed = (f"{kind} greater than {show(low)} and at most {show(high)}" if low_open
-               else f"{kind} from {show(low)} to {show(high)}")
-    ok = (lambda v: low < v <= high) if low_open else (lambda v: low <= v <= high)
-    return _check(_int if whole else _float, ok), allowed + _MEANING.get(key, "")
+    """The check of a generation option, from its one declaration (engine.records)."""
+    allowed = OPTION_RANGES[OPTION_NAMES.get(key, key)]
+    return _check(_int if allowed.integer else _float, lambda v: v in allowed), allowed.describe()
 
 
 # key -> (parser, what is allowed)
@@ -192,7 +177,7 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "context_limit": (_check(_int, lambda v: v > 0), "a whole number greater than 0"),
     "max_input": (_check(_size, lambda v: v > 0), "a number of bytes greater than 0 (K, M, G suffixes allowed)"),
     "theme": (_text, "a theme name (non-empty text)"),
-    **{key: _ranged(key) for key in GENERATION_RANGES},
+    **{key: _ranged(key) for key in GENERATION_KEYS},
 }
 assert set(_RULES) == set(KEYS)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -62,6 +62,9 @@ class GenerateOptions:
     max_new_tokens: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Structured output: a JSON schema (a dict) or "json_object" (any JSON object); every reply
+    # then parses as JSON and matches it, or is cut by the token limit (engine/constrain.py).
+    constraint: dict[str, Any] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class OptionRange:
     high: float
     integer: bool = False
     low_open: bool = False
+    meaning: str = ""  # what the special values do, for messages: " (0 = greedy)"
 
     def __contains__(self, value: object) -> bool:
         if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
@@ -85,7 +89,8 @@ class OptionRange:
     def describe(self) -> str:
         kind = "a whole number" if self.integer else "a number"
         low, high = _number(self.low), _number(self.high)
-        return f"{kind} greater than {low} and at most {high}" if self.low_open else f"{kind} from {low} to {high}"
+        allowed = f"{kind} greater than {low} and at most {high}" if self.low_open else f"{kind} from {low} to {high}"
+        return allowed + self.meaning
 
 
 def _number(x: float) -> str:
@@ -93,16 +98,17 @@ def _number(x: float) -> str:
 
 
 # The one declaration of the generation options' ranges. The engine validates with it
-# (sampling.SamplingParams, generate.GenerationSettings); qwenchat.config, which may not import
-# the engine, holds a copy that tests/test_option_ranges.py keeps equal. Beyond these bounds
+# (sampling.SamplingParams, generate.GenerationSettings) and qwenchat.config derives its
+# checks from it (config, settings dialog, command line; this module is torch-free). Beyond these bounds
 # no value changes the output any further (temperature 100 is already uniform noise, no
 # vocabulary has a million tokens), so larger ones are typos or attacks.
 OPTION_RANGES: dict[str, OptionRange] = {
-    "temperature": OptionRange(0, 100),  # 0 = greedy
-    "top_k": OptionRange(0, 1_000_000, integer=True),  # 0 = off
-    "top_p": OptionRange(0, 1, low_open=True),  # 1 = off
-    "min_p": OptionRange(0, 1),  # 0 = off
-    "repetition_penalty": OptionRange(0.01, 100),  # 1 = off
+    "temperature": OptionRange(0, 100, meaning=" (0 = greedy)"),
+    "top_k": OptionRange(0, 1_000_000, integer=True, meaning=" (0 = off)"),
+    "top_p": OptionRange(0, 1, low_open=True, meaning=" (1 = off)"),
+    "min_p": OptionRange(0, 1, meaning=" (0 = off)"),
+    "repetition_penalty": OptionRange(0.01, 100, meaning=" (1 = off)"),
     "max_new_tokens": OptionRange(1, 10_000_000, integer=True),
-    "seed": OptionRange(0, 2**64 - 1, integer=True),  # torch.Generator takes an unsigned 64-bit seed
+    # torch.Generator takes an unsigned 64-bit seed
+    "seed": OptionRange(0, 2**64 - 1, integer=True, meaning=" or unset"),
 }

@@ -73,15 +73,13 @@ class SamplingParams:
                 continue
             allowed = OPTION_RANGES[name]
             if value not in allowed:
-                raise SettingsError(f"{name} must be {allowed.describe()}{_MEANING[name]}, got {value!r}", hint)
+                raise SettingsError(f"{name} must be {allowed.describe()}, got {value!r}", hint)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
-_MEANING = {"temperature": " (0 = greedy)", "top_k": " (0 = off)", "top_p": " (1 = off)", "min_p": " (0 = off)",
-            "repetition_penalty": " (1 = off)", "seed": " or unset"}
 _HINTS = {
     "temperature": "use 0 for greedy (deterministic) output, around 0.7 for chat",
     "top_k": "typical values are 20-50; use 0 to disable",
