@@ -130,8 +130,8 @@ async def _respond(request: Request, job: Job, stamp: Stamp, stream: bool, inclu
         if not stream:
             reply = first if isinstance(first, Reply) else await _last(job, param)
             _log_usage(request, reply)
-            if reply.finish_reason == "cancelled":  # the client left, or the server is stopping
-                raise busy("the request was cancelled (the server is stopping)", request.app.state.config.retry_after_s)
+            if reply.finish_reason == "cancelled":  # the client left (nobody reads this), or the server is stopping
+                raise busy("the request was cancelled: the server is stopping", request.app.state.config.retry_after_s)
             return JSONResponse(responses.completion(stamp, reply))
     except BaseException:
         job.cancel()
@@ -147,6 +147,7 @@ async def _cancel_on_disconnect(request: Request, job: Job) -> None:
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
+            request.state.note = "client disconnected"
             job.cancel()
             return
 

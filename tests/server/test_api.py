@@ -322,6 +322,18 @@ def test_disconnect_mid_stream_cancels_within_a_token_or_two(server, client):
     assert "client disconnected" in server.log.getvalue()
 
 
+def test_a_client_leaving_before_a_whole_reply_cancels_it(server, client):
+    server.backend.delay, server.backend.endless, server.backend.cancelled_at = 0.05, True, None
+    body = {"model": "tiny", "messages": HI, "max_tokens": 900}
+    with pytest.raises(httpx.TimeoutException):  # the client gives up and closes the connection
+        httpx.post(server.v1 + "/chat/completions", json=body, timeout=1.0)
+    left = time.monotonic()
+    _wait(lambda: server.backend.cancelled_at is not None, timeout=10)
+    assert server.backend.cancelled_at - left < 2.0
+    server.backend.delay, server.backend.endless = 0.0, False
+    assert greedy(client, n=3).usage.completion_tokens >= 1
+
+
 def test_full_queue_is_503_with_retry_after(server, client):
     server.backend.delay, server.backend.endless = 0.05, True
     waiting: dict[str, Any] = {}
