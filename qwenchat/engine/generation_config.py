@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qwenchat.engine.errors import ModelConfigError
+from qwenchat.engine.records import OPTION_RANGES
 from qwenchat.engine.sampling import SamplingParams
 
 HF_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
@@ -30,21 +31,27 @@ class GenerationDefaults:
         config = _read(model_dir / "config.json")
         eos = _ids(data.get("eos_token_id")) | _ids(config.get("eos_token_id"))
         eos |= {i for i in extra_eos if i is not None}
-        fields = {k: data.get(k) if data.get(k) is not None else v for k, v in HF_DEFAULTS.items()}
+        fields = {k: _usable(k, data.get(k), v) for k, v in HF_DEFAULTS.items()}
         if not data.get("do_sample", False):
             fields["temperature"] = 0.0  # greedy, as transformers does without do_sample
         max_new = data.get("max_new_tokens")
         return cls(
-            sampling=SamplingParams(
-                temperature=float(fields["temperature"]),
-                top_k=int(fields["top_k"] or 0),
-                top_p=float(fields["top_p"]),
-                min_p=float(fields["min_p"] or 0.0),
-                repetition_penalty=float(fields["repetition_penalty"]),
-            ),
+            sampling=SamplingParams(**fields),
             eos_ids=frozenset(eos),
             max_new_tokens=int(max_new) if isinstance(max_new, int) and max_new > 0 else None,
         )
+
+
+def _usable(name: str, value: Any, default: float) -> float:
+    """The model's default for `name` when it is a number within the option's range; a value
+    that is missing, of the wrong type or out of range (a typo in someone's upload) gives way
+    to transformers' default rather than making every request fail."""
+    allowed = OPTION_RANGES[name]
+    if isinstance(value, float) and allowed.integer and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not allowed.integer:
+        value = float(value)
+    return value if value in allowed else default
 
 
 def _read(path: Path) -> dict[str, Any]:
