@@ -91,3 +91,21 @@ async def test_scrolling_up_mid_reply_stops_following(store):
         await pilot.press("pageup")
         await pilot.pause(0.3)
         assert log.scroll_y < log.max_scroll_y - 5  # the user reads; the reply does not pull them down
+
+
+async def test_sidebar_hidden_in_a_wide_terminal_still_opens_over_a_narrow_one():
+    app, _ = make_app()
+    async with app.run_test(size=(110, 30)) as pilot:
+        await ready(pilot)
+        sidebar = app.chat.sidebar
+        await pilot.press("ctrl+b")  # hidden while wide
+        await pilot.pause()
+        assert sidebar.region.width == 0
+        await pilot.resize_terminal(70, 30)
+        await pilot.press("ctrl+b")  # narrow now: over the chat
+        await pilot.pause()
+        assert sidebar.region.width > 0 and app.chat.chatlog.region.x == 0
+        await pilot.resize_terminal(110, 30)  # wide again: beside the chat, no overlay left over
+        await pilot.pause()
+        assert not app.chat.has_class("-sidebar-open")
+        assert app.chat.chatlog.region.x >= sidebar.region.width > 0

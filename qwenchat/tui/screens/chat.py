@@ -139,6 +139,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     def _fit(self, width: int, height: int) -> None:
         """Narrow: the sidebar hides (Ctrl+B shows it over the chat). Too small: a notice."""
         self.set_class(width < self.NARROW, "-narrow")
+        if width >= self.NARROW:
+            self.remove_class("-sidebar-open")  # the overlay is a narrow terminal's
         self.set_class(height < 24, "-short")
         self.set_class(width < TOO_SMALL[0] or height < TOO_SMALL[1], "-too-small")
 

@@ -195,6 +195,7 @@ class ConversationActions(Screen[None]):
 
     def action_search(self) -> None:
         if self.narrow:
+            self.sidebar.styles.clear_rule("display")  # a wide terminal's hiding is not this
             self.add_class("-sidebar-open")
         else:
             self.sidebar.display = True
@@ -202,6 +203,7 @@ class ConversationActions(Screen[None]):
 
     def action_toggle_sidebar(self) -> None:
         if self.narrow:
+            self.sidebar.styles.clear_rule("display")  # a wide terminal's hiding is not this
             self.toggle_class("-sidebar-open")
             shown = self.has_class("-sidebar-open")
         else:
