@@ -199,8 +199,8 @@ async def _events(request: Request, job: Job, first: Any, stamp: Stamp, include_
         yield "[DONE]"
     finally:
         job.cancel()  # the client went away mid-stream (or the reply is over: then a no-op)
-        if getattr(request.state, "reply", None) is None:
-            request.state.note = "client disconnected"
+        if getattr(request.state, "reply", None) is None:  # ended before its Reply came
+            request.state.note = "server stopping" if request.app.state.queue.closed else "client disconnected"
 
 
 def engine_error(e: EngineError, param: str) -> APIError:

@@ -187,14 +187,16 @@ def test_sigterm_mid_stream_stops_cleanly_with_exit_0(servers):
         next(line for line in lines if '"content"' in line)
         t0 = time.monotonic()
         code = s.stop(signal.SIGTERM)
-    assert code == 0
+    assert code == 0, s.stderr
     assert time.monotonic() - t0 < 15
-    assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr
+    assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr, s.stderr
     streamed = [line for line in s.lines if '"POST /v1/chat/completions"' in line][-1]
-    assert " cancelled " in streamed  # the reply in flight was cut, not run to its end
+    # the reply in flight was cut, not run to its end: its Reply said so, or the stream was
+    # closed by the shutdown before that Reply came
+    assert " cancelled " in streamed or "(server stopping)" in streamed, s.stderr
 
 
 def test_ctrl_c_stops_cleanly_with_exit_0(servers):
     s = servers["plain"]
-    assert s.stop(signal.SIGINT) == 0
-    assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr
+    assert s.stop(signal.SIGINT) == 0, s.stderr
+    assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr, s.stderr
