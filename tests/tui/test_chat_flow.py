@@ -146,6 +146,19 @@ async def test_greedy_regenerate_says_so_once():
         assert len(greedy) == 1 and "Ctrl+S" in greedy[0]
 
 
+async def test_regenerate_with_a_fixed_seed_says_so_once():
+    app, _ = make_app(script=["same", "same", "same"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.session.set_options(GenerateOptions(temperature=0.8, seed=5))
+        await send(pilot, "q")
+        for _ in range(2):
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: not app.chat.generating)
+        seeded = [n for n in notes(app) if "fixed seed" in n]
+        assert len(seeded) == 1 and not any("Greedy" in n for n in notes(app))
+
+
 async def test_a_cut_reply_is_marked_and_continues_in_place(store):
     app, factory = make_app(max_new_tokens=3, script=["one two three four", "five six"])
     async with app.run_test(size=SIZE) as pilot:

@@ -109,3 +109,22 @@ async def test_sidebar_hidden_in_a_wide_terminal_still_opens_over_a_narrow_one()
         await pilot.pause()
         assert not app.chat.has_class("-sidebar-open")
         assert app.chat.chatlog.region.x >= sidebar.region.width > 0
+
+
+async def test_dialogs_fit_a_60_column_terminal(store):
+    from qwenchat.tui.screens.dialogs import EditMessageScreen
+
+    app, _ = make_app()
+    async with app.run_test(size=(60, 15)) as pilot:
+        await ready(pilot)
+        app.chat.input.text = "hello"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        for key, kind in (("ctrl+g", EditMessageScreen), ("ctrl+s", None), ("ctrl+o", None), ("f1", None)):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: app.screen is not app.chat)
+            box = app.screen.query_one("Vertical")
+            assert box.region.x >= 0 and box.region.right <= 60, (key, box.region)
+            assert kind is None or isinstance(app.screen, kind)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.chat)

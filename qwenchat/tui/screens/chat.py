@@ -37,6 +37,7 @@ from qwenchat.tui.widgets.sidebar import Sidebar
 from qwenchat.tui.widgets.statusbar import StatusBar, StatusFacts
 
 GREEDY_NOTE = "Greedy settings give the same reply word for word: raise the temperature with Ctrl+S for a different one"
+SEEDED_NOTE = "A fixed seed gives the same reply word for word: clear the seed with Ctrl+S for a different one"
 TOO_SMALL = (40, 10)  # columns, rows: below this only a notice is shown
 
 
@@ -365,9 +366,11 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if n == 0:
             self.notify("Nothing to regenerate yet", severity="warning")
             return
-        if self.session.is_greedy and not self._greedy_told:
+        same = GREEDY_NOTE if self.session.is_greedy else (
+            SEEDED_NOTE if self.session.effective_options.seed is not None else None)
+        if same and not self._greedy_told:  # said once: the user knows from then on
             self._greedy_told = True
-            self.notify(GREEDY_NOTE, title="Regenerate", timeout=8)
+            self.notify(same, title="Regenerate", timeout=8)
         await self.chatlog.truncate(n)
         await self._start("regenerate")
 

@@ -41,7 +41,7 @@ def key_label(key: str) -> str:
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 72; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
+    HelpScreen > Vertical { width: 72; max-width: 100%; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
     HelpScreen .title { text-style: bold; padding: 1 0; }
     HelpScreen Static { width: 1fr; }
     """

@@ -68,7 +68,7 @@ def check_path(text: str) -> str | None:
 
 class ModelPicker(ModalScreen[str | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="ModelPicker") + """
-    ModelPicker > Vertical { width: 90; }
+    ModelPicker > Vertical { width: 90; max-width: 100%; }
     ModelPicker OptionList { height: auto; max-height: 16; }
     ModelPicker .error { color: $text-error; height: auto; }
     ModelPicker .note { color: $text-muted; }
