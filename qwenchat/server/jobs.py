@@ -47,12 +47,6 @@ class Job:
             raise item
         return item
 
-    def __aiter__(self) -> "Job":
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self.next()
-
     def _put(self, item: Any) -> None:  # from the worker thread
         try:
             self.loop.call_soon_threadsafe(self._events.put_nowait, item)
