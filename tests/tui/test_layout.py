@@ -124,7 +124,7 @@ async def test_dialogs_fit_a_60_column_terminal(store):
             await pilot.press(key)
             await wait_for(pilot, lambda: app.screen is not app.chat)
             box = app.screen.query_one("Vertical")
-            assert box.region.x >= 0 and box.region.right <= 60, (key, box.region)
+            assert box.region.x >= 0 and box.region.right <= 60 and box.region.bottom <= 15, (key, box.region)
             assert kind is None or isinstance(app.screen, kind)
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is app.chat)

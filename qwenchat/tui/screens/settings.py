@@ -46,7 +46,7 @@ def check(field: str, text: str) -> tuple[Any, str | None]:
 class SettingsScreen(ModalScreen[dict | None]):
     DEFAULT_CSS = """
     SettingsScreen { align: center middle; }
-    SettingsScreen > Vertical { width: 76; max-width: 100%; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    SettingsScreen > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; overflow-y: auto; border: thick $primary; background: $surface; padding: 1 2; }
     SettingsScreen .title { text-style: bold; }
     SettingsScreen .note { color: $text-muted; margin-bottom: 1; }
     SettingsScreen Grid { grid-size: 2; grid-columns: 22 1fr; grid-rows: auto; grid-gutter: 1 0; height: auto; }
