@@ -29,6 +29,7 @@ from qwenchat.engine.device import Placement, choose, choose_quantize
 from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
 from qwenchat.engine.generate import GenerationSettings, stream
 from qwenchat.engine.generation_config import GenerationDefaults
+from qwenchat.engine.kv_pool import DEFAULT_BUDGET_BYTES, CachePool
 from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys, matrix_params
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.engine.template import ChatTemplate
@@ -62,9 +63,12 @@ class ChatEngine:
         defaults: GenerationDefaults,
         cache: KVCache,
         info: EngineInfo,
+        kv_pool_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.defaults, self.cache, self.info = defaults, cache, info
+        # other recent conversations' caches: switching back to one prefills only its new tokens
+        self.pool = CachePool(kv_pool_bytes)
 
     @classmethod
     def load(
@@ -145,13 +149,13 @@ class ChatEngine:
         settings = self.settings(options)
         if not continue_last:
             ids, dropped = self.chat_prompt(messages, reserve=self.reply_reserve(settings))
-            return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel, dropped)
+            return self._stream(ids, settings, cancel, dropped)
         if not messages or messages[-1].get("role") != "assistant":
             raise SettingsError("there is no reply to continue", "send a message instead")
         ids, dropped = self.chat_prompt(messages[:-1], reserve=self.reply_reserve(settings))
         ids = ids + self.tokenizer.encode_plain(messages[-1].get("content", ""))
         self._check_fits(len(ids), self.reply_reserve(settings), "the reply to continue")
-        return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel, dropped)
+        return self._stream(ids, settings, cancel, dropped)
 
     def complete(
         self, text: str, options: GenerateOptions | None = None, cancel: threading.Event | None = None
@@ -162,7 +166,12 @@ class ChatEngine:
         if not ids:
             raise SettingsError("the prompt is empty", "give some text to continue")
         self._check_fits(len(ids), self.reply_reserve(settings), "the prompt")
-        return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel)
+        return self._stream(ids, settings, cancel)
+
+    def _stream(self, ids: list[int], settings: GenerationSettings, cancel: threading.Event | None,
+                dropped: int = 0) -> Iterator[Chunk | Reply]:
+        self.pool.prepare(self.cache, ids)  # bring back this conversation's cache if put aside
+        return stream(self.model, self.cache, self.tokenizer, ids, settings, cancel, dropped)
 
     # -- building blocks --------------------------------------------------------------------
 
@@ -215,6 +224,7 @@ class ChatEngine:
 
     def reset_cache(self) -> None:
         self.cache.reset()
+        self.pool.clear()
 
     def reply_reserve(self, settings: GenerationSettings) -> int:
         # room kept for the reply when fitting a prompt; a quarter of the window at most

@@ -183,3 +183,19 @@ def test_instruct_defaults_come_from_generation_config(engine):
     s = engine.defaults.sampling
     assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty) == (0.7, 0.8, 20, 1.1)
     assert len(engine.defaults.eos_ids) == 2
+
+
+def test_switching_between_conversations_reuses_each_ones_cache(engine):
+    engine.reset_cache()
+    opts = GenerateOptions(max_new_tokens=4, temperature=0)
+
+    def turn(messages):
+        *_, reply = engine.chat(messages, opts)
+        return reply
+
+    a = [{"role": "user", "content": "Tell me about the moon and its phases " * 8}]
+    b = [{"role": "user", "content": "Something else entirely, about rivers " * 8}]
+    ra = turn(a)
+    turn(b)  # another conversation takes the working cache
+    again = turn(a + [{"role": "assistant", "content": ra.text}, {"role": "user", "content": "more"}])
+    assert again.usage.cached_tokens >= ra.usage.prompt_tokens  # a's turn was not prefilled again
