@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from qwenchat.store.records import Conversation, Message
 
 OPTION_FIELDS = tuple(f.name for f in fields(GenerateOptions) if f.name != "stop")
-SAMPLING_FIELDS = tuple(f for f in OPTION_FIELDS if f != "max_new_tokens")
+SAMPLING_FIELDS = tuple(f for f in OPTION_FIELDS if f not in ("max_new_tokens", "constraint"))
 SAVE_EVERY_S = 1.0  # how far behind the stored text of a streaming reply may be
 
 
@@ -182,7 +182,9 @@ class ChatSession:
         self.engine.settings(options)  # validates: a bad value never reaches generation
         self.options = options
         if self.store is not None and self.conversation_id is not None:
-            self.store.update_conversation(self.conversation_id, settings=_options_dict(options))
+            stored = self.store.get_conversation(self.conversation_id).settings or {}
+            other = {k: v for k, v in stored.items() if k not in OPTION_FIELDS}  # e.g. "source": "api"
+            self.store.update_conversation(self.conversation_id, settings=other | _options_dict(options))
 
     def set_system_prompt(self, text: str | None) -> None:
         self.system_prompt = text or None

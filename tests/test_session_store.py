@@ -256,3 +256,11 @@ def test_a_pending_reply_of_a_live_process_stays_pending(store):
     msg = store.add_message(conv.id, "assistant", "so far", parent_id=user.id, status="pending",
                             meta={"pid": os.getpid()})
     assert store.get_message(msg.id).status == "pending"
+
+
+def test_changing_the_settings_keeps_other_facts_stored_with_them(store):
+    conv = store.create_conversation("m", settings={"source": "api", "temperature": 0.3})
+    s = ChatSession(FakeEngine(), store)
+    s.load(conv.id)
+    s.set_options(GenerateOptions(top_k=5))
+    assert store.get_conversation(conv.id).settings == {"source": "api", "top_k": 5}
