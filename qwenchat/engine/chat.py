@@ -24,6 +24,7 @@ import torch
 from qwenchat.engine import int8_kernel
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
+from qwenchat.engine.constrain import Guidance
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
 from qwenchat.engine.device import Placement, choose, choose_quantize
 from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
@@ -188,7 +189,15 @@ class ChatEngine:
         max_new = self.defaults.max_new_tokens if options.max_new_tokens is None else options.max_new_tokens
         if max_new <= 0:
             raise SettingsError(f"max_new_tokens is {max_new}; it must be at least 1")
-        return GenerationSettings(sampling, max_new, self.defaults.eos_ids, tuple(options.stop))
+        constraint = None if options.constraint is None else self.guidance.compile(options.constraint)
+        return GenerationSettings(sampling, max_new, self.defaults.eos_ids, tuple(options.stop), constraint)
+
+    @property
+    def guidance(self) -> Guidance:
+        """Structured output's view of this model's vocabulary (built on first use)."""
+        if getattr(self, "_guidance", None) is None:
+            self._guidance = Guidance(self.tokenizer, self.defaults.eos_ids)
+        return self._guidance
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         if self.template is None:

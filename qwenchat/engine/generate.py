@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from qwenchat.engine.cache import KVCache
+from qwenchat.engine.constrain import Grammar
 from qwenchat.engine.errors import ModelOutputError, SettingsError
 from qwenchat.engine.model import Qwen2ForCausalLM
 from qwenchat.engine.prefill_blocks import PrefillCancelled
@@ -38,6 +39,7 @@ class GenerationSettings:
     max_new_tokens: int
     eos_ids: frozenset[int]
     stop: tuple[str, ...] = ()
+    constraint: Grammar | None = None  # structured output: only tokens the grammar allows
 
     def __post_init__(self) -> None:
         allowed = OPTION_RANGES["max_new_tokens"]
@@ -93,6 +95,7 @@ def stream(
     budget = min(settings.max_new_tokens, cache.max_len - len(prompt_ids))
     sampler = Sampler(settings.sampling, model.config.vocab_size, cache.k.device)
     sampler.reset(prompt_ids)
+    constraint = settings.constraint.start(model.config.vocab_size, cache.k.device) if settings.constraint else None
     decoder = StreamDecoder(tokenizer)
     stops = StopMatcher(settings.stop)
     out: list[int] = []
@@ -107,7 +110,7 @@ def stream(
         if cancel is not None and cancel.is_set():
             finish = "cancelled"
             break
-        token = sampler(logits)
+        token = sampler(logits if constraint is None else constraint.apply(logits))
         tid = int(token)  # the one host sync per token: stop checks and detokenization need it
         if tid == INVALID_SCORES:
             raise ModelOutputError(
@@ -121,10 +124,12 @@ def stream(
             finish = "stop"
             break
         out.append(tid)
+        if constraint is not None:
+            constraint.advance(tid)
         text, hit = stops.feed(decoder.push(tid))
         if text:
             yield Chunk(text)
-        if hit:
+        if hit or (constraint is not None and constraint.done):  # done: the grammar is complete
             finish = "stop"
             break
         if len(out) < budget:

@@ -80,6 +80,10 @@ class Tokenizer:
 
     # -- ids <-> text -------------------------------------------------------------------------
 
+    def backend_json(self) -> str:
+        """The whole tokenizer as tokenizer.json text (for libraries that read the vocabulary)."""
+        return self._backend.to_str()
+
     def token_id(self, token: str) -> int | None:
         return self._backend.token_to_id(token)
 
