@@ -312,12 +312,12 @@ class ChatSession:
                     writer.add(event.text)
                     yield event
                 else:
+                    event = writer.whole(event)
                     status = "interrupted" if event.finish_reason == "cancelled" else "complete"
-                    text = writer.text if (self.raw or continuing) else event.text
+                    text = writer.text if self.raw else event.text
                     msg_id, note = writer.finish(text, status, event)
                     done = True
-                    yield Turn(replace(event, text=text) if continuing else event,
-                               self.conversation_id, user_id, msg_id, note)
+                    yield Turn(event, self.conversation_id, user_id, msg_id, note)
         except BaseException:
             # Ctrl+C, a closed generator or an engine failure mid-reply: keep what was said.
             if not done:
@@ -421,6 +421,14 @@ class _ReplyWriter:
                 store.reopen_message(self.msg_id, {"pid": os.getpid()})  # pending again until it ends
                 self.reopened = True
             store.save_partial(self.msg_id, self.text)
+
+    def whole(self, reply: Reply) -> Reply:
+        """A continued reply as a whole: all its text, and the tokens of every turn that wrote it."""
+        if self.continuing is None:
+            return reply
+        before = (self.continuing.meta.get("usage") or {}).get("completion_tokens") or 0
+        usage = replace(reply.usage, completion_tokens=reply.usage.completion_tokens + before)
+        return replace(reply, text=self.text, usage=usage)
 
     def finish(self, text: str, status: str, reply: Reply | None) -> tuple[int | None, str | None]:
         s = self.session

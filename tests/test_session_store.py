@@ -175,6 +175,8 @@ def test_continue_extends_the_same_reply(store):
     assert turn.message_id == cut.message_id
     stored = store.get_message(cut.message_id)
     assert stored.content == "one two three six seven" and stored.status == "complete"
+    assert turn.reply.usage.completion_tokens == 5 == stored.completion_tokens  # both turns' tokens
+    assert stored.meta["usage"]["completion_tokens"] == 5
     assert engine.prompts[-1][-1] == {"role": "assistant", "content": "one two three"}
     assert [e.role for e in s.entries] == ["user", "assistant"]
 
