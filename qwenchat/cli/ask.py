@@ -18,7 +18,8 @@ import typer
 
 from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
-from qwenchat.errors import UsageError
+from qwenchat.cli.schema_arg import constraint_from_flags, instruction, parse_reply
+from qwenchat.errors import QwenchatError, UsageError
 from qwenchat.fit import CUTS
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def ask(
     plain: bool = typer.Option(False, "--plain", help="Plain text even on a terminal."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the reply when it is complete."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),
+    schema: Optional[str] = typer.Option(None, "--schema", metavar="SCHEMA", help="Reply with JSON valid against this JSON Schema: inline JSON, a file, or fields like 'name, age int, bio: a short bio'."),
+    json_object: bool = typer.Option(False, "--json-object", help="Reply with a JSON object (any keys)."),
     usage: bool = typer.Option(False, "-u", "--usage", help="Print token counts and speeds to stderr."),
 ) -> None:
     if truncate not in (None, *CUTS):
@@ -62,6 +65,7 @@ def ask(
     if no_save and (cont or cid is not None):
         raise UsageError("--no-save cannot continue a stored conversation", "drop --no-save or --continue/--cid")
     check_prompt(prompt, stdin_is_terminal())
+    constraint = constraint_from_flags(schema, json_object)
     flags = dict(model=model, device=device, dtype=dtype, quantize=quantize, context_limit=context_limit, temperature=temperature,
                  top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
                  max_tokens=max_tokens, seed=seed, max_input=max_input)
@@ -69,16 +73,38 @@ def ask(
     store = None if no_save else _open_store()
     try:
         session = _session(settings, flags, store, system, preset, cont, cid, raw, tuple(stop))
+        if constraint is not None:  # checked by the engine here, before anything is generated
+            session.set_options(replace(session.options, constraint=constraint))
+        constraint = session.options.constraint  # a continued conversation may have saved one
         text = _message(session, prompt, settings.max_input, truncate)
-        output = "none" if as_json else "end" if no_stream else "stream"
-        turn = _run(session, text, pretty=_pretty(plain, as_json), output=output)
+        if constraint is not None and not session.raw:
+            text = f"{text}\n\n{instruction(constraint)}"
+        # structured replies are printed whole, and only when they are complete JSON
+        output = "none" if as_json or constraint is not None else "end" if no_stream else "stream"
+        turn = _run(session, text, pretty=constraint is None and _pretty(plain, as_json), output=output)
     finally:
         if store is not None:
             store.close()
+    complete, parsed = parse_reply(turn.reply.text) if constraint is not None else (True, None)
     if as_json:
-        _print_json(session, turn)
+        _print_json(session, turn, {"parsed": parsed} if constraint is not None else {})
+    elif constraint is not None and complete:
+        sys.stdout.write(turn.reply.text + "\n")
+        sys.stdout.flush()
     if usage:
         _print_usage(turn.reply, session.model_info)
+    if not complete:
+        raise _incomplete(turn)
+
+
+def _incomplete(turn: "Turn") -> QwenchatError:
+    reply = turn.reply
+    saved = f"; the partial reply is saved (message {turn.message_id})" if turn.message_id is not None else ""
+    if reply.finish_reason == "length":
+        return QwenchatError(f"incomplete JSON: the reply was cut by the token limit after "
+                             f"{reply.usage.completion_tokens} tokens{saved}", "raise --max-tokens")
+    return QwenchatError(f"incomplete JSON: the reply stopped early ({reply.finish_reason}){saved}",
+                         "drop --stop strings that can occur inside the JSON")
 
 
 def _open_store():
@@ -216,7 +242,7 @@ def _run_pretty(events, stream: bool) -> "Turn":
     return turn
 
 
-def _print_json(session: "ChatSession", turn: "Turn") -> None:
+def _print_json(session: "ChatSession", turn: "Turn", extra: dict) -> None:
     reply, info = turn.reply, session.model_info
     obj = {
         "text": reply.text,
@@ -229,6 +255,7 @@ def _print_json(session: "ChatSession", turn: "Turn") -> None:
         "dropped_messages": reply.dropped_messages,
         "conversation_id": turn.conversation_id,
         "message_id": turn.message_id,
+        **extra,
     }
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()

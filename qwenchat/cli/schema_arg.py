@@ -1,0 +1,98 @@
+"""`--schema SCHEMA` and `--json-object`: the output constraint a command line asks for, and
+how it is shown to the model and checked afterwards. Torch-free.
+
+SCHEMA is a JSON Schema given inline (it starts with `{`), a path to a file holding one, or
+simonw/llm's concise form: fields separated by commas (or lines), each `name [type][: description]`
+with type str (the default), int, float or bool, all required:
+
+    'name, age int, bio: a short bio'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from qwenchat.errors import UsageError
+
+JSON_OBJECT = "json_object"  # the engine's name for "any JSON object" (engine/constrain.py)
+_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+_FIELD = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?:\s+(?P<type>\w+))?\s*(?::\s*(?P<desc>.*))?$", re.S)
+
+
+def constraint_from_flags(schema: str | None, json_object: bool) -> dict[str, Any] | str | None:
+    """The constraint of `--schema` / `--json-object` (None: neither given)."""
+    if schema is not None and json_object:
+        raise UsageError("--schema and --json-object both given", "use one of them: a schema implies JSON")
+    if json_object:
+        return JSON_OBJECT
+    return None if schema is None else parse_schema(schema)
+
+
+def parse_schema(value: str) -> dict[str, Any]:
+    text = value.strip()
+    if not text:
+        raise UsageError("--schema is empty", "give a JSON schema, a file holding one, or fields like 'name, age int'")
+    if text.startswith(("{", "[", '"')):
+        return _json(text, "--schema")
+    path = Path(text).expanduser()
+    if path.is_file():
+        try:
+            content = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the schema file {path}: {e}", "check the path and its permissions") from None
+        return _json(content, str(path))
+    if text.endswith(".json") or "/" in text:
+        raise UsageError(f"schema file {text} not found", "check the path, or give the schema inline")
+    return concise_schema(text)
+
+
+def concise_schema(text: str) -> dict[str, Any]:
+    """llm's concise form -> a JSON schema with every field required."""
+    parts = [p.strip() for p in (text.splitlines() if "\n" in text else text.split(","))]
+    properties: dict[str, Any] = {}
+    for part in filter(None, parts):
+        m = _FIELD.match(part)
+        if m is None:
+            raise UsageError(f"--schema field {part!r} is not 'name [type][: description]'",
+                             "e.g. --schema 'name, age int, bio: a short bio'")
+        kind = (m["type"] or "str").lower()
+        if kind not in _TYPES:
+            raise UsageError(f"--schema field {m['name']!r} has type {kind!r}", f"use one of {', '.join(_TYPES)}")
+        prop: dict[str, Any] = {"type": _TYPES[kind]}
+        if m["desc"]:
+            prop["description"] = m["desc"].strip()
+        properties[m["name"]] = prop
+    if not properties:
+        raise UsageError("--schema names no fields", "e.g. --schema 'name, age int'")
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _json(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                         "fix the JSON (a schema is a JSON object)") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} is JSON but not an object (a {type(value).__name__})",
+                         'a schema is a JSON object, e.g. {"type": "object", "properties": {...}}')
+    return value
+
+
+def instruction(constraint: dict[str, Any] | str) -> str:
+    """What the model is told, after the message, so it writes what the constraint allows (the
+    constraint guarantees the syntax; the model still has to know which fields mean what)."""
+    if constraint == JSON_OBJECT:
+        return "Reply with a JSON object only."
+    return "Reply with JSON only, matching this JSON schema:\n" + json.dumps(constraint, ensure_ascii=False)
+
+
+def parse_reply(text: str) -> tuple[bool, Any]:
+    """(whether the reply is complete JSON, its value)."""
+    try:
+        return True, json.loads(text)
+    except ValueError:
+        return False, None

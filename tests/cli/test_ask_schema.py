@@ -1,0 +1,96 @@
+"""`qwenchat ask --schema / --json-object` as real processes on a random tiny model (which never
+writes JSON by itself), and the SCHEMA argument's forms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from qwenchat.cli.schema_arg import JSON_OBJECT, constraint_from_flags, parse_schema
+from qwenchat.errors import UsageError
+from tests.cli.test_ask import qwenchat, stored
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 5},
+        "size": {"enum": ["S", "M", "L"]},
+        "dims": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 99}, "maxItems": 2},
+    },
+    "required": ["name", "size", "dims"],
+    "additionalProperties": False,
+    "x-guidance": {"whitespace_pattern": " ?"},  # a random model fills every gap it may: keep it short
+}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models: dict[str, Path]) -> str:
+    return str(tiny_models["untied"])
+
+
+def test_schema_reply_is_the_json_alone_and_validates(model, isolated_home, tmp_path):
+    path = tmp_path / "shirt.json"
+    path.write_text(json.dumps(SCHEMA))
+    r = qwenchat(["ask", "-m", model, "--schema", str(path), "--seed", "4", "--max-tokens", "500", "a shirt"], isolated_home)
+    assert r.returncode == 0, r.stderr
+    jsonschema.validate(json.loads(r.stdout), SCHEMA)  # stdout holds nothing else
+    user = stored(isolated_home)[0]
+    assert user[1].startswith("a shirt") and '"size"' in user[1]  # the model was shown the schema
+
+
+def test_json_envelope_carries_the_parsed_reply(model, isolated_home):
+    r = qwenchat(["ask", "-m", model, "--schema", json.dumps(SCHEMA), "--json", "--seed", "2", "--max-tokens", "500",
+                  "a shirt"], isolated_home)
+    assert r.returncode == 0, r.stderr
+    envelope = json.loads(r.stdout)
+    assert envelope["finish_reason"] == "stop" and envelope["parsed"] == json.loads(envelope["text"])
+    jsonschema.validate(envelope["parsed"], SCHEMA)
+
+
+def test_a_cut_reply_is_incomplete_json_exit_1_and_saved(model, isolated_home):
+    r = qwenchat(["ask", "-m", model, "--json-object", "--seed", "1", "--max-tokens", "3", "hi"], isolated_home)
+    assert r.returncode == 1
+    assert "incomplete JSON" in r.stderr.decode() and "--max-tokens" in r.stderr.decode()
+    assert r.stdout == b""  # never printed as if it were valid
+    reply = stored(isolated_home)[1]
+    assert reply[0] == "assistant" and reply[1].startswith("{")
+
+
+def test_unsupported_schema_is_named_before_generation(model, isolated_home):
+    bad = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
+    r = qwenchat(["ask", "-m", model, "--schema", json.dumps(bad), "hi"], isolated_home)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "cannot enforce" in err and '"not"' in err and "Traceback" not in err
+    assert stored(isolated_home) == []
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--schema", "{not json"], "not valid JSON"),
+    (["--schema", "[1, 2]"], "not an object"),
+    (["--schema", "missing/schema.json"], "not found"),
+    (["--schema", "x", "--json-object"], "both given"),
+])
+def test_bad_schema_argument_is_a_usage_error(isolated_home, args, needle):
+    r = qwenchat(["ask", "-m", "nowhere", *args, "hi"], isolated_home)
+    assert r.returncode == 2 and needle in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+
+
+def test_concise_form() -> None:
+    assert parse_schema("name, age int, bio: a short bio, ok bool") == {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                       "bio": {"type": "string", "description": "a short bio"}, "ok": {"type": "boolean"}},
+        "required": ["name", "age", "bio", "ok"],
+    }
+    assert parse_schema("title\nscore float: from 0 to 1, say")["properties"]["score"] == {
+        "type": "number", "description": "from 0 to 1, say"}  # one field a line: commas stay in descriptions
+    assert constraint_from_flags(None, True) == JSON_OBJECT and constraint_from_flags(None, False) is None
+
+
+@pytest.mark.parametrize("value", ["age integer", "", "name, 9lives"])
+def test_concise_form_errors(value: str) -> None:
+    with pytest.raises(UsageError):
+        parse_schema(value)
