@@ -32,6 +32,8 @@ def run_app(session_factory: Any, **kwargs: Any) -> None:
         os._exit(128 + signum if signum else app.return_code or 0)
     if signum is not None:
         signal.raise_signal(signum)  # now the caller's handler: `qwenchat` exits 128 + signum
+    if app.return_code:  # the app crashed (Textual printed why): the shell must see a failure
+        raise SystemExit(app.return_code)
 
 
 def _quit_on_termination(app: Any, caught: list[Any]) -> dict[int, Any]:

@@ -12,6 +12,7 @@ The widget only shows what it is given; the screen asks the session.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,10 +158,22 @@ class SystemPromptView(Collapsible):
 
 
 class ChatLog(VerticalScroll):
+    """Redraws (`show`) and changes (`add`, `truncate`, `set_system_prompt`) take turns: a key's
+    action runs on the app's task and a message's handler on the screen's, so a new chat's
+    redraw and a sent message's bubble can otherwise interleave, and a bubble removed before it
+    has mounted crashes the app."""
+
     DEFAULT_CSS = """
     ChatLog { height: 1fr; padding: 0 1; }
     ChatLog > .empty { color: $text-muted; padding: 1 2; }
     """
+    _lock: asyncio.Lock | None = None
+
+    @property
+    def _turn(self) -> asyncio.Lock:
+        if self._lock is None:  # made on the running loop, not at import
+            self._lock = asyncio.Lock()
+        return self._lock
 
     @property
     def views(self) -> list[MessageView]:
@@ -175,6 +188,11 @@ class ChatLog(VerticalScroll):
                    branches: Sequence[Branch | None] | None = None) -> None:
         """Show a conversation from scratch: `entries` are session `Entry`s; `branches[i]` is
         `session.branch(i)` (None or missing: no indicator)."""
+        async with self._turn:
+            await self._show(entries, system_prompt, branches)
+
+    async def _show(self, entries: Sequence[Any], system_prompt: str | None,
+                    branches: Sequence[Branch | None] | None) -> None:
         collapsed = self.system_prompt_view.collapsed if self.system_prompt_view else False
         await self.remove_children()
         if system_prompt:
@@ -199,6 +217,10 @@ class ChatLog(VerticalScroll):
             view.set_branch(branches[i] if i < len(branches) else None)
 
     async def set_system_prompt(self, text: str | None) -> None:
+        async with self._turn:
+            await self._set_system_prompt(text)
+
+    async def _set_system_prompt(self, text: str | None) -> None:
         current = self.system_prompt_view
         if current is not None:
             if current.text == text:
@@ -209,6 +231,10 @@ class ChatLog(VerticalScroll):
             await self.mount(SystemPromptView(text), before=first)
 
     async def add(self, role: str, text: str = "", status: str = "complete") -> MessageView:
+        async with self._turn:
+            return await self._add(role, text, status)
+
+    async def _add(self, role: str, text: str, status: str) -> MessageView:
         for placeholder in self.query_children(".empty"):
             await placeholder.remove()
         view = MessageView(role, text, status)
@@ -218,6 +244,7 @@ class ChatLog(VerticalScroll):
 
     async def truncate(self, n: int) -> None:
         """Keep only the first `n` message views."""
-        extra = self.views[n:]
-        if extra:
-            await self.remove_children(extra)
+        async with self._turn:
+            extra = self.views[n:]
+            if extra:
+                await self.remove_children(extra)

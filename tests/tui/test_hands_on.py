@@ -1,0 +1,42 @@
+"""Defects met by using the app in a real terminal with the real model (a hands-on session);
+each test fails without its fix."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.tui.conftest import wait_for
+from tests.tui.helpers import SIZE, make_app, ready, send, texts
+
+
+async def test_a_redraw_racing_a_new_bubble_does_not_crash(store):
+    """Ctrl+N then a message sent at once (seen at 120x40 with the real model): the new chat's
+    redraw (the key's action, on the app's task) and the message's bubble (the send, on the
+    screen's) ran interleaved, a bubble was removed before it had mounted, and the app died
+    with NoMatches ('.details') and a traceback. Made certain here: both at the same time."""
+
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        log = app.chat.chatlog
+        await asyncio.gather(log.add("user", "hi"), log.show([]), log.add("user", "again"), log.show([]))
+        await pilot.pause(0.2)
+        assert app.return_code is None and app.is_running
+
+
+def test_a_crashed_app_exits_with_a_failure_status(monkeypatch):
+    """The crash above ended `qwenchat` with status 0 under its traceback: a script or a
+    wrapper could not tell it from a normal quit."""
+    import pytest
+
+    from qwenchat.tui import run_app
+    from qwenchat.tui.app import QwenchatApp
+
+    def crashed_run(self, *args, **kwargs):  # what Textual leaves after an unhandled error
+        self._return_code = 1
+
+    monkeypatch.setattr(QwenchatApp, "run", crashed_run)
+    with pytest.raises(SystemExit) as ended:
+        run_app(lambda *a: None)
+    assert ended.value.code == 1
