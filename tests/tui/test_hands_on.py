@@ -40,3 +40,42 @@ def test_a_crashed_app_exits_with_a_failure_status(monkeypatch):
     with pytest.raises(SystemExit) as ended:
         run_app(lambda *a: None)
     assert ended.value.code == 1
+
+
+async def test_typing_in_the_model_picker_goes_into_the_path_field(store, tmp_path):
+    """Ctrl+O, a typed path and Enter (seen hands-on): the list had the focus, the letters went
+    nowhere and Enter picked the first model of the list, starting a download nobody asked for."""
+    from textual.widgets import Input, OptionList
+
+    from qwenchat.tui.screens.models import ModelPicker
+
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.press(*"/no/such", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelPicker)  # not dismissed with a listed model
+        assert app.screen.query_one("#path", Input).value == "/no/such"
+        assert "does not exist" in str(app.screen.query_one("#path-error").render())
+        assert len(factory.made) == 1
+
+
+async def test_the_model_picker_starts_on_the_model_in_use(store):
+    from textual.widgets import OptionList
+
+    from qwenchat.tui.screens.models import ModelPicker, model_choices
+
+    keys = [key for key, _ in model_choices()]
+    assert len(keys) > 1
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        picked: list = []
+        app.push_screen(ModelPicker(keys[-1], []), picked.append)
+        await pilot.pause()
+        assert app.screen.query_one(OptionList).highlighted == len(keys) - 1
+        await pilot.press("enter")
+        await pilot.pause()
+        assert picked == [keys[-1]]

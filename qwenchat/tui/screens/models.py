@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -82,7 +82,8 @@ class ModelPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Choose a model (not yet downloaded ones are fetched first)", classes="title")
-            yield Input(placeholder="…or a path: a local model folder or a .gguf file, then Enter", id="path")
+            yield Input(placeholder="…or a path: a local model folder or a .gguf file, then Enter", id="path",
+                        select_on_focus=False)  # typing on the list moves here: keep what was typed
             yield Label("", id="path-error", classes="error", markup=False)
             if self.choices:
                 yield OptionList(*[Option(label, id=key) for key, label in self.choices], id="choices",
@@ -93,7 +94,21 @@ class ModelPicker(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one("#path-error").display = False
         if self.choices:
-            self.query_one("#choices", OptionList).focus()
+            options = self.query_one("#choices", OptionList)
+            keys = [key for key, _ in self.choices]
+            if self.current in keys:  # Enter straight away keeps the model in use
+                options.highlighted = keys.index(self.current)
+            options.focus()
+
+    def on_key(self, event: events.Key) -> None:
+        """Typing on the list goes into the path field: a user typing a path must not have
+        their Enter pick (and start downloading) whichever model is highlighted."""
+        path = self.query_one("#path", Input)
+        if event.is_printable and event.character and self.focused is not path:
+            event.stop()
+            event.prevent_default()
+            path.focus()
+            path.insert_text_at_cursor(event.character)
 
     @on(Input.Submitted, "#path")
     def _path(self, event: Input.Submitted) -> None:
