@@ -79,3 +79,17 @@ async def test_the_model_picker_starts_on_the_model_in_use(store):
         await pilot.press("enter")
         await pilot.pause()
         assert picked == [keys[-1]]
+
+
+async def test_letters_typed_on_a_focused_message_go_into_the_box(store):
+    """After Alt+Left (a branch switch) or the edit dialog, a message has the focus; what the
+    user typed next vanished, and Enter sent nothing (seen hands-on)."""
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        await pilot.press("alt+up")
+        assert app.focused is app.chat.chatlog.views[-1]
+        await pilot.press(*"next one")
+        assert app.focused is app.chat.input
+        assert app.chat.input.text == "next one"

@@ -10,6 +10,7 @@ on a message) are priority bindings that step aside (SkipAction) everywhere else
 
 from __future__ import annotations
 
+from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.screen import Screen
@@ -30,6 +31,18 @@ class ChatNavigation(Screen[None]):
         Binding("up", "step_message(-1)", show=False, priority=True),
         Binding("down", "step_message(1)", show=False, priority=True),
     ]
+
+    def on_key(self, event: events.Key) -> None:
+        """Letters typed while a message (or the chat) has the focus go into the message box,
+        where the user believes they are typing (after Alt+Up, a branch switch or the edit
+        dialog the focus is on a message, and the letters used to vanish)."""
+        if not (event.is_printable and event.character):
+            return
+        if self.focused is not None and (self.focused is self.chatlog or self.focused.parent is self.chatlog):
+            event.stop()
+            event.prevent_default()
+            self.input.focus()
+            self.input.insert(event.character)
 
     def action_stop(self) -> None:
         if self.generating and self.session is not None:
