@@ -3,7 +3,8 @@
 Ranges are checked by the rules of `qwenchat.config` (the ones the config file and the command
 line use), so the API accepts exactly what `ask --temperature ...` accepts. OpenAI fields we do
 not implement are refused with a 400 when set to anything but their neutral value: presence and
-frequency penalties (use `repetition_penalty`), n > 1, logprobs, logit_bias, tools."""
+frequency penalties (use `repetition_penalty`), n > 1, logprobs, logit_bias, tools.
+`response_format` json_object and json_schema become the engine's output constraint."""
 
 from __future__ import annotations
 
@@ -41,7 +42,28 @@ def generate_options(req: Sampling, base: GenerateOptions) -> GenerateOptions:
             changes[target] = parse_value(key, value, source="request")
         except ConfigError as e:
             raise APIError(400, f"{field} is {value!r}; {e.hint or e.message}", param=field, code="invalid_value") from None
+    if isinstance(req, ChatRequest):
+        changes["constraint"] = _constraint(req.response_format)
     return replace(base, **changes, stop=_stops(req.stop) or base.stop)
+
+
+def _constraint(response_format: dict[str, Any] | None) -> dict[str, Any] | str | None:
+    """OpenAI's response_format -> GenerateOptions.constraint (the engine checks the schema and
+    answers an unsupported keyword with a 400 naming it)."""
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json_object"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise APIError(400, "response_format json_schema needs json_schema.schema, a JSON Schema object",
+                           param="response_format", code="invalid_value")
+        return schema
+    raise APIError(400, f"response_format type {kind!r} is not supported: use text, json_object or json_schema",
+                   param="response_format", code="invalid_value")
 
 
 def refuse_unsupported(req: Sampling) -> None:
@@ -57,8 +79,6 @@ def refuse_unsupported(req: Sampling) -> None:
     if isinstance(req, ChatRequest):
         if req.tools or req.functions:
             _refuse("tools", "tool calling is not supported: leave tools out")
-        if req.response_format and req.response_format.get("type", "text") != "text":
-            _refuse("response_format", "only plain text responses are supported: leave response_format out")
     if isinstance(req, CompletionRequest):
         if req.echo:
             _refuse("echo", "echo is not supported: leave it out")
