@@ -155,6 +155,8 @@ class ChatEngine:
             raise SettingsError("there is no reply to continue", "send a message instead")
         ids, dropped = self.chat_prompt(messages[:-1], reserve=self.reply_reserve(settings))
         ids = ids + self.tokenizer.encode_plain(messages[-1].get("content", ""))
+        if settings.constraint is not None:  # the grammar resumes after the reply so far
+            settings = replace(settings, constraint=replace(settings.constraint, prefix=messages[-1].get("content", "")))
         self._check_fits(len(ids), self.reply_reserve(settings), "the reply to continue")
         return self._stream(ids, settings, cancel, dropped)
 

@@ -108,6 +108,9 @@ class Guidance:
     def compile(self, spec: object) -> Grammar:
         return Grammar(check_spec(spec), self)
 
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode_plain(text)
+
     def ll_tokenizer(self) -> Any:
         with self._lock:
             if self._ll_tokenizer is None:
@@ -124,6 +127,7 @@ class Grammar:
 
     text: str
     guidance: Guidance
+    prefix: str = ""  # reply text already written under this grammar (a cut reply continued)
 
     def start(self, vocab_size: int, device: torch.device) -> Constraint:
         return Constraint(self, vocab_size, device)
@@ -137,6 +141,9 @@ class Constraint:
         tok = grammar.guidance.ll_tokenizer()
         self._matcher = llguidance.LLMatcher(tok, grammar.text, log_level=0)
         self._check()
+        if grammar.prefix and not self._matcher.consume_tokens(grammar.guidance.encode(grammar.prefix)):
+            raise SettingsError("the reply to continue does not follow its output constraint (JSON schema)",
+                                "regenerate the reply instead")
         n = min(tok.vocab_size, vocab_size)
         self._words = torch.zeros((n + 31) // 32, dtype=torch.int32)  # the library's bitmask
         self._bits = torch.arange(32, dtype=torch.int32)

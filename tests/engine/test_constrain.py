@@ -4,6 +4,7 @@ under a constraint every reply parses and matches, whatever the seed."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -127,3 +128,13 @@ def _parses(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_a_cut_reply_continues_under_its_grammar(engine: ChatEngine) -> None:
+    options = GenerateOptions(seed=4, max_new_tokens=6, constraint=COMPACT)
+    cut = _reply(engine, options)
+    assert cut.finish_reason == "length"
+    history = MESSAGES + [{"role": "assistant", "content": cut.text}]
+    *_, rest = engine.chat(history, replace(options, max_new_tokens=1000), continue_last=True)
+    assert rest.finish_reason == "stop"
+    jsonschema.validate(json.loads(cut.text + rest.text), SCHEMA)
