@@ -18,7 +18,7 @@ import typer
 
 from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
-from qwenchat.cli.schema_arg import constraint_from_flags, instruction, parse_reply
+from qwenchat.structured import constraint_from_flags, instruction, parse_reply
 from qwenchat.errors import QwenchatError, UsageError
 from qwenchat.fit import CUTS
 

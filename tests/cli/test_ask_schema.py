@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from qwenchat.cli.schema_arg import JSON_OBJECT, constraint_from_flags, parse_schema
+from qwenchat.structured import JSON_OBJECT, constraint_from_flags, parse_schema
 from qwenchat.errors import UsageError
 from tests.cli.test_ask import qwenchat, stored
 

@@ -23,6 +23,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
+from qwenchat.structured import describe
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.chat_settings import ChatSettings
@@ -196,7 +197,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             return
         info = s.model_info
         facts = StatusFacts(model=info.label, device=info.device, precision=info.precision,
-                            window=info.context_window, note="completion mode" if s.raw else "")
+                            window=info.context_window, note="completion mode" if s.raw else "",
+                            output=describe(s.options.constraint))
         r = self.last_reply
         if self.generating:
             facts.used = self._ctx_start + self.buffer.tokens

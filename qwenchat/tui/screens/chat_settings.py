@@ -36,6 +36,7 @@ class ChatSettings(Screen[None]):
             self.app.show_error(e, "Setting refused")
             return
         self.notify("Sampling settings saved for this conversation")
+        self.update_status()  # shows JSON output while it is on
 
     @work
     async def action_system_prompt(self) -> None:

@@ -1,4 +1,5 @@
-"""The sampling panel: temperature, top-p, top-k, min-p, repetition penalty, max tokens, seed.
+"""The sampling panel: temperature, top-p, top-k, min-p, repetition penalty, max tokens, seed,
+and JSON output (structured output: off, any JSON object, or a schema; qwenchat/structured.py).
 
 Each field shows the model's default as its placeholder (empty = use the default). Values are
 checked as they are typed with the same rules as the config file; an invalid one is flagged
@@ -18,7 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 from qwenchat.config import parse_value
-from qwenchat.errors import ConfigError
+from qwenchat.errors import ConfigError, QwenchatError
+from qwenchat.structured import from_text, to_text
 
 # option field -> (label, config key used for validation)
 FIELDS: dict[str, tuple[str, str]] = {
@@ -29,7 +31,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "repetition_penalty": ("Repetition penalty", "repetition_penalty"),
     "max_new_tokens": ("Max tokens", "max_tokens"),
     "seed": ("Seed", "seed"),
+    "constraint": ("JSON output", "constraint"),  # structured output; not a config key (see check)
 }
+CONSTRAINT_HINT = "off; json = any object, or a JSON schema / 'name, age int'"
 
 
 def check(field: str, text: str) -> tuple[Any, str | None]:
@@ -37,10 +41,27 @@ def check(field: str, text: str) -> tuple[Any, str | None]:
     text = text.strip()
     if not text:
         return None, None
+    if field == "constraint":
+        try:
+            return from_text(text), None
+        except QwenchatError as e:
+            return None, e.message
     try:
         return parse_value(FIELDS[field][1], text, source="settings"), None
     except ConfigError as e:
         return None, e.hint or e.message
+
+
+def _text(name: str, value: Any) -> str:
+    if name == "constraint":
+        return to_text(value)
+    return "" if value is None else str(value)
+
+
+def _placeholder(name: str, default: Any) -> str:
+    if name == "constraint":
+        return CONSTRAINT_HINT if default is None else f"default: {to_text(default)}"
+    return f"default: {'random' if default is None and name == 'seed' else default}"
 
 
 class SettingsScreen(ModalScreen[dict | None]):
@@ -72,8 +93,7 @@ class SettingsScreen(ModalScreen[dict | None]):
                     yield Label(label)
                     value = self.current.get(name)
                     default = self.defaults.get(name)
-                    yield Input("" if value is None else str(value), id=name, compact=True,
-                                placeholder=f"default: {'random' if default is None and name == 'seed' else default}")
+                    yield Input(_text(name, value), id=name, compact=True, placeholder=_placeholder(name, default))
                     yield Label("", id=f"{name}-error", classes="error", markup=False)  # may quote the input
             with Horizontal():
                 yield Button("Cancel", id="cancel")

@@ -24,6 +24,7 @@ class StatusFacts:
     tok_s: float | None = None
     tokens: int | None = None  # completion tokens of the last (or the streaming) reply
     note: str = ""
+    output: str = ""  # structured output while on: "JSON" or "JSON schema"
 
 
 def speed(tokens: int | None, tok_s: float | None) -> str | None:
@@ -40,6 +41,8 @@ def status_line(f: StatusFacts) -> str:
         parts.append(f.note)
     if f.device:
         parts.append(f"{f.device}/{f.precision}" if f.precision else f.device)
+    if f.output:
+        parts.append(f.output)
     if f.window:
         parts.append(f"ctx {f.used or 0}/{f.window}")
     if f.cached is not None:

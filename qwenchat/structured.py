@@ -1,5 +1,6 @@
-"""`--schema SCHEMA` and `--json-object`: the output constraint a command line asks for, and
-how it is shown to the model and checked afterwards. Torch-free.
+"""Structured output for the faces: the output constraint that `ask --schema SCHEMA` /
+`--json-object` or the app's settings ask for, how it is shown to the model and named, and how a
+reply is checked afterwards. Torch-free (the engine enforces it: engine/constrain.py).
 
 SCHEMA is a JSON Schema given inline (it starts with `{`), a path to a file holding one, or
 simonw/llm's concise form: fields separated by commas (or lines), each `name [type][: description]`
@@ -80,6 +81,28 @@ def _json(text: str, where: str) -> dict[str, Any]:
         raise UsageError(f"{where} is JSON but not an object (a {type(value).__name__})",
                          'a schema is a JSON object, e.g. {"type": "object", "properties": {...}}')
     return value
+
+
+def from_text(text: str) -> dict[str, Any] | str | None:
+    """The app's setting: empty = off, `json` = any JSON object, else a schema (as --schema)."""
+    text = text.strip()
+    if not text:
+        return None
+    return JSON_OBJECT if text.lower() in ("json", JSON_OBJECT) else parse_schema(text)
+
+
+def to_text(constraint: dict[str, Any] | str | None) -> str:
+    """The inverse of `from_text`, for editing."""
+    if constraint is None:
+        return ""
+    return "json" if constraint == JSON_OBJECT else json.dumps(constraint, ensure_ascii=False)
+
+
+def describe(constraint: dict[str, Any] | str | None) -> str:
+    """A short name for the status bar ("" when off)."""
+    if constraint is None:
+        return ""
+    return "JSON" if constraint == JSON_OBJECT else "JSON schema"
 
 
 def instruction(constraint: dict[str, Any] | str) -> str:

@@ -1,0 +1,45 @@
+"""The app's per-conversation JSON output setting (issue 17): set in the sampling dialog, saved
+with the conversation, shown in the status bar while on."""
+
+from __future__ import annotations
+
+from textual.widgets import Input
+
+from qwenchat.tui.screens.settings import SettingsScreen
+from tests.tui.conftest import wait_for
+from tests.tui.test_app import SIZE, make_app, ready, send
+
+
+async def _open(pilot):
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+    return pilot.app.screen
+
+
+async def test_schema_setting_saved_and_shown_in_status_bar(store):
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        assert "JSON" not in str(app.query_one("#status").render())
+        screen = await _open(pilot)
+        field = screen.query_one("#constraint", Input)
+        field.value = "name, age integer"  # not a type the concise form knows
+        await pilot.pause()
+        assert field.has_class("-invalid") and "integer" in str(screen.query_one("#constraint-error").render())
+        field.value = "name, age int"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        schema = app.session.options.constraint
+        assert schema["required"] == ["name", "age"] and schema["properties"]["age"] == {"type": "integer"}
+        assert "JSON schema" in str(app.query_one("#status").render())
+        screen = await _open(pilot)  # shown again as editable JSON
+        assert '"age"' in screen.query_one("#constraint", Input).value
+        screen.query_one("#constraint", Input).value = "json"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.session.options.constraint == "json_object"
+    settings = store.get_conversation(factory.made[0].conversation_id).settings
+    assert settings["constraint"] == "json_object"
