@@ -38,6 +38,15 @@ class DownloadFinished(Message):
     pass
 
 
+class DownloadNote(Message):
+    """Something the download wants the user to know (a file that could not be checked, a
+    damaged one fetched again)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
 class ReplyDone(Message):
     """A reply ended (complete, cut by length, or stopped): `turn` is the session's `Turn`."""
 
@@ -66,3 +75,6 @@ class DownloadReporter:
 
     def on_finish(self) -> None:
         self.target.post_message(DownloadFinished())
+
+    def on_note(self, text: str) -> None:
+        self.target.post_message(DownloadNote(text))  # never to stderr: it would draw over the app

@@ -187,6 +187,9 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     def on_download_advanced(self, event: msg.DownloadAdvanced) -> None:
         self.query_one("#download", ProgressBar).update(total=max(1, event.total), progress=event.done)
 
+    def on_download_note(self, event: msg.DownloadNote) -> None:
+        self.app.notify(event.text, title="Download", severity="warning", timeout=10, markup=False)
+
     def on_download_finished(self, event: msg.DownloadFinished) -> None:
         self.query_one("#download").display = False
         self.query_one("#loading-label", Label).update("Loading model…")
