@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import SIZE, make_app, ready, send, texts
+from tests.tui.helpers import SIZE, make_app, ready, send, status_text
 
 
 async def test_a_redraw_racing_a_new_bubble_does_not_crash(store):
@@ -93,3 +93,41 @@ async def test_letters_typed_on_a_focused_message_go_into_the_box(store):
         await pilot.press(*"next one")
         assert app.focused is app.chat.input
         assert app.chat.input.text == "next one"
+
+
+def shown_ctx(app) -> int:
+    return int(status_text(app).split("ctx ", 1)[1].split("/", 1)[0])
+
+
+async def test_the_live_context_meter_counts_the_new_prompt(store):
+    """While a reply streamed, the meter grew from the conversation as it was before the send
+    (or, on Ctrl+R, with the old reply still in it): 'ctx 161' while the prompt was ~122."""
+    import threading
+
+    hold = threading.Event()
+    app, _ = make_app(hold=hold, script=["alpha beta gamma", "delta epsilon zeta"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        hold.set()
+        await send(pilot, "first question")
+        hold.clear()
+        try:
+            app.chat.input.text = "a second, longer question than the first"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.chat.buffer.tokens == 1 and "1 tok" in status_text(app))
+            assert shown_ctx(app) == app.session.context_used() + 1  # the new message is counted
+        finally:
+            hold.set()
+        await wait_for(pilot, lambda: not app.chat.generating)
+
+
+async def test_the_context_meter_after_a_continued_reply_counts_it_once(store):
+    """After F5 the meter showed the prompt (which held the first part of the reply) plus the
+    whole reply: 549 where the conversation took 482 (seen hands-on)."""
+    app, _ = make_app(max_new_tokens=3, script=["one two three four", "five six"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "count")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: not app.chat.generating and "five" in app.chat.chatlog.views[-1].text)
+        assert shown_ctx(app) == app.session.context_used()

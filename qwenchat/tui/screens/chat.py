@@ -208,7 +208,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             facts.tokens, facts.tok_s = self.buffer.tokens, self.buffer.tok_s
             facts.note = "generating… (Esc stops)"
         elif r is not None:
-            facts.used = r.usage.prompt_tokens + r.usage.completion_tokens
+            # the conversation as it now stands: a continued reply's prompt held its first part
+            facts.used = self._context_used()
             facts.cached, facts.ttft = r.usage.cached_tokens, r.timings.ttft_s
             facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
         else:
@@ -285,7 +286,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
 
     async def _start(self, verb: str, *args: Any, view: MessageView | None = None) -> None:
         self.generating = True
-        self._ctx_start = self._context_used() or 0  # the meter grows from here while it streams
+        self._ctx_start = self._context_used() or 0  # until the worker has built the new prompt
         self.buffer.reset()
         self._turn = (verb, args)
         self._reply_view = view or await self.chatlog.add("assistant", "", "pending")
@@ -296,7 +297,10 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _run_turn(self, verb: str, args: tuple) -> None:
         try:
-            for event in getattr(self.session, verb)(*args):
+            events = getattr(self.session, verb)(*args)
+            # the prompt is built (the new message in, a regenerated reply out): the meter grows from here
+            self._ctx_start = self._context_used() or 0
+            for event in events:
                 if hasattr(event, "reply"):  # the Turn that ends the stream
                     self.post_message(msg.ReplyDone(event))
                 else:
