@@ -131,3 +131,17 @@ async def test_the_context_meter_after_a_continued_reply_counts_it_once(store):
         await pilot.press("f5")
         await wait_for(pilot, lambda: not app.chat.generating and "five" in app.chat.chatlog.views[-1].text)
         assert shown_ctx(app) == app.session.context_used()
+
+
+async def test_a_dialog_title_longer_than_the_dialog_wraps(store):
+    """The edit dialog's title ended 'the later repli' at 120x40: cut, not wrapped."""
+    from qwenchat.tui.screens.dialogs import EditMessageScreen
+    from tests.tui.screen_text import screen_text
+
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.push_screen(EditMessageScreen("a message"))
+        await pilot.pause()
+        text = " ".join(screen_text(app).replace("█", " ").split())
+        assert "the later replies are replaced)" in text
