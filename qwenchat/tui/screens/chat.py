@@ -182,7 +182,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         bar = self.query_one("#download", ProgressBar)
         bar.display = True
         bar.update(total=max(1, event.total_bytes), progress=0)
-        self.query_one("#loading-label", Label).update(f"Downloading {event.repo_id}…")
+        self.query_one("#loading-label", Label).update(f"{event.verb} {event.repo_id}…")
 
     def on_download_advanced(self, event: msg.DownloadAdvanced) -> None:
         self.query_one("#download", ProgressBar).update(total=max(1, event.total), progress=event.done)
@@ -208,8 +208,9 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             facts.tokens, facts.tok_s = self.buffer.tokens, self.buffer.tok_s
             facts.note = "generating… (Esc stops)"
         elif r is not None:
-            # the conversation as it now stands: a continued reply's prompt held its first part
-            facts.used = self._context_used()
+            facts.used = r.usage.prompt_tokens + r.usage.completion_tokens
+            if self._turn[0] == "continue_reply":  # its prompt held the reply's first part: count it once
+                facts.used = self._context_used()
             facts.cached, facts.ttft = r.usage.cached_tokens, r.timings.ttft_s
             facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
         else:
