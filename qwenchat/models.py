@@ -18,7 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from qwenchat import catalog, hub, paths
 from qwenchat.errors import HubError, UsageError
@@ -90,7 +90,7 @@ def resolve_model(name: str | None, *, download: bool = True,
     name = (name or "").strip() or default_model_name()
     candidate = Path(name).expanduser()
     if name.lower().endswith(".gguf") or candidate.is_file():
-        return _resolve_gguf(candidate)
+        return _resolve_gguf(candidate, progress)
     if candidate.is_dir():
         return _resolve_local(candidate)
     alias, _, alias_rev = name.partition("@")
@@ -136,7 +136,7 @@ def _resolve_local(folder: Path) -> ResolvedModel:
     return ResolvedModel(folder.resolve(), str(folder), None, None, "local")
 
 
-def _resolve_gguf(file: Path) -> ResolvedModel:
+def _resolve_gguf(file: Path, progress: DownloadProgress | None = None) -> ResolvedModel:
     if not file.is_file():
         raise HubError(f"GGUF file {file} does not exist", hint="check the path")
     file = file.resolve()
@@ -147,8 +147,17 @@ def _resolve_gguf(file: Path) -> ResolvedModel:
     for folder in [out] + [d for d in _imported_dirs() if d != out]:
         if import_is_current(file, folder):  # same file, size and mtime: reuse the conversion
             return ResolvedModel(folder, folder.name, None, None, "gguf")
-    folder = Path(import_gguf(file, out, dtype="float32"))
+    folder = Path(import_gguf(file, out, dtype="float32", progress=_converting(progress, file.name)))
     return ResolvedModel(folder, folder.name, None, None, "gguf")
+
+
+def _converting(progress: DownloadProgress | None, name: str) -> Callable[[int, int], None] | None:
+    """The import's (done, total) bytes for a progress that shows conversions (`on_convert`,
+    optional like `on_note`): the chat app draws them as it draws a download."""
+    on_convert = getattr(progress, "on_convert", None)
+    if not callable(on_convert):
+        return None
+    return lambda done, total: on_convert(name, done, total)
 
 
 def _read_json(path: Path) -> dict | None:

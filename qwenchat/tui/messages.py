@@ -23,9 +23,9 @@ class SessionFailed(Message):
 
 
 class DownloadStarted(Message):
-    def __init__(self, repo_id: str, total_bytes: int) -> None:
+    def __init__(self, repo_id: str, total_bytes: int, verb: str = "Downloading") -> None:
         super().__init__()
-        self.repo_id, self.total_bytes = repo_id, total_bytes
+        self.repo_id, self.total_bytes, self.verb = repo_id, total_bytes, verb
 
 
 class DownloadAdvanced(Message):
@@ -75,6 +75,14 @@ class DownloadReporter:
 
     def on_finish(self) -> None:
         self.target.post_message(DownloadFinished())
+
+    def on_convert(self, name: str, done: int, total: int) -> None:
+        """A .gguf file being imported: shown like a download."""
+        if done == 0:
+            self.target.post_message(DownloadStarted(name, total, verb="Importing"))
+        self.target.post_message(DownloadAdvanced(done, total))
+        if done >= total:
+            self.target.post_message(DownloadFinished())
 
     def on_note(self, text: str) -> None:
         self.target.post_message(DownloadNote(text))  # never to stderr: it would draw over the app
