@@ -145,3 +145,21 @@ async def test_a_dialog_title_longer_than_the_dialog_wraps(store):
         await pilot.pause()
         text = " ".join(screen_text(app).replace("█", " ").split())
         assert "the later replies are replaced)" in text
+
+
+async def test_ctrl_n_while_a_message_is_being_sent_waits_its_turn(store):
+    """A message sent and Ctrl+N right after it (seen hands-on): the new chat's redraw ran in
+    the middle of the send, the user's bubble vanished and the reply stood alone."""
+    from qwenchat.tui.widgets.prompt_input import PromptInput
+
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        chat = app.chat
+        await asyncio.gather(chat.on_prompt_input_submitted(PromptInput.Submitted("ok")), chat.action_new_chat())
+        await wait_for(pilot, lambda: not chat.generating)
+        await pilot.pause(0.2)
+        shown = [(v.role, v.text) for v in chat.chatlog.views]
+        stored = [(e.role, e.content) for e in app.session.entries]
+        assert shown == stored and ("user", "ok") in shown

@@ -263,9 +263,15 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             return
         if self._busy():
             return
-        await self.sync_conversation()
-        self.input.clear()
-        await self.chatlog.add("user", event.text)
+        # busy from here: Ctrl+N or a chat picked now (keys run on the app's task) must wait
+        self.generating = True
+        try:
+            await self.sync_conversation()
+            self.input.clear()
+            await self.chatlog.add("user", event.text)
+        except BaseException:
+            self.generating = False
+            raise
         await self._start("send", event.text)
 
     async def sync_conversation(self) -> None:
