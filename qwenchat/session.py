@@ -351,9 +351,10 @@ class ChatSession:
 
     def _reread(self) -> None:
         """After a failure: entries back to what is stored (never an unsaved message)."""
-        if self.store is None or self.conversation_id is None:
-            while self.entries and self.entries[-1].id is None and self.store is not None:
-                self.entries.pop()
+        if self.store is None:  # nothing is stored, so nothing is unsaved
+            return
+        if self.conversation_id is None:
+            self.entries = [e for e in self.entries if e.id is not None]
             return
         try:
             self._read(self.store.get_conversation(self.conversation_id), options=False)

@@ -60,25 +60,16 @@ def choose_start(store: "Store", model_flag: str | None, cont: bool, cid: int | 
 
 
 def flag_overrides(flags: dict[str, Any]) -> dict[str, Any]:
-    """The generation options given on this command line (settings keys -> option names)."""
-    names = {"max_tokens": "max_new_tokens"}
-    fields = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_tokens", "seed")
-    return {names.get(k, k): flags[k] for k in fields if flags.get(k) is not None}
+    """The generation options given on this command line, by option name."""
+    from qwenchat.config import GENERATION_KEYS, OPTION_NAMES
+
+    return {OPTION_NAMES.get(k, k): flags[k] for k in GENERATION_KEYS if flags.get(k) is not None}
 
 
 def options_from_settings(settings: "Settings", stop: tuple[str, ...] = ()) -> GenerateOptions:
     """Generation options from layered settings (flags > env > config file); unset fields
     fall back to the model's generation_config.json inside the engine."""
-    return GenerateOptions(
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        min_p=settings.min_p,
-        repetition_penalty=settings.repetition_penalty,
-        max_new_tokens=settings.max_tokens,
-        seed=settings.seed,
-        stop=stop,
-    )
+    return GenerateOptions(**flag_overrides(settings.as_dict()), stop=stop)
 
 
 def load_engine(

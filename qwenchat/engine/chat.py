@@ -189,8 +189,6 @@ class ChatEngine:
         sampling = replace(self.defaults.sampling, **overrides)
         sampling.validate()
         max_new = self.defaults.max_new_tokens if options.max_new_tokens is None else options.max_new_tokens
-        if max_new <= 0:
-            raise SettingsError(f"max_new_tokens is {max_new}; it must be at least 1")
         constraint = None if options.constraint is None else self.guidance.compile(options.constraint)
         return GenerationSettings(sampling, max_new, self.defaults.eos_ids, tuple(options.stop), constraint)
 
