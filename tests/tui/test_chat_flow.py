@@ -292,3 +292,25 @@ async def test_markup_typed_into_dialogs_is_shown_as_written(store):
         await wait_for(pilot, lambda: any("[/]odd[b]" in n for n in notes(app)))
         await pilot.pause(0.2)
         assert app.is_running
+
+
+async def test_a_message_sent_while_the_model_loads_goes_once_it_is_ready(store):
+    loaded = threading.Event()
+    app, factory = make_app(script=["hello there"])
+    inner = app.session_factory
+
+    def slow(model, store_, progress):
+        loaded.wait(10)
+        return inner(model, store_, progress)
+
+    app.session_factory = slow
+    async with app.run_test(size=SIZE) as pilot:
+        app.chat.input.text = "first line\nsecond line"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.chat.input.text == "first line\nsecond line" and texts(app) == []  # waits in the box
+        assert any("will be sent when it is ready" in n for n in notes(app))
+        loaded.set()
+        await wait_for(pilot, lambda: len(texts(app)) == 2 and not app.chat.generating)
+        assert texts(app) == [("user", "first line\nsecond line", "complete"), ("assistant", "hello there", "complete")]
+        assert app.chat.input.text == ""

@@ -77,6 +77,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         super().__init__()
         self.generating = False
         self.quitting = False
+        self.send_when_ready = False  # Enter pressed while the model loads: send it once loaded
         self.last_reply: Any = None
         self.buffer = ReplyBuffer()
         self._reply_view: MessageView | None = None
@@ -172,8 +173,12 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.update_status()
         if old is not None:
             self.notify(f"Loaded {session.model_label}", markup=False)
+        if self.send_when_ready and self.input.text.strip():
+            self.send_when_ready = False
+            await self.on_prompt_input_submitted(PromptInput.Submitted(self.input.text))
 
     def session_failed(self) -> None:
+        self.send_when_ready = False  # the text stays in the box; the failure says what to do
         self.query_one("#loading").display = False
         if self.session is None:
             self.query_one(StatusBar).show(note="no model loaded: Ctrl+O picks one")
@@ -260,6 +265,11 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         if self.expand_file_command(event.text):  # /file PATH: into the box, not sent
+            return
+        if self.session is None and self.app.load_error is None:
+            # a first message typed while the model loads: it waits in the box and goes then
+            self.send_when_ready = True
+            self.notify("The model is still loading: your message will be sent when it is ready")
             return
         if self._busy():
             return
