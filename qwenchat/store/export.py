@@ -9,6 +9,7 @@ An import is checked completely before anything is written (`import_check`).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from qwenchat.store.conversations import fetch_conversation
@@ -120,10 +121,21 @@ def to_markdown(conv: Conversation, thread: list[Message]) -> str:
     lines += [f"- conversation: {conv.id}", f"- model: {conv.model or '(unknown)'}",
               f"- created: {conv.created_at}", f"- updated: {conv.updated_at}", ""]
     if conv.system_prompt:
-        lines += ["## System", "", conv.system_prompt.rstrip(), ""]
+        lines += ["## System", "", _verbatim(conv.system_prompt), ""]
     for m in thread:
-        lines += [f"## {m.role.capitalize()}", "", m.content.rstrip()]
+        # Replies are Markdown already; what a person typed is plain text, whose line breaks
+        # and indentation a Markdown reader would otherwise collapse (or read as headings).
+        body = m.content.rstrip() if m.role == "assistant" else _verbatim(m.content)
+        lines += [f"## {m.role.capitalize()}", "", body]
         if m.status != "complete":
             lines += ["", f"*({m.status})*"]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _verbatim(text: str) -> str:
+    """`text` as a fenced block that shows it exactly: the fence is longer than any run of
+    backticks inside, so no line of the text can close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text.rstrip(chr(10))}\n{fence}"

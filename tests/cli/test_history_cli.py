@@ -48,7 +48,7 @@ def test_list_when_empty(capsys) -> None:
 def test_show_prints_the_active_thread(chats, capsys) -> None:
     assert run(["history", "show", str(chats[0])]) == 0
     out = capsys.readouterr()
-    assert "# What is a pelican?" in out.out and "## System\n\nbe brief" in out.out
+    assert "# What is a pelican?" in out.out and "## System\n\n```text\nbe brief\n```" in out.out
     assert "A bird\n\n*(interrupted)*" in out.out and "A large water bird" not in out.out
     assert "1 message(s) on other branches" in out.err
 

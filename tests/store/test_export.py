@@ -112,9 +112,27 @@ def test_markdown_shows_the_active_thread(store: Store) -> None:
     store.set_head(conv.id, a2.id)
     md = to_markdown(store.get_conversation(conv.id), store.thread(conv.id))
     assert md.startswith(f"# {conv.title}\n")
-    assert "## System\n\nbe brief" in md
-    assert "## User\n\nWhat is a heron?" in md and "## Assistant\n\noops\n\n*(error)*" in md
+    assert "## System\n\n```text\nbe brief\n```" in md
+    assert "## User\n\n```text\nWhat is a heron?\n```" in md and "## Assistant\n\noops\n\n*(error)*" in md
     assert "pelican" not in md.split("## System")[1]  # the other branch is not shown
+
+
+def test_markdown_keeps_what_the_user_typed_exactly(store: Store) -> None:
+    """A Markdown reader must show the user's own line breaks, indentation, headings-looking lines
+    and backticks as typed (they were collapsed into one paragraph before)."""
+    from markdown_it import MarkdownIt
+
+    typed = "first line\nsecond line\n    indented code\n## not a heading\nuse ``` fences and `x`"
+    conv = store.create_conversation("m", "line one\nline two")
+    store.add_message(conv.id, "user", typed)
+    store.add_message(conv.id, "assistant", "**bold** reply")
+    md = to_markdown(store.get_conversation(conv.id), store.thread(conv.id))
+    tokens = MarkdownIt().parse(md)
+    fences = [t.content for t in tokens if t.type == "fence"]
+    assert fences == ["line one\nline two\n", typed + "\n"]
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert "not a heading" not in headings
+    assert any(t.type == "inline" and "**bold** reply" in t.content for t in tokens)  # replies stay Markdown
 
 
 # --------------------------------------------------------------------------- issue 12 item 15
