@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ class Settings:
     repetition_penalty: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
+    # a remote server's key (flag > this > QWENCHAT_API_KEY > OPENAI_API_KEY, see qwenchat.remote);
+    # kept out of repr so that no log or traceback shows it
+    api_key: str | None = field(default=None, repr=False)
+    request_timeout: float | None = None  # seconds a remote server may take to the first token
 
     def merged(self, flags: Mapping[str, Any]) -> Settings:
         """These settings with every flag that is not None on top (validated; unknown keys
@@ -178,6 +182,8 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_input": (_check(_size, lambda v: v > 0), "a number of bytes greater than 0 (K, M, G suffixes allowed)"),
     "theme": (_text, "a theme name (non-empty text)"),
     **{key: _ranged(key) for key in GENERATION_KEYS},
+    "api_key": (_text, "a remote server's API key (non-empty text)"),
+    "request_timeout": (_check(_float, lambda v: v > 0), "a number of seconds greater than 0"),
 }
 assert set(_RULES) == set(KEYS)
 
@@ -254,6 +260,20 @@ def sources(env: Mapping[str, str] | None = None, path: str | Path | None = None
     return out
 
 
+# --- showing ----------------------------------------------------------------------------------
+
+SECRET_KEYS = frozenset({"api_key"})  # never shown in full, and the file holding one is private
+
+
+def shown(key: str, value: Any) -> Any:
+    """`value` as `qwenchat config` may print it: a secret masked to its last 4 characters (enough
+    to tell two keys apart), or wholly when it is too short to give any away."""
+    if key not in SECRET_KEYS:
+        return value
+    text = str(value)
+    return f"****{text[-4:]}" if len(text) >= 12 else "****"
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 
@@ -283,6 +303,8 @@ def _write(values: Mapping[str, Any], p: Path) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp")
         tmp.write_text(dumps_toml(values), encoding="utf-8")
+        if SECRET_KEYS & values.keys():  # a key: readable by its owner only
+            tmp.chmod(0o600)
         os.replace(tmp, p)
     except OSError as e:
         raise ConfigError(f"cannot write the config file {p}: {e.strerror or e}",

@@ -41,7 +41,7 @@ def show() -> None:
         if key in found:
             value, source = found[key]
             origin = "config file" if source == "file" else f"environment {source}"
-            typer.echo(f"{key} = {config.toml_value(value)}  # {origin}")
+            typer.echo(f"{key} = {config.toml_value(config.shown(key, value))}  # {origin}")
         else:
             typer.echo(f"# {key} is not set (default)")
 
@@ -54,7 +54,7 @@ def get(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
     if key not in found:
         sys.stderr.write(f"{key} is not set\n")
         raise typer.Exit(1)
-    typer.echo(str(found[key][0]))
+    typer.echo(str(config.shown(key, found[key][0])))
 
 
 @config_app.command("set")
@@ -64,7 +64,7 @@ def set_(
 ) -> None:
     """Validate VALUE and store it under KEY in the config file."""
     stored = config.set_value(key, value, path=_path())
-    sys.stderr.write(f"{key} = {config.toml_value(stored)}  (in {_path()})\n")
+    sys.stderr.write(f"{key} = {config.toml_value(config.shown(key, stored))}  (in {_path()})\n")
     var = config.ENV_VARS.get(key)
     if var and config.read_env().get(key) is not None:
         sys.stderr.write(f"note: {var} is set in the environment and overrides this value\n")
