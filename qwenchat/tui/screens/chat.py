@@ -35,7 +35,7 @@ from qwenchat.tui.streaming import ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
 from qwenchat.tui.widgets.sidebar import Sidebar
-from qwenchat.tui.widgets.statusbar import StatusBar, StatusFacts
+from qwenchat.tui.widgets.statusbar import StatusBar, model_facts
 
 GREEDY_NOTE = "Greedy settings give the same reply word for word: raise the temperature with Ctrl+S for a different one"
 SEEDED_NOTE = "A fixed seed gives the same reply word for word: clear the seed with Ctrl+S for a different one"
@@ -204,9 +204,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if s is None:
             return
         info = s.model_info
-        facts = StatusFacts(model=info.label, device=info.device, precision=info.precision,
-                            window=info.context_window, note="completion mode" if s.raw else "",
-                            output=describe(s.options.constraint))
+        facts = model_facts(info, note="completion mode" if s.raw else "", output=describe(s.options.constraint))
         r = self.last_reply
         if self.generating:
             facts.used = self._ctx_start + self.buffer.tokens
@@ -216,6 +214,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             facts.used = r.usage.prompt_tokens + r.usage.completion_tokens
             if self._turn[0] == "continue_reply":  # its prompt held the reply's first part: count it once
                 facts.used = self._context_used()
+            else:
+                facts.estimated = False  # the reply's own counts (a server's usage)
             facts.cached, facts.ttft = r.usage.cached_tokens, r.timings.ttft_s
             facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
         else:
