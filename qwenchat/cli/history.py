@@ -16,6 +16,7 @@ import typer
 
 from qwenchat.cli.app import app
 from qwenchat.errors import StoreError, UsageError
+from qwenchat.model_label import short_model
 
 history_app = typer.Typer(
     help="Browse, search, export and import saved conversations.", no_args_is_help=True
@@ -45,7 +46,7 @@ def _local(stamp: str) -> str:
 
 
 def _short_model(model: str) -> str:
-    return model.rstrip("/").rsplit("/", 1)[-1] if model else "-"
+    return short_model(model) or "-"
 
 
 def _stdin_is_interactive() -> bool:

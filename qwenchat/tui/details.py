@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from qwenchat.model_label import short_model
+
 
 def sent_at(created_at: str | None, now: datetime | None = None) -> str:
     """Local time of an ISO timestamp: "14:03" today, "2026-11-26 14:03" on another day."""
@@ -28,7 +30,7 @@ def details(entry: Any, now: datetime | None = None) -> str:
     parts = [sent_at(getattr(entry, "created_at", None), now)]
     meta = getattr(entry, "meta", None) or {}
     if getattr(entry, "role", "") == "assistant":
-        parts.append(str(meta.get("model") or ""))
+        parts.append(short_model(str(meta.get("model") or "")))
         tokens = _number((meta.get("usage") or {}).get("completion_tokens"))
         speed = _number((meta.get("timings") or {}).get("decode_tok_s"))
         if tokens:

@@ -29,6 +29,14 @@ def test_reply_details_leave_out_what_is_missing():
     assert details(user) == when
 
 
+def test_reply_details_name_the_model_briefly():
+    """A folder model was shown by its whole path, a server model by its URL."""
+    folder = SimpleNamespace(role="assistant", created_at=None, meta={"model": "/home/me/models/Qwen2.5-Coder/"})
+    assert details(folder) == "Qwen2.5-Coder"
+    remote = SimpleNamespace(role="assistant", created_at=None, meta={"model": "http://gpu:8000/v1#Qwen/Qwen2-72B"})
+    assert details(remote) == "Qwen2-72B @ gpu:8000"
+
+
 def test_parser_turns_soft_breaks_into_line_breaks_only_outside_code():
     tokens = chat_parser().parse("a\nb\n\n```\nc\nd\n```\n")
     inline = [t for t in tokens if t.type == "inline"][0]

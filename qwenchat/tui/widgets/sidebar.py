@@ -14,6 +14,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
+from qwenchat.model_label import short_model
+
 
 def day_label(stamp: str | None, today: date | None = None) -> str:
     """"Today", "Yesterday" or the date (`2026-11-20`) of an ISO timestamp, in local time."""
@@ -27,10 +29,6 @@ def day_label(stamp: str | None, today: date | None = None) -> str:
     if when == today - timedelta(days=1):
         return "Yesterday"
     return when.isoformat()
-
-
-def short_model(name: str | None) -> str:
-    return (name or "").rstrip("/").rsplit("/", 1)[-1]
 
 
 class DayHeader(ListItem):
