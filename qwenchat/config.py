@@ -36,6 +36,7 @@ class Settings:
     quantize: str | None = None
     context_limit: int | None = None
     max_input: int | None = None
+    kv_budget: int | None = None  # bytes of recent conversations' KV caches kept for reuse
     theme: str | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -180,6 +181,8 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "quantize": (_quantize, "auto, none or int8 (int8: weight-only, lossy, smaller and faster on CPUs)"),
     "context_limit": (_check(_int, lambda v: v > 0), "a whole number greater than 0"),
     "max_input": (_check(_size, lambda v: v > 0), "a number of bytes greater than 0 (K, M, G suffixes allowed)"),
+    "kv_budget": (_check(_size, lambda v: v >= 0),
+                  "a number of bytes, 0 or more, e.g. 512M or 2G (0: keep only the current conversation's cache)"),
     "theme": (_text, "a theme name (non-empty text)"),
     **{key: _ranged(key) for key in GENERATION_KEYS},
     "api_key": (_text, "a remote server's API key (non-empty text)"),

@@ -92,6 +92,7 @@ def load_engine(
         engine = ChatEngine.load(
             resolved.path, device=settings.device, dtype=settings.dtype, max_context=settings.context_limit,
             quantize=settings.quantize, kernel_dir=kernels_dir(), int8_cache_dir=int8_cache_dir(),
+            kv_pool_bytes=settings.kv_budget,
         )
     finally:
         if ahead is not None:

@@ -26,6 +26,9 @@ def serve(
     queue_size: int = typer.Option(16, "--queue-size", min=0, help="Requests that may wait while one generates; more get 503."),
     max_body: int = typer.Option(8 << 20, "--max-body", min=1024, metavar="BYTES", help="Largest request body; larger gets 413."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Let browser pages from this origin call the API (repeatable; none by default)."),
+    kv_budget: Optional[str] = typer.Option(None, "--kv-budget", metavar="SIZE",
+                                            help="Memory for the KV caches of recent conversations kept for reuse, e.g. 512M or 2G "
+                                                 "(default 1G; 0: only the current one; config key kv_budget)."),
     context_limit: Optional[int] = typer.Option(None, "--context-limit", help="Context window in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
@@ -40,7 +43,7 @@ def serve(
     from qwenchat.server.run import serve as run_server
 
     settings = settings_with_flags(dict(model=model, device=device, dtype=dtype, quantize=quantize,
-                                        context_limit=context_limit))
+                                        context_limit=context_limit, kv_budget=kv_budget))
     config = ServerConfig(api_key=api_key or None, max_body=max_body, queue_size=queue_size,
                           cors_origins=tuple(cors_origin))
     opts = ServeOptions(host=host, port=port, unprotected=unprotected, save=save, config=config)

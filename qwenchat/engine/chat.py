@@ -81,13 +81,15 @@ class ChatEngine:
         quantize: str | None = "auto",
         kernel_dir: Path | None = None,
         int8_cache_dir: Path | None = None,
+        kv_pool_bytes: int | None = None,
     ) -> "ChatEngine":
         """quantize: "auto" (int8 on the CPU when the dtype is left to us, else none), "none" or
         "int8" (weight-only int8 matrices; lossy, guarded by tests/real/test_quality_guard.py).
         kernel_dir: where the native int8 kernel is built and cached (None: rebuilt in a
         temporary folder by each process; see int8_kernel.py). int8_cache_dir: the root of the
         int8 weight caches, one folder per model (None: quantized at every load; see
-        int8_cache.py)."""
+        int8_cache.py). kv_pool_bytes: the budget of other recent conversations' KV caches kept
+        for reuse (None: kv_pool.DEFAULT_BUDGET_BYTES; 0: none kept)."""
         t0 = time.perf_counter()
         model_dir = Path(model_dir)
         placement: Placement = choose(device, dtype)
@@ -131,7 +133,8 @@ class ChatEngine:
             quantize=quant,
             notes=tuple(notes),
         )
-        return cls(model, tokenizer, template, defaults, cache, info)
+        pool = DEFAULT_BUDGET_BYTES if kv_pool_bytes is None else kv_pool_bytes
+        return cls(model, tokenizer, template, defaults, cache, info, kv_pool_bytes=pool)
 
     # -- requests ---------------------------------------------------------------------------
 
