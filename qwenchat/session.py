@@ -80,6 +80,8 @@ class ModelInfo:
     placement_reason: str = ""
     notes: tuple[str, ...] = ()  # what the load had to say (a damaged int8 cache rebuilt, ...)
     load_s: float = 0.0
+    server: str | None = None  # a remote model's server (its API base URL); None: a local model
+    exact_tokens: bool = True  # False: token counts before a reply are the server's estimates
 
 
 class ChatSession:
@@ -117,7 +119,14 @@ class ChatSession:
             context_window=info.context_window, chat_tuned=info.chat_tuned,
             placement_reason=getattr(info, "placement_reason", ""),
             notes=tuple(getattr(info, "notes", ())), load_s=getattr(info, "load_s", 0.0),
+            server=getattr(info, "server", None), exact_tokens=getattr(info, "exact_tokens", True),
         )
+
+    def take_notes(self) -> list[str]:
+        """What the engine has had to say since last asked, each said once (a remote server
+        refused a setting, so it was left out of the request): the faces show these."""
+        take = getattr(self.engine, "take_notes", None)  # a local engine has none to give
+        return list(take()) if take is not None else []
 
     @property
     def defaults(self) -> GenerateOptions:
@@ -479,13 +488,13 @@ def _entry(m: "Message") -> Entry:
 
 
 def _reply_meta(session: ChatSession, reply: Reply | None) -> dict[str, Any]:
-    info = session.engine.info
-    meta: dict[str, Any] = {
-        "model": session.model_label,
-        "device": info.device,
-        "dtype": info.dtype,
-        "settings": _options_dict(session.options),
-    }
+    info = session.model_info
+    meta: dict[str, Any] = {"model": session.model_label, "device": info.device}
+    if info.server is not None:  # where the reply came from; a server tells no dtype
+        meta["server"] = info.server
+    if info.dtype:
+        meta["dtype"] = info.dtype
+    meta["settings"] = _options_dict(session.options)
     if reply is not None:
         meta |= {
             "finish_reason": reply.finish_reason,
