@@ -1,0 +1,69 @@
+"""The `openai` client for one server, and what the server offers (`list_models`).
+
+Every client is built with `max_retries=0`: we retry only a 429, ourselves, bounded (see
+engine.py); nothing else is retried behind the user's back. `openai` is imported here, lazily,
+so `import qwenchat.remote` stays cheap."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from qwenchat.remote.failures import not_openai, translate
+from qwenchat.remote.reference import RemoteRef
+
+CONNECT_TIMEOUT_S = 10.0
+NO_KEY = "no-key"  # the client insists on a key; a server without auth ignores this one
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    id: str
+    context_window: int | None = None  # None: the server does not say
+    owned_by: str | None = None
+
+
+def make_client(ref: RemoteRef, api_key: str | None, timeout_s: float) -> Any:
+    """An OpenAI client for `ref` whose reads wait at most `timeout_s` (the first token's
+    deadline: a server sends nothing before it)."""
+    import openai
+
+    timeout = openai.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
+    return openai.OpenAI(base_url=ref.base_url, api_key=api_key or NO_KEY, max_retries=0, timeout=timeout)
+
+
+def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0) -> list[ServerModel]:
+    """The models `ref`'s server offers (GET /models), with their context windows when it says
+    (vLLM's max_model_len, llama.cpp's meta.n_ctx_train). Raises RemoteError."""
+    client = make_client(ref, api_key, timeout_s)
+    try:
+        raw = client.models.with_raw_response.list().http_response
+        body = _json(raw, ref)
+    except Exception as e:
+        raise translate(e, ref, api_key, timeout_s=timeout_s) from None
+    finally:
+        client.close()
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+        raise not_openai(ref.base_url, "JSON without a list of models under 'data'")
+    return [ServerModel(m["id"], _context(m), m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
+            for m in data]
+
+
+def _json(response: Any, ref: RemoteRef) -> Any:
+    kind = response.headers.get("content-type", "")
+    text = response.text
+    try:
+        return json.loads(text)
+    except ValueError:
+        what = "an HTML page" if "html" in kind or text.lstrip().startswith("<") else f"{kind or 'text'} that is not JSON"
+        raise not_openai(ref.base_url, what) from None
+
+
+def _context(model: dict[str, Any]) -> int | None:
+    for value in (model.get("max_model_len"), (model.get("meta") or {}).get("n_ctx_train")
+                  if isinstance(model.get("meta"), dict) else None, model.get("context_length")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

@@ -1,0 +1,124 @@
+"""The `openai` client's exceptions -> a `RemoteError` that names the problem and its fix.
+
+The transport's own errors (refused, unknown host, TLS) are found on the exception's chain;
+HTTP statuses by the client's classes. A server's error text is quoted scrubbed of the key."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+from qwenchat.remote.errors import (AuthError, BusyError, ConnectError, FormatError, NotFoundError, RefusedError,
+                                    RemoteError, RemoteTimeoutError, ServerFailedError, StreamCutError, scrub)
+from qwenchat.remote.reference import RemoteRef
+
+KEY_HINT = "set QWENCHAT_API_KEY (or OPENAI_API_KEY), the config's api_key, or pass --api-key"
+
+
+def translate(exc: BaseException, ref: RemoteRef, key: str | None, *, model: str | None = None,
+              timeout_s: float | None = None, streaming: bool = False) -> RemoteError:
+    """The RemoteError for `exc`, raised while talking to `ref` (for `model`).
+    streaming: the reply had begun, so a lost connection cut it off."""
+    import openai
+
+    if isinstance(exc, RemoteError):
+        return exc
+    server = ref.base_url
+    if isinstance(exc, openai.APITimeoutError):
+        return _timeout(server, timeout_s, streaming)
+    if isinstance(exc, openai.APIConnectionError):
+        return _connection(exc, ref, streaming)
+    if isinstance(exc, openai.APIStatusError):
+        return _status(exc.status_code, server_text(exc.body, exc.message), ref, key, model, _code(exc))
+    if isinstance(exc, ValueError):  # a stream event that is not JSON
+        return not_openai(server, "a stream event that is not JSON")
+    raise exc
+
+
+def _timeout(server: str, timeout_s: float | None, streaming: bool) -> RemoteError:
+    within = f" within {timeout_s:g} s" if timeout_s else ""
+    if streaming:
+        return StreamCutError(f"the reply from {server} stopped: no more text came{within}",
+                              "the partial reply is kept; try again, or raise request_timeout in the config")
+    return RemoteTimeoutError(f"{server} sent no answer{within}",
+                              "the server may be busy or loading a model; try again, or raise request_timeout "
+                              "in the config (seconds to the first token)")
+
+
+def _connection(exc: BaseException, ref: RemoteRef, streaming: bool) -> RemoteError:
+    server = ref.base_url
+    if streaming:
+        return StreamCutError(f"the connection to {server} was lost mid-reply",
+                              "the partial reply is kept; check the server and continue or regenerate")
+    cause = _root(exc)
+    if isinstance(cause, ssl.SSLError) or "ssl" in repr(cause).lower():
+        return ConnectError(f"TLS failed with {ref.host}: {_reason(cause)}",
+                            "check the URL's scheme (http:// for a server without TLS) and the server's certificate")
+    if isinstance(cause, socket.gaierror) or "name or service not known" in str(cause).lower():
+        return ConnectError(f"unknown host {ref.host.rsplit(':', 1)[0]!r}",
+                            "check the server's name in the URL, or use its IP address")
+    if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+        return ConnectError(f"connection refused by {ref.host}: no server is listening there",
+                            "start the server, or check the URL's host and port")
+    return ConnectError(f"cannot connect to {server}: {_reason(cause)}", "check that the server is running and reachable")
+
+
+def _status(status: int, text: str, ref: RemoteRef, key: str | None, model: str | None, code: str) -> RemoteError:
+    server, said = ref.base_url, f" (the server says: {scrub(text, key)})" if text else ""
+    if status == 401:
+        if not key:
+            return AuthError(f"{server} needs an API key and none was given{said}", KEY_HINT)
+        return AuthError(f"{server} refused the API key (401){said}", "check the key: " + KEY_HINT)
+    if status == 403:
+        return AuthError(f"{server} does not allow this key to do that (403){said}",
+                         "use a key with access to this model, or ask the server's admin")
+    if status == 404:
+        if model and ("model" in text.lower() or "model" in code):
+            return NotFoundError(f"{server} does not serve model {model!r}{said}",
+                                 f"list what it offers with `qwenchat models --server {server}`, then use -m {server}#ID")
+        return NotFoundError(f"{server} has no such endpoint (404){said}",
+                             "check the URL: it is the API's base, which usually ends in /v1")
+    if status == 429:
+        return BusyError(f"{server} is busy (429, too many requests){said}", "wait a moment and try again")
+    if status >= 500:
+        return ServerFailedError(f"{server} failed ({status}){said}", "try again; if it persists, check the server's log")
+    return RefusedError(f"{server} refused the request ({status}){said}", "check the settings sent with it")
+
+
+def not_openai(server: str, what: str) -> FormatError:
+    return FormatError(f"{server} did not answer in the OpenAI format (it sent {what})",
+                       "check the URL: it must be an OpenAI-compatible API's base, usually ending in /v1")
+
+
+def server_text(body: Any, fallback: str = "") -> str:
+    """A server's error message from its JSON body (`{"error": {"message": ...}}`, `{"detail": ...}`,
+    ...) or its raw text."""
+    if isinstance(body, dict):
+        for k in ("message", "detail", "error", "msg"):
+            v = body.get(k)
+            if isinstance(v, str) and v:
+                return v
+            if isinstance(v, dict):
+                return server_text(v, fallback)
+        return fallback
+    if isinstance(body, str) and body.strip():
+        return body if "<" not in body[:200] else "an HTML page"
+    return fallback
+
+
+def _code(exc: Any) -> str:
+    return str(getattr(exc, "code", "") or "").lower()
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost cause (the socket's or TLS's own error)."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
+def _reason(exc: BaseException) -> str:
+    return scrub(str(exc) or type(exc).__name__, None)
