@@ -10,6 +10,11 @@ result near the edge; never in a loop over the whole conversation. The history d
 against the material: when the message is long, the engine leaves out the oldest turns (and
 says so), so the room the message may take is the window less the system prompt and the reply.
 
+Token counts of a model on a server may be estimates (`ModelInfo.exact_tokens` False: the client
+cannot tokenize as the server does). Then every count said is "about", a cut works on characters
+in proportion to the estimate and keeps `ESTIMATE_SLACK` of the window free, and a server that
+does not report its window gets the message whole (the server refuses what it cannot hold).
+
 This sits beside `session` and knows the engine's measuring verbs, but no terminal or store.
 """
 
@@ -27,6 +32,8 @@ CUTS = ("head", "tail")  # head: drop the material's beginning; tail: drop its e
 BYTES_PER_TOKEN = 16  # a generous upper bound for text (English ~4, code ~3-5 bytes a token)
 MARGIN = 8  # tokens: the join and the cut edge can tokenize a little differently in place
 _BOUNDARY_SHARE = 4  # look for a clean boundary within the last (first) quarter of the kept text
+UNKNOWN_WINDOW = 131072  # tokens: the longest Qwen2 window, to size the read when a server does not say
+ESTIMATE_SLACK = 0.1  # share of the window left free when token counts are estimates
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,11 @@ def join_message(instruction: str | None, material: str | None) -> str:
     return f"{instruction}\n\n{material}"
 
 
-def input_limit(session: "ChatSession", configured: int | None) -> int:
-    """Most bytes of stdin to read: the configured limit, else sized from the context window."""
-    return configured or BYTES_PER_TOKEN * session.model_info.context_window
+def input_limit(session: "ChatSession | None", configured: int | None) -> int:
+    """Most bytes of stdin to read: the configured limit, else sized from the context window
+    (the longest there is when it is not known: a server that does not say, or none yet)."""
+    window = session.model_info.context_window if session is not None else 0
+    return configured or BYTES_PER_TOKEN * (window or UNKNOWN_WINDOW)
 
 
 def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | None, cut: str | None) -> Fitted:
@@ -70,11 +79,14 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
             f"stdin is larger than the input limit of {piped.limit} bytes",
             "keep part of it with --truncate head or --truncate tail, or raise --max-input (config key max_input)",
         )
+    info = session.model_info
     if session.raw:
         return Fitted(join_message(instruction, material))
+    if not info.context_window:  # a server that does not say: it refuses what it cannot hold
+        return _whole_unmeasured(instruction, piped, cut)
     engine = session.engine
-    window = session.model_info.context_window
-    reserve = engine.reply_reserve(engine.settings(session.options))
+    window = _usable(info.context_window, info.exact_tokens)
+    reserve = _reserve(session, info.context_window)
     head = [m for m in session.messages[:1] if m["role"] == "system"]
     overhead = len(engine.encode_chat(head + [_user(join_message(instruction, "" if material is not None else None))]))
     ids = engine.tokenizer.encode_plain(material) if material else []
@@ -88,11 +100,11 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
     if cut is None or not ids:
         what = "the message" if ids else "the prompt"
         hint = ("cut the piped input with --truncate head or --truncate tail, shorten it, lower --max-tokens,"
-                " or raise --context-limit" if ids else
-                "pipe the long part on stdin (--truncate can cut that), lower --max-tokens, or raise --context-limit")
+                f" or {_longer(info)}" if ids else
+                f"pipe the long part on stdin (--truncate can cut that), lower --max-tokens, or {_longer(info)}")
         raise InputTooLongError(
-            f"{what} needs about {overhead + len(ids)} tokens (plus {reserve} for the reply),"
-            f" but the context window holds {window}",
+            f"{what} needs about {overhead + len(ids)} tokens{_estimated(info)} (plus {reserve} for the reply),"
+            f" but the context window holds {info.context_window}",
             hint,
         )
     return _cut(session, head, instruction, piped, ids, cut, window - reserve - overhead, reserve)
@@ -100,37 +112,84 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
 
 def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, room: int, reserve: int) -> Fitted:
     engine = session.engine
-    window = session.model_info.context_window
-    marker_tokens = len(engine.tokenizer.encode_plain(marker(len(ids), piped))) + 2
+    info = session.model_info
+    window = _usable(info.context_window, info.exact_tokens)
+    approx = not info.exact_tokens
+    marker_tokens = len(engine.tokenizer.encode_plain(marker(len(ids), piped, approx))) + 2
     keep = room - marker_tokens - MARGIN
     for _ in range(3):  # once, as a rule; again only if the kept text tokenizes longer in place
         if keep <= 0:
             raise InputTooLongError(
                 f"the instruction and the system prompt leave no room for the piped input"
-                f" in a context window of {window}",
-                "shorten the instruction, lower --max-tokens, or raise --context-limit",
+                f" in a context window of {info.context_window}",
+                f"shorten the instruction, lower --max-tokens, or {_longer(info)}",
             )
-        kept_ids = ids[-keep:] if cut == "head" else ids[:keep]
-        kept = clean_edge(engine.tokenizer.decode(kept_ids, skip_special_tokens=False), cut)
+        kept = clean_edge(_keep(engine, piped.text, ids, keep, cut, approx), cut)
         dropped = max(0, len(ids) - len(engine.tokenizer.encode_plain(kept)))
-        mark = marker(dropped, piped)
+        mark = marker(dropped, piped, approx)
         marked = f"{mark}\n{kept}" if cut == "head" else f"{kept.removesuffix(chr(10))}\n{mark}"
         text = join_message(instruction, marked)
         over = _excess(session, head, text, reserve, window)
         if over <= 0:
             return Fitted(text, dropped, mark)
         keep -= over + MARGIN
-    raise InputTooLongError(f"could not cut the piped input to fit a context window of {window}",
-                            "shorten it, or raise --context-limit")
+    raise InputTooLongError(f"could not cut the piped input to fit a context window of {info.context_window}",
+                            f"shorten it, or {_longer(info)}")
 
 
-def marker(tokens: int, piped: Piped | None) -> str:
-    """The visible note left where material was cut."""
+def marker(tokens: int, piped: Piped | None, approx: bool = False) -> str:
+    """The visible note left where material was cut ("about" N tokens when N is an estimate)."""
+    n = f"about {tokens}" if approx else str(tokens)
     if piped is not None and piped.skipped:
-        return f"[... {piped.skipped} bytes and {tokens} tokens cut ...]"
+        return f"[... {piped.skipped} bytes and {n} tokens cut ...]"
     if piped is not None and piped.unread:
-        return f"[... {tokens} tokens cut, and stdin was not read past {piped.limit} bytes ...]"
-    return f"[... {tokens} tokens cut ...]"
+        return f"[... {n} tokens cut, and stdin was not read past {piped.limit} bytes ...]"
+    return f"[... {n} tokens cut ...]"
+
+
+def _keep(engine, material: str, ids: list[int], keep: int, cut: str, approx: bool) -> str:
+    """The first (tail cut) or last (head cut) `keep` tokens of `material`: decoded from its ids
+    when they are the model's, else the same share of its characters (estimated ids are not
+    the model's tokens, so they cannot be decoded)."""
+    if not approx:
+        kept_ids = ids[-keep:] if cut == "head" else ids[:keep]
+        return engine.tokenizer.decode(kept_ids, skip_special_tokens=False)
+    chars = len(material) * keep // max(1, len(ids))
+    return material[len(material) - chars:] if cut == "head" else material[:chars]
+
+
+def _whole_unmeasured(instruction: str | None, piped: Piped | None, cut: str | None) -> Fitted:
+    """The message when the window is not known: whole, marked where stdin was cut by bytes."""
+    material = piped.text if piped is not None else None
+    if piped is None or not (piped.skipped or piped.unread) or cut is None:
+        return Fitted(join_message(instruction, material))
+    mark = (f"[... {piped.skipped} bytes cut ...]" if piped.skipped
+            else f"[... stdin was not read past {piped.limit} bytes ...]")
+    marked = f"{mark}\n{material}" if cut == "head" else f"{material.removesuffix(chr(10))}\n{mark}"
+    return Fitted(join_message(instruction, marked), 0, mark)
+
+
+def _usable(window: int, exact: bool) -> int:
+    """The window to fit into: all of it when counts are exact, less a slack for estimates."""
+    return window if exact else window - int(window * ESTIMATE_SLACK)
+
+
+def _reserve(session: "ChatSession", window: int) -> int:
+    """Room kept for the reply: the local engine's own rule; for a server, the reply's token
+    limit when one is set, a quarter of the window at most (as the local engine keeps)."""
+    engine = session.engine
+    limit = engine.settings(session.options)
+    if hasattr(engine, "reply_reserve"):
+        return engine.reply_reserve(limit)
+    return max(1, min(limit or window, window // 4))
+
+
+def _longer(info) -> str:
+    return "raise --context-limit" if info.server is None else "use a model with a longer context window"
+
+
+def _estimated(info) -> str:
+    return " (estimated: the server's tokenizer may count differently)" if not info.exact_tokens else ""
 
 
 def clean_edge(text: str, cut: str) -> str:
