@@ -40,6 +40,9 @@ RULES = {
     "tui": ("torch", "safetensors", "transformers"),
     "session": ("textual", "typer", "rich", "qwenchat.tui", "qwenchat.cli"),
     "config": ("torch", "textual", "qwenchat.engine"),
+    # a remote server as a backend: the engine's torch-free contract only, no store, no face
+    "remote": ("torch", "textual", "typer", "rich", "sqlite3", "huggingface_hub", "qwenchat.store", "qwenchat.tui",
+               "qwenchat.cli", "qwenchat.server", "qwenchat.session", "qwenchat.startup", "qwenchat.hub"),
 }
 # torch-free records every layer may read: the engine's contract (chunks, replies, options)
 ALLOWED = ("qwenchat.engine.records",)
@@ -70,6 +73,23 @@ def test_help_and_package_import_do_not_load_torch():
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    run(['--help'])\n"
         "print('torch' in sys.modules, 'textual' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_remote_uses_only_the_engines_torch_free_modules():
+    torch_free = {"qwenchat.engine.records", "qwenchat.engine.errors"}
+    offenders = [f"{path.relative_to(PACKAGE.parent)} imports {name}" for path in modules("remote")
+                 for name in imports(path) if name.startswith("qwenchat.engine") and name not in torch_free]
+    assert modules("remote") and not offenders
+
+
+def test_importing_the_remote_backend_loads_neither_torch_nor_openai():
+    code = (
+        "import sys, qwenchat.remote, qwenchat.remote.engine, qwenchat.remote.client, qwenchat.remote.reference\n"
+        "print('torch' in sys.modules, 'openai' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -3,12 +3,12 @@ module), and `fake_server`, a scripted OpenAI-like server on 127.0.0.1 (tests/re
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-pytest.importorskip("openai", reason="the remote backend needs openai: pip install -e '.[test]'")
 
 from tests.remote.fake_server import FakeServer  # noqa: E402
 
@@ -26,7 +26,7 @@ def serve(tiny_model) -> Iterator[Any]:
     from tests.server.conftest import start
 
     backend = Backend()
-    app = create_app(backend, ServerConfig(queue_size=4))
+    app = create_app(backend, ServerConfig(queue_size=4), log=io.StringIO())
     server = start(app)
     engine = ChatEngine.load(tiny_model, device="cpu", dtype="float32", quantize="none", max_context=CONTEXT)
     backend.attach(engine, ["tiny"])

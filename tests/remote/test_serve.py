@@ -43,3 +43,59 @@ def test_chat_streams_the_servers_reply_with_its_usage(engine):
     assert reply.usage.prompt_tokens > 5
     assert 1 <= reply.usage.completion_tokens <= 8
     assert reply.timings.ttft_s > 0
+
+
+def test_a_second_turn_reports_the_servers_cached_tokens(engine):
+    _, first = events(engine.chat(HI, GREEDY))
+    follow = HI + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And then?"}]
+    _, second = events(engine.chat(follow, GREEDY))
+    assert second.usage.cached_tokens >= first.usage.prompt_tokens - 1  # the first turn was reused
+    assert second.usage.prefilled_tokens == second.usage.prompt_tokens - second.usage.cached_tokens
+    assert second.usage.prefilled_tokens < second.usage.prompt_tokens
+
+
+def test_cancel_ends_the_reply_cancelled_and_the_server_takes_the_next(engine):
+    cancel = threading.Event()
+    out = []
+    for event in engine.chat(HI, GenerateOptions(temperature=1.0, seed=7, max_new_tokens=400), cancel):
+        out.append(event)
+        cancel.set()
+    assert len(out) == 2 and out[-1].finish_reason == "cancelled" and out[-1].text == out[0].text
+    _, reply = events(engine.chat(HI, GREEDY))  # the server is free again
+    assert reply.finish_reason in ("stop", "length")
+
+
+def test_complete_continues_raw_text(engine):
+    chunks, reply = events(engine.complete("def add(a, b):", GenerateOptions(temperature=0.0, max_new_tokens=5)))
+    assert reply.text == "".join(c.text for c in chunks)
+    assert 1 <= reply.usage.completion_tokens <= 5 and reply.usage.prompt_tokens > 0
+
+
+def test_settings_reach_the_server(engine):
+    _, reply = events(engine.chat(HI, GenerateOptions(temperature=0.0, max_new_tokens=1)))
+    assert reply.usage.completion_tokens == 1 and reply.finish_reason == "length"
+
+
+def test_several_models_need_a_name(serve):
+    serve.backend.model_ids = ("tiny", "tiny-alias")
+    with pytest.raises(RemoteError) as e:
+        RemoteEngine.connect(RemoteRef.parse(serve.v1))
+    assert e.value.message == f"{serve.v1} offers 2 models: tiny, tiny-alias"
+    assert e.value.hint == f"name one: -m {serve.v1}#tiny"
+    named = RemoteEngine.connect(RemoteRef.parse(serve.v1 + "#tiny-alias"))
+    assert named.info.name == "tiny-alias"
+    _, reply = events(named.chat(HI, GREEDY))
+    assert reply.usage.completion_tokens >= 1
+    with pytest.raises(NotFoundError, match="does not offer model 'nope'; it offers tiny, tiny-alias"):
+        RemoteEngine.connect(RemoteRef.parse(serve.v1 + "#nope"))
+
+
+def test_the_session_chats_through_the_remote_engine(engine):
+    from qwenchat.session import ChatSession
+
+    session = ChatSession(engine, None, model_label=RemoteRef(engine.info.server, "tiny").label,
+                          options=GenerateOptions(temperature=0.0, max_new_tokens=6))
+    turn = list(session.send("Hello there"))[-1]
+    assert turn.reply.usage.completion_tokens >= 1
+    assert [e.role for e in session.entries] == ["user", "assistant"]
+    assert session.context_used() > 0
