@@ -2,12 +2,15 @@
 a face continues with which model and settings.
 
 - `load_engine`: find (download) the model the settings name and load it, reading the int8
-  weight cache ahead on another core while torch imports.
+  weight cache ahead on another core while torch imports; or, when the model is a server's URL
+  (`qwenchat.remote`), connect to that server instead: nothing local is read or loaded then.
 - `options_from_settings`: the generation options of layered settings (flags > env > config).
 - `choose_start`: one rule for the chat app (`qwenchat -c`, `--cid`) and `qwenchat ask`
   (`-c`, `--cid`): a continued conversation runs on its own model unless `-m` names another,
   and with its own saved settings, over which only the options given on this command line win
-  (not the config file's: those are the defaults of chats that saved none).
+  (not the config file's: those are the defaults of chats that saved none). A conversation
+  held with a remote model is labelled `BASE_URL#MODEL_ID`, so continuing it reconnects to
+  that server and model.
 
 Nothing here imports torch until an engine is loaded.
 """
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from qwenchat.engine import prefetch
     from qwenchat.engine.chat import ChatEngine
     from qwenchat.models import ResolvedModel
+    from qwenchat.remote.engine import RemoteEngine
     from qwenchat.store import Store
     from qwenchat.store.records import Conversation
 
@@ -74,12 +78,17 @@ def options_from_settings(settings: "Settings", stop: tuple[str, ...] = ()) -> G
 
 def load_engine(
     settings: "Settings", progress: Any = None, resolved: "ResolvedModel | None" = None
-) -> tuple[ChatEngine, str]:
+) -> tuple["ChatEngine | RemoteEngine", str]:
     """Find (downloading if needed) the model the settings name and load it; `resolved` skips
     the finding when the caller has done it already (to show a download before a spinner).
+    A model named by a server's URL is connected to instead (`resolved` does not apply).
 
     Returns the engine and the model's name as shown to users and stored with conversations.
     """
+    from qwenchat.remote.reference import is_remote
+
+    if is_remote(settings.model):
+        return connect_remote(settings)
     from qwenchat.engine import prefetch
     from qwenchat.models import resolve_model
     from qwenchat.paths import int8_cache_dir, kernels_dir
@@ -98,6 +107,21 @@ def load_engine(
         if ahead is not None:
             prefetch.discard(ahead)  # frees it if the engine chose other weights (or failed)
     return engine, resolved.name
+
+
+def connect_remote(settings: "Settings") -> tuple["RemoteEngine", str]:
+    """Connect to the server `settings.model` names, with the key of `settings.api_key` (the
+    flag or the config file; else the environment's). The label names the model the server
+    serves even when the URL left it out, so a continued conversation gets the same one."""
+    from dataclasses import replace
+
+    from qwenchat.remote.engine import RemoteEngine
+    from qwenchat.remote.reference import RemoteRef, api_key
+
+    ref = RemoteRef.parse(settings.model or "")
+    timeout = {} if settings.request_timeout is None else {"first_token_timeout_s": settings.request_timeout}
+    engine = RemoteEngine.connect(ref, api_key(settings.api_key), **timeout)
+    return engine, replace(ref, model=engine.info.name).label
 
 
 def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | None":

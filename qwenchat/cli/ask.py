@@ -8,29 +8,29 @@ stderr. Every exchange is saved in the history store unless --no-save.
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import closing
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
+from qwenchat.cli.ask_report import print_json, print_usage
 from qwenchat.structured import constraint_from_flags, instruction, parse_reply
 from qwenchat.errors import QwenchatError, UsageError
 from qwenchat.fit import CUTS
 
 if TYPE_CHECKING:
-    from qwenchat.engine.records import Reply
     from qwenchat.session import ChatSession, Turn
 
 
 @app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
 def ask(
     prompt: Optional[str] = typer.Argument(None, help="The instruction. Piped stdin, if any, follows it."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, Hub repo id, local directory or .gguf file."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, Hub repo id, local directory, .gguf file, or a server's URL (http://host:8000/v1[#MODEL])."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Key for a server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY). Never stored."),
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt of a new conversation."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Use a saved system-prompt preset."),
     cont: bool = typer.Option(False, "-c", "--continue", help="Continue the most recent conversation."),
@@ -68,7 +68,7 @@ def ask(
     constraint = constraint_from_flags(schema, json_object)
     flags = dict(model=model, device=device, dtype=dtype, quantize=quantize, context_limit=context_limit, temperature=temperature,
                  top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-                 max_tokens=max_tokens, seed=seed, max_input=max_input)
+                 max_tokens=max_tokens, seed=seed, max_input=max_input, api_key=api_key)
     settings = settings_with_flags(flags)
     store = None if no_save else _open_store()
     try:
@@ -81,18 +81,21 @@ def ask(
             text = f"{text}\n\n{instruction(constraint)}"
         # structured replies are printed whole, and only when they are complete JSON
         output = "none" if as_json or constraint is not None else "end" if no_stream else "stream"
-        turn = _run(session, text, pretty=constraint is None and _pretty(plain, as_json), output=output)
+        try:
+            turn = _run(session, text, pretty=constraint is None and _pretty(plain, as_json), output=output)
+        finally:
+            _say_notes(session)  # a setting the server refused: said even when the reply failed
     finally:
         if store is not None:
             store.close()
     complete, parsed = parse_reply(turn.reply.text) if constraint is not None else (True, None)
     if as_json:
-        _print_json(session, turn, {"parsed": parsed} if constraint is not None else {})
+        print_json(session, turn, {"parsed": parsed} if constraint is not None else {})
     elif constraint is not None and complete:
         sys.stdout.write(turn.reply.text + "\n")
         sys.stdout.flush()
     if usage:
-        _print_usage(turn.reply, session.model_info)
+        print_usage(turn.reply, session.model_info)
     if not complete:
         raise _incomplete(turn)
 
@@ -130,7 +133,7 @@ def _session(settings, flags, store, system, preset, cont, cid, raw, stop) -> "C
         start = choose_start(store, flags.get("model"), cont, cid, need_one=True)
         conversation = start.conversation
         settings = settings.merged({"model": start.model})  # its own model unless -m
-    engine, label = _load(settings)
+    engine, label = _load(settings, flags)
     session = ChatSession(engine, store, model_label=label, system_prompt=system,
                           options=options_from_settings(settings, stop), raw=raw)
     for note in session.model_info.notes:  # a damaged int8 cache rebuilt, an unsafe kernel folder refused
@@ -146,20 +149,39 @@ def _session(settings, flags, store, system, preset, cont, cid, raw, stop) -> "C
     return session
 
 
-def _load(settings):
+def _load(settings, flags):
     """Download the model if needed (a progress bar on stderr), then load it (a spinner on a
-    terminal). One after the other: rich draws one live display at a time."""
+    terminal). One after the other: rich draws one live display at a time. A server's URL is
+    connected to instead: the local engine's flags do not apply there, and are said so."""
     from qwenchat.cli.models import RichDownloadProgress
     from qwenchat.models import resolve_model
+    from qwenchat.remote.reference import is_remote
     from qwenchat.startup import load_engine
 
+    if is_remote(settings.model):
+        ignored = [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY_FLAGS if flags.get(k) is not None]
+        if ignored:
+            warn(f"{', '.join(ignored)} apply to a local model only; the server decides those")
+        return _spinning("connecting to the server…", lambda: load_engine(settings))
     resolved = resolve_model(settings.model, progress=RichDownloadProgress())
+    return _spinning("loading model…", lambda: load_engine(settings, resolved=resolved))
+
+
+LOCAL_ONLY_FLAGS = ("device", "dtype", "quantize", "context_limit")
+
+
+def _spinning(what: str, work):
     if sys.stderr.isatty():
         from rich.console import Console
 
-        with Console(stderr=True).status("loading model…"):
-            return load_engine(settings, resolved=resolved)
-    return load_engine(settings, resolved=resolved)
+        with Console(stderr=True).status(what):
+            return work()
+    return work()
+
+
+def _say_notes(session: "ChatSession") -> None:
+    for note in session.take_notes():
+        warn(note)
 
 
 def _message(session: "ChatSession", prompt: str | None, max_input: int | None, truncate: str | None) -> str:
@@ -240,33 +262,3 @@ def _run_pretty(events, stream: bool) -> "Turn":
         live.update(Markdown(turn.reply.text if turn else text))
     assert turn is not None
     return turn
-
-
-def _print_json(session: "ChatSession", turn: "Turn", extra: dict) -> None:
-    reply, info = turn.reply, session.model_info
-    obj = {
-        "text": reply.text,
-        "finish_reason": reply.finish_reason,
-        "model": session.model_label,
-        "device": info.device,
-        "dtype": info.dtype,
-        "usage": asdict(reply.usage),
-        "timings": {"load_s": round(info.load_s, 4), **{k: round(v, 4) for k, v in asdict(reply.timings).items()}},
-        "dropped_messages": reply.dropped_messages,
-        "conversation_id": turn.conversation_id,
-        "message_id": turn.message_id,
-        **extra,
-    }
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-def _print_usage(reply: "Reply", info) -> None:
-    u, t, load_s = reply.usage, reply.timings, info.load_s
-    sys.stderr.write(
-        f"model: {info.label} on {info.device}, {info.dtype} ({info.placement_reason})\n"
-        f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
-        f" completion {u.completion_tokens}; finish: {reply.finish_reason}\n"
-        f"time: load {load_s:.2f}s, first token {t.ttft_s:.2f}s, prefill {t.prefill_tok_s:.1f} tok/s,"
-        f" decode {t.decode_tok_s:.1f} tok/s\n"
-    )

@@ -13,7 +13,8 @@ import typer
 
 from qwenchat.cli.app import app
 
-ModelOpt = typer.Option(None, "-m", "--model", help="Model alias, Hub repo id, local folder or .gguf file.")
+ModelOpt = typer.Option(None, "-m", "--model", help="Model alias, Hub repo id, local folder, .gguf file, or a server's URL (http://host:8000/v1[#MODEL]).")
+ApiKeyOpt = typer.Option(None, "--api-key", help="Key for a server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY). Never stored.")
 ContinueOpt = typer.Option(False, "-c", "--continue", help="Continue the most recent conversation.")
 CidOpt = typer.Option(None, "--cid", help="Continue the conversation with this id.")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
@@ -36,12 +37,12 @@ def make_session_factory(settings: Any) -> Any:
 
 
 def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None, dtype: str | None,
-             theme: str | None = None) -> None:
+             theme: str | None = None, api_key: str | None = None) -> None:
     from qwenchat.config import load_settings
     from qwenchat.startup import choose_start
     from qwenchat.store import Store
 
-    settings = load_settings().merged({"device": device, "dtype": dtype})
+    settings = load_settings().merged({"device": device, "dtype": dtype, "api_key": api_key})
     with Store.open() as store:
         start = choose_start(store, model, cont, cid)  # the conversation's own model unless -m
     from qwenchat.tui import run_app
@@ -58,10 +59,11 @@ def main_callback(
     cid: Optional[int] = CidOpt,
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
+    api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Chat with a local Qwen2/Qwen2.5 model. With no command, opens the chat app."""
     if ctx.invoked_subcommand is None:
-        open_tui(model, cont, cid, device, dtype)
+        open_tui(model, cont, cid, device, dtype, api_key=api_key)
 
 
 @app.command("chat")
@@ -72,6 +74,7 @@ def chat(
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
     theme: Optional[str] = ThemeOpt,
+    api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Open the chat app (F1 lists the keys)."""
-    open_tui(model, cont, cid, device, dtype, theme)
+    open_tui(model, cont, cid, device, dtype, theme, api_key)
