@@ -13,6 +13,11 @@ from qwenchat.remote.errors import (AuthError, BusyError, ConnectError, FormatEr
                                     RemoteError, RemoteTimeoutError, ServerFailedError, StreamCutError, scrub)
 from qwenchat.remote.reference import RemoteRef
 
+class ServerSaid(Exception):
+    """An error event in a stream that the client let through (stream.py raises it; translated
+    here, where it is known whether the reply had begun)."""
+
+
 KEY_HINT = "set QWENCHAT_API_KEY (or OPENAI_API_KEY), the config's api_key, or pass --api-key"
 
 
@@ -25,12 +30,16 @@ def translate(exc: BaseException, ref: RemoteRef, key: str | None, *, model: str
     if isinstance(exc, RemoteError):
         return exc
     server = ref.base_url
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) or _transport(exc) and "timeout" in type(exc).__name__.lower():
         return _timeout(server, timeout_s, streaming)
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError) or _transport(exc):
         return _connection(exc, ref, streaming)
     if isinstance(exc, openai.APIStatusError):
         return _status(exc.status_code, server_text(exc.body, exc.message), ref, key, model, _code(exc))
+    if isinstance(exc, openai.APIError):  # an error event in the stream
+        return reported(server, server_text(exc.body, exc.message), key, streaming)
+    if isinstance(exc, ServerSaid):
+        return reported(server, str(exc), key, streaming)
     if isinstance(exc, ValueError):  # a stream event that is not JSON
         return not_openai(server, "a stream event that is not JSON")
     raise exc
@@ -86,6 +95,15 @@ def _status(status: int, text: str, ref: RemoteRef, key: str | None, model: str 
     return RefusedError(f"{server} refused the request ({status}){said}", "check the settings sent with it")
 
 
+def reported(server: str, text: str, key: str | None, streaming: bool) -> RemoteError:
+    """The server sent an error in place of (the rest of) the stream."""
+    said = scrub(text, key) or "no details"
+    if streaming:
+        return StreamCutError(f"{server} reported an error mid-reply: {said}",
+                              "the partial reply is kept; continue or regenerate it")
+    return ServerFailedError(f"{server} reported an error: {said}", "try again; if it persists, check the server's log")
+
+
 def not_openai(server: str, what: str) -> FormatError:
     return FormatError(f"{server} did not answer in the OpenAI format (it sent {what})",
                        "check the URL: it must be an OpenAI-compatible API's base, usually ending in /v1")
@@ -105,6 +123,12 @@ def server_text(body: Any, fallback: str = "") -> str:
     if isinstance(body, str) and body.strip():
         return body if "<" not in body[:200] else "an HTML page"
     return fallback
+
+
+def _transport(exc: BaseException) -> bool:
+    """An error of the HTTP transport itself: older `openai` releases let those raised while a
+    stream is read escape unwrapped."""
+    return any(c.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore") for c in type(exc).__mro__)
 
 
 def _code(exc: Any) -> str:

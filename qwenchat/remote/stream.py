@@ -16,7 +16,7 @@ from typing import Any
 
 from qwenchat.engine.records import Chunk, Reply, Timings, Usage
 from qwenchat.remote.errors import StreamCutError
-from qwenchat.remote.failures import not_openai
+from qwenchat.remote.failures import ServerSaid, not_openai, server_text
 
 
 @dataclass
@@ -86,6 +86,8 @@ def _check_kind(events: Any, server: str) -> None:
 
 
 def _shape(event: Any, server: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    if isinstance(event, dict) and (event.get("object") == "error" or "error" in event):  # vLLM, OpenAI
+        raise ServerSaid(server_text(event, "no details"))
     if not isinstance(event, dict) or not isinstance(event.get("choices"), list) \
             or not all(isinstance(c, dict) for c in event["choices"]):
         raise not_openai(server, "stream events without 'choices'")

@@ -245,3 +245,23 @@ def test_list_models_reads_the_context_window_where_the_server_says(fake_server)
                           {"id": "llama", "meta": {"n_ctx_train": 4096}}, {"id": "ollama"}]
     got = {m.id: (m.context_window, m.owned_by) for m in list_models(RemoteRef.parse(fake_server.url), None)}
     assert got == {"vllm": (32768, "vllm"), "llama": (4096, None), "ollama": (None, None)}
+
+
+@pytest.mark.parametrize("event", [{"error": {"message": "engine crashed"}},
+                                   {"object": "error", "message": "engine crashed", "code": 500}])
+def test_an_error_event_mid_reply_cuts_the_stream_and_quotes_the_server(fake_server, event):
+    engine = connect(fake_server)
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(events=[chunk("Hi"), event])
+    got: list[str] = []
+    with pytest.raises(errors.StreamCutError) as e:
+        for record in engine.chat(HI):
+            got.append(record.text)
+    assert got == ["Hi"]
+    assert e.value.message == f"{fake_server.url} reported an error mid-reply: engine crashed"
+
+
+def test_an_error_event_before_any_text_is_a_server_failure(fake_server):
+    engine = connect(fake_server)
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(events=[{"error": {"message": "boom"}}])
+    e = failure(lambda: engine.chat(HI), errors.ServerFailedError)
+    assert e.message == f"{fake_server.url} reported an error: boom"
