@@ -1,10 +1,12 @@
-"""`qwenchat models`, `qwenchat pull MODEL`, `qwenchat rm MODEL`: what is on disk, getting a
-model ahead of time (progress on stderr), and removing one. No torch here."""
+"""`qwenchat models`, `qwenchat pull MODEL`, `qwenchat rm MODEL`: what is on disk (and what a
+server offers), getting a model ahead of time (progress on stderr), and removing one. No torch
+here."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Optional
 
 import typer
 
@@ -57,12 +59,28 @@ def _err(text: str) -> None:
 
 
 @app.command("models")
-def models_command() -> None:
-    """List the model aliases and what is downloaded or imported."""
+def models_command(
+    server: Optional[str] = typer.Option(None, "--server", metavar="URL", help="List the models this OpenAI-compatible server offers (vLLM, llama.cpp, Ollama, qwenchat serve)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Key for the server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY)."),
+) -> None:
+    """List the model aliases and what is downloaded or imported; with --server (or a server URL
+    configured as the model), the models that server offers."""
+    from qwenchat.cli.app import settings_with_flags
+    from qwenchat.remote.reference import is_remote
+
+    settings = settings_with_flags({"api_key": api_key})
+    if server is None:
+        _print_table(*_local_rows())
+        if not is_remote(settings.model):
+            return
+        _out("")
+    _print_table(*_server_rows(server or settings.model, settings))
+
+
+def _local_rows() -> tuple[tuple[str, ...], list[tuple[str, ...]], str | None]:
     from qwenchat import hub
     from qwenchat.models import list_models
 
-    rows = list_models()
     header = ("NAME", "REPO", "SIZE", "OFFLINE", "LOCATION")
     table = [
         (
@@ -72,22 +90,45 @@ def models_command() -> None:
             "yes" if row.offline else "no",
             str(row.path) if row.path else "not downloaded",
         )
-        for row in rows
+        for row in list_models()
     ]
+    return header, table, None
+
+
+def _server_rows(url: str, settings) -> tuple[tuple[str, ...], list[tuple[str, ...]], str | None]:
+    """What the server offers (RemoteError when it cannot be asked); USE is the -m value."""
+    from qwenchat.remote.client import list_models
+    from qwenchat.remote.reference import RemoteRef, api_key
+
+    ref = RemoteRef.parse(url)
+    timeout = settings.request_timeout or 30.0
+    offered = list_models(ref, api_key(settings.api_key), timeout)
+    table = [
+        (m.id, str(m.context_window) if m.context_window else "-", m.owned_by or "-", f"{ref.base_url}#{m.id}")
+        for m in offered
+    ]
+    return ("ID", "CONTEXT", "OWNED BY", "USE WITH -m"), table, f"models on {ref.base_url}"
+
+
+def _print_table(header: tuple[str, ...], table: list[tuple[str, ...]], title: str | None) -> None:
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(box=None, header_style="bold")
+        t = Table(box=None, header_style="bold", title=title, title_justify="left")
         for col in header:
-            t.add_column(col, no_wrap=col in ("NAME", "SIZE", "OFFLINE"), overflow="fold",
-                         min_width=20 if col == "LOCATION" else None)
+            t.add_column(col, no_wrap=col in ("NAME", "SIZE", "OFFLINE", "CONTEXT"), overflow="fold",
+                         min_width=20 if col in ("LOCATION", "USE WITH -m") else None)
         for cells in table:
             t.add_row(*cells)
         Console().print(t)
     else:  # pipes and scripts: one tab-separated line per model
         for cells in (header, *table):
-            sys.stdout.write("\t".join(cells) + "\n")
+            _out("\t".join(cells))
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
 
 
 @app.command("pull")
