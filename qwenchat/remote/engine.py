@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwenchat.engine.errors import SettingsError
-from qwenchat.engine.records import OPTION_RANGES, Chunk, GenerateOptions, Reply, Usage
+from qwenchat.engine.records import OPTION_RANGES, Chunk, GenerateOptions, Reply
 from qwenchat.remote import tokens
 from qwenchat.remote.client import ServerModel, list_models, make_client
 from qwenchat.remote.errors import BusyError, NotFoundError, RemoteError, scrub
 from qwenchat.remote.failures import server_text, translate
 from qwenchat.remote.fields import Refusals, refused_field, request_fields
 from qwenchat.remote.reference import RemoteRef
+from qwenchat.remote.feed import Feed
 from qwenchat.remote.stream import Clock, read
 
 Message = dict[str, str]
@@ -141,13 +142,10 @@ class RemoteEngine:
     def _run(self, route: str, body: dict[str, Any], options: GenerateOptions | None,
              cancel: threading.Event, chat: bool) -> Iterator[Chunk | Reply]:
         clock = Clock(time.perf_counter())
-        events = self._open(route, body, options, cancel, chat)
-        if events is None:  # cancelled while waiting to retry
-            yield Reply("", "cancelled", Usage(0, 0, 0, 0), clock.timings(0, 0))
-            return
+        feed = Feed(lambda stop: self._open(route, body, options, stop, chat), cancel)
         said = False
         try:
-            for record in read(events, self.ref.base_url, chat, clock, cancel, self._estimate(body, chat)):
+            for record in read(feed, self.ref.base_url, chat, clock, self._estimate(body, chat)):
                 said = said or isinstance(record, Chunk)
                 yield record
         except Exception as e:
@@ -155,9 +153,9 @@ class RemoteEngine:
                             streaming=said) from None
 
     def _open(self, route: str, body: dict[str, Any], options: GenerateOptions | None,
-              cancel: threading.Event, chat: bool) -> Any:
-        """The server's event stream for the request, after the bounded retries; None when
-        `cancel` was set while waiting."""
+              stop: threading.Event, chat: bool) -> Any:
+        """The server's event stream for the request, after the bounded retries (in the feed's
+        thread); None when `stop` was set while waiting."""
         import openai
 
         tries, waited = 0, 0.0
@@ -178,7 +176,7 @@ class RemoteEngine:
                 if tries >= MAX_TRIES or waited + wait > RETRY_BUDGET_S:
                     raise _busy(e, self, tries, wait) from None
                 waited += wait
-                if cancel.wait(wait):
+                if stop.wait(wait):
                     return None
             except Exception as e:
                 raise translate(e, self.ref, self._key, model=self.model.id, timeout_s=self.timeout_s) from None

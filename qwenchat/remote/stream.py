@@ -2,13 +2,12 @@
 is the server's (or an estimate when it reports none) and whose timings are measured here.
 
 Each event must be an OpenAI chunk (a JSON object with a `choices` list); anything else is a
-FormatError. `cancel` is checked after every event: the HTTP stream is then closed and the
-reply ends "cancelled". A stream that ends without a finish reason was cut off (StreamCutError).
+FormatError. A cancel (see feed.py) ends the reply "cancelled" with what came so far. A stream
+that ends without a finish reason was cut off (StreamCutError).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from qwenchat.engine.records import Chunk, Reply, Timings, Usage
 from qwenchat.remote.errors import StreamCutError
+from qwenchat.remote.feed import Feed
 from qwenchat.remote.failures import ServerSaid, not_openai, server_text
 
 
@@ -39,33 +39,33 @@ class Clock:
                        decode_tok_s=(completion - 1) / decode if decode > 0 and completion > 1 else 0.0)
 
 
-def read(events: Any, server: str, chat: bool, clock: Clock, cancel: threading.Event,
+def read(feed: Feed, server: str, chat: bool, clock: Clock,
          estimate: Callable[[str], tuple[int, int]]) -> Iterator[Chunk | Reply]:
-    """Records from `events` (the client's stream of decoded JSON events). `estimate(text)` ->
-    (prompt tokens, completion tokens) for a server that reports no usage."""
-    _check_kind(events, server)
+    """Records from `feed` (the server's decoded JSON events). `estimate(text)` -> (prompt
+    tokens, completion tokens) for a server that reports no usage."""
     parts: list[str] = []
     reason: str | None = None
     usage: dict[str, Any] | None = None
     n_chunks = 0
     try:
-        for event in events:
-            choices, event_usage = _shape(event, server)
-            usage = event_usage or usage
-            for choice in choices[:1]:
-                text = _text(choice, chat)
-                if text:
-                    clock.tick()
-                    parts.append(text)
-                    n_chunks += 1
-                    yield Chunk(text)
-                reason = choice.get("finish_reason") or reason
-            if cancel.is_set():
-                reason = "cancelled"
-                break
+        if feed.open():
+            _check_kind(feed.response, server)
+            for event in feed:
+                choices, event_usage = _shape(event, server)
+                usage = event_usage or usage
+                for choice in choices[:1]:
+                    text = _text(choice, chat)
+                    if text:
+                        clock.tick()
+                        parts.append(text)
+                        n_chunks += 1
+                        yield Chunk(text)
+                    reason = choice.get("finish_reason") or reason
     finally:
-        events.close()
+        feed.close()
     said = "".join(parts)
+    if feed.cancelled:
+        reason = "cancelled"
     if reason is None:
         raise StreamCutError(f"the reply from {server} ended before it was complete (no finish reason)",
                              "the partial reply is kept; continue or regenerate it")
@@ -76,11 +76,9 @@ def read(events: Any, server: str, chat: bool, clock: Clock, cancel: threading.E
     yield Reply(said, finish, return_usage, clock.timings(return_usage.prefilled_tokens, counts[2]))
 
 
-def _check_kind(events: Any, server: str) -> None:
-    response = getattr(events, "response", None)
+def _check_kind(response: Any, server: str) -> None:
     kind = response.headers.get("content-type", "") if response is not None else "text/event-stream"
     if "event-stream" not in kind:
-        events.close()
         what = "an HTML page" if "html" in kind else (f"{kind.split(';')[0]} instead of a stream" if kind else "no content type")
         raise not_openai(server, what)
 

@@ -162,3 +162,14 @@ def test_complete_streams_text_completions(fake_server, engine):
     out = list(engine.complete("Hello", GenerateOptions(max_new_tokens=3)))
     assert [e.text for e in out if isinstance(e, Chunk)] == [" world"] and out[-1].text == " world"
     assert posts(fake_server)[-1].body["prompt"] == "Hello" and posts(fake_server)[-1].body["max_tokens"] == 3
+
+
+def test_cancel_before_the_first_token_ends_at_once(fake_server):
+    engine = RemoteEngine.connect(RemoteRef.parse(fake_server.url), first_token_timeout_s=30)
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(events=reply_events("late"), delay=2)
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    t0 = time.monotonic()
+    out = list(engine.chat(HI, cancel=cancel))
+    assert time.monotonic() - t0 < 1.5  # not the 2 s the server takes to its first token
+    assert len(out) == 1 and out[0].finish_reason == "cancelled" and out[0].text == ""
