@@ -4,15 +4,11 @@ missing extra are checked in-process: they fail before any model loads."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,47 +16,9 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx2")
 
 from qwenchat.cli import run  # noqa: E402
+from tests.server.serve_process import ServeProcess  # noqa: E402
 
 KEY = "sekret-key"
-
-
-class ServeProcess:
-    """`qwenchat serve ...` in a subprocess; its stderr lines collected as they come."""
-
-    def __init__(self, args: list[str], home: Path) -> None:
-        env = dict(os.environ, QWENCHAT_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        env.pop("QWENCHAT_API_KEY", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "qwenchat", "serve", *args], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.home = home
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if m := re.search(pattern, line):
-                    return m
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n" + "\n".join(self.lines))
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
-
-    def stop(self, signum: int, timeout: float = 30) -> int:
-        self.proc.send_signal(signum)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            time.sleep(0.1)  # the reader thread takes the last lines
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +30,11 @@ def servers(tiny_model, tmp_path_factory):
     plain = ServeProcess(common, tmp_path_factory.mktemp("home-plain"))
     try:
         for s in (keyed, plain):
-            s.url = s.wait_for(r"listening on (http://\S+/v1)").group(1)
-            s.wait_for(r"ready, model")
+            s.start()
         yield {"keyed": keyed, "plain": plain}
     finally:
-        for s in (keyed, plain):
-            if s.proc.poll() is None:
-                s.proc.kill()
-                s.proc.wait()
+        keyed.kill()
+        plain.kill()
 
 
 # -- before any model loads ----------------------------------------------------------------------------
