@@ -83,7 +83,7 @@ def fit_message(session: "ChatSession", instruction: str | None, piped: Piped | 
     if session.raw:
         return Fitted(join_message(instruction, material))
     if not info.context_window:  # a server that does not say: it refuses what it cannot hold
-        return _whole_unmeasured(instruction, piped, cut)
+        return unmeasured(instruction, piped)
     engine = session.engine
     window = _usable(info.context_window, info.exact_tokens)
     reserve = _reserve(session, info.context_window)
@@ -158,14 +158,15 @@ def _keep(engine, material: str, ids: list[int], keep: int, cut: str, approx: bo
     return material[len(material) - chars:] if cut == "head" else material[:chars]
 
 
-def _whole_unmeasured(instruction: str | None, piped: Piped | None, cut: str | None) -> Fitted:
-    """The message when the window is not known: whole, marked where stdin was cut by bytes."""
+def unmeasured(instruction: str | None, piped: Piped | None) -> Fitted:
+    """The message when the window is not known: whole, marked where stdin was cut by bytes
+    (at its front when its end was kept)."""
     material = piped.text if piped is not None else None
-    if piped is None or not (piped.skipped or piped.unread) or cut is None:
+    if piped is None or not (piped.skipped or piped.unread):
         return Fitted(join_message(instruction, material))
     mark = (f"[... {piped.skipped} bytes cut ...]" if piped.skipped
             else f"[... stdin was not read past {piped.limit} bytes ...]")
-    marked = f"{mark}\n{material}" if cut == "head" else f"{material.removesuffix(chr(10))}\n{mark}"
+    marked = f"{mark}\n{material}" if piped.skipped else f"{material.removesuffix(chr(10))}\n{mark}"
     return Fitted(join_message(instruction, marked), 0, mark)
 
 

@@ -17,9 +17,11 @@ import typer
 
 from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
+from qwenchat.cli.ask_keep import keep_unsent
 from qwenchat.cli.ask_report import print_json, print_usage
 from qwenchat.structured import constraint_from_flags, instruction, parse_reply
 from qwenchat.errors import QwenchatError, UsageError
+from qwenchat.remote.errors import RemoteError
 from qwenchat.fit import CUTS
 
 if TYPE_CHECKING:
@@ -72,7 +74,11 @@ def ask(
     settings = settings_with_flags(flags)
     store = None if no_save else _open_store()
     try:
-        session = _session(settings, flags, store, system, preset, cont, cid, raw, tuple(stop))
+        system = _system(store, system, preset)
+        try:
+            session = _session(settings, flags, store, system, cont, cid, raw, tuple(stop))
+        except RemoteError as e:  # no reply could begin: the message is kept all the same
+            raise keep_unsent(e, store, settings, flags, system, cont, cid, prompt, truncate) from None
         if constraint is not None:  # checked by the engine here, before anything is generated
             session.set_options(replace(session.options, constraint=constraint))
         constraint = session.options.constraint  # a continued conversation may have saved one
@@ -116,18 +122,22 @@ def _open_store():
     return Store.open()
 
 
-def _session(settings, flags, store, system, preset, cont, cid, raw, stop) -> "ChatSession":
+def _system(store, system: str | None, preset: str | None) -> str | None:
+    """The system prompt: --preset's text, else --system."""
+    if preset is None:
+        return system
+    if store is None:
+        from qwenchat.store import Store
+
+        with Store.open() as s:
+            return s.get_preset(preset).text
+    return store.get_preset(preset).text
+
+
+def _session(settings, flags, store, system, cont, cid, raw, stop) -> "ChatSession":
     from qwenchat.session import ChatSession
     from qwenchat.startup import choose_start, flag_overrides, options_from_settings
 
-    if preset is not None:
-        if store is None:
-            from qwenchat.store import Store
-
-            with Store.open() as s:
-                system = s.get_preset(preset).text
-        else:
-            system = store.get_preset(preset).text
     conversation = None
     if store is not None and (cont or cid is not None):
         start = choose_start(store, flags.get("model"), cont, cid, need_one=True)
