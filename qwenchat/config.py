@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from qwenchat.engine.records import OPTION_RANGES  # torch-free: the options' one declaration
+from qwenchat.engine.records import OPTION_RANGES, QUANTIZE_MODES  # torch-free: the options' one declaration
 from qwenchat.errors import ConfigError
 
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -136,7 +136,7 @@ def _dtype(value: Any) -> str:
 
 def _quantize(value: Any) -> str:
     text = _text(value).lower()
-    if text not in ("auto", "none", "int8"):
+    if text not in QUANTIZE_MODES:
         raise ValueError
     return text
 
@@ -178,7 +178,7 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "model": (_text, "a model name or path (non-empty text)"),
     "device": (_device, "auto, cpu, cuda, cuda:N or mps"),
     "dtype": (_dtype, "auto, float32, bfloat16, float16 (or fp32, bf16, fp16)"),
-    "quantize": (_quantize, "auto, none or int8 (int8: weight-only, lossy, smaller and faster on CPUs)"),
+    "quantize": (_quantize, f"one of {', '.join(QUANTIZE_MODES)} (int8/int4: weight-only, lossy, smaller and faster on CPUs)"),
     "context_limit": (_check(_int, lambda v: v > 0), "a whole number greater than 0"),
     "max_input": (_check(_size, lambda v: v > 0), "a number of bytes greater than 0 (K, M, G suffixes allowed)"),
     "kv_budget": (_check(_size, lambda v: v >= 0),

@@ -38,7 +38,7 @@ BY_NAME: dict[str, Completer] = {
     "key": complete.setting_keys,
     "dtype": complete.choices(*config.DTYPES),
     "device": complete.choices("auto", "cpu", "cuda", "mps"),
-    "quantize": complete.choices("auto", "none", "int8"),
+    "quantize": complete.choices(*config.QUANTIZE_MODES),
     "truncate": complete.choices(*CUTS),
 }
 # (group, parameter) where the name alone does not say what it holds

@@ -31,7 +31,7 @@ from qwenchat.engine.errors import ContextOverflowError, SettingsError, Template
 from qwenchat.engine.generate import GenerationSettings, stream
 from qwenchat.engine.generation_config import GenerationDefaults
 from qwenchat.engine.kv_pool import DEFAULT_BUDGET_BYTES, CachePool
-from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys, matrix_params
+from qwenchat.engine.model import Qwen2ForCausalLM, matrix_params, weight_kinds
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.engine.template import ChatTemplate
 from qwenchat.engine.tokenizer import Tokenizer
@@ -51,7 +51,7 @@ class EngineInfo:
     has_chat_template: bool
     chat_tuned: bool  # False for base models: they continue raw text (`complete`)
     load_s: float
-    quantize: str = "none"  # "int8": weight-only int8 matrices (see quantize.py)
+    quantize: str = "none"  # "int8" / "int4": weight-only quantized matrices (quantize.py, quantize_int4.py)
     notes: tuple[str, ...] = ()  # warnings for the user (a damaged int8 cache rebuilt, an unsafe kernel folder)
 
 
@@ -83,8 +83,9 @@ class ChatEngine:
         int8_cache_dir: Path | None = None,
         kv_pool_bytes: int | None = None,
     ) -> "ChatEngine":
-        """quantize: "auto" (int8 on the CPU when the dtype is left to us, else none), "none" or
-        "int8" (weight-only int8 matrices; lossy, guarded by tests/real/test_quality_guard.py).
+        """quantize: "auto" (int8 on the CPU when the dtype is left to us, else none), "none",
+        "int8" (weight-only int8 matrices) or "int4" (group-wise int4; both lossy, guarded by
+        tests/real/test_quality_guard.py).
         kernel_dir: where the native int8 kernel is built and cached (None: rebuilt in a
         temporary folder by each process; see int8_kernel.py). int8_cache_dir: the root of the
         int8 weight caches, one folder per model (None: quantized at every load; see
@@ -102,15 +103,15 @@ class ChatEngine:
         if defaults.max_new_tokens is None:  # the instruct repos leave it out; never run unbounded
             defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         notes: list[str] = []
-        if quant == "int8":
-            tensors = Int8Checkpoint(model_dir, cfg, matrix_keys(cfg), int8_cache_dir)
+        if quant in ("int8", "int4"):
+            tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant), int8_cache_dir)
             native = None
             if placement.device.type == "cpu" and placement.dtype == torch.float32:
                 status = int8_kernel.load(kernel_dir)
                 native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
                 notes += [status.note] if status.note else []
             model = Qwen2ForCausalLM.from_tensors(
-                cfg, tensors, placement.device, window, placement.dtype, "int8", native
+                cfg, tensors, placement.device, window, placement.dtype, quant, native
             )
             quant_reason += f"; {tensors.source}"
             notes += [tensors.note] if tensors.note else []

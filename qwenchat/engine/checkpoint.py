@@ -27,7 +27,7 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -36,10 +36,12 @@ from qwenchat.engine import prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
 from qwenchat.engine.int8_cache import (
-    FORMAT, CacheDamaged, CacheWriter, SourceCheck, remove_stale_temps, source_identity, unchanged_since,
+    FORMAT, INT4_CACHE_FILE, INT4_FORMAT, CacheDamaged, CacheWriter, SourceCheck, remove_stale_temps, source_identity,
+    unchanged_since,
 )
 from qwenchat.engine.prefetch import Prefetch, int8_cache_path
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
+from qwenchat.engine.quantize_int4 import GROUP, Q4Tensor, empty_q4, padded, quantize_int4
 from qwenchat.engine.weights import REDOWNLOAD, _check_names, expected_shapes, weight_files
 
 LEGACY_CACHE = (".qwenchat", "int8.safetensors")  # where older versions cached, in the model folder
@@ -140,10 +142,29 @@ class SafetensorsReader:
         return data
 
 
+Kinds = Mapping[str, str] | frozenset[str]  # key -> "int8"/"int4"; a plain set means int8
+
+
+def _kinds(keys: Kinds) -> dict[str, str]:
+    return dict(keys) if isinstance(keys, Mapping) else {k: "int8" for k in keys}
+
+
+def _quantized(f: "SafetensorsReader", key: str, shape: tuple[int, ...], kind: str) -> QTensor | Q4Tensor:
+    """The matrix `key` quantized from row blocks (no full-size float copy)."""
+    n, k = shape
+    out = QTensor(torch.empty(n, k, dtype=torch.int8), torch.empty(n)) if kind == "int8" else empty_q4(n, k)
+    step = max(1, BLOCK_ELEMS // k)
+    for a in range(0, n, step):
+        rows = f.read(key, (a, a + step))
+        quantize_int8(rows, out, a) if kind == "int8" else quantize_int4(rows, out, a)
+    return out
+
+
 def iter_checkpoint(
-    model_dir: Path, cfg: Qwen2Config, dtype: torch.dtype, quantize_keys: frozenset[str] = frozenset()
-) -> Iterator[tuple[str, torch.Tensor | QTensor]]:
+    model_dir: Path, cfg: Qwen2Config, dtype: torch.dtype, quantize_keys: Kinds = frozenset()
+) -> Iterator[tuple[str, torch.Tensor | QTensor | Q4Tensor]]:
     """(key, tensor) for every checkpoint tensor, validated, cast or quantized; one at a time."""
+    kinds = _kinds(quantize_keys)
     files, shapes = _checkpoint_files(model_dir, cfg)
     for path in sorted(set(files.values())):
         try:
@@ -155,13 +176,8 @@ def iter_checkpoint(
                             f"{path.name}: tensor {key} has shape {shape}, but config.json implies {shapes[key]}",
                             "config.json and the weights come from different models; re-download",
                         )
-                    if key in quantize_keys:
-                        n, k = shape
-                        out = QTensor(torch.empty(n, k, dtype=torch.int8), torch.empty(n))
-                        step = max(1, BLOCK_ELEMS // k)
-                        for a in range(0, n, step):
-                            quantize_int8(f.read(key, (a, a + step)), out, a)
-                        yield key, out
+                    if key in kinds:
+                        yield key, _quantized(f, key, shape, kinds[key])
                     else:
                         yield key, f.read(key).to(dtype)
         except WeightsError:
@@ -186,15 +202,20 @@ class Int8Checkpoint:
     "quantized, cache written", "quantized, cache rebuilt (<why>)" or "quantized, not cached
     (<why>)"; `note` is a warning for the user when the cache was damaged, else ""."""
 
-    def __init__(
-        self, model_dir: Path, cfg: Qwen2Config, quantize_keys: frozenset[str], cache_root: Path | None = None
-    ) -> None:
-        self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, quantize_keys
+    def __init__(self, model_dir: Path, cfg: Qwen2Config, quantize_keys: Kinds, cache_root: Path | None = None) -> None:
+        """quantize_keys: key -> "int8" or "int4" (a set: all int8). With any int4 matrix the
+        cache is int4 mode's own file (INT4_CACHE_FILE, INT4_FORMAT)."""
+        self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, _kinds(quantize_keys)
+        int4 = "int4" in self.quantize_keys.values()
+        self.format = INT4_FORMAT if int4 else FORMAT
         self.path = None if cache_root is None else int8_cache_path(cache_root, model_dir)
+        if self.path is not None and int4:
+            self.path = self.path.with_name(INT4_CACHE_FILE)
         self.source = self.note = ""
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor | QTensor]]:
         files, shapes = _checkpoint_files(self.model_dir, self.cfg)
+        self._shapes = shapes
         keys = [k for k in shapes if k in files]
         if self.path is None:
             self.source = "quantized, not cached (no cache folder)"
@@ -219,10 +240,14 @@ class Int8Checkpoint:
             self.note = f"the int8 weight cache {self.path} was {why}; rebuilt it from the model's weights"
         yield from self._build(paths, layout, served, why)
 
-    def _read_cached(self, reader: SafetensorsReader, key: str) -> torch.Tensor | QTensor:
+    def _read_cached(self, reader: SafetensorsReader, key: str) -> torch.Tensor | QTensor | Q4Tensor:
         try:
-            if key in self.quantize_keys:
+            kind = self.quantize_keys.get(key)
+            if kind == "int8":
                 return QTensor(reader.read(key + ":q"), reader.read(key + ":scale"))
+            if kind == "int4":
+                cols = self._shapes[key][1]  # the checkpoint's: the cached rows are padded to whole groups
+                return Q4Tensor(reader.read(key + ":q"), reader.read(key + ":scale"), reader.read(key + ":low"), cols)
             return reader.read(key)
         except (OSError, ValueError) as e:  # a truncated file, a failing disk
             raise CacheDamaged(f"{key}: {e}") from e
@@ -250,7 +275,7 @@ class Int8Checkpoint:
 
     def _check(self, reader: SafetensorsReader, paths: list[Path], layout: dict) -> str:
         meta = reader.metadata
-        if meta.get("format") != FORMAT or _layout_of(reader) != layout:
+        if meta.get("format") != self.format or _layout_of(reader) != layout:
             return "written by another version of qwenchat"
         try:
             identity = json.loads(meta["source"])
@@ -277,13 +302,16 @@ class Int8Checkpoint:
             writer = CacheWriter(self.path)
             writer.why = f"cannot read the weight files ({e.strerror or e})"
         else:
-            writer = CacheWriter.open(self.path, layout, identity)
+            writer = CacheWriter.open(self.path, layout, identity, self.format)
         ok = False
         try:
             for key, value in iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys):
                 if isinstance(value, QTensor):
                     writer.put(key + ":q", value.q)
                     writer.put(key + ":scale", value.scale)
+                elif isinstance(value, Q4Tensor):
+                    for part in ("q", "scale", "low"):
+                        writer.put(f"{key}:{part}", getattr(value, part))
                 else:
                     writer.put(key, value)
                 if key not in served:
@@ -315,12 +343,16 @@ def _remove_legacy_cache(model_dir: Path) -> None:
         pass
 
 
-def _cache_layout(shapes: dict[str, tuple[int, ...]], quantize_keys: frozenset[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _cache_layout(shapes: dict[str, tuple[int, ...]], kinds: Mapping[str, str]) -> dict[str, tuple[str, tuple[int, ...]]]:
     layout: dict[str, tuple[str, tuple[int, ...]]] = {}
     for key, shape in shapes.items():
-        if key in quantize_keys:
+        if kinds.get(key) == "int8":
             layout[key + ":q"] = ("I8", shape)
             layout[key + ":scale"] = ("F32", shape[:1])
+        elif kinds.get(key) == "int4":
+            n, kp = shape[0], padded(shape[1])
+            layout[key + ":q"] = ("U8", (n, kp // 2))
+            layout[key + ":scale"] = layout[key + ":low"] = ("BF16", (n, kp // GROUP))
         else:
             layout[key] = ("F32", shape)
     return layout

@@ -1,4 +1,4 @@
-/* One decode step of a Qwen2 model (int8 matrices, float32 everything else) in one call.
+/* One decode step of a Qwen2 model (int8 or int4 matrices, float32 everything else) in one call.
  *
  * Why: a token's arithmetic is ~0.5 GB of int8 weights streamed through qc_int8_matmul (about
  * 23 ms on two cores), but the same step written as torch ops also pays for ~500 small ops
@@ -28,11 +28,16 @@
 void qc_int8_matmul(const float *x, int64_t M, int64_t K, const int8_t *w, const float *s,
                     const float *bias, int64_t N, float *y);
 
+int qc_int4_matmul(const float *x, int64_t M, int64_t K, const uint8_t *q, const uint16_t *s, const uint16_t *l,
+                   int64_t group, const float *bias, int64_t N, float *y);
+
 typedef struct {
-    const int8_t *w;    /* (rows, cols) int8 */
-    const float *scale; /* (rows,) */
+    const void *w;      /* int8: (rows, cols); int4: packed (rows, padded cols / 2), native/int4_kernel.c */
+    const void *scale;  /* int8: (rows,) float32; int4: (rows, groups) bfloat16 */
     const float *bias;  /* (rows,) or NULL */
     int64_t rows, cols;
+    const void *low;    /* int4: (rows, groups) bfloat16 minimums; int8: unused */
+    int64_t group, bits; /* bits: 8 or 4 */
 } qc_matrix;
 
 typedef struct {
@@ -144,7 +149,10 @@ static void swiglu(float *gate, const float *up, int64_t n) {
 /* -- the pieces of a layer ------------------------------------------------------------------ */
 
 static void matvec(const qc_matrix *m, const float *x, float *y) {
-    qc_int8_matmul(x, 1, m->cols, m->w, m->scale, m->bias, m->rows, y);
+    if (m->bits == 4)
+        qc_int4_matmul(x, 1, m->cols, m->w, m->scale, m->low, m->group, m->bias, m->rows, y);
+    else
+        qc_int8_matmul(x, 1, m->cols, m->w, m->scale, m->bias, m->rows, y);
 }
 
 /* Rotate `heads` consecutive vectors of length D at `v` in place, for one position. */

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from qwenchat.engine.errors import SettingsError
+from qwenchat.engine.records import QUANTIZE_MODES
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -43,7 +44,6 @@ def choose(device: str | None = "auto", dtype: str | None = "auto") -> Placement
     return Placement(dev, dt, f"{dev_reason}; {dt_reason}")
 
 
-QUANTIZE_MODES = ("auto", "none", "int8")
 CPU_DEFAULT_QUANTIZE = "int8"
 INT8_MIN_PARAMS = 100_000_000  # below this the weights are small and fast anyway: keep them exact
 
@@ -51,14 +51,15 @@ INT8_MIN_PARAMS = 100_000_000  # below this the weights are small and fast anywa
 def choose_quantize(
     requested: str | None, placement: Placement, dtype_requested: str | None, n_params: int
 ) -> tuple[str, str]:
-    """("none" or "int8", the reason) for the weights of a model of `n_params` matrix parameters
-    placed by `placement`."""
+    """("none", "int8" or "int4", the reason) for the weights of a model of `n_params` matrix
+    parameters placed by `placement`. int4 is never chosen by "auto" (see CPU_DEFAULT_QUANTIZE)."""
     req = (requested or "auto").strip().lower()
     if req not in QUANTIZE_MODES:
-        raise SettingsError(f"unknown quantize mode {requested!r}", "use one of: auto, none, int8")
-    if req == "int8":
+        raise SettingsError(f"unknown quantize mode {requested!r}", f"use one of: {', '.join(QUANTIZE_MODES)}")
+    if req in ("int8", "int4"):
         how = "" if placement.device.type == "cpu" else "; dequantized per product on this device"
-        return "int8", f"int8 weights requested (lossy{how})"
+        what = "weight-only, per row" if req == "int8" else "group-wise, 32 columns a scale and a minimum"
+        return req, f"{req} weights requested (lossy, {what}{how})"
     if req == "none":
         return "none", "full-precision weights requested"
     dtype_auto = (dtype_requested or "auto").strip().lower() == "auto"

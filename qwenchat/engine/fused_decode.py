@@ -20,6 +20,7 @@ import torch
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Linear
+from qwenchat.engine.quantize_int4 import Int4Linear
 
 if TYPE_CHECKING:  # model.py builds us; importing it here would be circular
     from qwenchat.engine.model import DecoderLayer, Qwen2ForCausalLM
@@ -28,7 +29,8 @@ _p, _i64 = ctypes.c_void_p, ctypes.c_int64
 
 
 class _Matrix(ctypes.Structure):
-    _fields_ = [("w", _p), ("scale", _p), ("bias", _p), ("rows", _i64), ("cols", _i64)]
+    _fields_ = [("w", _p), ("scale", _p), ("bias", _p), ("rows", _i64), ("cols", _i64),
+                ("low", _p), ("group", _i64), ("bits", _i64)]  # fmt: skip
 
 
 class _Layer(ctypes.Structure):
@@ -46,9 +48,12 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _matrix(linear: Int8Linear) -> _Matrix:
+def _matrix(linear: Int8Linear | Int4Linear) -> _Matrix:
+    if isinstance(linear, Int4Linear):
+        w = linear.weight4
+        return _Matrix(_ptr(w.q), _ptr(w.scale), _ptr(linear.bias), w.q.shape[0], w.cols, _ptr(w.low), w.group, 4)
     rows, cols = linear.qweight.shape
-    return _Matrix(_ptr(linear.qweight), _ptr(linear.scales), _ptr(linear.bias), rows, cols)
+    return _Matrix(_ptr(linear.qweight), _ptr(linear.scales), _ptr(linear.bias), rows, cols, None, 0, 8)
 
 
 class FusedDecoder:
@@ -69,12 +74,12 @@ class FusedDecoder:
 
     @staticmethod
     def supports(model: Qwen2ForCausalLM) -> bool:
-        """int8 matrices on the CPU with float32 activations, all on our kernel."""
-        if model.dtype != torch.float32 or model.quantize != "int8":
+        """int8 or int4 matrices on the CPU with float32 activations, all on our kernel."""
+        if model.dtype != torch.float32 or model.quantize not in ("int8", "int4"):
             return False
         mods = [m for layer in model.model.layers for m in (layer.self_attn.qkv_proj, layer.self_attn.o_proj,
                                                            layer.mlp.gate_up_proj, layer.mlp.down_proj)]  # fmt: skip
-        return all(isinstance(m, Int8Linear) and m.native is not None for m in mods)
+        return all(isinstance(m, (Int8Linear, Int4Linear)) and m.native is not None for m in mods)
 
     @staticmethod
     def _layer(layer: DecoderLayer) -> _Layer:

@@ -3,7 +3,8 @@
 Contract
 --------
 - One safetensors file per model, `int8.safetensors`, in a folder of its own under qwenchat's
-  cache (where: `prefetch.int8_cache_path`). Its metadata holds the format, the identity of the
+  cache (where: `prefetch.int8_cache_path`); int4 mode's weights go to `int4.safetensors` in the
+  same folder (format INT4_FORMAT), under the same rules. Its metadata holds the format, the identity of the
   checkpoint it was built from (name, size and SHA-256 of every weight file) and the CRC-32 of
   every tensor. Readers check each tensor's CRC as they read it (checkpoint.py raises
   `CacheDamaged`), so damaged bytes are rebuilt, never served.
@@ -37,13 +38,15 @@ from pathlib import Path
 import torch
 
 FORMAT = "qwenchat-int8/2"
+INT4_FORMAT = "qwenchat-int4/1"  # int4 mode's cache: its own file beside the int8 one (INT4_CACHE_FILE)
+INT4_CACHE_FILE = "int4.safetensors"
 MEMO_FILE = "source.json"
 RACY_NS = 2_000_000_000  # a file changed this close to its stat might change again unseen
 STALE_TMP_S = 24 * 3600  # a temporary file this old is stale even if its pid is in use again
 HASH_CHUNK = 8 << 20
 _TMP = re.compile(r"^\.(.+)\.(\d+)\.tmp$")
-DTYPE_NAMES = {torch.float32: "F32", torch.int8: "I8"}
-_ITEMSIZE = {"F32": 4, "I8": 1}
+DTYPE_NAMES = {torch.float32: "F32", torch.int8: "I8", torch.uint8: "U8", torch.bfloat16: "BF16"}
+_ITEMSIZE = {"F32": 4, "I8": 1, "U8": 1, "BF16": 2}
 
 
 class CacheDamaged(Exception):
@@ -218,9 +221,11 @@ class CacheWriter:
         self.header: dict[str, object] = {}
 
     @classmethod
-    def open(cls, target: Path, layout: dict[str, tuple[str, tuple[int, ...]]], identity: list[dict]) -> "CacheWriter":
+    def open(
+        cls, target: Path, layout: dict[str, tuple[str, tuple[int, ...]]], identity: list[dict], fmt: str = FORMAT
+    ) -> "CacheWriter":
         w = cls(target)
-        w.meta = {"format": FORMAT, "source": json.dumps(identity, sort_keys=True)}
+        w.meta = {"format": fmt, "source": json.dumps(identity, sort_keys=True)}
         pos = 0
         for key, (dt, shape) in layout.items():
             n = math.prod(shape) * _ITEMSIZE[dt]

@@ -36,10 +36,18 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(n) for n in ("int8_kernel.c", "decode_step.c"))  # one library
+if TYPE_CHECKING:
+    from qwenchat.engine.quantize_int4 import Q4Tensor
+
+SOURCES = (
+    *(Path(__file__).with_name(n) for n in ("int8_kernel.c", "decode_step.c")),
+    Path(__file__).with_name("native") / "int4_kernel.c",
+)  # one library
+INT4_GENERIC_ENV = "QWENCHAT_INT4_GENERIC"  # "1": the int4 products take the plain C path (tests, CPUs that misreport)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
 OPENMP = "-fopenmp"  # tried first; a compiler without OpenMP still builds a one-thread kernel
 X86 = ("x86_64", "amd64", "i686", "x86")
@@ -63,6 +71,42 @@ class Int8Kernel:
         deq.argtypes = [ptr, ptr, i64, i64, ptr]
         self._dequantize = deq
         self.threaded = bool(lib.qc_int8_openmp())
+        self._int4 = lib.qc_int4_matmul
+        self._int4.restype = ctypes.c_int
+        self._int4.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, i64, ptr]
+        self._int4_deq = lib.qc_int4_dequantize
+        self._int4_deq.restype = None
+        self._int4_deq.argtypes = [ptr, ptr, ptr, i64, i64, i64, ptr]
+        lib.qc_int4_use_generic.argtypes = [ctypes.c_int]
+        self.use_generic_int4(os.environ.get(INT4_GENERIC_ENV, "").strip() == "1")
+
+    def use_generic_int4(self, flag: bool) -> str:
+        """Force the int4 products onto the plain C path (True) or the best the CPU has (False);
+        returns the path now in use: "avx2" or "generic"."""
+        return "avx2" if self.lib.qc_int4_use_generic(int(flag)) == 2 else "generic"
+
+    @property
+    def int4_path(self) -> str:
+        return "avx2" if self.lib.qc_int4_path() == 2 else "generic"
+
+    def int4_matmul(self, x: torch.Tensor, w: "Q4Tensor", bias: torch.Tensor | None) -> torch.Tensor:
+        """x (M, K) float32 @ the dequantized int4 matrix w (N, K) ^T + bias (N,) or None ->
+        (M, N) float32; x is rounded to 16-bit integers per 32 columns inside (int4_kernel.c)."""
+        x = x.contiguous()
+        (m, k), n = x.shape, w.q.shape[0]
+        if k != w.cols:
+            raise ValueError(f"x has {k} columns, the int4 matrix {w.cols}")
+        y = torch.empty(m, n, dtype=torch.float32)
+        b = None if bias is None else bias.data_ptr()
+        if not self._int4(x.data_ptr(), m, k, w.q.data_ptr(), w.scale.data_ptr(), w.low.data_ptr(), w.group, b, n, y.data_ptr()):
+            raise MemoryError("the int4 kernel could not allocate its activation buffer")
+        return y
+
+    def int4_dequantize(self, w: "Q4Tensor", out: torch.Tensor) -> torch.Tensor:
+        """out (N, K) float32 (contiguous) = the dequantized int4 matrix w."""
+        n = w.q.shape[0]
+        self._int4_deq(w.q.data_ptr(), w.scale.data_ptr(), w.low.data_ptr(), w.group, n, w.cols, out.data_ptr())
+        return out
 
     def matmul(self, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x (M, K) float32, q (N, K) int8, scale (N,) float32, bias (N,) float32 or None, all
@@ -207,6 +251,20 @@ def _self_check(kernel: Int8Kernel) -> None:
             raise RuntimeError("self-check: results differ from torch's")
     if not torch.equal(kernel.dequantize(q, scale, torch.empty(70, 37)), w):
         raise RuntimeError("self-check: dequantized weights differ from torch's")
+    _self_check_int4(kernel, g)
+
+
+def _self_check_int4(kernel: Int8Kernel, g: torch.Generator) -> None:
+    from qwenchat.engine.quantize_int4 import quantize_int4  # torch-only; no cycle at import time
+
+    w4 = quantize_int4(torch.randn(70, 45, generator=g))  # a partial group, whole and partial row blocks
+    w = w4.dequantize()
+    if not torch.equal(kernel.int4_dequantize(w4, torch.empty(70, 45)), w):
+        raise RuntimeError("self-check: dequantized int4 weights differ from torch's")
+    for rows in (1, 5):
+        x = torch.randn(rows, 45, generator=g)
+        if not torch.allclose(kernel.int4_matmul(x, w4, None), x @ w.t(), rtol=1e-3, atol=1e-3):
+            raise RuntimeError("self-check: int4 results differ from torch's")
 
 
 def _cpu_id() -> bytes:

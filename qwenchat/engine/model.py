@@ -40,9 +40,13 @@ from qwenchat.engine.fused_decode import FusedDecoder
 from qwenchat.engine.prefill_blocks import PrefillCancelled, Workspace, block_mask, blocked_attention
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch, cat_rows, quantize_int8
+from qwenchat.engine import quantize_int4 as q4
+from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
 
 LONG_DECODE = 512  # cached positions from which decode_attention beats SDPA (~2x at 3K, slower at 50)
 EXACT_TOP_LOGITS = 64  # int8 mode: the largest logits are recomputed in float32 (quantize.py)
+QUANTIZED = ("none", "int8", "int4")  # the weight formats from_tensors builds
+INT4_EMBEDDING = "int4"  # int4 mode's embedding / output projection format (benchmarks/int4_quality.py)
 _LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _LAYER_PARTS = (
     "input_layernorm.weight", "post_attention_layernorm.weight",
@@ -58,6 +62,17 @@ def matrix_keys(cfg: Qwen2Config) -> frozenset[str]:
     for n in range(cfg.num_hidden_layers):
         keys |= {f"model.layers.{n}.{p}" for p in _LAYER_PARTS if p.endswith("proj.weight")}
     return frozenset(keys)
+
+
+def weight_kinds(cfg: Qwen2Config, quantize: str) -> dict[str, str]:
+    """Checkpoint key -> "int8" or "int4" for every matrix a quantize mode stores quantized:
+    int8 mode, all of them; int4 mode, the layers' matrices in int4 and the embedding / output
+    projection in INT4_EMBEDDING's format."""
+    if quantize == "none":
+        return {}
+    layer_kind = quantize
+    top = {"model.embed_tokens.weight", "lm_head.weight"}
+    return {k: (INT4_EMBEDDING if quantize == "int4" and k in top else layer_kind) for k in matrix_keys(cfg)}
 
 
 def matrix_params(cfg: Qwen2Config) -> int:
@@ -298,13 +313,15 @@ class _Builder:
         self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str, native: Int8Kernel | None
     ) -> None:
         self.cfg, self.device, self.dtype, self.quantize = cfg, device, dtype, quantize
+        self.kinds = weight_kinds(cfg, quantize)
         self.native = native if dtype == torch.float32 else None  # our kernel takes float32 rows
         self.scratch = Scratch(self.native)
 
-    def tensor(self, key: str, value: torch.Tensor | QTensor) -> torch.Tensor | QTensor:
-        if self.quantize == "int8" and not isinstance(value, QTensor) and value.dim() == 2:
-            value = quantize_int8(value)
-        if isinstance(value, QTensor):
+    def tensor(self, key: str, value: torch.Tensor | QTensor | Q4Tensor) -> torch.Tensor | QTensor | Q4Tensor:
+        kind = self.kinds.get(key)
+        if kind is not None and isinstance(value, torch.Tensor):
+            value = quantize_int8(value) if kind == "int8" else q4.quantize_int4(value)
+        if isinstance(value, (QTensor, Q4Tensor)):
             return value.to(self.device)
         return value.to(device=self.device, dtype=self.dtype)
 
@@ -315,9 +332,13 @@ class _Builder:
         if isinstance(weights[0], QTensor):
             weight = cat_rows(weights) if len(weights) > 1 else weights[0]
             return Int8Linear(weight, bias, self.scratch, exact_top, self.native, slot)
+        if isinstance(weights[0], Q4Tensor):
+            return Int4Linear(q4.cat_rows(weights) if len(weights) > 1 else weights[0], bias, self.scratch, self.native, slot)
         return Linear(torch.cat(weights) if len(weights) > 1 else weights[0], bias)
 
-    def embedding(self, weight: torch.Tensor | QTensor) -> nn.Module:
+    def embedding(self, weight: torch.Tensor | QTensor | Q4Tensor) -> nn.Module:
+        if isinstance(weight, Q4Tensor):
+            return Int4Embedding(weight, self.dtype)
         return Int8Embedding(weight, self.dtype) if isinstance(weight, QTensor) else Embedding(weight)
 
     def layer(self, t: dict[str, torch.Tensor | QTensor]) -> DecoderLayer:
@@ -369,7 +390,7 @@ class Qwen2ForCausalLM(nn.Module):
         """A model from checkpoint-named tensors arriving one at a time (float tensors are cast to
         `dtype`; with quantize="int8" matrices are quantized unless they arrive as QTensors, and
         `native` is the int8 kernel for decoding, None for torch's)."""
-        if quantize not in ("none", "int8"):
+        if quantize not in QUANTIZED:
             raise ValueError(f"unknown quantize mode {quantize!r}")
         b = _Builder(cfg, device, dtype, quantize, native)
         pending: dict[int, dict] = {}

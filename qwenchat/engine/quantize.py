@@ -29,6 +29,8 @@ mode is acceptable (the quality guard in tests/real/test_quality_guard.py checks
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,17 +105,26 @@ class Scratch:
         self.native = native
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
-        key = (q.device, dtype, slot)
+        return self.held((q, scale), q.shape, dtype, slot, lambda w: self._fill(q, scale, w))
+
+    def held(
+        self, parts: tuple[torch.Tensor, ...], shape: torch.Size, dtype: torch.dtype, slot: int,
+        fill: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The slot's buffer viewed as `shape`: as it is when it already holds what `parts` (the
+        quantized tensors) dequantize to, else after `fill(buffer)` wrote it."""
+        n = math.prod(shape)
+        key = (parts[0].device, dtype, slot)
         buf = self._bufs.get(key)
-        if buf is None or buf.numel() < q.numel():
-            buf = self._bufs[key] = torch.empty(max(q.numel(), 1), dtype=dtype, device=q.device)
+        if buf is None or buf.numel() < n:
+            buf = self._bufs[key] = torch.empty(max(n, 1), dtype=dtype, device=parts[0].device)
             self._held.pop(key, None)
-        w = buf[: q.numel()].view(q.shape)
-        held = (_identity(q), _identity(scale), q, scale)  # the tensors themselves pin the addresses
-        if key in self._held and self._held[key][:2] == held[:2]:
+        w = buf[:n].view(shape)
+        ids = tuple(_identity(t) for t in parts)
+        if key in self._held and self._held[key][0] == ids:
             return w
-        self._held[key] = held
-        return self._fill(q, scale, w)
+        self._held[key] = (ids, parts)  # the tensors themselves pin the addresses
+        return fill(w)
 
     def _fill(self, q: torch.Tensor, scale: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """w = q * scale[:, None], in place."""

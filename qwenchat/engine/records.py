@@ -112,3 +112,9 @@ OPTION_RANGES: dict[str, OptionRange] = {
     # torch.Generator takes an unsigned 64-bit seed
     "seed": OptionRange(0, 2**64 - 1, integer=True, meaning=" or unset"),
 }
+
+
+# The one declaration of the weight formats `quantize` accepts (engine/device.py's
+# choose_quantize decides what each means; qwenchat.config and the command line derive their
+# checks and completions from this, torch-free). "auto": the engine's choice for the device.
+QUANTIZE_MODES: tuple[str, ...] = ("auto", "none", "int8", "int4")

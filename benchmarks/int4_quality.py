@@ -1,0 +1,101 @@
+"""Which int4 format keeps the real model closest to float32: perplexity on the quality guard's
+text and greedy replies on its five prompts, with each variant's weights quantized and then
+dequantized into a float32 model (the function the int4 kernel computes, up to sum order).
+
+    .venv/bin/python benchmarks/int4_quality.py [--variants a,b] [--no-greedy]
+
+Variants: affine (scale + min) or symmetric (Q4_0-like) groups of 32 or 64 columns, with or
+without the range search, the embedding / output projection (tied) int4 or int8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qwenchat.engine import quantize_int4 as q4  # noqa: E402
+from qwenchat.engine.chat import ChatEngine  # noqa: E402
+from qwenchat.engine.quantize import quantize_int8  # noqa: E402
+from tests.real.test_quality_guard import N_TOKENS, TEXT, greedy_replies, perplexity  # noqa: E402
+
+MODEL = Path.home() / ".cache" / "qwenchat-tests" / "imported-fp32"
+
+
+def symmetric(w: torch.Tensor, group: int) -> torch.Tensor:
+    """Q4_0: d = the group's signed extreme / -8, q = round(w / d) + 8 in 0..15."""
+    n, k = w.shape
+    g = w.view(n, k // group, group)
+    idx = g.abs().argmax(-1, keepdim=True)
+    d = (g.gather(-1, idx) / -8).to(torch.bfloat16).float()
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    q = (g / d).round().add(8).clamp(0, 15)
+    return ((q - 8) * d).view(n, k)
+
+
+def fake(w: torch.Tensor, kind: str, group: int, search: bool) -> torch.Tensor:
+    if kind == "int8":
+        return quantize_int8(w).dequantize()
+    if kind == "sym":
+        return symmetric(w, group)
+    saved = q4.RANGE_SEARCH
+    q4.RANGE_SEARCH = saved if search else (1.0,)
+    try:
+        return q4.quantize_int4(w, group=group).dequantize()
+    finally:
+        q4.RANGE_SEARCH = saved
+
+
+VARIANTS = {  # name: (layers' kind, group, range search, embedding kind)
+    "affine32": ("affine", 32, True, "affine"),
+    "affine32-emb8": ("affine", 32, True, "int8"),
+    "affine32-nosearch": ("affine", 32, False, "affine"),
+    "affine64": ("affine", 64, True, "affine"),
+    "sym32": ("sym", 32, False, "sym"),
+    "int8": ("int8", 0, False, "int8"),
+}
+
+
+def apply(engine: ChatEngine, variant: str) -> None:
+    kind, group, search, emb = VARIANTS[variant]
+    model = engine.model
+    for layer in model.model.layers:
+        for lin in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj):
+            lin.weight.data.copy_(fake(lin.weight.data, kind, group, search))
+    e = model.model.embed_tokens.weight
+    e.data.copy_(fake(e.data, emb, group or 32, search))
+    if model.lm_head.weight.data_ptr() != e.data_ptr():
+        model.lm_head.weight.data.copy_(fake(model.lm_head.weight.data, emb, group or 32, search))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--no-greedy", action="store_true")
+    args = ap.parse_args()
+    base = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="none")
+    ref_ppl = perplexity(base, TEXT)
+    ref = None if args.no_greedy else greedy_replies(base)
+    print(f"fp32: perplexity {ref_ppl:.4f}", flush=True)
+    del base
+    for v in args.variants.split(","):
+        t0 = time.perf_counter()
+        engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="none")
+        apply(engine, v)
+        ppl = perplexity(engine, TEXT)
+        line = f"{v}: perplexity {ppl:.4f} ({ppl / ref_ppl:.4f}x fp32)"
+        if ref is not None:
+            got = greedy_replies(engine)
+            same = [a[:N_TOKENS] == b[:N_TOKENS] for a, b in zip(ref, got)]
+            line += f", greedy equal on {sum(same)}/5 {same}"
+        print(f"{line} [{time.perf_counter() - t0:.0f} s]", flush=True)
+        del engine
+
+
+if __name__ == "__main__":
+    main()

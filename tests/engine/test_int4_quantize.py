@@ -1,0 +1,94 @@
+"""Group-wise int4 quantization (quantize_int4.py): the packed layout, the rounding bounds, the
+range search, partial groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwenchat.engine import quantize_int4 as q4
+from qwenchat.engine.quantize_int4 import CHUNK, GROUP, padded, pack, quantize_int4, unpack
+
+
+def _w(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g) * torch.rand(n, 1, generator=g) + torch.randn(n, 1, generator=g) * 0.3
+
+
+def _per_column(t: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, groups) -> (N, k): each group's value on each of its columns."""
+    return t.float().repeat_interleave(GROUP, dim=1)[:, :k]
+
+
+def test_pack_then_unpack_is_the_identity_and_follows_the_chunk_layout():
+    q = torch.randint(0, 16, (3, 64), dtype=torch.uint8)
+    p = pack(q)
+    assert p.shape == (3, 32) and torch.equal(unpack(p), q)
+    # byte j of a chunk: column j in the low nibble, column j + 16 in the high one
+    assert int(p[1, 5]) == int(q[1, 5]) | int(q[1, 21]) << 4
+    assert int(p[2, 16 + 3]) == int(q[2, 32 + 3]) | int(q[2, 32 + 19]) << 4
+
+
+@pytest.mark.parametrize(("n", "k"), [(5, 64), (3, 45), (7, 29), (2, 896), (1, 1)])
+def test_without_the_range_search_every_error_is_at_most_half_a_step(monkeypatch, n, k):
+    monkeypatch.setattr(q4, "RANGE_SEARCH", (1.0,))
+    w = _w(n, k, k)
+    qt = quantize_int4(w)
+    assert qt.shape == (n, k) and qt.q.shape == (n, padded(k) // 2) and qt.scale.dtype == torch.bfloat16
+    err = (qt.dequantize() - w).abs()
+    assert bool((err <= _per_column(qt.scale, k) / 2 + 1e-6 * w.abs()).all())
+
+
+@pytest.mark.parametrize(("n", "k"), [(16, 96), (4, 77)])
+def test_the_range_search_never_raises_a_groups_squared_error(monkeypatch, n, k):
+    w = _w(n, k, 3)
+    searched = quantize_int4(w).dequantize()
+    monkeypatch.setattr(q4, "RANGE_SEARCH", (1.0,))
+    plain = quantize_int4(w).dequantize()
+
+    def group_sse(d: torch.Tensor) -> torch.Tensor:
+        e = torch.zeros(n, padded(k))
+        e[:, :k] = (d - w) ** 2
+        return e.view(n, -1, GROUP).sum(-1)
+
+    assert bool((group_sse(searched) <= group_sse(plain) * (1 + 1e-6) + 1e-12).all())
+    assert float(group_sse(searched).sum()) < float(group_sse(plain).sum())  # it does find better fits
+
+
+def test_the_dequantized_value_is_exactly_scale_times_q_plus_min():
+    w = _w(6, 64, 1)
+    qt = quantize_int4(w)
+    q = unpack(qt.q).float()
+    want = q * _per_column(qt.scale, 64) + _per_column(qt.low, 64)
+    assert torch.equal(qt.dequantize(), want)
+    assert int(q.max()) <= 15 and int(q.min()) >= 0
+
+
+def test_the_padding_of_a_partial_group_does_not_pull_its_range():
+    """Columns past K are zeros in the packed rows but must not widen the last group's range:
+    a group of large positive weights keeps a fine grid."""
+    w = torch.full((2, 40), 5.0) + torch.linspace(0, 0.15, 40)
+    qt = quantize_int4(w)
+    last = qt.scale.float()[:, -1]
+    assert bool((last <= 0.15 / 15 * 1.01).all())  # the range of columns 32..39, not 0..5.15
+    assert float((qt.dequantize() - w).abs().max()) < 0.01
+
+
+def test_rows_written_in_blocks_equal_one_pass():
+    w = _w(10, 64, 2)
+    whole = quantize_int4(w)
+    out = q4.empty_q4(10, 64)
+    quantize_int4(w[:4], out, 0)
+    quantize_int4(w[4:], out, 4)
+    assert torch.equal(out.q, whole.q) and torch.equal(out.scale, whole.scale) and torch.equal(out.low, whole.low)
+
+
+def test_an_all_zero_row_and_a_constant_group_round_trip_exactly():
+    w = torch.zeros(2, CHUNK)
+    w[1] = 0.75
+    assert torch.equal(quantize_int4(w).dequantize(), w)
+
+
+def test_a_group_size_that_is_not_a_multiple_of_the_chunk_is_refused():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize_int4(torch.zeros(2, 64), group=48)
