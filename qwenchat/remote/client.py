@@ -33,17 +33,20 @@ def make_client(ref: RemoteRef, api_key: str | None, timeout_s: float) -> Any:
     return openai.OpenAI(base_url=ref.base_url, api_key=api_key or NO_KEY, max_retries=0, timeout=timeout)
 
 
-def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0) -> list[ServerModel]:
+def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0, client: Any = None) -> list[ServerModel]:
     """The models `ref`'s server offers (GET /models), with their context windows when it says
-    (vLLM's max_model_len, llama.cpp's meta.n_ctx_train). Raises RemoteError."""
-    client = make_client(ref, api_key, timeout_s)
+    (vLLM's max_model_len, llama.cpp's meta.n_ctx_train). Raises RemoteError. `client`: one to
+    reuse (else one is made and closed here)."""
+    own = client is None
+    client = make_client(ref, api_key, timeout_s) if own else client
     try:
-        raw = client.models.with_raw_response.list().http_response
+        raw = client.models.with_raw_response.list(timeout=timeout_s).http_response
         body = _json(raw, ref)
     except Exception as e:
         raise translate(e, ref, api_key, timeout_s=timeout_s) from None
     finally:
-        client.close()
+        if own:
+            client.close()
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
         raise not_openai(ref.base_url, "JSON without a list of models under 'data'")

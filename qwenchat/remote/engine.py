@@ -70,12 +70,12 @@ class RemoteDefaults:
 
 class RemoteEngine:
     def __init__(self, ref: RemoteRef, model: ServerModel, api_key: str | None, client: Any,
-                 first_token_timeout_s: float, load_s: float = 0.0) -> None:
+                 first_token_timeout_s: float, load_s: float = 0.0, counter: tokens.Counter | None = None) -> None:
         self.ref, self.model, self._key, self._client = ref, model, api_key, client
         self.timeout_s = first_token_timeout_s
         self.defaults = RemoteDefaults()
         self._refusals = Refusals()
-        self.counter = tokens.Counter(ref, model.id, api_key, client)
+        self.counter = counter or tokens.Counter(ref, model.id, client)
         self.tokenizer = self.counter  # the session asks `engine.tokenizer.encode_plain`
         self.info = RemoteInfo(name=model.id, server=ref.base_url, context_window=model.context_window or 0,
                                placement_reason=f"server {ref.base_url}", load_s=load_s,
@@ -88,10 +88,14 @@ class RemoteEngine:
         if not first_token_timeout_s > 0:
             raise SettingsError(f"the request timeout is {first_token_timeout_s}", "use a number of seconds above 0")
         t0 = time.perf_counter()
-        offered = list_models(ref, api_key, min(first_token_timeout_s, 30.0))
-        model = pick(ref, offered)
         client = make_client(ref, api_key, first_token_timeout_s)
-        return cls(ref, model, api_key, client, first_token_timeout_s, time.perf_counter() - t0)
+        try:
+            model = pick(ref, list_models(ref, api_key, min(first_token_timeout_s, 30.0), client=client))
+            counter = tokens.Counter.detect(ref, model.id, client)
+        except BaseException:
+            client.close()
+            raise
+        return cls(ref, model, api_key, client, first_token_timeout_s, time.perf_counter() - t0, counter)
 
     # -- the engine surface the session uses -------------------------------------------------
 
