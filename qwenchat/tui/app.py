@@ -42,9 +42,10 @@ class QwenchatApp(App[None]):
     def __init__(self, session_factory: SessionFactory, *, model: str | None = None,
                  conversation_id: int | None = None, continue_last: bool = False,
                  theme: str | None = None, persist_theme: bool = True,
-                 store_factory: Callable[[], Any] | None = None) -> None:
+                 store_factory: Callable[[], Any] | None = None, api_key: str | None = None) -> None:
         super().__init__()
         self.session_factory, self.model = session_factory, model
+        self.api_key = api_key  # --api-key, for the model picker asking a server what it offers
         self.start_conversation, self.continue_last = conversation_id, continue_last
         self.requested_theme, self.persist_theme = theme, persist_theme
         self.store_factory = store_factory
@@ -146,7 +147,23 @@ class QwenchatApp(App[None]):
             return
         self.load_error = event.error
         self.show_error(event.error, f"Could not load {event.model or 'the model'}")
+        if self.session is not None:  # a pick that failed: the model in use stays, and is named so
+            self.model = self.session.model_label
         self.chat.session_failed()
+
+    # A reply's end (the chat screen's messages bubble up here): what the engine had to say
+    # during it, e.g. a setting the server refused and that was left out, is shown once.
+    def on_reply_done(self, event: msg.ReplyDone) -> None:
+        self.show_engine_notes()
+
+    def on_reply_failed(self, event: msg.ReplyFailed) -> None:
+        self.show_engine_notes()
+
+    def show_engine_notes(self) -> None:
+        if self.session is None or self.chat.quitting:
+            return
+        for note in self.session.take_notes():
+            self.notify(note, title="Not applied", severity="warning", timeout=10, markup=False)
 
     @work
     async def action_pick_model(self) -> None:

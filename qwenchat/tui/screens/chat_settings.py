@@ -25,7 +25,8 @@ class ChatSettings(Screen[None]):
         options, defaults = s.options, s.defaults
         # a field shows a value only where this chat differs from the defaults (empty = default)
         current = {f: getattr(options, f) if getattr(options, f) != getattr(defaults, f) else None for f in FIELDS}
-        values = await self.app.push_screen_wait(SettingsScreen(current, {f: getattr(defaults, f) for f in FIELDS}))
+        values = await self.app.push_screen_wait(SettingsScreen(current, {f: getattr(defaults, f) for f in FIELDS},
+                                                                s.model_info.server))
         if values is None:
             return
         base = s.base_options  # an emptied field: back to the flags / config file value, if any

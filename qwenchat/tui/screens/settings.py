@@ -5,6 +5,9 @@ Each field shows the model's default as its placeholder (empty = use the default
 checked as they are typed with the same rules as the config file; an invalid one is flagged
 under its field and Save stays refused, so it never reaches the engine. The screen returns a
 dict of option values (None = default) for `ChatSession.set_options`.
+
+For a remote model (`server` given) every field is sent to the server as its API field, and an
+empty one leaves the value to the server: no local default is shown as if it applied there.
 """
 
 from __future__ import annotations
@@ -58,10 +61,19 @@ def _text(name: str, value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _placeholder(name: str, default: Any) -> str:
+def _placeholder(name: str, default: Any, remote: bool = False) -> str:
     if name == "constraint":
         return CONSTRAINT_HINT if default is None else f"default: {to_text(default)}"
+    if default is None and remote:
+        return "the server's default"
     return f"default: {'random' if default is None and name == 'seed' else default}"
+
+
+def intro(server: str | None) -> str:
+    if server is None:
+        return "Empty fields use the model's default, shown in grey. Ctrl+S saves."
+    return (f"Sent to the server ({server}); empty fields leave it to the server. A setting it refuses "
+            "is left out and you are told. Ctrl+S saves.")
 
 
 class SettingsScreen(ModalScreen[dict | None]):
@@ -80,20 +92,21 @@ class SettingsScreen(ModalScreen[dict | None]):
     """
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
 
-    def __init__(self, current: dict[str, Any], defaults: dict[str, Any]) -> None:
+    def __init__(self, current: dict[str, Any], defaults: dict[str, Any], server: str | None = None) -> None:
         super().__init__()
-        self.current, self.defaults = current, defaults
+        self.current, self.defaults, self.server = current, defaults, server
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Sampling settings (this conversation)", classes="title")
-            yield Label("Empty fields use the model's default, shown in grey. Ctrl+S saves.", classes="note")
+            yield Label(intro(self.server), classes="note", markup=False)
             with Grid():
                 for name, (label, _) in FIELDS.items():
                     yield Label(label)
                     value = self.current.get(name)
                     default = self.defaults.get(name)
-                    yield Input(_text(name, value), id=name, compact=True, placeholder=_placeholder(name, default))
+                    yield Input(_text(name, value), id=name, compact=True,
+                                placeholder=_placeholder(name, default, self.server is not None))
                     yield Label("", id=f"{name}-error", classes="error", markup=False)  # may quote the input
             with Horizontal():
                 yield Button("Cancel", id="cancel")
