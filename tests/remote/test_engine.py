@@ -26,7 +26,7 @@ def engine(fake_server):
 
 
 def posts(server):
-    return [r for r in server.requests if r.method == "POST"]
+    return [r for r in server.requests if r.method == "POST" and r.path.startswith("/v1/")]
 
 
 def test_nothing_is_sent_before_the_first_next(fake_server, engine):

@@ -133,7 +133,7 @@ def test_429_is_retried_after_retry_after_then_succeeds(fake_server):
     out = list(engine.chat(HI))
     assert out[-1].text == "ok"
     assert time.monotonic() - t0 >= 0.3
-    assert sum(r.method == "POST" for r in fake_server.requests) == 2
+    assert sum(r.path == "/v1/chat/completions" for r in fake_server.requests) == 2
 
 
 def test_429_gives_up_after_three_tries(fake_server):
@@ -141,7 +141,7 @@ def test_429_gives_up_after_three_tries(fake_server):
     fake_server.routes["POST /v1/chat/completions"] = lambda req: error(429, "rate limited", **{"Retry-After": "0"})
     e = failure(lambda: engine.chat(HI), errors.BusyError)
     assert "busy (429, too many requests) after 3 tries" in e.message and "rate limited" in e.message
-    assert sum(r.method == "POST" for r in fake_server.requests) == 3
+    assert sum(r.path == "/v1/chat/completions" for r in fake_server.requests) == 3
 
 
 def test_429_asking_for_longer_than_the_budget_is_not_waited_for(fake_server):
@@ -151,7 +151,7 @@ def test_429_asking_for_longer_than_the_budget_is_not_waited_for(fake_server):
     e = failure(lambda: engine.chat(HI), errors.BusyError)
     assert time.monotonic() - t0 < 5
     assert "after 1 tries; it asks to wait 120 s more" in e.message
-    assert sum(r.method == "POST" for r in fake_server.requests) == 1
+    assert sum(r.path == "/v1/chat/completions" for r in fake_server.requests) == 1
 
 
 def test_cancel_while_waiting_to_retry_ends_the_reply_cancelled(fake_server):
