@@ -48,7 +48,7 @@ def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None,
     from qwenchat.tui import run_app
 
     run_app(make_session_factory(settings), model=start.model, conversation_id=start.conversation_id,
-            theme=theme)
+            theme=theme, api_key=settings.api_key)  # the model picker asks servers with it
 
 
 @app.callback(invoke_without_command=True)

@@ -406,3 +406,35 @@ async def test_a_refused_setting_is_shown_once_and_the_window_the_server_reporte
         await pilot.pause()
         assert len([n for n in notes(app) if "Not applied" in n]) == 1  # said once
         assert texts(app)[-1] == ("assistant", "Fine thanks", "complete")
+
+
+async def test_picker_asks_a_server_with_the_api_key_flag(fake, store):
+    from qwenchat.cli.chat import make_session_factory
+    from qwenchat.config import load_settings
+    from tests.remote.fake_server import FakeServer, Response, error
+
+    key = "sk-picker-0123456789"
+    second = FakeServer(models=[{"id": "a", "object": "model"}, {"id": "b", "object": "model"}])
+    try:
+        second.routes["GET /v1/models"] = lambda req: (
+            Response(200, {"object": "list", "data": second.models})
+            if req.headers.get("authorization") == f"Bearer {key}" else error(401, "missing key"))
+        app = QwenchatApp(make_session_factory(load_settings()), model=fake.url, theme="qwenchat-dark",
+                          persist_theme=False, api_key=key)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await _pick(pilot, second.url)
+            await wait_for(pilot, lambda: "offers 2 models" in screen_text(app), 20)
+            assert key not in screen_text(app)
+    finally:
+        second.stop()
+
+
+def test_the_app_command_hands_the_api_key_flag_to_the_app(monkeypatch):
+    import qwenchat.tui
+    from qwenchat.cli.chat import open_tui
+
+    got: dict[str, Any] = {}
+    monkeypatch.setattr(qwenchat.tui, "run_app", lambda factory, **kw: got.update(kw))
+    open_tui("http://127.0.0.1:9/v1", False, None, None, None, api_key="sk-flag-0123456789")
+    assert got["api_key"] == "sk-flag-0123456789"
