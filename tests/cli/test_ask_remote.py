@@ -84,7 +84,7 @@ def test_the_key_is_sent_but_never_printed_nor_stored(fake_server, capsys):
     fake_server.reply("Hi", " there", usage={"prompt_tokens": 5, "completion_tokens": 2})
     assert ask("-m", fake_server.url, "--api-key", KEY, "Hello", "-u", "--json") == 0
     out = capsys.readouterr()
-    posts = [r for r in fake_server.requests if r.method == "POST"]
+    posts = [r for r in fake_server.requests if r.path.endswith("/completions")]
     assert posts[-1].headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in out.out + out.err
     assert KEY.encode() not in database_file().read_bytes()
@@ -100,7 +100,7 @@ def test_the_key_from_the_config_and_the_environment_in_their_order(fake_server,
     assert run(["config", "set", "api_key", "from-the-config-file"]) == 0
     assert ask("-m", fake_server.url, "Hello") == 0
     assert ask("-m", fake_server.url, "--api-key", "from-the-flag", "Hello") == 0
-    sent = [r.headers["authorization"] for r in fake_server.requests if r.method == "POST"]
+    sent = [r.headers["authorization"] for r in fake_server.requests if r.path.endswith("/completions")]
     assert sent == ["Bearer from-openai-env", "Bearer from-qwenchat-env", "Bearer from-the-config-file",
                     "Bearer from-the-flag"]
 
@@ -126,7 +126,7 @@ def test_schema_becomes_response_format(fake_server, capsys):
     fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(events=reply_events('{"name": "Ada"}'))
     assert ask("-m", fake_server.url, "--schema", "name", "Who wrote the first program?") == 0
     assert json.loads(capsys.readouterr().out) == {"name": "Ada"}
-    body = [r for r in fake_server.requests if r.method == "POST"][-1].body
+    body = [r for r in fake_server.requests if r.path.endswith("/completions")][-1].body
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"]["required"] == ["name"]
 
