@@ -14,6 +14,7 @@ from qwenchat.remote.failures import not_openai, translate
 from qwenchat.remote.reference import RemoteRef
 
 CONNECT_TIMEOUT_S = 10.0
+PROPS_TIMEOUT_S = 5.0
 NO_KEY = "no-key"  # the client insists on a key; a server without auth ignores this one
 
 
@@ -35,23 +36,26 @@ def make_client(ref: RemoteRef, api_key: str | None, timeout_s: float) -> Any:
 
 def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0, client: Any = None) -> list[ServerModel]:
     """The models `ref`'s server offers (GET /models), with their context windows when it says
-    (vLLM's max_model_len, llama.cpp's meta.n_ctx_train). Raises RemoteError. `client`: one to
-    reuse (else one is made and closed here)."""
+    (vLLM's max_model_len; llama.cpp's n_ctx from /props, else its meta.n_ctx_train). Raises
+    RemoteError. `client`: one to reuse (else one is made and closed here)."""
     own = client is None
     client = make_client(ref, api_key, timeout_s) if own else client
     try:
-        raw = client.models.with_raw_response.list(timeout=timeout_s).http_response
-        body = _json(raw, ref)
-    except Exception as e:
-        raise translate(e, ref, api_key, timeout_s=timeout_s) from None
+        try:
+            raw = client.models.with_raw_response.list(timeout=timeout_s).http_response
+            body = _json(raw, ref)
+        except Exception as e:
+            raise translate(e, ref, api_key, timeout_s=timeout_s) from None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+            raise not_openai(ref.base_url, "JSON without a list of models under 'data'")
+        # llama.cpp's server runs with a context (-c) smaller than the model's n_ctx_train; /props says which
+        served = _llama_cpp_context(client, ref) if any(isinstance(m.get("meta"), dict) for m in data) else None
     finally:
         if own:
             client.close()
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
-        raise not_openai(ref.base_url, "JSON without a list of models under 'data'")
-    return [ServerModel(m["id"], _context(m), m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
-            for m in data]
+    return [ServerModel(m["id"], (served if isinstance(m.get("meta"), dict) else None) or _context(m),
+                        m.get("owned_by") if isinstance(m.get("owned_by"), str) else None) for m in data]
 
 
 def _json(response: Any, ref: RemoteRef) -> Any:
@@ -62,6 +66,20 @@ def _json(response: Any, ref: RemoteRef) -> Any:
     except ValueError:
         what = "an HTML page" if "html" in kind or text.lstrip().startswith("<") else f"{kind or 'text'} that is not JSON"
         raise not_openai(ref.base_url, what) from None
+
+
+def _llama_cpp_context(client: Any, ref: RemoteRef) -> int | None:
+    """The context llama.cpp's server runs with (GET /props), or None when it does not say."""
+    try:
+        props = client.get(ref.root + "/props", cast_to=object, options={"timeout": PROPS_TIMEOUT_S})
+    except Exception:  # an older server without /props: n_ctx_train stands
+        return None
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    for value in ((settings or {}).get("n_ctx") if isinstance(settings, dict) else None,
+                  props.get("n_ctx") if isinstance(props, dict) else None):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _context(model: dict[str, Any]) -> int | None:

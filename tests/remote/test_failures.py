@@ -10,9 +10,7 @@ import time
 
 import pytest
 
-from qwenchat.engine.records import Chunk, Reply
 from qwenchat.remote import errors
-from qwenchat.remote.client import list_models
 from qwenchat.remote.engine import RemoteEngine
 from qwenchat.remote.reference import RemoteRef
 from tests.remote.fake_server import Response, chunk, error, reply_events
@@ -222,29 +220,6 @@ def test_chat_answers_not_in_the_openai_format(fake_server, response, what):
     fake_server.routes["POST /v1/chat/completions"] = lambda req: response
     e = failure(lambda: engine.chat(HI), errors.FormatError)
     assert e.message.endswith(f"(it sent {what})")
-
-
-# -- models ----------------------------------------------------------------------------------------
-
-
-def test_several_models_and_none_named_lists_them(fake_server):
-    fake_server.models = [{"id": "a"}, {"id": "b"}]
-    e = failure(lambda: connect(fake_server))
-    assert e.message == f"{fake_server.url} offers 2 models: a, b"
-    assert e.hint == f"name one: -m {fake_server.url}#a"
-
-
-def test_a_named_model_that_is_not_offered_lists_the_others(fake_server):
-    fake_server.models = [{"id": "a"}, {"id": "b"}]
-    e = failure(lambda: RemoteEngine.connect(RemoteRef.parse(fake_server.url + "#c")), errors.NotFoundError)
-    assert e.message == f"{fake_server.url} does not offer model 'c'; it offers a, b"
-
-
-def test_list_models_reads_the_context_window_where_the_server_says(fake_server):
-    fake_server.models = [{"id": "vllm", "max_model_len": 32768, "owned_by": "vllm"},
-                          {"id": "llama", "meta": {"n_ctx_train": 4096}}, {"id": "ollama"}]
-    got = {m.id: (m.context_window, m.owned_by) for m in list_models(RemoteRef.parse(fake_server.url), None)}
-    assert got == {"vllm": (32768, "vllm"), "llama": (4096, None), "ollama": (None, None)}
 
 
 @pytest.mark.parametrize("event", [{"error": {"message": "engine crashed"}},
