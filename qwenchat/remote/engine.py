@@ -10,6 +10,7 @@ once through `take_notes()`); nothing else is retried.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -210,15 +211,18 @@ def pick(ref: RemoteRef, offered: list[ServerModel]) -> ServerModel:
 
 
 def _retry_after(value: str | None) -> float:
+    """Seconds a 429 asks to wait (Retry-After in seconds; an HTTP date, rare from these servers,
+    waits the default; nonsense counts as longer than the budget)."""
     try:
         seconds = float(value) if value is not None else DEFAULT_WAIT_S
-    except ValueError:  # an HTTP date: rare from these servers; wait the default
-        seconds = DEFAULT_WAIT_S
-    return max(0.0, seconds)
+    except ValueError:
+        return DEFAULT_WAIT_S
+    return max(0.0, seconds) if math.isfinite(seconds) else RETRY_BUDGET_S + 1
 
 
 def _busy(e: Any, engine: RemoteEngine, tries: int, wait: float) -> BusyError:
     said = scrub(server_text(e.body, ""), engine._key)
     asks = f"; it asks to wait {wait:g} s more" if wait > DEFAULT_WAIT_S else ""
-    return BusyError(f"{engine.ref.base_url} is busy (429, too many requests) after {tries} tries{asks}"
+    return BusyError(f"{engine.ref.base_url} is busy (429, too many requests) after {tries} "
+                     f"{'try' if tries == 1 else 'tries'}{asks}"
                      + (f" (the server says: {said})" if said else ""), "try again later")

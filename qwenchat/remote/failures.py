@@ -31,6 +31,9 @@ def translate(exc: BaseException, ref: RemoteRef, key: str | None, *, model: str
         return exc
     server = ref.base_url
     if isinstance(exc, openai.APITimeoutError) or _transport(exc) and "timeout" in type(exc).__name__.lower():
+        if any(type(e).__name__ == "ConnectTimeout" for e in _chain(exc)):
+            return ConnectError(f"no connection to {ref.host}: it did not answer in time",
+                                "check the URL's host and port, and that no firewall drops the connection")
         return _timeout(server, timeout_s, streaming)
     if isinstance(exc, openai.APIConnectionError) or _transport(exc):
         return _connection(exc, ref, streaming)
@@ -60,14 +63,14 @@ def _connection(exc: BaseException, ref: RemoteRef, streaming: bool) -> RemoteEr
     if streaming:
         return StreamCutError(f"the connection to {server} was lost mid-reply",
                               "the partial reply is kept; check the server and continue or regenerate")
-    cause = _root(exc)
-    if isinstance(cause, ssl.SSLError) or "ssl" in repr(cause).lower():
+    chain, cause = _chain(exc), _root(exc)
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "ssl" in repr(cause).lower():
         return ConnectError(f"TLS failed with {ref.host}: {_reason(cause)}",
                             "check the URL's scheme (http:// for a server without TLS) and the server's certificate")
-    if isinstance(cause, socket.gaierror) or "name or service not known" in str(cause).lower():
+    if any(isinstance(e, socket.gaierror) for e in chain) or "name or service not known" in str(cause).lower():
         return ConnectError(f"unknown host {ref.host.rsplit(':', 1)[0]!r}",
                             "check the server's name in the URL, or use its IP address")
-    if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(cause).lower():
         return ConnectError(f"connection refused by {ref.host}: no server is listening there",
                             "start the server, or check the URL's host and port")
     return ConnectError(f"cannot connect to {server}: {_reason(cause)}", "check that the server is running and reachable")
@@ -92,6 +95,9 @@ def _status(status: int, text: str, ref: RemoteRef, key: str | None, model: str 
         return BusyError(f"{server} is busy (429, too many requests){said}", "wait a moment and try again")
     if status >= 500:
         return ServerFailedError(f"{server} failed ({status}){said}", "try again; if it persists, check the server's log")
+    if "context" in text.lower() or status == 413:
+        return RefusedError(f"{server} refused the request ({status}): too long for the model{said}",
+                            "start a new conversation or shorten the message, or lower the max tokens setting")
     return RefusedError(f"{server} refused the request ({status}){said}", "check the settings sent with it")
 
 
@@ -135,13 +141,17 @@ def _code(exc: Any) -> str:
     return str(getattr(exc, "code", "") or "").lower()
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes, outermost first."""
+    out = [exc]
+    while (nxt := out[-1].__cause__ or out[-1].__context__) is not None and nxt not in out:
+        out.append(nxt)
+    return out
+
+
 def _root(exc: BaseException) -> BaseException:
     """The innermost cause (the socket's or TLS's own error)."""
-    seen = {id(exc)}
-    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
-        seen.add(id(nxt))
-        exc = nxt
-    return exc
+    return _chain(exc)[-1]
 
 
 def _reason(exc: BaseException) -> str:

@@ -117,7 +117,11 @@ def test_another_400_quotes_the_server(fake_server):
     fake_server.routes["POST /v1/chat/completions"] = lambda req: error(
         400, "This model's maximum context length is 2048 tokens.")
     e = failure(lambda: engine.chat(HI), errors.RefusedError)
-    assert "maximum context length is 2048 tokens" in e.message
+    assert "too long for the model" in e.message and "maximum context length is 2048 tokens" in e.message
+    assert "new conversation" in e.hint
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: error(400, "messages[0].content: bad")
+    e = failure(lambda: engine.chat(HI), errors.RefusedError)
+    assert e.message == f"{fake_server.url} refused the request (400) (the server says: messages[0].content: bad)"
 
 
 # -- 429: bounded retries honouring Retry-After -----------------------------------------------------
@@ -148,7 +152,7 @@ def test_429_asking_for_longer_than_the_budget_is_not_waited_for(fake_server):
     t0 = time.monotonic()
     e = failure(lambda: engine.chat(HI), errors.BusyError)
     assert time.monotonic() - t0 < 5
-    assert "after 1 tries; it asks to wait 120 s more" in e.message
+    assert "after 1 try; it asks to wait 120 s more" in e.message
     assert sum(r.path == "/v1/chat/completions" for r in fake_server.requests) == 1
 
 
@@ -240,3 +244,30 @@ def test_an_error_event_before_any_text_is_a_server_failure(fake_server):
     fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(events=[{"error": {"message": "boom"}}])
     e = failure(lambda: engine.chat(HI), errors.ServerFailedError)
     assert e.message == f"{fake_server.url} reported an error: boom"
+
+
+def test_a_connect_timeout_is_a_connection_problem_not_a_slow_first_token():
+    import httpx2
+    import openai
+
+    from qwenchat.remote.failures import translate
+
+    request = httpx2.Request("POST", "http://10.0.0.9:8000/v1/chat/completions")
+    try:
+        try:
+            raise httpx2.ConnectTimeout("timed out", request=request)
+        except httpx2.ConnectTimeout:
+            raise openai.APITimeoutError(request=request)  # as the client raises it: with its cause chained
+    except openai.APITimeoutError as exc:
+        e = translate(exc, RemoteRef.parse("http://10.0.0.9:8000/v1"), None, timeout_s=120)
+    assert isinstance(e, errors.ConnectError)
+    assert e.message == "no connection to 10.0.0.9:8000: it did not answer in time"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e9"])
+def test_a_nonsense_retry_after_is_not_waited_for(fake_server, value):
+    engine = connect(fake_server)
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: error(429, "busy", **{"Retry-After": value})
+    t0 = time.monotonic()
+    failure(lambda: engine.chat(HI), errors.BusyError)
+    assert time.monotonic() - t0 < 5
