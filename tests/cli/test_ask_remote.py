@@ -135,3 +135,11 @@ def test_local_engine_flags_are_said_not_to_apply(fake_server, capsys):
     fake_server.reply("ok")
     assert ask("-m", fake_server.url, "--device", "cpu", "--quantize", "int8", "Hello") == 0
     assert "--device, --quantize apply to a local model only" in capsys.readouterr().err
+
+
+def test_raw_continuation_goes_through_the_servers_completions(serve, capsys):
+    assert ask("-m", serve.v1, "--raw", "Once upon a time", "--max-tokens", "4", "--json") == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["usage"]["completion_tokens"] >= 1 and obj["server"] == serve.v1
+    (_, _, prompt, _, _), (_, _, text, status, meta) = history()
+    assert (prompt, text, status, meta["server"]) == ("Once upon a time", obj["text"], "complete", serve.v1)
