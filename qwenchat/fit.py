@@ -10,10 +10,11 @@ result near the edge; never in a loop over the whole conversation. The history d
 against the material: when the message is long, the engine leaves out the oldest turns (and
 says so), so the room the message may take is the window less the system prompt and the reply.
 
-Token counts of a model on a server may be estimates (`ModelInfo.exact_tokens` False: the client
-cannot tokenize as the server does). Then every count said is "about", a cut works on characters
-in proportion to the estimate and keeps `ESTIMATE_SLACK` of the window free, and a server that
-does not report its window gets the message whole (the server refuses what it cannot hold).
+A model on a server gives counts but no token ids to decode a cut from, so a cut there works on
+characters in proportion to the count (then measured again). Its counts may be estimates
+(`ModelInfo.exact_tokens` False: the server cannot tokenize for us); then every count said is
+"about" and `ESTIMATE_SLACK` of the window is kept free. A server that does not report its
+window gets the message whole (the server refuses what it cannot hold).
 
 This sits beside `session` and knows the engine's measuring verbs, but no terminal or store.
 """
@@ -124,7 +125,7 @@ def _cut(session, head, instruction, piped: Piped, ids: list[int], cut: str, roo
                 f" in a context window of {info.context_window}",
                 f"shorten the instruction, lower --max-tokens, or {_longer(info)}",
             )
-        kept = clean_edge(_keep(engine, piped.text, ids, keep, cut, approx), cut)
+        kept = clean_edge(_keep(engine, piped.text, ids, keep, cut), cut)
         dropped = max(0, len(ids) - len(engine.tokenizer.encode_plain(kept)))
         mark = marker(dropped, piped, approx)
         marked = f"{mark}\n{kept}" if cut == "head" else f"{kept.removesuffix(chr(10))}\n{mark}"
@@ -147,13 +148,14 @@ def marker(tokens: int, piped: Piped | None, approx: bool = False) -> str:
     return f"[... {n} tokens cut ...]"
 
 
-def _keep(engine, material: str, ids: list[int], keep: int, cut: str, approx: bool) -> str:
+def _keep(engine, material: str, ids: list[int], keep: int, cut: str) -> str:
     """The first (tail cut) or last (head cut) `keep` tokens of `material`: decoded from its ids
-    when they are the model's, else the same share of its characters (estimated ids are not
-    the model's tokens, so they cannot be decoded)."""
-    if not approx:
+    when they are the model's, else the same share of its characters (a server's counts, exact
+    or estimated, come with placeholder ids, and it has no tokenizer here to decode with)."""
+    decode = getattr(engine.tokenizer, "decode", None)
+    if decode is not None:
         kept_ids = ids[-keep:] if cut == "head" else ids[:keep]
-        return engine.tokenizer.decode(kept_ids, skip_special_tokens=False)
+        return decode(kept_ids, skip_special_tokens=False)
     chars = len(material) * keep // max(1, len(ids))
     return material[len(material) - chars:] if cut == "head" else material[:chars]
 

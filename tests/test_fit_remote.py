@@ -65,3 +65,13 @@ def test_exact_counts_from_a_server_keep_the_whole_window():
     s.engine.info = replace(s.engine.info, exact_tokens=True)
     short = "word " * int(WINDOW * 0.88)  # fits the whole window, not the window less the slack
     assert fit_message(s, None, Piped(short), None).text == short
+
+
+@pytest.mark.parametrize("cut", ["head", "tail"])
+def test_exact_counts_from_a_server_cut_without_ids_to_decode(cut):
+    # vLLM and llama.cpp count exactly through /tokenize, but give no ids to decode a cut from
+    s = remote_session()
+    s.engine.info = replace(s.engine.info, exact_tokens=True)
+    fitted = fit_message(s, "Summarise this", Piped(LINES), cut)
+    assert fitted.marker.startswith("[... ") and "about" not in fitted.marker and fitted.cut_tokens > 0
+    assert measured(s, fitted.text) + 16 <= WINDOW
