@@ -3,6 +3,7 @@ streaming, usage with cached tokens, cancel, raw completion, and the session on 
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -99,3 +100,33 @@ def test_the_session_chats_through_the_remote_engine(engine):
     assert turn.reply.usage.completion_tokens >= 1
     assert [e.role for e in session.entries] == ["user", "assistant"]
     assert session.context_used() > 0
+
+
+def test_a_model_gone_from_the_server_is_a_404_naming_it(engine, serve):
+    serve.backend.model_ids = ("renamed",)
+    try:
+        with pytest.raises(NotFoundError) as e:
+            list(engine.chat(HI, GREEDY))
+    finally:
+        serve.backend.model_ids = ("tiny",)
+    assert e.value.message.startswith(f"{serve.v1} does not serve model 'tiny'")
+    assert "qwenchat models --server" in e.value.hint
+
+
+def test_a_server_started_with_a_key_wants_it(serve):
+    from qwenchat.server.app import ServerConfig, create_app
+    from qwenchat.remote.errors import AuthError
+    from tests.server.conftest import start
+
+    keyed = start(create_app(serve.backend, ServerConfig(api_key="sk-serve-key-42"), log=io.StringIO()))
+    try:
+        with pytest.raises(AuthError, match="needs an API key and none was given"):
+            RemoteEngine.connect(RemoteRef.parse(keyed.v1))
+        with pytest.raises(AuthError, match="refused the API key") as e:
+            RemoteEngine.connect(RemoteRef.parse(keyed.v1), "sk-wrong-key-7")
+        assert "sk-wrong-key-7" not in str(e.value)
+        engine = RemoteEngine.connect(RemoteRef.parse(keyed.v1), "sk-serve-key-42")
+        _, reply = events(engine.chat(HI, GREEDY))
+        assert reply.usage.completion_tokens >= 1
+    finally:
+        keyed.stop()
