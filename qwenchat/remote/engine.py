@@ -186,10 +186,14 @@ class RemoteEngine:
             except Exception as e:
                 raise translate(e, self.ref, self._key, model=self.model.id, timeout_s=self.timeout_s) from None
 
-    def _estimate(self, body: dict[str, Any], chat: bool):
+    @staticmethod
+    def _estimate(body: dict[str, Any], chat: bool):
+        """Token counts for a reply the server sent no usage for (a cancelled one, a server that
+        refuses stream_options): estimated here, without asking the server, so a cancel never
+        waits on it."""
         def counts(reply: str) -> tuple[int, int]:
-            prompt = len(self.encode_chat(body["messages"])) if chat else len(self.counter.encode_plain(body["prompt"]))
-            return prompt, len(self.counter.encode_plain(reply))
+            prompt = tokens.estimate_chat(body["messages"]) if chat else tokens.estimate(body["prompt"])
+            return prompt, tokens.estimate(reply)
         return counts
 
 

@@ -19,7 +19,7 @@ from qwenchat.remote.reference import RemoteRef
 CHARS_PER_TOKEN = 4  # byte-level BPE on English and code; other scripts count a token per character
 PER_MESSAGE = 4  # the template's tokens around each message (<|im_start|>role\n ... <|im_end|>\n)
 REPLY_PROMPT = 3  # the generation prompt (<|im_start|>assistant\n)
-PROBE_TIMEOUT_S = 5.0
+COUNT_TIMEOUT_S = 5.0
 Messages = Sequence[dict[str, str]]
 
 
@@ -42,7 +42,7 @@ class Counter:
         counter = cls(ref, model, client)
         for kind in ("vllm", "llama.cpp"):
             counter.kind = kind
-            if counter._tokenize("Hello", timeout=PROBE_TIMEOUT_S):  # llama.cpp answers vLLM's form with []
+            if counter._tokenize("Hello"):  # llama.cpp answers vLLM's form with []
                 return counter
         counter.kind = None
         return counter
@@ -68,22 +68,30 @@ class Counter:
                 return n
         return sum(PER_MESSAGE + self._count_plain(c) for _, c in messages) + REPLY_PROMPT
 
-    def _tokenize(self, text: str, timeout: float | None = None) -> int | None:
+    def _tokenize(self, text: str) -> int | None:
         body = {"model": self.model, "prompt": text} if self.kind == "vllm" else {"content": text}
-        return self._post(body, timeout)
+        return self._post(body)
 
     def _tokenize_chat(self, messages: list[dict[str, str]]) -> int | None:
-        return self._post({"model": self.model, "messages": messages, "add_generation_prompt": True}, None)
+        return self._post({"model": self.model, "messages": messages, "add_generation_prompt": True})
 
-    def _post(self, body: dict[str, Any], timeout: float | None) -> int | None:
-        """The token count the server answers, or None (no such endpoint, another shape, an error)."""
+    def _post(self, body: dict[str, Any]) -> int | None:
+        """The token count the server answers, or None (no such endpoint, another shape, an error,
+        no answer within COUNT_TIMEOUT_S: a face waits on this)."""
         try:
-            options = {"timeout": timeout} if timeout else {}
-            answer = self._client.post(self.ref.root + "/tokenize", body=body, cast_to=object, options=options)
+            answer = self._client.post(self.ref.root + "/tokenize", body=body, cast_to=object,
+                                       options={"timeout": COUNT_TIMEOUT_S})
         except Exception:  # counting must never fail a chat; the estimate stands in
             return None
         tokens = answer.get("tokens") if isinstance(answer, dict) else None
         return len(tokens) if isinstance(tokens, list) else None
+
+
+def estimate_chat(messages: Messages) -> int:
+    """About how many tokens the chat template makes of `messages` (no server asked)."""
+    if not messages:
+        return 0
+    return sum(PER_MESSAGE + estimate(m.get("content", "")) for m in messages) + REPLY_PROMPT
 
 
 def estimate(text: str) -> int:

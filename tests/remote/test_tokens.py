@@ -67,3 +67,31 @@ def test_counts_are_cached_and_fall_back_to_the_estimate_when_the_server_fails(f
 
 def test_estimate_rounds_ascii_up_and_counts_other_scripts_per_character():
     assert (estimate(""), estimate("abc"), estimate("abcd e"), estimate("héllo")) == (0, 1, 2, 2)
+
+
+def test_a_slow_tokenize_never_holds_up_a_cancel_or_a_count(fake_server, monkeypatch):
+    import threading
+    import time
+
+    from qwenchat.remote import tokens
+    from tests.remote.fake_server import chunk
+
+    slow = threading.Event()
+    fake_server.routes["POST /tokenize"] = lambda req: (Response(delay=3, body={"tokens": []}) if slow.is_set()
+                                                        else vllm(req))
+    engine = connect(fake_server)
+    assert engine.info.exact_tokens
+    slow.set()
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(
+        events=(chunk(f"w{i} ") for i in range(100)), delay=0.05)
+    cancel = threading.Event()
+    t0 = time.monotonic()
+    for event in engine.chat(MSGS, cancel=cancel):
+        cancel.set()
+    assert event.finish_reason == "cancelled" and event.usage.prompt_tokens > 0  # estimated, not asked
+    assert time.monotonic() - t0 < 2
+    monkeypatch.setattr(tokens, "COUNT_TIMEOUT_S", 0.3)
+    t0 = time.monotonic()
+    assert len(engine.tokenizer.encode_plain("seven words in this short little text")) == estimate(
+        "seven words in this short little text")
+    assert time.monotonic() - t0 < 2
