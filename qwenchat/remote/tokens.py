@@ -10,6 +10,7 @@ is False. Either way the lengths matter and the ids are placeholders. A count th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -20,6 +21,7 @@ CHARS_PER_TOKEN = 4  # byte-level BPE on English and code; other scripts count a
 PER_MESSAGE = 4  # the template's tokens around each message (<|im_start|>role\n ... <|im_end|>\n)
 REPLY_PROMPT = 3  # the generation prompt (<|im_start|>assistant\n)
 COUNT_TIMEOUT_S = 5.0
+RESTING_S = 60.0
 Messages = Sequence[dict[str, str]]
 
 
@@ -31,6 +33,7 @@ class Counter:
         self.ref, self.model, self._client, self.kind = ref, model, client, kind
         self._plain = lru_cache(maxsize=256)(self._count_plain)
         self._chat = lru_cache(maxsize=64)(self._count_chat)
+        self._resting_until = 0.0
 
     @property
     def exact(self) -> bool:
@@ -77,11 +80,15 @@ class Counter:
 
     def _post(self, body: dict[str, Any]) -> int | None:
         """The token count the server answers, or None (no such endpoint, another shape, an error,
-        no answer within COUNT_TIMEOUT_S: a face waits on this)."""
+        no answer within COUNT_TIMEOUT_S: a face waits on this). After a failure the server is
+        not asked for RESTING_S, so a server that went away costs one wait, not one per count."""
+        if time.monotonic() < self._resting_until:
+            return None
         try:
             answer = self._client.post(self.ref.root + "/tokenize", body=body, cast_to=object,
                                        options={"timeout": COUNT_TIMEOUT_S})
         except Exception:  # counting must never fail a chat; the estimate stands in
+            self._resting_until = time.monotonic() + RESTING_S
             return None
         tokens = answer.get("tokens") if isinstance(answer, dict) else None
         return len(tokens) if isinstance(tokens, list) else None

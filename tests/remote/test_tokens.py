@@ -95,3 +95,7 @@ def test_a_slow_tokenize_never_holds_up_a_cancel_or_a_count(fake_server, monkeyp
     assert len(engine.tokenizer.encode_plain("seven words in this short little text")) == estimate(
         "seven words in this short little text")
     assert time.monotonic() - t0 < 2
+    asked = len(fake_server.requests)
+    t0 = time.monotonic()
+    assert len(engine.tokenizer.encode_plain("and again")) == estimate("and again")
+    assert len(fake_server.requests) == asked and time.monotonic() - t0 < 0.2  # not asked again for a while
