@@ -42,6 +42,8 @@ def create_app(backend: Backend, config: ServerConfig | None = None, log: TextIO
                                      allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
     app = Starlette(
         routes=[
+            Route("/", routes.index, methods=["GET"]),
+            Route("/v1", routes.index, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
             Route("/v1/models", routes.models, methods=["GET"]),
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),

@@ -18,7 +18,7 @@ from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from qwenchat.engine.errors import ContextOverflowError, EngineError, SettingsError, TemplateError
 from qwenchat.engine.records import Chunk, Reply
@@ -30,6 +30,14 @@ from qwenchat.server.jobs import Job, QueueFull, ShuttingDown
 from qwenchat.server.options import generate_options
 from qwenchat.server.responses import Stamp
 from qwenchat.server.schemas import ChatRequest, CompletionRequest, parse
+
+
+async def index(request: Request) -> Response:
+    """/ and /v1 opened in a browser (or probed by a tool): what is here and where, not a 404."""
+    base = str(request.base_url).rstrip("/") + "/v1"
+    return PlainTextResponse(f"qwenchat serve is running. The OpenAI-compatible API is at {base}: GET {base}/models, "
+                             f"POST {base}/chat/completions, POST {base}/completions; GET /health says whether the "
+                             "model is ready.\n")
 
 
 async def health(request: Request) -> Response:

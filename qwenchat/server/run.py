@@ -52,7 +52,7 @@ def serve(settings: Any, opts: ServeOptions, progress: Any = None, out: TextIO |
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=3), on_exit=queue.close)
     _say(out, f"qwenchat serve: listening on {base_url(sock)} (loading the model…)")
-    loader = threading.Thread(target=_load, args=(settings, backend, opts.save, server, progress, out),
+    loader = threading.Thread(target=_load, args=(settings, backend, opts.save, server, ImportNote(progress, out), out),
                               name="qwenchat-load", daemon=True)
     loader.start()
     try:
@@ -101,13 +101,34 @@ def _load(settings: Any, backend: Any, save: bool, server: Any, progress: Any, o
             from qwenchat.server.saving import Saver
 
             saver = Saver(engine, label)
-        backend.attach(engine, [settings.model, label, resolved.repo_id], saver)
+        # a local folder is also its name: tools are set up with `my-model`, not `./models/my-model`
+        folder = resolved.path.name if resolved.source == "local" else None
+        backend.attach(engine, [settings.model, label, resolved.repo_id, folder], saver)
         info = engine.info
         _say(out, f"qwenchat serve: ready, model {' / '.join(backend.model_ids)} on {info.device} "
                   f"({info.quantize if info.quantize != 'none' else info.dtype}), loaded in {info.load_s:.1f}s")
     except BaseException as e:  # noqa: BLE001 - reported by `serve` once the server has stopped
         backend.fail(e)
         server.should_exit = True
+
+
+class ImportNote:
+    """The start-up's download progress, plus one line when a .gguf is converted (once per file;
+    it takes a minute for a 0.5B model, while the console would otherwise show nothing)."""
+
+    def __init__(self, progress: Any, out: TextIO) -> None:
+        from qwenchat.hub.progress import NullProgress
+
+        self._progress, self._out, self._said = progress or NullProgress(), out, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._progress, name)
+
+    def on_convert(self, name: str, done: int, total: int) -> None:
+        if not self._said:
+            self._said = True
+            _say(self._out, f"qwenchat serve: importing {name}: writing {total / 1e9:.1f} GB of weights "
+                            "(once: later starts reuse them)…")
 
 
 def check_bind(host: str, api_key: str | None, unprotected: bool) -> None:

@@ -264,6 +264,13 @@ def test_unknown_route_and_method(server):
     assert r.status_code == 405 and "error" in r.json()
 
 
+def test_root_and_v1_say_where_the_api_is(server):
+    for url in (server.url + "/", server.v1):
+        r = httpx.get(url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert f"{server.v1}/chat/completions" in r.text and "/health" in r.text
+
+
 def test_no_cors_unless_asked_for(server):
     preflight = httpx.options(server.v1 + "/chat/completions", headers={
         "Origin": "https://example.com", "Access-Control-Request-Method": "POST"})

@@ -77,6 +77,13 @@ def test_binds_loopback_and_prints_the_base_url(servers):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", servers["keyed"].url)
 
 
+def test_a_local_folder_is_served_by_its_path_and_its_name(servers, tiny_model):
+    client = openai.OpenAI(base_url=servers["plain"].url, api_key="any", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list().data] == [str(tiny_model), tiny_model.name]
+    r = client.chat.completions.create(model=tiny_model.name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert r.model == tiny_model.name
+
+
 def test_api_key_is_required_when_set(servers):
     url = servers["keyed"].url
     assert httpx.get(url.removesuffix("/v1") + "/health").status_code == 200  # for monitors
