@@ -138,6 +138,7 @@ def pull_command(model: str = typer.Argument(..., help="An alias, owner/name[@re
     from qwenchat import hub
     from qwenchat.models import repo_ref, resolve_model
 
+    _refuse_server(model, "download")
     ref = repo_ref(model)
     if ref is None:  # a path, a .gguf file or an imported name: resolving imports it if needed
         resolved = resolve_model(model)
@@ -158,6 +159,7 @@ def rm_command(
     from qwenchat import hub
     from qwenchat.models import plan_removal, remove
 
+    _refuse_server(model, "remove")
     plan = plan_removal(model)
     what = f"{plan.name} ({hub.human_size(plan.size)} at {plan.path})"
     if not yes:
@@ -169,3 +171,13 @@ def rm_command(
             return
     freed = remove(plan)
     _err(f"removed {plan.name}, freed {hub.human_size(freed)}")
+
+
+def _refuse_server(model: str, verb: str) -> None:
+    """A server's URL names a model that is not on this machine (a usage error saying so)."""
+    from qwenchat.remote.reference import is_remote
+
+    if is_remote(model):
+        raise UsageError(f"{model.partition('#')[0]} is a server: there is nothing here to {verb}, its models run there",
+                         f"use it as it is (qwenchat ask -m {model}); list its models with"
+                         f" qwenchat models --server {model.partition('#')[0]}")

@@ -82,3 +82,10 @@ def test_nothing_listening_is_a_one_line_error(capsys):
 def test_not_a_url_is_a_usage_error(capsys):
     assert run(["models", "--server", "gpu-box:8000"]) == 2
     assert "not a server URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["pull"], ["rm", "--yes"]])
+def test_pull_and_rm_say_a_servers_model_stays_on_the_server(command, capsys):
+    assert run([*command, "http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct"]) == 2
+    err = capsys.readouterr().err
+    assert "http://gpu-box:8000/v1 is a server" in err and "qwenchat models --server http://gpu-box:8000/v1" in err
