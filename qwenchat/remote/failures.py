@@ -13,6 +13,7 @@ from qwenchat.remote.errors import (AuthError, BusyError, ConnectError, FormatEr
                                     RemoteError, RemoteTimeoutError, ServerFailedError, StreamCutError, scrub)
 from qwenchat.remote.reference import RemoteRef
 
+
 class ServerSaid(Exception):
     """An error event in a stream that the client let through (stream.py raises it; translated
     here, where it is known whether the reply had begun)."""

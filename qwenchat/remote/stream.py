@@ -84,7 +84,7 @@ def _check_kind(response: Any, server: str) -> None:
 
 
 def _shape(event: Any, server: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    if isinstance(event, dict) and (event.get("object") == "error" or "error" in event):  # vLLM, OpenAI
+    if isinstance(event, dict) and (event.get("object") == "error" or event.get("error")):  # vLLM, OpenAI
         raise ServerSaid(server_text(event, "no details"))
     if not isinstance(event, dict) or not isinstance(event.get("choices"), list) \
             or not all(isinstance(c, dict) for c in event["choices"]):
