@@ -228,7 +228,9 @@ async def test_sampling_settings_reach_the_server_and_show_no_local_default(serv
         await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen))
         dialog = app.screen
         shown = screen_text(app)
-        assert "Sent to the server" in shown and served.v1 in shown
+        host = served.url.removeprefix("http://")
+        # the whole note is shown, wrapped, not cut at the dialog's edge
+        assert "Sent to the server at " + host in shown and "you are told." in shown
         from textual.widgets import Input
 
         fields = {f.id: f for f in dialog.query(Input)}
@@ -438,3 +440,20 @@ def test_the_app_command_hands_the_api_key_flag_to_the_app(monkeypatch):
     monkeypatch.setattr(qwenchat.tui, "run_app", lambda factory, **kw: got.update(kw))
     open_tui("http://127.0.0.1:9/v1", False, None, None, None, api_key="sk-flag-0123456789")
     assert got["api_key"] == "sk-flag-0123456789"
+
+
+async def test_after_a_failed_reply_the_status_bar_drops_the_previous_replys_numbers(fake, store):
+    from tests.remote.fake_server import Response, chunk
+
+    fake.reply("One", " two", usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11})
+    app = remote_app(fake.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        assert "2 tok" in status_text(app) and "TTFT" in status_text(app)
+        fake.routes["POST /v1/chat/completions"] = lambda req: Response(events=[chunk("Cut")], cut=True)
+        await send(pilot, "second")
+        await pilot.pause()
+        line = status_text(app)
+        assert texts(app)[-1] == ("assistant", "Cut", "interrupted")
+        assert "2 tok" not in line and "TTFT" not in line, line

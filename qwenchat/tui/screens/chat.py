@@ -356,6 +356,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             return
         await self._drain_reply()
         view, self._reply_view, self.generating = self._reply_view, None, False
+        self.last_reply = None  # the status bar must not show the previous reply's numbers as this one's
         if view is not None and view.text:
             view.set_status("interrupted")
         verb, args = self._turn

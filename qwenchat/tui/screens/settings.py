@@ -72,8 +72,10 @@ def _placeholder(name: str, default: Any, remote: bool = False) -> str:
 def intro(server: str | None) -> str:
     if server is None:
         return "Empty fields use the model's default, shown in grey. Ctrl+S saves."
-    return (f"Sent to the server ({server}); empty fields leave it to the server. A setting it refuses "
-            "is left out and you are told. Ctrl+S saves.")
+    from qwenchat.remote.reference import RemoteRef
+
+    return (f"Sent to the server at {RemoteRef.parse(server).host}; empty fields leave it to the server. "
+            "A setting it refuses is left out, and you are told. Ctrl+S saves.")
 
 
 class SettingsScreen(ModalScreen[dict | None]):
@@ -81,7 +83,7 @@ class SettingsScreen(ModalScreen[dict | None]):
     SettingsScreen { align: center middle; }
     SettingsScreen > Vertical { width: 76; max-width: 100%; height: auto; max-height: 100%; overflow-y: auto; border: thick $primary; background: $surface; padding: 1 2; }
     SettingsScreen .title { text-style: bold; }
-    SettingsScreen .note { color: $text-muted; margin-bottom: 1; }
+    SettingsScreen .note { color: $text-muted; margin-bottom: 1; width: 100%; }
     SettingsScreen Grid { grid-size: 2; grid-columns: 22 1fr; grid-rows: auto; grid-gutter: 1 0; height: auto; }
     SettingsScreen Grid > Label { padding: 0; height: 1; }
     SettingsScreen Input.-invalid { background: $error 30%; }
