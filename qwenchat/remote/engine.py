@@ -22,7 +22,7 @@ from qwenchat.engine.records import OPTION_RANGES, Chunk, GenerateOptions, Reply
 from qwenchat.remote import tokens
 from qwenchat.remote.client import ServerModel, list_models, make_client
 from qwenchat.remote.errors import BusyError, NotFoundError, RemoteError, scrub
-from qwenchat.remote.failures import server_text, translate
+from qwenchat.remote.failures import refused_param, server_text, translate
 from qwenchat.remote.fields import Refusals, refused_field, request_fields
 from qwenchat.remote.reference import RemoteRef
 from qwenchat.remote.feed import Feed
@@ -170,9 +170,9 @@ class RemoteEngine:
             try:
                 return self._client.post(route, body={"model": self.model.id, **body, **sent, "stream": True},
                                          cast_to=object, stream=True, stream_cls=openai.Stream[object])
-            except openai.BadRequestError as e:
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
                 said = server_text(e.body, e.message)
-                name = refused_field(e.param, said, sent)
+                name = refused_field(refused_param(e.body), said, sent)
                 if name is None:
                     raise translate(e, self.ref, self._key, model=self.model.id) from None
                 self._refusals.add(name, said)

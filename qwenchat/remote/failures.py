@@ -126,10 +126,30 @@ def server_text(body: Any, fallback: str = "") -> str:
                 return v
             if isinstance(v, dict):
                 return server_text(v, fallback)
+            if isinstance(v, list) and v and all(isinstance(d, dict) for d in v):  # FastAPI's validation errors
+                return "; ".join(f"{_loc(d)}: {d.get('msg', 'invalid')}" if _loc(d) else str(d.get("msg")) for d in v)
         return fallback
     if isinstance(body, str) and body.strip():
         return body if "<" not in body[:200] else "an HTML page"
     return fallback
+
+
+def refused_param(body: Any) -> str | None:
+    """The field a 400/422 body names: OpenAI's `param`, or FastAPI's first `detail[].loc`."""
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("param"), str):
+        return body["param"]
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        return _loc(detail[0]) or None
+    return None
+
+
+def _loc(d: dict[str, Any]) -> str:
+    loc = d.get("loc")
+    parts = [str(p) for p in loc if p != "body"] if isinstance(loc, list) else []
+    return ".".join(parts)
 
 
 def _transport(exc: BaseException) -> bool:

@@ -173,3 +173,16 @@ def test_cancel_before_the_first_token_ends_at_once(fake_server):
     out = list(engine.chat(HI, cancel=cancel))
     assert time.monotonic() - t0 < 1.5  # not the 2 s the server takes to its first token
     assert len(out) == 1 and out[0].finish_reason == "cancelled" and out[0].text == ""
+
+
+def test_a_fastapi_style_422_naming_a_field_drops_it_too(fake_server, engine):
+    def route(req):
+        if "min_p" in req.body:
+            return Response(422, {"detail": [{"loc": ["body", "min_p"], "msg": "extra fields not permitted",
+                                              "type": "value_error.extra"}]})
+        return Response(events=reply_events("ok"))
+
+    fake_server.routes["POST /v1/chat/completions"] = route
+    assert list(engine.chat(HI, GenerateOptions(min_p=0.05)))[-1].text == "ok"
+    assert engine.take_notes() == ["the server refused the setting 'min_p', so it is not sent "
+                                   "(it said: min_p: extra fields not permitted)"]
