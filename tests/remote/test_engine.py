@@ -124,10 +124,12 @@ def test_cancel_closes_the_stream_within_a_chunk(fake_server, engine):
         seen.append(event)
         if len(seen) == 3:
             cancel.set()
+            cancelled_at = time.monotonic()
     assert isinstance(seen[-1], Reply) and seen[-1].finish_reason == "cancelled"
     assert len(seen) == 4 and seen[-1].text == "w0 w1 w2 "  # nothing read after the cancel
-    time.sleep(0.5)  # the server notices the closed connection at its next write
-    assert len(sent) <= 7
+    time.sleep(0.5)  # the server notices the closed connection at its next writes
+    # after the cancel: the event in flight, then a write or two the closed socket still takes
+    assert sum(t > cancelled_at for t in sent) <= 4 and len(sent) < 30
 
 
 def test_settings_out_of_range_are_refused_before_sending(fake_server, engine):
