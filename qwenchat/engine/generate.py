@@ -6,6 +6,9 @@ Nothing here prints, parses arguments or knows about chat templates; `chat.py` b
 Cancellation comes from another thread through a `threading.Event`, checked before every step,
 so a reply stops within one token and the cache stays consistent: `cache.tokens` always names
 exactly the tokens whose keys/values are stored.
+
+On the CPU the decode steps run at the thread count `threads.ThreadChooser` picks from their
+timings (fewer threads when another process holds a core); the prompt runs at its current pick.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from qwenchat.engine.model import Qwen2ForCausalLM
 from qwenchat.engine.prefill_blocks import PrefillCancelled
 from qwenchat.engine.records import OPTION_RANGES, Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import INVALID_SCORES, Sampler, SamplingParams
+from qwenchat.engine.threads import ThreadChooser, shared
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
 
 # Prompt tokens per model call. The CPU runs a call layer-major (model.py: one attention call per
@@ -86,9 +90,12 @@ def stream(
     settings: GenerationSettings,
     cancel: threading.Event | None = None,
     dropped_messages: int = 0,
+    threads: ThreadChooser | None = None,
 ) -> Iterator[Chunk | Reply]:
-    """Generate a reply to `prompt_ids`, reusing the longest common prefix the cache holds."""
+    """Generate a reply to `prompt_ids`, reusing the longest common prefix the cache holds.
+    `threads`: the CPU thread chooser (None: the process's, `threads.shared()`)."""
     t0 = time.perf_counter()
+    chooser = _chooser(threads, cache)
     cached = min(cache.common_prefix(prompt_ids), len(prompt_ids) - 1)  # prefill at least one token
     cache.trim(cached)
     new_ids = prompt_ids[cached:]
@@ -102,6 +109,8 @@ def stream(
     finish: FinishReason = "length"
     t_first: float | None = None
 
+    if chooser is not None:
+        chooser.begin()
     logits = prefill(model, cache, new_ids, cancel)
     t_prefill_end = time.perf_counter()
     if logits is None:
@@ -133,7 +142,7 @@ def stream(
             finish = "stop"
             break
         if len(out) < budget:
-            logits = decode_step(model, cache, token, tid)
+            logits = _timed_step(model, cache, token, tid, chooser)
 
     if not stops.hit:
         tail, _ = stops.feed(decoder.flush(), final=True)
@@ -149,6 +158,24 @@ def stream(
         token_ids=out,
         dropped_messages=dropped_messages,
     )
+
+
+def _chooser(threads: ThreadChooser | None, cache: KVCache) -> ThreadChooser | None:
+    if cache.k.device.type != "cpu":  # a GPU step's time is not the CPU threads'
+        return None
+    return threads if threads is not None else shared()
+
+
+def _timed_step(model: Qwen2ForCausalLM, cache: KVCache, token: torch.Tensor, tid: int,
+                chooser: ThreadChooser | None) -> torch.Tensor:  # fmt: skip
+    """decode_step at the chooser's count, its wall time reported back (a CPU step is synchronous)."""
+    if chooser is None:
+        return decode_step(model, cache, token, tid)
+    chooser.count()
+    start = time.perf_counter()
+    logits = decode_step(model, cache, token, tid)
+    chooser.record(time.perf_counter() - start)
+    return logits
 
 
 def _timings(t0: float, t_prefill: float, t_first: float, t_end: float, prefilled: int, decoded: int) -> Timings:
