@@ -172,9 +172,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def base_url(sock: socket.socket) -> str:
+    """The URL clients on this machine use; bound to every address (0.0.0.0, ::), that is the
+    loopback one, and the text says how other machines reach it."""
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/v1"
+    unspecified = ipaddress.ip_address(host).is_unspecified
+    shown = ("[::1]" if ":" in host else "127.0.0.1") if unspecified else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/v1"
+    return url + " on every address (other machines: this machine's name or IP instead)" if unspecified else url
 
 
 def _say(out: TextIO, text: str) -> None:
