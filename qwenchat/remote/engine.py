@@ -23,9 +23,9 @@ from qwenchat.remote import tokens
 from qwenchat.remote.client import ServerModel, list_models, make_client
 from qwenchat.remote.errors import BusyError, NotFoundError, RemoteError, scrub
 from qwenchat.remote.failures import refused_param, server_text, translate
+from qwenchat.remote.feed import Feed
 from qwenchat.remote.fields import Refusals, refused_field, request_fields
 from qwenchat.remote.reference import RemoteRef
-from qwenchat.remote.feed import Feed
 from qwenchat.remote.stream import Clock, read
 
 Message = dict[str, str]
