@@ -457,3 +457,16 @@ async def test_after_a_failed_reply_the_status_bar_drops_the_previous_replys_num
         line = status_text(app)
         assert texts(app)[-1] == ("assistant", "Cut", "interrupted")
         assert "2 tok" not in line and "TTFT" not in line, line
+
+
+async def test_while_connecting_the_app_says_so_and_names_the_server(fake, store):
+    from tests.remote.fake_server import Response
+
+    fake.routes["GET /v1/models"] = lambda req: Response(200, {"object": "list", "data": fake.models}, delay=1.5)
+    app = remote_app(fake.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "Connecting to" in screen_text(app), 10)
+        assert f"Connecting to {fake.url}…" in screen_text(app)
+        assert status_text(app) == f"{fake.url.removeprefix('http://').removesuffix('/v1')} │ loading…"
+        await ready(pilot)
+        assert status_text(app).startswith("big │ ")

@@ -38,3 +38,11 @@ def test_local_model_unchanged():
     info = SimpleNamespace(label="qwen2.5-0.5b", device="cpu", dtype="float32", precision="int8", context_window=4096)
     line = status_line(model_facts(info, used=10, cached=0))
     assert line == "qwen2.5-0.5b │ cpu/int8 │ ctx 10/4096 │ cached 0"
+
+
+def test_a_server_url_while_connecting_is_named_by_its_host_not_its_last_path_part():
+    from qwenchat.tui.widgets.statusbar import StatusFacts
+
+    assert status_line(StatusFacts(model="http://gpu-box:8000/v1", note="loading…")) == "gpu-box:8000 │ loading…"
+    assert status_line(StatusFacts(model="http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct")).startswith(
+        "Qwen2-72B-Instruct @ gpu-box:8000")

@@ -23,6 +23,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
+from qwenchat.remote.reference import is_remote
 from qwenchat.structured import describe
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
@@ -151,7 +152,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
 
     def show_loading(self, model: str | None) -> None:
         self.query_one("#loading").display = True
-        what = "Importing" if model and model.lower().endswith(".gguf") else "Loading"
+        what = ("Connecting to" if is_remote(model) else
+                "Importing" if model and model.lower().endswith(".gguf") else "Loading")
         self.query_one("#loading-label", Label).update(f"{what} {model or 'the default model'}…")
 
     async def session_loaded(self, old: Any) -> None:

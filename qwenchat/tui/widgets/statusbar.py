@@ -15,6 +15,9 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from qwenchat.model_label import short_model
+from qwenchat.remote.reference import is_remote
+
 
 @dataclass
 class StatusFacts:
@@ -65,7 +68,10 @@ def speed(tokens: int | None, tok_s: float | None) -> str | None:
 
 
 def status_line(f: StatusFacts) -> str:
-    short = f.model.rstrip("/").rsplit("/", 1)[-1] if f.model else ""
+    if is_remote(f.model):  # a server's URL, while connecting: "model @ host:port" or "host:port"
+        short = short_model(f.model)
+    else:
+        short = f.model.rstrip("/").rsplit("/", 1)[-1] if f.model else ""
     parts = [short or ("model?" if f.server else "no model")]
     if f.note:  # early, so a narrow terminal still shows "generating… (Esc stops)"
         parts.append(f.note)
