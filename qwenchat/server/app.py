@@ -46,6 +46,7 @@ def create_app(backend: Backend, config: ServerConfig | None = None, log: TextIO
             Route("/v1", routes.index, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
             Route("/v1/models", routes.models, methods=["GET"]),
+            Route("/v1/models/{model:path}", routes.model, methods=["GET"]),
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
             Route("/v1/completions", routes.completions, methods=["POST"]),
         ],

@@ -50,8 +50,22 @@ async def health(request: Request) -> Response:
 async def models(request: Request) -> Response:
     authorize(request)
     backend = request.app.state.backend
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "qwenchat"} for name in backend.model_ids]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [_model_object(name) for name in backend.model_ids]})
+
+
+async def model(request: Request) -> Response:
+    """GET /v1/models/{id} (the openai client's models.retrieve); ids may hold slashes."""
+    authorize(request)
+    name = request.path_params["model"]
+    backend = request.app.state.backend
+    if name not in backend.model_ids:
+        raise APIError(404, f"model {name!r} is not served here; GET /v1/models lists what is",
+                       param="model", code="model_not_found")
+    return JSONResponse(_model_object(name))
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "qwenchat"}
 
 
 async def chat_completions(request: Request) -> Response:

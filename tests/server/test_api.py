@@ -94,6 +94,14 @@ def test_health_and_models(server, client, tiny_model):
     assert ids == ["tiny", tiny_model.name]
 
 
+def test_retrieve_a_model(client, tiny_model):
+    for name in ("tiny", tiny_model.name):
+        assert client.models.retrieve(name).id == name
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("gpt-4o")
+    assert e.value.body["code"] == "model_not_found"
+
+
 def test_chat_completion(client):
     r = greedy(client, n=6)
     choice = r.choices[0]

@@ -82,6 +82,7 @@ def test_a_local_folder_is_served_by_its_path_and_its_name(servers, tiny_model):
     assert [m.id for m in client.models.list().data] == [str(tiny_model), tiny_model.name]
     r = client.chat.completions.create(model=tiny_model.name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert r.model == tiny_model.name
+    assert client.models.retrieve(str(tiny_model)).id == str(tiny_model)  # an id with slashes
 
 
 def test_api_key_is_required_when_set(servers):
