@@ -1,17 +1,46 @@
 """Shared fixtures: an isolated QWENCHAT_HOME and HF cache for every test, no network by
-default, and tiny random Qwen2 models built once per test session."""
+default, and tiny random Qwen2 models built once per test session.
+
+qwenchat's int8 kernel is compiled once per test session, not once per home: building it costs
+about 3.5 s of CPU (a third of a `qwenchat ask` run on a tiny model), and the tests about
+building it (tests/engine/test_int8_kernel.py) pass their own folders. In the test process
+`paths.kernels_dir` points at the session's folder; a test starting `qwenchat` as a process
+links its home's kernel folder there with `share_kernels(home)`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from qwenchat import paths
 from tests.fixtures.tiny import SPECS, build_model, build_tokenizer
+
+SHARED_KERNELS_ENV = "QWENCHAT_TEST_KERNELS"  # read by share_kernels in helpers that start processes
+
+
+def share_kernels(home: Path) -> Path:
+    """Make `home`'s kernel folder a link to the session's, so a `qwenchat` process started on
+    `home` finds the kernel built (the same file it would build: its name hashes the sources,
+    compiler, flags and CPU). Returns `home`."""
+    shared = os.environ.get(SHARED_KERNELS_ENV)
+    link = home / "cache" / "kernels"
+    if shared and not link.exists() and not link.is_symlink():
+        link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        link.symlink_to(shared, target_is_directory=True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def shared_kernels_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("int8-kernels")  # mode 0700: the kernel's loader checks it
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_kernels_dir: Path) -> Path:
+    monkeypatch.setattr(paths, "kernels_dir", lambda: shared_kernels_dir)
+    monkeypatch.setenv(SHARED_KERNELS_ENV, str(shared_kernels_dir))
     home = tmp_path / "qwenchat-home"
     monkeypatch.setenv("QWENCHAT_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))

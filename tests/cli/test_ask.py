@@ -1,4 +1,6 @@
-"""`qwenchat ask` as a real process on a tiny model: input, output, history, signals."""
+"""`qwenchat ask` on a tiny model: input, output, history, signals. Signals, a closed pipe and
+what a fresh interpreter imports go through a real process (`start`, `qwenchat_process`); the
+rest runs the same command line in the test process (tests/cli/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -15,18 +17,27 @@ from pathlib import Path
 import pytest
 
 from qwenchat.store import Store
+from tests.cli.inprocess import run_cli
+from tests.conftest import share_kernels
 from tests.hub.fake_hub import fake_hub  # noqa: F401  (fixture)
 
 
 def qwenchat(args: list[str], home: Path, stdin: bytes | None = b"", timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QWENCHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    """`qwenchat ARGS` run in the test process (stdin None: a terminal). `timeout` is kept for
+    callers; a command run here cannot be cut short."""
+    return run_cli(args, home, stdin)
+
+
+def qwenchat_process(args: list[str], home: Path, stdin: bytes | None = b"", timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m qwenchat ARGS` as a real process."""
+    env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(home)), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "qwenchat", *args], input=stdin, capture_output=True, env=env, timeout=timeout
     )
 
 
 def start(args: list[str], home: Path) -> subprocess.Popen:
-    env = {**os.environ, "QWENCHAT_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(home)), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "qwenchat", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint,
@@ -121,7 +132,7 @@ def test_input_too_long_names_both_counts_unless_truncated(tiny_model, isolated_
 
 
 def test_head_closing_the_pipe_ends_quietly_with_status_141(tiny_model, isolated_home):
-    env = {**os.environ, "QWENCHAT_HOME": str(isolated_home)}
+    env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(isolated_home))}
     cmd = (f"{sys.executable} -m qwenchat ask -m {tiny_model} 'Hi' --max-tokens 3000 --temperature 1 --top-k 0"
            " --seed 5 | head -c 20; echo \" status=${PIPESTATUS[0]}\" >&2")
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, env=env, timeout=120)
@@ -198,12 +209,8 @@ def test_unusable_data_dir_is_a_clear_error_and_no_save_still_works(tiny_model, 
 
 def test_first_run_download_shows_progress_on_stderr(tiny_model, fake_hub, isolated_home):  # noqa: F811
     fake_hub.add_repo("Qwen/Tiny-Instruct", tiny_model)
-    env = {**os.environ, "QWENCHAT_HOME": str(isolated_home)}
-    env.pop("HF_HUB_OFFLINE", None)
-    r = subprocess.run(
-        [sys.executable, "-m", "qwenchat", "ask", "-m", "Qwen/Tiny-Instruct", "Hi", "--max-tokens", "2"],
-        capture_output=True, env=env, timeout=120, stdin=subprocess.DEVNULL,
-    )
+    r = run_cli(["ask", "-m", "Qwen/Tiny-Instruct", "Hi", "--max-tokens", "2"], isolated_home,
+                env={"HF_HUB_OFFLINE": None})
     assert r.returncode == 0, r.stderr
     size_mb = (tiny_model / "model.safetensors").stat().st_size / 1e6
     assert f"{size_mb:.1f}/{size_mb:.1f} MB".encode() in r.stderr or f"{size_mb:.0f} MB".encode() in r.stderr, r.stderr
@@ -218,6 +225,7 @@ def test_ask_on_a_local_model_imports_no_tui_hub_or_rich(tiny_model, isolated_ho
         " '--stop', 'a', '--stop', 'b'])\n"
         "print(rc, *sorted(m for m in ('textual', 'huggingface_hub', 'rich') if m in sys.modules))\n"
     )
+    share_kernels(isolated_home)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=os.environ, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().splitlines()[-1] == "0"

@@ -5,17 +5,14 @@ over them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 from qwenchat.store import Store
+from tests.cli.inprocess import run_cli
 
 
 def ask(args: list[str], home, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "QWENCHAT_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run([sys.executable, "-m", "qwenchat", "ask", *args], input=b"", capture_output=True,
-                          env=full, timeout=120)
+    return run_cli(["ask", *args], home, env=env)
 
 
 def test_continue_runs_on_the_conversations_model_and_settings(tiny_model, isolated_home):

@@ -15,6 +15,7 @@ import pytest
 
 from qwenchat.cli import ask_input
 from tests.cli.test_ask import qwenchat, stored
+from tests.conftest import share_kernels
 
 LINES = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(200)).encode()
 
@@ -94,7 +95,7 @@ def test_truncate_with_continue_measures_the_history_actually_sent(tiny_model, i
 
 
 def test_an_endless_pipe_is_not_waited_on_past_the_limit(tiny_model, isolated_home):
-    env = {**os.environ, "QWENCHAT_HOME": str(isolated_home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(isolated_home)), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "qwenchat", "ask", "-m", str(tiny_model), "Summarise", "--max-input", "4K"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -134,7 +135,7 @@ def peak_rss_mb(args: list[str], home, stdin_path) -> tuple[int, float, bytes]:
         "sys.stderr.buffer.write(r.stderr)\n"
         "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
-    env = {**os.environ, "QWENCHAT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(home)), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=300)
     status, kb = r.stdout.split()
     return int(status), int(kb) / 1024, r.stderr

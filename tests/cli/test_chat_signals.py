@@ -13,6 +13,7 @@ import time
 import pytest
 
 from qwenchat.store import Store
+from tests.conftest import share_kernels
 
 LONG_REPLY = "max_tokens = 3000\ntemperature = 1.0\ntop_k = 0\nseed = 5\n"
 
@@ -25,6 +26,12 @@ def messages(home) -> int:
         return sum(len(store.thread(c.id)) for c in store.list_conversations())
 
 
+def reply_saved(home) -> bool:
+    """Some of the reply is in the store (replies are saved as they grow)."""
+    with Store.open(home / "data" / "history.db") as store:
+        return any(m.role == "assistant" and m.content for c in store.list_conversations() for m in store.thread(c.id))
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
 def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_path):
     tmux = shutil.which("tmux")
@@ -33,6 +40,7 @@ def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_pat
     pid_file, status_file = tmp_path / "pid", tmp_path / "status"
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text(LONG_REPLY)
+    share_kernels(home)
     app = f"{sys.executable} -m qwenchat chat -m {tiny_model} --device cpu --dtype float32"
     cmd = (f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 "
            f"sh -c 'echo $$ > {pid_file}; exec {app}'; echo $? > {status_file}; sleep 60")  # the pane stays to be read
@@ -54,7 +62,7 @@ def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_pat
         subprocess.run([tmux, "send-keys", "-t", name, "-l", "Tell a long story"], check=True)
         subprocess.run([tmux, "send-keys", "-t", name, "Enter"], check=True)
         until(lambda: messages(home) >= 1, 30, "the message was never sent")
-        time.sleep(1.0)  # some of the reply streams
+        until(lambda: reply_saved(home), 60, "no reply text was saved")  # a fixed wait lost the race on a busy machine
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
         until(status_file.exists, 30, "qwenchat did not exit on SIGTERM")
         assert status_file.read_text().strip() == "143"

@@ -1,5 +1,6 @@
-"""One conversation written by several real processes and faces: two `ask --cid` at once, and
-the app's session with `ask` adding to its conversation in between."""
+"""One conversation written by several real processes and faces: two `ask --cid` processes at
+once, and the app's session with `ask` (another store connection, run in this process) adding to
+its conversation in between."""
 
 from __future__ import annotations
 

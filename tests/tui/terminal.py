@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.conftest import share_kernels
+
 PROMPT = "PROMPT$ "
 
 
@@ -56,6 +58,8 @@ class Terminal:
 
 
 def app_script(path: Path, root: Path, home: Path, python: str, args: str) -> Path:
-    """A shell script that starts the app (a short line to type; no line wrapping)."""
+    """A shell script that starts the app (a short line to type; no line wrapping). The home's
+    int8 kernel is the test session's (tests/conftest.py: share_kernels)."""
+    share_kernels(home)
     path.write_text(f"cd {root}\nQWENCHAT_HOME={home} HF_HUB_OFFLINE=1 exec {python} -m qwenchat {args}\n")
     return path

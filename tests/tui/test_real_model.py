@@ -15,6 +15,7 @@ import pytest
 from qwenchat.cli.chat import make_session_factory
 from qwenchat.config import Settings
 from qwenchat.tui.app import QwenchatApp
+from tests.conftest import share_kernels
 from tests.tui.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,7 @@ def test_real_terminal_in_tmux(tiny_model, tmp_path):
     marker = tmp_path / "exited"
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text("max_tokens = 8\ntemperature = 0.0\n")
+    share_kernels(home)
     python = sys.executable
     cmd = (f"cd {ROOT} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 "
            f"{python} -m qwenchat chat -m {tiny_model} --device cpu --dtype float32; "
