@@ -11,7 +11,8 @@ neighbouring count for a few steps, keeps whichever is faster and re-checks late
 Its schedule (`ProbeSchedule`) keeps the cost on an idle machine small: a probe is a few steps,
 the wait between probes doubles each time the current count wins again, and a probe whose
 first step is already far slower is abandoned. A current count whose steps suddenly slow down
-(another process started) is re-checked at once instead of at the next scheduled probe.
+(another process started) is checked against fewer threads at once instead of at the next
+scheduled probe.
 
 Pinning: QWENCHAT_THREADS=N fixes the count (no adaptation); so does OMP_NUM_THREADS when the
 user set it (torch and libgomp already obey it).
@@ -85,14 +86,11 @@ class ThreadChooser:
         return len(self.counts) > 1
 
     def begin(self) -> None:
-        """Apply the current count on the calling thread (each reply, in case another thread
-        decodes now) and start measuring afresh: the steps before a prefill are no reference."""
+        """Apply the count on the calling thread (each reply: another thread may decode now).
+        Measurements carry on across replies, so short replies adapt too; the first step after
+        a prompt is not timed (its caches are cold)."""
         self._applied = None
-        self._settling = self.schedule.settle
-        self._recent.clear()
-        if self._trial is not None:  # an unfinished probe restarts with the next measurement
-            self._trial, self._trial_steps, self._probe = None, [], []
-            self._until_probe = 0
+        self._settling = max(self._settling, self.schedule.settle)
         self._set(self.running)
 
     @property
@@ -128,17 +126,17 @@ class ThreadChooser:
         if len(self._recent) < s.window:
             return
         median = statistics.median(self._recent)
-        tripped = self._reference is not None and median > s.trip * self._reference
+        # a sudden slowdown (another process took a core) is checked at once, against fewer threads
+        # only: at the fewest, or by trying more, it would only cost probes under a noisy load
+        tripped = self._reference is not None and median > s.trip * self._reference and self.current > self.counts[0]
         if self._until_probe <= 0 or tripped:
             self._results = {self.current: median}
-            self._probe = self._neighbours()
-            if tripped:
-                self._hold = s.first_hold
+            self._probe = self._neighbours(below_only=self._until_probe > 0)
             self._next_trial()
 
-    def _neighbours(self) -> list[int]:
+    def _neighbours(self, below_only: bool) -> list[int]:
         i = self.counts.index(self.current)
-        return [self.counts[j] for j in (i - 1, i + 1) if 0 <= j < len(self.counts)]
+        return [self.counts[j] for j in ((i - 1,) if below_only else (i - 1, i + 1)) if 0 <= j < len(self.counts)]
 
     # -- a probe --------------------------------------------------------------------------
 

@@ -98,6 +98,24 @@ def test_a_probe_that_starts_far_slower_is_cut_short():
     assert runs_of_two and max(runs_of_two) == 1
 
 
+def test_a_noisy_load_at_one_thread_costs_few_probes():
+    """At the fewest threads a slowdown cannot be helped by fewer: no early probes of more."""
+    rng = random.Random(5)
+    run = Run(ThreadChooser((1, 2), start=1))
+    run.steps(3000, lambda _s, c: BUSY[c] * (1 + 2 * rng.random()) if c == 1 else BUSY[c])
+    assert run.counts[100:].count(2) <= 6  # the scheduled probes only: holds of 32, 64, ... 1024
+
+
+def test_short_replies_adapt_too():
+    """A reply of a few tokens is shorter than a probe: measurements carry over to the next."""
+    run = Run(ThreadChooser((1, 2)))
+    for _ in range(30):
+        run.chooser.begin()
+        run.steps(3, table(BUSY))
+    assert run.chooser.current == 1
+    assert run.counts[-30:].count(2) <= 1
+
+
 def test_applies_a_count_only_when_it_changes():
     run = Run(ThreadChooser((1, 2)))
     run.steps(200, table(IDLE))
