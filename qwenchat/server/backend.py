@@ -25,7 +25,8 @@ class Backend:
     def __init__(self, base_options: GenerateOptions | None = None) -> None:
         self.base_options = base_options or GenerateOptions()
         self.engine: Any = None
-        self.model_ids: tuple[str, ...] = ()
+        self.model_ids: tuple[str, ...] = ()  # listed by /v1/models: one model, one id
+        self.aliases: tuple[str, ...] = ()  # other names requests may use for it
         self.saver: "Saver | None" = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -38,16 +39,19 @@ class Backend:
 
     def attach(self, engine: Any, names: Sequence[str | None], saver: "Saver | None" = None) -> None:
         """The model is loaded: `names` are what clients may call it (the name the user gave,
-        the name it resolved to, its alias), duplicates and blanks dropped."""
+        the name it resolved to, its alias), duplicates and blanks dropped. The first is its id
+        in /v1/models; the others are accepted, not listed: clients take each listed id for a
+        model of its own (a picker showing it twice, `ask -m URL` asking which one)."""
         self.engine, self.saver = engine, saver
-        self.model_ids = tuple(dict.fromkeys(n for n in names if n))
+        unique = tuple(dict.fromkeys(n for n in names if n))
+        self.model_ids, self.aliases = unique[:1], unique[1:]
         self._ready.set()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
 
     def knows(self, model: str | None) -> bool:
-        return model is None or model in self.model_ids
+        return model is None or model in self.model_ids or model in self.aliases
 
     def chat(self, messages: list[dict[str, str]], options: GenerateOptions, cancel: threading.Event) -> Events:
         if self.saver is not None and self.saver.applies(messages):

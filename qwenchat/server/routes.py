@@ -58,7 +58,7 @@ async def model(request: Request) -> Response:
     authorize(request)
     name = request.path_params["model"]
     backend = request.app.state.backend
-    if name not in backend.model_ids:
+    if not backend.knows(name):
         raise APIError(404, f"model {name!r} is not served here; GET /v1/models lists what is",
                        param="model", code="model_not_found")
     return JSONResponse(_model_object(name))

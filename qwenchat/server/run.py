@@ -101,11 +101,12 @@ def _load(settings: Any, backend: Any, save: bool, server: Any, progress: Any, o
             from qwenchat.server.saving import Saver
 
             saver = Saver(engine, label)
-        # a local folder is also its name: tools are set up with `my-model`, not `./models/my-model`
+        # listed as its name (a local folder: the folder's, as tools are set up with `my-model`, not
+        # `./models/my-model`); the name given to -m and the Hub repo id are accepted too
         folder = resolved.path.name if resolved.source == "local" else None
-        backend.attach(engine, [settings.model, label, resolved.repo_id, folder], saver)
+        backend.attach(engine, [folder or label, settings.model, label, resolved.repo_id], saver)
         info = engine.info
-        _say(out, f"qwenchat serve: ready, model {' / '.join(backend.model_ids)} on {info.device} "
+        _say(out, f"qwenchat serve: ready, model {backend.model_ids[0]} on {info.device} "
                   f"({info.quantize if info.quantize != 'none' else info.dtype}), loaded in {info.load_s:.1f}s")
     except BaseException as e:  # noqa: BLE001 - reported by `serve` once the server has stopped
         backend.fail(e)

@@ -77,11 +77,12 @@ def test_binds_loopback_and_prints_the_base_url(servers):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", servers["keyed"].url)
 
 
-def test_a_local_folder_is_served_by_its_path_and_its_name(servers, tiny_model):
+def test_a_local_folder_is_listed_by_its_name_and_answers_to_its_path(servers, tiny_model):
     client = openai.OpenAI(base_url=servers["plain"].url, api_key="any", max_retries=0, timeout=60)
-    assert [m.id for m in client.models.list().data] == [str(tiny_model), tiny_model.name]
-    r = client.chat.completions.create(model=tiny_model.name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
-    assert r.model == tiny_model.name
+    assert [m.id for m in client.models.list().data] == [tiny_model.name]
+    assert f"ready, model {tiny_model.name} on cpu" in servers["plain"].stderr
+    r = client.chat.completions.create(model=str(tiny_model), messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert r.model == str(tiny_model)
     assert client.models.retrieve(str(tiny_model)).id == str(tiny_model)  # an id with slashes
 
 
