@@ -104,12 +104,12 @@ class ChatEngine:
             defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         notes: list[str] = []
         if quant in ("int8", "int4"):
-            tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant), int8_cache_dir)
             native = None
             if placement.device.type == "cpu" and placement.dtype == torch.float32:
                 status = int8_kernel.load(kernel_dir)
                 native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
                 notes += [status.note] if status.note else []
+            tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant), int8_cache_dir, native)
             model = Qwen2ForCausalLM.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, quant, native
             )

@@ -4,14 +4,14 @@ Contract
 --------
 - `iter_checkpoint(model_dir, cfg, dtype, quantize_keys)` yields (key, value) for every tensor of
   the checkpoint, validated by weights.py's rules (names, shapes; damaged files raise
-  WeightsError naming the file). Values are cast to `dtype`, or, for keys in `quantize_keys`,
-  quantized to a `QTensor` from row blocks. Tensors are read with plain file reads into fresh
+  WeightsError naming the file). Values are cast to `dtype`, or, for keys in `quantize_keys`
+  (key -> "int8" or "int4"), quantized to a `QTensor` / `Q4Tensor` from row blocks. Tensors are read with plain file reads into fresh
   memory, never memory-mapped, so the process holds only what the model keeps (a mapped file
   counts in the resident size as its pages are touched, and the fused q/k/v and gate/up copies
   would come on top of it).
 - `Int8Checkpoint(model_dir, cfg, keys, cache_root)` iterates the same with those matrices
   quantized, served from the model's int8 cache under `cache_root` (format and checks:
-  int8_cache.py) when it was built from these very weight files, else quantized from the
+  int8_cache.py; int4 mode has its own file there) when it was built from these very weight files, else quantized from the
   checkpoint and written to a new cache on the way (None: no cache). Every cached tensor is
   checked against its CRC-32 before it is yielded; a damaged one switches to the checkpoint for
   it and the rest and rebuilds the cache, and `note` says so (a warning for the user). `source`
@@ -35,6 +35,7 @@ import torch
 from qwenchat.engine import prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
+from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.int8_cache import (
     FORMAT, INT4_CACHE_FILE, INT4_FORMAT, CacheDamaged, CacheWriter, SourceCheck, remove_stale_temps, source_identity,
     unchanged_since,
@@ -149,21 +150,23 @@ def _kinds(keys: Kinds) -> dict[str, str]:
     return dict(keys) if isinstance(keys, Mapping) else {k: "int8" for k in keys}
 
 
-def _quantized(f: "SafetensorsReader", key: str, shape: tuple[int, ...], kind: str) -> QTensor | Q4Tensor:
+def _quantized(f: "SafetensorsReader", key: str, shape: tuple[int, ...], kind: str, native: Int8Kernel | None) -> QTensor | Q4Tensor:
     """The matrix `key` quantized from row blocks (no full-size float copy)."""
     n, k = shape
     out = QTensor(torch.empty(n, k, dtype=torch.int8), torch.empty(n)) if kind == "int8" else empty_q4(n, k)
     step = max(1, BLOCK_ELEMS // k)
     for a in range(0, n, step):
         rows = f.read(key, (a, a + step))
-        quantize_int8(rows, out, a) if kind == "int8" else quantize_int4(rows, out, a)
+        quantize_int8(rows, out, a) if kind == "int8" else quantize_int4(rows, out, a, native=native)
     return out
 
 
 def iter_checkpoint(
-    model_dir: Path, cfg: Qwen2Config, dtype: torch.dtype, quantize_keys: Kinds = frozenset()
+    model_dir: Path, cfg: Qwen2Config, dtype: torch.dtype, quantize_keys: Kinds = frozenset(),
+    native: Int8Kernel | None = None,
 ) -> Iterator[tuple[str, torch.Tensor | QTensor | Q4Tensor]]:
-    """(key, tensor) for every checkpoint tensor, validated, cast or quantized; one at a time."""
+    """(key, tensor) for every checkpoint tensor, validated, cast or quantized (int4 in C with
+    `native`); one at a time."""
     kinds = _kinds(quantize_keys)
     files, shapes = _checkpoint_files(model_dir, cfg)
     for path in sorted(set(files.values())):
@@ -177,7 +180,7 @@ def iter_checkpoint(
                             "config.json and the weights come from different models; re-download",
                         )
                     if key in kinds:
-                        yield key, _quantized(f, key, shape, kinds[key])
+                        yield key, _quantized(f, key, shape, kinds[key], native)
                     else:
                         yield key, f.read(key).to(dtype)
         except WeightsError:
@@ -202,10 +205,14 @@ class Int8Checkpoint:
     "quantized, cache written", "quantized, cache rebuilt (<why>)" or "quantized, not cached
     (<why>)"; `note` is a warning for the user when the cache was damaged, else ""."""
 
-    def __init__(self, model_dir: Path, cfg: Qwen2Config, quantize_keys: Kinds, cache_root: Path | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, cfg: Qwen2Config, quantize_keys: Kinds, cache_root: Path | None = None,
+        native: Int8Kernel | None = None,
+    ) -> None:
         """quantize_keys: key -> "int8" or "int4" (a set: all int8). With any int4 matrix the
-        cache is int4 mode's own file (INT4_CACHE_FILE, INT4_FORMAT)."""
+        cache is int4 mode's own file (INT4_CACHE_FILE, INT4_FORMAT). native: quantizes int4 in C."""
         self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, _kinds(quantize_keys)
+        self.native = native
         int4 = "int4" in self.quantize_keys.values()
         self.format = INT4_FORMAT if int4 else FORMAT
         self.path = None if cache_root is None else int8_cache_path(cache_root, model_dir)
@@ -219,7 +226,7 @@ class Int8Checkpoint:
         keys = [k for k in shapes if k in files]
         if self.path is None:
             self.source = "quantized, not cached (no cache folder)"
-            yield from iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys)
+            yield from iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys, self.native)
             return
         paths = sorted(set(files.values()))
         layout = _cache_layout({k: shapes[k] for k in keys}, self.quantize_keys)
@@ -305,7 +312,7 @@ class Int8Checkpoint:
             writer = CacheWriter.open(self.path, layout, identity, self.format)
         ok = False
         try:
-            for key, value in iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys):
+            for key, value in iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys, self.native):
                 if isinstance(value, QTensor):
                     writer.put(key + ":q", value.q)
                     writer.put(key + ":scale", value.scale)

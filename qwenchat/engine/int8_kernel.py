@@ -18,6 +18,10 @@ A library is code that runs as the user, so it is loaded from the cache folder o
 folder and the file are the user's own and writable by nobody else; otherwise the kernel is
 built into a private temporary folder for this process, and the reason says why.
 
+The same library holds the int4 products (native/int4_kernel.c, `Int8Kernel.int4_matmul`): an
+AVX2 path chosen at run time by the CPU's features and a plain C one (QWENCHAT_INT4_GENERIC=1 or
+`use_generic_int4` force it).
+
 When there is no compiler, the CPU lacks AVX2/FMA, or anything at all goes wrong (the build, the
 load, a self-check of the numbers), `load` says why and returns no kernel: the engine then uses
 torch's kernel, slower but correct. Nothing here raises.
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
 
 SOURCES = (
     *(Path(__file__).with_name(n) for n in ("int8_kernel.c", "decode_step.c")),
-    Path(__file__).with_name("native") / "int4_kernel.c",
+    *(Path(__file__).with_name("native") / n for n in ("int4_kernel.c", "int4_quantize.c")),
 )  # one library
 INT4_GENERIC_ENV = "QWENCHAT_INT4_GENERIC"  # "1": the int4 products take the plain C path (tests, CPUs that misreport)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
@@ -78,6 +82,9 @@ class Int8Kernel:
         self._int4_deq.restype = None
         self._int4_deq.argtypes = [ptr, ptr, ptr, i64, i64, i64, ptr]
         lib.qc_int4_use_generic.argtypes = [ctypes.c_int]
+        self._int4_quantize = lib.qc_int4_quantize
+        self._int4_quantize.restype = None
+        self._int4_quantize.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr]
         self.use_generic_int4(os.environ.get(INT4_GENERIC_ENV, "").strip() == "1")
 
     def use_generic_int4(self, flag: bool) -> str:
@@ -101,6 +108,16 @@ class Int8Kernel:
         if not self._int4(x.data_ptr(), m, k, w.q.data_ptr(), w.scale.data_ptr(), w.low.data_ptr(), w.group, b, n, y.data_ptr()):
             raise MemoryError("the int4 kernel could not allocate its activation buffer")
         return y
+
+    def int4_quantize(self, w: torch.Tensor, out: "Q4Tensor", fracs: tuple[float, ...]) -> "Q4Tensor":
+        """Fill `out` (contiguous rows, as many as w's) with the int4 fit of w (N, K) float32:
+        quantize_int4's arithmetic (native/int4_quantize.c)."""
+        w = w.to(torch.float32).contiguous()
+        f = torch.tensor(fracs, dtype=torch.float32)
+        n, k = w.shape
+        self._int4_quantize(w.data_ptr(), n, k, out.group, f.data_ptr(), len(fracs), out.q.data_ptr(),
+                            out.scale.data_ptr(), out.low.data_ptr())  # fmt: skip
+        return out
 
     def int4_dequantize(self, w: "Q4Tensor", out: torch.Tensor) -> torch.Tensor:
         """out (N, K) float32 (contiguous) = the dequantized int4 matrix w."""

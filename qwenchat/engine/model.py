@@ -10,7 +10,9 @@ builds each layer as soon as its tensors have arrived: q/k/v are fused into one 
 gate/up into one `gate_up_proj` (one matrix product instead of three or two), tied embeddings
 share one tensor with the output projection. Nothing is initialised and then overwritten. With
 `quantize="int8"` every matrix (and the embedding table) is held as int8 with per-row scales
-(quantize.py); activations, norms, biases, the KV cache and logits stay in the compute dtype.
+(quantize.py), with `quantize="int4"` as group-wise int4 (quantize_int4.py; `weight_kinds` says
+which matrix takes which); activations, norms, biases, the KV cache and logits stay in the
+compute dtype.
 
 Three ways through the layers, computing the same function up to the order of float sums:
 - a decode step of an int8 model on the CPU with qwenchat's kernel: one C call for all layers
@@ -320,7 +322,7 @@ class _Builder:
     def tensor(self, key: str, value: torch.Tensor | QTensor | Q4Tensor) -> torch.Tensor | QTensor | Q4Tensor:
         kind = self.kinds.get(key)
         if kind is not None and isinstance(value, torch.Tensor):
-            value = quantize_int8(value) if kind == "int8" else q4.quantize_int4(value)
+            value = quantize_int8(value) if kind == "int8" else q4.quantize_int4(value, native=self.native)
         if isinstance(value, (QTensor, Q4Tensor)):
             return value.to(self.device)
         return value.to(device=self.device, dtype=self.dtype)

@@ -37,6 +37,7 @@ from qwenchat.engine.quantize import NATIVE_ROWS, Scratch
 
 GROUP = 32  # columns per scale/min pair; a multiple of CHUNK
 CHUNK = 32  # columns per 16 packed bytes
+MAX_GROUP = 256  # the C quantizer's bound
 BLOCK_ELEMS = 1 << 22  # elements quantized at a time (bounded float temporaries)
 RANGE_SEARCH = (1.0, 0.95, 0.9, 0.85)  # fractions of a group's range tried; the least squared error wins
 
@@ -87,12 +88,18 @@ def empty_q4(n: int, k: int, group: int = GROUP, device: torch.device | str = "c
     )
 
 
-def quantize_int4(w: torch.Tensor, out: Q4Tensor | None = None, row0: int = 0, group: int = GROUP) -> Q4Tensor:
-    """Quantize the rows of `w` (N, K); with `out`, write them into out at rows row0.."""
-    if group % CHUNK:
-        raise ValueError(f"the int4 group size must be a multiple of {CHUNK}, not {group}")
+def quantize_int4(
+    w: torch.Tensor, out: Q4Tensor | None = None, row0: int = 0, group: int = GROUP, native: Int8Kernel | None = None
+) -> Q4Tensor:
+    """Quantize the rows of `w` (N, K); with `out`, write them into out at rows row0..; with
+    `native` (CPU tensors), in C: the same fit, ~50x faster (native/int4_quantize.c)."""
+    if group % CHUNK or group > MAX_GROUP:
+        raise ValueError(f"the int4 group size must be a multiple of {CHUNK} up to {MAX_GROUP}, not {group}")
     n, k = w.shape
     out = empty_q4(n, k, group, w.device) if out is None else out
+    if native is not None and w.device.type == "cpu" and out.q.device.type == "cpu":
+        native.int4_quantize(w, out.rows(row0, row0 + n), RANGE_SEARCH)
+        return out
     kp = padded(k, group)
     step = max(1, BLOCK_ELEMS // kp)
     for a in range(0, n, step):

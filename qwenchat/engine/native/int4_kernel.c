@@ -149,8 +149,29 @@ QC4_AVX2 static float low_term_avx2(const uint16_t *low, const float *gsum, int6
     return r;
 }
 
-/* One x row (decoding): four W rows at a time share each chunk of xq; the rows ahead are
- * prefetched (four consecutive rows are one stream). */
+/* Eight chunks' coefficients s[c] * sx[c] of one W row as a vector (group == 32: one scale per
+ * chunk), or built one by one for other group sizes and for a row's last, partial eight. */
+QC4_AVX2 static inline __m256 coefs8(const uint16_t *s_row, const float *sx, int64_t c0, int64_t n, int64_t per) {
+    if (per == 1 && n == 8) {
+        const __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s_row + c0)));
+        return _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_loadu_ps(sx + c0));
+    }
+    float t[8] = {0};
+    for (int64_t j = 0; j < n; j++) t[j] = bf16(s_row[(c0 + j) / per]) * sx[c0 + j];
+    return _mm256_loadu_ps(t);
+}
+
+/* 8 int32 partial sums of a chunk's 32 products q . xq, the 16 bytes zero-extended to 16-bit
+ * lanes by the load itself: each lane's low nibble is column j, its high one column j + 16. */
+QC4_AVX2 static inline __m256i chunk_dot16(const uint8_t *b, __m256i xlo, __m256i xhi) {
+    const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b));
+    const __m256i lo = _mm256_and_si256(v, _mm256_set1_epi16(15)), hi = _mm256_srli_epi16(v, 4);
+    return _mm256_add_epi32(_mm256_madd_epi16(lo, xlo), _mm256_madd_epi16(hi, xhi));
+}
+
+/* One x row (decoding): four W rows at a time share each chunk of xq; each chunk costs ~9
+ * instructions a row (the scales of eight chunks are converted and multiplied at once, then
+ * picked per chunk by a permute); the rows ahead are prefetched (four rows are one stream). */
 QC4_AVX2 static int64_t one_row_avx2(const qc4_rows *r, int64_t Kp, const uint8_t *q, const uint16_t *s,
                                      const uint16_t *l, int64_t group, int64_t n, int64_t n1, float *y) {
     const int64_t chunks = Kp / CHUNK, groups = Kp / group, per = group / CHUNK, rb = Kp / 2;
@@ -158,19 +179,20 @@ QC4_AVX2 static int64_t one_row_avx2(const qc4_rows *r, int64_t Kp, const uint8_
         const uint8_t *q0 = q + n * rb;
         const uint16_t *s0 = s + n * groups;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t c = 0; c < chunks; c++) {
-            _mm_prefetch((const char *)(q0 + 4 * 16 * c + PREFETCH_BYTES), _MM_HINT_T0);
-            const __m256i xlo = _mm256_loadu_si256((const __m256i *)(r->xq + c * CHUNK));
-            const __m256i xhi = _mm256_loadu_si256((const __m256i *)(r->xq + c * CHUNK + 16));
-            const float sx = r->sx[c];
-            const int64_t g = c / per;
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot(q0 + c * 16, xlo, xhi)), _mm256_set1_ps(sx * bf16(s0[g])), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot(q0 + rb + c * 16, xlo, xhi)),
-                                 _mm256_set1_ps(sx * bf16(s0[groups + g])), a1);
-            a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot(q0 + 2 * rb + c * 16, xlo, xhi)),
-                                 _mm256_set1_ps(sx * bf16(s0[2 * groups + g])), a2);
-            a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot(q0 + 3 * rb + c * 16, xlo, xhi)),
-                                 _mm256_set1_ps(sx * bf16(s0[3 * groups + g])), a3);
+        for (int64_t c0 = 0; c0 < chunks; c0 += 8) {
+            const int64_t nc = chunks - c0 < 8 ? chunks - c0 : 8;
+            const __m256 k0 = coefs8(s0, r->sx, c0, nc, per), k1 = coefs8(s0 + groups, r->sx, c0, nc, per);
+            const __m256 k2 = coefs8(s0 + 2 * groups, r->sx, c0, nc, per), k3 = coefs8(s0 + 3 * groups, r->sx, c0, nc, per);
+            for (int64_t c = c0; c < c0 + nc; c++) {
+                _mm_prefetch((const char *)(q0 + 4 * 16 * c + PREFETCH_BYTES), _MM_HINT_T0);
+                const __m256i xlo = _mm256_loadu_si256((const __m256i *)(r->xq + c * CHUNK));
+                const __m256i xhi = _mm256_loadu_si256((const __m256i *)(r->xq + c * CHUNK + 16));
+                const __m256i pick = _mm256_set1_epi32((int)(c - c0));
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot16(q0 + c * 16, xlo, xhi)), _mm256_permutevar8x32_ps(k0, pick), a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot16(q0 + rb + c * 16, xlo, xhi)), _mm256_permutevar8x32_ps(k1, pick), a1);
+                a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot16(q0 + 2 * rb + c * 16, xlo, xhi)), _mm256_permutevar8x32_ps(k2, pick), a2);
+                a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot16(q0 + 3 * rb + c * 16, xlo, xhi)), _mm256_permutevar8x32_ps(k3, pick), a3);
+            }
         }
         const __m256 acc[4] = {a0, a1, a2, a3};
         for (int j = 0; j < 4; j++) y[n + j] = hsum8(acc[j]) + low_term_avx2(l + (n + j) * groups, r->gsum, groups);
