@@ -165,8 +165,8 @@ def test_engine_quantize_option_and_reason(tiny_model):
     auto = ChatEngine.load(tiny_model, device="cpu")  # a tiny model keeps exact weights by default
     assert auto.info.quantize == "none" and "small model" in auto.info.placement_reason
     assert ChatEngine.load(tiny_model, device="cpu", dtype="float32").info.quantize == "none"
-    with pytest.raises(SettingsError, match="quantize mode 'int4'"):
-        ChatEngine.load(tiny_model, device="cpu", quantize="int4")
+    with pytest.raises(SettingsError, match="quantize mode 'int3'"):
+        ChatEngine.load(tiny_model, device="cpu", quantize="int3")
 
 
 def test_int8_default_for_large_models_on_cpu(monkeypatch):
