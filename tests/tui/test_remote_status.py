@@ -46,3 +46,11 @@ def test_a_server_url_while_connecting_is_named_by_its_host_not_its_last_path_pa
     assert status_line(StatusFacts(model="http://gpu-box:8000/v1", note="loading…")) == "gpu-box:8000 │ loading…"
     assert status_line(StatusFacts(model="http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct")).startswith(
         "Qwen2-72B-Instruct @ gpu-box:8000")
+
+
+def test_picker_tags_a_server_used_before_as_a_server():
+    from qwenchat.tui.screens.models import model_choices
+
+    label = dict(model_choices(used=["http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct"]))[
+        "http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct"]
+    assert label.endswith("[server]")
