@@ -10,18 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwenchat.api_fields import API_FIELDS, response_format
 from qwenchat.engine.records import GenerateOptions
 
-# GenerateOptions field -> API field
-API_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repetition_penalty": "repetition_penalty",
-    "seed": "seed",
-    "max_new_tokens": "max_tokens",
-}
 # fields we add ourselves, not settings: dropping them changes only what we learn
 STREAM_OPTIONS = "stream_options"
 # what a server's 400 says when it does not know a field at all (without naming it in `param`)
@@ -39,12 +30,6 @@ def request_fields(options: GenerateOptions | None, refused: set[str], chat: boo
         body["response_format"] = response_format(o.constraint)
     body[STREAM_OPTIONS] = {"include_usage": True}
     return {k: v for k, v in body.items() if k not in refused}
-
-
-def response_format(constraint: dict[str, Any] | str) -> dict[str, Any]:
-    if constraint == "json_object":
-        return {"type": "json_object"}
-    return {"type": "json_schema", "json_schema": {"name": "reply", "schema": constraint, "strict": True}}
 
 
 def refused_field(param: str | None, text: str, sent: dict[str, Any]) -> str | None:

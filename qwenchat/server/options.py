@@ -11,23 +11,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from qwenchat.config import parse_value
+from qwenchat.api_fields import constraint_of, option_of_field
+from qwenchat.config import OPTION_NAMES, parse_value
 from qwenchat.engine.records import GenerateOptions
 from qwenchat.errors import ConfigError
 from qwenchat.server.errors import APIError
 from qwenchat.server.schemas import ChatRequest, CompletionRequest, Sampling
 
 # API field -> (settings key whose rule checks it, GenerateOptions field)
-SAMPLING = {
-    "temperature": ("temperature", "temperature"),
-    "top_p": ("top_p", "top_p"),
-    "top_k": ("top_k", "top_k"),
-    "min_p": ("min_p", "min_p"),
-    "repetition_penalty": ("repetition_penalty", "repetition_penalty"),
-    "seed": ("seed", "seed"),
-    "max_tokens": ("max_tokens", "max_new_tokens"),
-    "max_completion_tokens": ("max_tokens", "max_new_tokens"),
-}
+_SETTINGS_KEY = {option: key for key, option in OPTION_NAMES.items()}
+SAMPLING = {api: (_SETTINGS_KEY.get(option, option), option) for api, option in option_of_field().items()}
 MAX_STOPS = 16
 
 
@@ -50,20 +43,10 @@ def generate_options(req: Sampling, base: GenerateOptions) -> GenerateOptions:
 def _constraint(response_format: dict[str, Any] | None) -> dict[str, Any] | str | None:
     """OpenAI's response_format -> GenerateOptions.constraint (the engine checks the schema and
     answers an unsupported keyword with a 400 naming it)."""
-    kind = (response_format or {}).get("type", "text")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return "json_object"
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise APIError(400, "response_format json_schema needs json_schema.schema, a JSON Schema object",
-                           param="response_format", code="invalid_value")
-        return schema
-    raise APIError(400, f"response_format type {kind!r} is not supported: use text, json_object or json_schema",
-                   param="response_format", code="invalid_value")
+    try:
+        return constraint_of(response_format)
+    except ValueError as e:
+        raise APIError(400, str(e), param="response_format", code="invalid_value") from None
 
 
 def refuse_unsupported(req: Sampling) -> None:
