@@ -470,3 +470,28 @@ async def test_while_connecting_the_app_says_so_and_names_the_server(fake, store
         assert status_text(app) == f"{fake.url.removeprefix('http://').removesuffix('/v1')} │ loading…"
         await ready(pilot)
         assert status_text(app).startswith("big │ ")
+
+
+async def test_picker_shows_the_answer_of_the_server_asked_last(fake, store):
+    from tests.remote.fake_server import FakeServer, Response
+
+    slow = FakeServer(models=[{"id": "slow-1", "object": "model"}, {"id": "slow-2", "object": "model"}])
+    fast = FakeServer(models=[{"id": "fast-1", "object": "model"}, {"id": "fast-2", "object": "model"}])
+    slow.routes["GET /v1/models"] = lambda req: Response(200, {"object": "list", "data": slow.models}, delay=1.5)
+    try:
+        app = remote_app(fake.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            picker = await _pick(pilot, slow.url)
+            await wait_for(pilot, lambda: "Asking" in screen_text(app))
+            field = picker.query_one("#path")
+            field.focus()
+            field.value = fast.url
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: "fast-2" in screen_text(app), 10)
+            await wait_for(pilot, lambda: len(slow.requests) == 1, 10)
+            await pilot.pause(2.0)  # the slow server has answered by now: its models must not replace these
+            assert "fast-2" in screen_text(app) and "slow-2" not in screen_text(app)
+    finally:
+        slow.stop()
+        fast.stop()

@@ -107,6 +107,7 @@ class ModelPicker(ModalScreen[str | None]):
     def __init__(self, current: str | None, used: list[str]) -> None:
         super().__init__()
         self.current, self.choices = current, model_choices(current, used)
+        self._asking: RemoteRef | None = None  # the server asked last: only its answer is shown
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -176,6 +177,7 @@ class ModelPicker(ModalScreen[str | None]):
             return
         self._problem(None)
         self._note(f"Asking {ref.host} for its models…")
+        self._asking = ref
         self._ask_server(ref)
 
     @work(thread=True, exclusive=True, group="server-models", exit_on_error=False)
@@ -188,12 +190,12 @@ class ModelPicker(ModalScreen[str | None]):
         self.app.call_from_thread(self._offer, ref, models)
 
     def _server_failed(self, ref: RemoteRef, error: Exception) -> None:
-        if self.is_attached:
+        if self.is_attached and ref == self._asking:
             self._problem(*error_text(error))
 
     def _offer(self, ref: RemoteRef, models: list[Any]) -> None:
         """One model: that one. Several: listed in place of the local ones, to pick one."""
-        if not self.is_attached:
+        if not self.is_attached or ref != self._asking:  # closed, or another URL was entered since
             return
         if not models:
             return self._problem(f"{ref.host} offers no models", "load a model on the server first")
