@@ -74,7 +74,19 @@ def _connection(exc: BaseException, ref: RemoteRef, streaming: bool) -> RemoteEr
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(cause).lower():
         return ConnectError(f"connection refused by {ref.host}: no server is listening there",
                             "start the server, or check the URL's host and port")
+    if _dropped(chain):
+        return ConnectError(f"{ref.host} closed the connection before the reply began: {_reason(cause)}",
+                            "the server may have stopped, restarted or crashed on the request; check it (and its "
+                            "log), then send again")
     return ConnectError(f"cannot connect to {server}: {_reason(cause)}", "check that the server is running and reachable")
+
+
+def _dropped(chain: list[BaseException]) -> bool:
+    """The connection was made, then closed or reset by the server (not refused)."""
+    names = {type(e).__name__ for e in chain}
+    words = " ".join(str(e).lower() for e in chain)
+    return (any(isinstance(e, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)) for e in chain)
+            or bool(names & {"RemoteProtocolError", "ReadError"}) or "disconnected" in words or "reset by peer" in words)
 
 
 def _status(status: int, text: str, ref: RemoteRef, key: str | None, model: str | None, code: str) -> RemoteError:

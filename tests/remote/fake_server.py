@@ -31,6 +31,7 @@ class Response:
     done: bool = True  # end the stream with [DONE]
     cut: bool = False  # drop the connection after the events, mid-stream (no end of the chunked body)
     delay: float = 0.0  # seconds before each event (and before the headers of a non-stream)
+    hang_up: bool = False  # close the connection without answering (a server dying on the request)
 
 
 Handler = Callable[[Request], Response]
@@ -116,6 +117,10 @@ def _handler_for(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def _send(self, res: Response) -> None:
+            if res.hang_up:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             if res.events is None:
                 if res.delay:
                     time.sleep(res.delay)

@@ -192,6 +192,16 @@ def test_a_stream_cut_mid_reply_keeps_what_came(fake_server):
     assert "lost mid-reply" in e.value.message and "partial reply is kept" in e.value.hint
 
 
+def test_a_server_hanging_up_before_the_reply_is_not_called_unreachable(fake_server):
+    """Seen hands-on: a server killed after the request was sent read "cannot connect ... check that
+    the server is running", though the connection had been made."""
+    engine = connect(fake_server)
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(hang_up=True)
+    e = failure(lambda: engine.chat(HI), errors.ConnectError)
+    assert "closed the connection before the reply began" in e.message and "cannot connect" not in e.message
+    assert "stopped, restarted or crashed" in e.hint
+
+
 def test_a_stream_that_ends_without_a_finish_reason_was_cut(fake_server):
     engine = connect(fake_server)
     fake_server.routes["POST /v1/chat/completions"] = lambda req: Response(events=[chunk("Hel")], done=False)
