@@ -5,7 +5,8 @@ dequantized into a float32 model (the function the int4 kernel computes, up to s
     .venv/bin/python benchmarks/int4_quality.py [--variants a,b] [--no-greedy]
 
 Variants: affine (scale + min) or symmetric (Q4_0-like) groups of 32 or 64 columns, with or
-without the range search, the embedding / output projection (tied) int4 or int8.
+without the range search, the embedding / output projection (tied) int4 or int8; and
+engine-int4 / engine-int4-emb8: the real `--quantize int4` engine (kernel and fused decode).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qwenchat.engine import model as model_mod  # noqa: E402
 from qwenchat.engine import quantize_int4 as q4  # noqa: E402
 from qwenchat.engine.chat import ChatEngine  # noqa: E402
 from qwenchat.engine.quantize import quantize_int8  # noqa: E402
@@ -85,8 +87,13 @@ def main() -> None:
     del base
     for v in args.variants.split(","):
         t0 = time.perf_counter()
-        engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="none")
-        apply(engine, v)
+        if v.startswith("engine-"):  # the real int4 mode (kernel, fused decode), embedding as named
+            model_mod.INT4_EMBEDDING = "int8" if v.endswith("emb8") else "int4"
+            cache = MODEL.parent / "weight-caches" if model_mod.INT4_EMBEDDING == "int4" else None
+            engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="int4", int8_cache_dir=cache)
+        else:
+            engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="none")
+            apply(engine, v)
         ppl = perplexity(engine, TEXT)
         line = f"{v}: perplexity {ppl:.4f} ({ppl / ref_ppl:.4f}x fp32)"
         if ref is not None:

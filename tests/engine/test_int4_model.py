@@ -47,9 +47,20 @@ def _float_twin(model: Qwen2ForCausalLM, d: Path) -> Qwen2ForCausalLM:
     return twin
 
 
+@pytest.fixture(params=["avx2", "generic"])
+def int4_path(request, kernel_dir):
+    """The int4 products' path for the test (the library's switch, shared by every user of it)."""
+    from qwenchat.engine import int8_kernel
+
+    kernel = int8_kernel.load(kernel_dir).kernel
+    assert kernel is not None and kernel.use_generic_int4(request.param == "generic") == request.param
+    yield request.param
+    kernel.use_generic_int4(False)
+
+
 @needs_kernel
 @pytest.mark.parametrize("variant", ["qwen25_05b", "untied"])
-def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, variant):
+def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, variant, int4_path):
     engine = ChatEngine.load(tiny_models[variant], device="cpu", quantize="int4", kernel_dir=kernel_dir)
     model = engine.model
     assert engine.info.quantize == "int4" and "int4 weights requested" in engine.info.placement_reason
