@@ -48,6 +48,16 @@ def test_verdicts_against_the_targets(bench, ttft, tok_s, met):
     assert tuple(v[2] for v in bench.verdicts(base, server)) == met
 
 
+def test_engine_speed_is_read_from_the_servers_access_log(bench):
+    server = object.__new__(bench.Server)
+    server.lines = ['qwenchat serve: ready, model x on cpu (int8), loaded in 1.0s',
+                    '127.0.0.1 "GET /v1/models" 200 0.01s',
+                    '127.0.0.1 "POST /v1/chat/completions" 200 prompt 42 (cached 3) completion 128 31.5 tok/s 4.20s']
+    assert server.generations() == 1
+    assert server.engine_tok_s(after=0) == 31.5
+    assert server.engine_tok_s(after=1, timeout=0.05) is None  # no newer line came
+
+
 def test_report_has_every_row_and_a_verdict_per_target(bench):
     rows = [row(bench, bench.IN_PROCESS, 100, 20.0), row(bench, "server (openai, stream)", 160, 19.5),
             row(bench, "qwenchat ask -m http://127.0.0.1:1/v1", 130, 18.0)]
@@ -55,3 +65,10 @@ def test_report_has_every_row_and_a_verdict_per_target(bench):
     assert all(r.name in text for r in rows)
     assert "0.975x" in text and "+60.0 ms" in text and "0.900x" in text and "+30.0 ms" in text
     assert text.count("NOT MET") == 2 and text.count(" met") == 2
+    assert "engine tok/s" in text.splitlines()[0]
+
+
+def test_engine_column_takes_the_median_when_known(bench):
+    runs = [bench.Sample(0.1, 20, 128, e) for e in (30.0, 10.0, 20.0)]
+    assert bench.summarise("x", runs).engine_tok_s == 20.0
+    assert bench.summarise("y", [bench.Sample(0.1, 20, 128)]).engine_tok_s is None
