@@ -277,6 +277,13 @@ class ChatSession:
         """Stop the reply in progress (from any thread) within one token."""
         self._cancel.set()
 
+    def close(self) -> None:
+        """Let go of what the engine holds open (a server's connections) when a face drops this
+        session for another model; a local engine holds nothing that needs it."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
     def _send_after(self, index: int, text: str) -> Iterator[Chunk | Turn]:
         """Send `text` in place of entries[index:] (a new message when index == len)."""
         if index > 0:

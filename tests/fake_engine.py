@@ -49,6 +49,7 @@ class FakeEngine:
     max_new_tokens: int = 512
     delay: float = 0.0  # seconds per word, for tests that act while a reply streams
     prompts: list[list[dict[str, str]]] = field(default_factory=list)
+    closed: bool = False  # close() was called (a remote engine lets go of its connections)
 
     def __post_init__(self) -> None:
         self.defaults = SimpleNamespace(sampling=SimpleNamespace(**SAMPLING_DEFAULTS),
@@ -56,6 +57,9 @@ class FakeEngine:
         self.tokenizer = SimpleNamespace(encode_plain=_words)
 
     # -- the engine surface the session uses ----------------------------------------------------
+
+    def close(self) -> None:
+        self.closed = True
 
     def settings(self, options: GenerateOptions | None) -> int:
         """Validates like the real engine; returns the max_new_tokens in force."""

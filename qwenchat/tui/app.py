@@ -131,7 +131,8 @@ class QwenchatApp(App[None]):
 
     async def on_session_ready(self, event: msg.SessionReady) -> None:
         if event.seq != self._load_seq or self.chat.quitting:
-            return  # a later pick superseded this load, or the app is closing its screens
+            event.session.close()  # a later pick superseded this load, or the app is closing its screens
+            return
         old, self.session = self.session, event.session
         try:
             await self.chat.session_loaded(old)
@@ -139,6 +140,9 @@ class QwenchatApp(App[None]):
             if self.chat.quitting:  # Ctrl+Q came while the chat was being shown: nothing to show
                 return
             raise
+        finally:
+            if old is not None and old is not self.session:
+                old.close()  # a server's connections go with the model that used them
         for note in self.session.model_info.notes:  # a damaged int8 cache rebuilt, ...
             self.notify(note, title="Model", severity="warning", timeout=10, markup=False)
 

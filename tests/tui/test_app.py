@@ -342,3 +342,24 @@ async def test_load_failure_is_reported_and_app_keeps_running():
         note = next(n for n in app._notifications if "nope" in n.message)
         assert "qwenchat pull nope" in note.message
         assert app.is_running
+
+
+async def test_switching_models_closes_the_session_left_behind(store):
+    """A remote engine keeps a server's connections open: the session the app drops for another
+    model is closed (and one superseded by a later pick before it was shown)."""
+    from tests.tui.conftest import wait_for
+    from tests.tui.helpers import SIZE, make_app, ready
+
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        first = app.session
+        app.begin_loading("other-model")
+        await wait_for(pilot, lambda: app.session is not first)
+        assert first.engine.closed and not app.session.engine.closed
+        app.begin_loading("third")
+        app.begin_loading("fourth")  # supersedes "third" before it is shown
+        await wait_for(pilot, lambda: app.session.model_label == "fourth")
+        third = lambda: [s for s in factory.made if s.model_label == "third"]  # noqa: E731
+        await wait_for(pilot, lambda: bool(third()) and third()[0].engine.closed)
+        assert not app.session.engine.closed
