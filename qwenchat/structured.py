@@ -23,10 +23,13 @@ _TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?:\s+(?P<type>\w+))?\s*(?::\s*(?P<desc>.*))?$", re.S)
 
 
-def constraint_from_flags(schema: str | None, json_object: bool) -> dict[str, Any] | str | None:
-    """The constraint of `--schema` / `--json-object` (None: neither given)."""
+def constraint_from_flags(schema: str | None, json_object: bool, no_schema: bool = False) -> dict[str, Any] | str | None:
+    """The constraint of `--schema` / `--json-object` (None: neither given; `--no-schema` asks for
+    none, the caller drops a saved one)."""
     if schema is not None and json_object:
         raise UsageError("--schema and --json-object both given", "use one of them: a schema implies JSON")
+    if no_schema and (schema is not None or json_object):
+        raise UsageError("--no-schema given with --schema or --json-object", "use one of them")
     if json_object:
         return JSON_OBJECT
     return None if schema is None else parse_schema(schema)

@@ -58,6 +58,7 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),
     schema: Optional[str] = typer.Option(None, "--schema", metavar="SCHEMA", help="Reply with JSON valid against this JSON Schema: inline JSON, a file, or fields like 'name, age int, bio: a short bio'."),
     json_object: bool = typer.Option(False, "--json-object", help="Reply with a JSON object (any keys)."),
+    no_schema: bool = typer.Option(False, "--no-schema", help="Reply in free text again: drop the schema a continued conversation saved."),
     usage: bool = typer.Option(False, "-u", "--usage", help="Print token counts and speeds to stderr."),
 ) -> None:
     if truncate not in (None, *CUTS):
@@ -67,7 +68,7 @@ def ask(
     if no_save and (cont or cid is not None):
         raise UsageError("--no-save cannot continue a stored conversation", "drop --no-save or --continue/--cid")
     check_prompt(prompt, stdin_is_terminal())
-    constraint = constraint_from_flags(schema, json_object)
+    constraint = constraint_from_flags(schema, json_object, no_schema)
     flags = dict(model=model, device=device, dtype=dtype, quantize=quantize, context_limit=context_limit, temperature=temperature,
                  top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
                  max_tokens=max_tokens, seed=seed, max_input=max_input, api_key=api_key)
@@ -79,9 +80,12 @@ def ask(
             session = _session(settings, flags, store, system, cont, cid, raw, tuple(stop))
         except RemoteError as e:  # no reply could begin: the message is kept all the same
             raise keep_unsent(e, store, settings, flags, system, cont, cid, prompt, truncate) from None
-        if constraint is not None:  # checked by the engine here, before anything is generated
+        if constraint is not None or (no_schema and session.options.constraint is not None):
+            # checked by the engine here, before anything is generated; saved with the conversation
             session.set_options(replace(session.options, constraint=constraint))
-        constraint = session.options.constraint  # a continued conversation may have saved one
+        elif session.options.constraint is not None:
+            warn("this conversation replies in JSON (the schema saved with it); --no-schema for free text")
+        constraint = session.options.constraint
         text = _message(session, prompt, settings.max_input, truncate)
         if constraint is not None and not session.raw:
             text = f"{text}\n\n{instruction(constraint)}"

@@ -94,3 +94,23 @@ def test_concise_form() -> None:
 def test_concise_form_errors(value: str) -> None:
     with pytest.raises(UsageError):
         parse_schema(value)
+
+
+def test_a_saved_schema_is_said_on_continuing_and_no_schema_drops_it(model, isolated_home):
+    """`ask --schema` saves the schema with the conversation; a later `ask -c` replied in JSON
+    without a word about why, and nothing could turn it off."""
+    first = qwenchat(["ask", "-m", model, "--json-object", "--seed", "1", "--max-tokens", "60", "a shirt"], isolated_home)
+    assert first.returncode in (0, 1), first.stderr  # 1: a random model's JSON may be cut by the limit
+    again = qwenchat(["ask", "-c", "--seed", "1", "--max-tokens", "5", "and a hat"], isolated_home)
+    assert b"replies in JSON" in again.stderr and b"--no-schema" in again.stderr
+    free = qwenchat(["ask", "-c", "--no-schema", "--json", "--seed", "1", "--max-tokens", "5", "in words"], isolated_home)
+    assert free.returncode == 0, free.stderr
+    assert b"replies in JSON" not in free.stderr and "parsed" not in json.loads(free.stdout)
+    assert stored(isolated_home)[-2][1] == "in words"  # no schema instruction added to the message
+    later = qwenchat(["ask", "-c", "--seed", "1", "--max-tokens", "5", "more"], isolated_home)
+    assert b"replies in JSON" not in later.stderr  # dropped for the conversation, not just one reply
+
+
+def test_no_schema_with_a_schema_is_a_usage_error():
+    with pytest.raises(UsageError, match="--no-schema given with"):
+        constraint_from_flags("name", False, no_schema=True)
