@@ -17,6 +17,15 @@ scheduled probe.
 Pinning: QWENCHAT_THREADS=N fixes the count (no adaptation); so does OMP_NUM_THREADS when the
 user set it (torch and libgomp already obey it).
 
+Waiting: libgomp's threads spin up to ~300,000 times (milliseconds) at each barrier before they
+sleep. Under load that spinning takes the CPU time the late thread needs (two threads fell to
+0.3-0.7 tok/s against 2.2-3.0 for one, at a load average of 13-20 here), so the engine sets
+GOMP_SPINCOUNT=1000 (tens of microseconds: a decode step's regions follow each other within
+microseconds, so on an idle machine a thread should still not sleep inside a step); two threads
+then made 3.8-5.7 tok/s against one's 2.7-3.3 under the same load. libgomp reads it once, when
+torch loads it, so qwenchat/engine/__init__.py sets it before any engine module imports torch;
+a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+
 Counts go to `torch.set_num_threads`, which also sets libgomp's count for the calling thread, so
 our C regions follow it; it must be applied from the thread that decodes (`begin`).
 """
@@ -24,7 +33,6 @@ our C regions follow it; it must be applied from the thread that decodes (`begin
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -125,7 +133,7 @@ class ThreadChooser:
         self._until_probe -= 1
         if len(self._recent) < s.window:
             return
-        median = statistics.median(self._recent)
+        median = _median(self._recent)
         # a sudden slowdown (another process took a core) is checked at once, against fewer threads
         # only: at the fewest, or by trying more, it would only cost probes under a noisy load
         tripped = self._reference is not None and median > s.trip * self._reference and self.current > self.counts[0]
@@ -154,7 +162,7 @@ class ThreadChooser:
     def _end_trial(self, abandoned: bool) -> None:
         assert self._trial is not None
         if not abandoned:
-            self._results[self._trial] = statistics.median(self._trial_steps)
+            self._results[self._trial] = _median(self._trial_steps)
         self._trial, self._trial_steps = None, []
         self._next_trial()
 
@@ -184,6 +192,11 @@ class ThreadChooser:
         if n != self._applied:
             self._apply(n)
             self._applied = n
+
+
+def _median(values: list[float]) -> float:
+    ordered, mid = sorted(values), len(values) // 2  # statistics.median, without importing it here
+    return ordered[mid] if len(values) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _torch_apply(n: int) -> None:
