@@ -12,7 +12,7 @@ Storage rules:
   process writes while a reply streams, the reply still goes under its own message: the
   conversation branches there, and the `Turn` says so.
 - The user's message is committed before generation starts; the reply is committed as it
-  grows (at most `SAVE_EVERY_S` behind, status "pending", with this process's id, so even a
+  grows (at most `reply_writer.SAVE_EVERY_S` behind, status "pending", with this process's id, so even a
   SIGKILL leaves the text so far, read back as "interrupted") and finally with its status.
 - After a failure the entries are re-read from the store, so they never hold an unsaved message.
 
@@ -21,67 +21,23 @@ It knows nothing about terminals or widgets, and never touches tensors.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.errors import StoreError
+from qwenchat.reply_writer import ReplyWriter
+from qwenchat.session_records import (OPTION_FIELDS, SAMPLING_FIELDS, Entry, ModelInfo, Turn, entry_of, options_dict,
+                                      overlay)
 
 if TYPE_CHECKING:
     from qwenchat.engine.chat import ChatEngine
     from qwenchat.store import Store
     from qwenchat.store.records import Conversation, Message
 
-OPTION_FIELDS = tuple(f.name for f in fields(GenerateOptions) if f.name != "stop")
-SAMPLING_FIELDS = tuple(f for f in OPTION_FIELDS if f not in ("max_new_tokens", "constraint"))
-SAVE_EVERY_S = 1.0  # how far behind the stored text of a streaming reply may be
-
-
-@dataclass(frozen=True)
-class Turn:
-    """The end of one exchange: the engine's reply and where it was stored (None: not saved).
-    `note` tells the user something they should know (the conversation branched)."""
-
-    reply: Reply
-    conversation_id: int | None
-    user_message_id: int | None
-    message_id: int | None
-    note: str | None = None
-
-
-@dataclass
-class Entry:
-    role: str
-    content: str
-    id: int | None = None
-    status: str = "complete"
-    created_at: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.meta.get("finish_reason")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a face shows about the loaded model."""
-
-    label: str
-    device: str
-    dtype: str
-    precision: str  # what the weights compute in: "int8", "bfloat16", ...
-    context_window: int
-    chat_tuned: bool
-    placement_reason: str = ""
-    notes: tuple[str, ...] = ()  # what the load had to say (a damaged int8 cache rebuilt, ...)
-    load_s: float = 0.0
-    server: str | None = None  # a remote model's server (its API base URL); None: a local model
-    exact_tokens: bool = True  # False: token counts before a reply are the server's estimates
+__all__ = ["ChatSession", "Entry", "ModelInfo", "Turn"]
 
 
 class ChatSession:
@@ -135,12 +91,12 @@ class ChatSession:
         model = self.engine.defaults
         filled = {k: getattr(model.sampling, k) for k in SAMPLING_FIELDS}
         filled["max_new_tokens"] = model.max_new_tokens
-        return _overlay(replace(self.base_options, **filled), self.base_options)
+        return overlay(replace(self.base_options, **filled), self.base_options)
 
     @property
     def effective_options(self) -> GenerateOptions:
         """The options the next reply uses, every field filled."""
-        return _overlay(self.defaults, self.options)
+        return overlay(self.defaults, self.options)
 
     @property
     def is_greedy(self) -> bool:
@@ -193,7 +149,7 @@ class ChatSession:
         if self.store is not None and self.conversation_id is not None:
             stored = self.store.get_conversation(self.conversation_id).settings or {}
             other = {k: v for k, v in stored.items() if k not in OPTION_FIELDS}  # e.g. "source": "api"
-            self.store.update_conversation(self.conversation_id, settings=other | _options_dict(options))
+            self.store.update_conversation(self.conversation_id, settings=other | options_dict(options))
 
     def set_system_prompt(self, text: str | None) -> None:
         self.system_prompt = text or None
@@ -299,7 +255,7 @@ class ChatSession:
             self.entries[-1:] = kept  # refused or not saved: as it was
             raise
         if saved is not None:
-            self.entries[-1] = _entry(saved)
+            self.entries[-1] = entry_of(saved)
         return self._stream(events)
 
     def _start(self, continue_last: bool = False) -> Iterator[Chunk | Reply]:
@@ -320,7 +276,7 @@ class ChatSession:
 
     def _stream(self, events: Iterator[Chunk | Reply], continuing: Entry | None = None) -> Iterator[Chunk | Turn]:
         user_id = self.entries[-2].id if continuing else (self.entries[-1].id if self.entries else None)
-        writer = _ReplyWriter(self, user_id, continuing)
+        writer = ReplyWriter(self, user_id, continuing)
         done = False
         try:
             for event in events:
@@ -362,7 +318,7 @@ class ChatSession:
         self.system_prompt = conv.system_prompt
         if options:
             self.options = self._saved_options(conv)
-        self.entries = [_entry(m) for m in store.thread(conv.id)]
+        self.entries = [entry_of(m) for m in store.thread(conv.id)]
         self._seen_head = conv.head_id
 
     def _reread(self) -> None:
@@ -391,7 +347,7 @@ class ChatSession:
             return None
         if self.conversation_id is None:
             conv = self.store.create_conversation(
-                self.model_label, self.system_prompt, settings=_options_dict(self.options)
+                self.model_label, self.system_prompt, settings=options_dict(self.options)
             )
             self.conversation_id = conv.id
         counts = {}
@@ -401,112 +357,3 @@ class ChatSession:
                                      meta=meta, **counts)
         self._seen_head = msg.id
         return msg
-
-
-class _ReplyWriter:
-    """Stores a streaming reply as it grows and when it ends, under its own user message."""
-
-    def __init__(self, session: ChatSession, parent: int | None, continuing: Entry | None) -> None:
-        self.session, self.parent, self.continuing = session, parent, continuing
-        self.prefix = continuing.content if continuing else ""
-        self.parts: list[str] = []
-        self.msg_id = continuing.id if continuing else None
-        self.saved_at = time.monotonic()
-        self.moved = False  # another process moved the stored head while this reply streamed
-        self.reopened = False
-
-    @property
-    def text(self) -> str:
-        return self.prefix + "".join(self.parts)
-
-    @property
-    def has_text(self) -> bool:
-        return bool(self.parts)
-
-    def add(self, piece: str) -> None:
-        self.parts.append(piece)
-        store = self.session.store
-        if store is None or time.monotonic() - self.saved_at < SAVE_EVERY_S:
-            return
-        self.saved_at = time.monotonic()
-        if self.msg_id is None:
-            self._check_head()
-            self.msg_id = self.session._save("assistant", self.text, self.parent, "pending",
-                                             {"pid": os.getpid()}).id
-        else:
-            if self.continuing is not None and not self.reopened:
-                store.reopen_message(self.msg_id, {"pid": os.getpid()})  # pending again until it ends
-                self.reopened = True
-            store.save_partial(self.msg_id, self.text)
-
-    def whole(self, reply: Reply) -> Reply:
-        """A continued reply as a whole: all its text, and the tokens of every turn that wrote it."""
-        if self.continuing is None:
-            return reply
-        before = (self.continuing.meta.get("usage") or {}).get("completion_tokens") or 0
-        usage = replace(reply.usage, completion_tokens=reply.usage.completion_tokens + before)
-        return replace(reply, text=self.text, usage=usage)
-
-    def finish(self, text: str, status: str, reply: Reply | None) -> tuple[int | None, str | None]:
-        s = self.session
-        meta = _reply_meta(s, reply)
-        if s.store is not None:
-            if self.msg_id is None:
-                self._check_head()
-                self.msg_id = s._save("assistant", text, self.parent, status, meta, reply).id
-            else:
-                counts = {}
-                if reply is not None:
-                    counts = {"prompt_tokens": reply.usage.prompt_tokens,
-                              "completion_tokens": reply.usage.completion_tokens}
-                s.store.finish_message(self.msg_id, content=text, status=status, meta=meta, **counts)
-                if self.continuing is not None:
-                    s.store.set_head(s.conversation_id, self.msg_id)
-                s._seen_head = self.msg_id
-        stored = s.store.get_message(self.msg_id) if s.store is not None and self.msg_id else None
-        entry = _entry(stored) if stored is not None else Entry("assistant", text, None, status, meta=meta)
-        if self.continuing is not None and s.entries and s.entries[-1] is self.continuing:
-            s.entries[-1] = entry
-        else:
-            s.entries.append(entry)
-        note = None
-        if self.moved:
-            note = ("another window added to this conversation while the reply was written: "
-                    "this reply is on a branch of its own")
-        return self.msg_id, note
-
-    def _check_head(self) -> None:
-        s = self.session
-        if s.store is not None and s.conversation_id is not None:
-            self.moved = s.store.get_conversation(s.conversation_id).head_id != s._seen_head
-
-
-def _overlay(base: GenerateOptions, top: GenerateOptions) -> GenerateOptions:
-    """`base` with every field that `top` sets."""
-    return replace(base, **{k: v for k, v in asdict(top).items() if k in OPTION_FIELDS and v is not None})
-
-
-def _options_dict(options: GenerateOptions) -> dict[str, Any]:
-    return {k: v for k, v in asdict(options).items() if k in OPTION_FIELDS and v is not None}
-
-
-def _entry(m: "Message") -> Entry:
-    return Entry(m.role, m.content, m.id, m.status, m.created_at, dict(m.meta))
-
-
-def _reply_meta(session: ChatSession, reply: Reply | None) -> dict[str, Any]:
-    info = session.model_info
-    meta: dict[str, Any] = {"model": session.model_label, "device": info.device}
-    if info.server is not None:  # where the reply came from; a server tells no dtype
-        meta["server"] = info.server
-    if info.dtype:
-        meta["dtype"] = info.dtype
-    meta["settings"] = _options_dict(session.options)
-    if reply is not None:
-        meta |= {
-            "finish_reason": reply.finish_reason,
-            "usage": asdict(reply.usage),
-            "timings": asdict(reply.timings),
-            "dropped_messages": reply.dropped_messages,
-        }
-    return meta
