@@ -7,10 +7,12 @@ with the shown messages (branches, export, attach, code blocks) is `MessageFeatu
 around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`.
 
 Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
-the UI thread moves them into the reply's view `FLUSH_HZ` times a second, so a fast model costs
-a bounded number of re-renders and the keyboard stays responsive. The chat log is anchored to
-its end while a reply streams, so it keeps following through a resize until the user scrolls
-up. Ends of replies and failures come back as messages (`tui/messages.py`).
+the UI thread moves them into the reply's view `FLUSH_HZ` times a second (one layout and paint
+each, batched), so a fast model costs a bounded number of re-renders and the keyboard stays
+responsive; while it streams, `GilHandoff` keeps the engine thread from waiting on the
+renderer for the GIL (benchmarks/app_speed.py measures the app's decode against `ask`'s). The
+chat log is anchored to its end while a reply streams, so it keeps following through a resize
+until the user scrolls up. Ends of replies and failures come back as messages (`tui/messages.py`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from qwenchat.tui.screens.conversations import ConversationActions
 from qwenchat.tui.screens.dialogs import EditMessageScreen
 from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMMANDS, MessageFeatures
 from qwenchat.tui.screens.navigation import ChatNavigation
-from qwenchat.tui.streaming import ReplyBuffer
+from qwenchat.tui.streaming import GilHandoff, ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
 from qwenchat.tui.widgets.sidebar import Sidebar
@@ -49,7 +51,7 @@ def cut_note(tokens: int | None, last: bool) -> str:
 
 
 class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures):
-    FLUSH_HZ = 12
+    FLUSH_HZ = 10  # reply updates a second: smooth to read; each costs a layout and a paint
     # listed in help and in the palette
     ACTIONS = [
         Binding("escape", "escape", "Stop reply"),
@@ -81,6 +83,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.send_when_ready = False  # Enter pressed while the model loads: send it once loaded
         self.last_reply: Any = None
         self.buffer = ReplyBuffer()
+        self.handoff = GilHandoff()
         self._reply_view: MessageView | None = None
         self._turn: tuple[str, tuple] = ("send", ())
         self._greedy_told = False
@@ -307,6 +310,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.generating = True
         self._ctx_start = self._context_used() or 0  # until the worker has built the new prompt
         self.buffer.reset()
+        self.handoff.start()
         self._turn = (verb, args)
         self._reply_view = view or await self.chatlog.add("assistant", "", "pending")
         self.chatlog.anchor()  # follow the reply, through resizes, until the user scrolls up
@@ -334,12 +338,14 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             return
         text = self.buffer.take()
         if text and self._reply_view is not None:
-            await self._reply_view.append(text)
-            self.update_status()
+            with self.app.batch_update():  # the new text and the status bar in one frame
+                await self._reply_view.append(text)
+                self.update_status()
 
     async def on_reply_done(self, event: msg.ReplyDone) -> None:
         if self.quitting:
             return
+        self.handoff.stop()
         await self._drain_reply()
         reply = event.turn.reply
         if self._reply_view is not None:
@@ -356,6 +362,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     async def on_reply_failed(self, event: msg.ReplyFailed) -> None:
         if self.quitting:
             return
+        self.handoff.stop()
         await self._drain_reply()
         view, self._reply_view, self.generating = self._reply_view, None, False
         self.last_reply = None  # the status bar must not show the previous reply's numbers as this one's
