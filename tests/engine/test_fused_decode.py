@@ -16,8 +16,8 @@ VARIANTS = ["qwen25_05b", "qwen2_15b", "untied"]
 
 
 @pytest.fixture(scope="module")
-def kernel_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("kernels")
+def kernel_dir(shared_kernels_dir):
+    return shared_kernels_dir  # the session's kernel (tests/conftest.py), built once
 
 
 @pytest.fixture(scope="module")
