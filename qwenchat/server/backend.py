@@ -53,10 +53,18 @@ class Backend:
     def knows(self, model: str | None) -> bool:
         return model is None or model in self.model_ids or model in self.aliases
 
-    def chat(self, messages: list[dict[str, str]], options: GenerateOptions, cancel: threading.Event) -> Events:
+    def chat(self, messages: list[dict[str, str]], options: GenerateOptions, cancel: threading.Event,
+             continue_last: bool = False) -> Events:
+        """continue_last: extend the last (assistant) message instead of answering after it."""
+        if continue_last:
+            return self.engine.chat(messages, options, cancel, continue_last=True)
         if self.saver is not None and self.saver.applies(messages):
             return self.saver.chat(messages, options, cancel)
         return self.engine.chat(messages, options, cancel)
+
+    @property
+    def context_window(self) -> int | None:
+        return getattr(getattr(self.engine, "info", None), "context_window", None)
 
     def complete(self, prompt: str, options: GenerateOptions, cancel: threading.Event) -> Events:
         return self.engine.complete(prompt, options, cancel)

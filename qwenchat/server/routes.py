@@ -48,9 +48,11 @@ async def health(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
+    """The loaded model; while it loads a 503 saying so (an empty list read as "no model here")."""
     authorize(request)
     backend = request.app.state.backend
-    return JSONResponse({"object": "list", "data": [_model_object(name) for name in backend.model_ids]})
+    _model(request, None)
+    return JSONResponse({"object": "list", "data": [_model_object(backend, name) for name in backend.model_ids]})
 
 
 async def model(request: Request) -> Response:
@@ -58,14 +60,16 @@ async def model(request: Request) -> Response:
     authorize(request)
     name = request.path_params["model"]
     backend = request.app.state.backend
+    _model(request, None)  # a 503 while loading, not "unknown model"
     if not backend.knows(name):
         raise APIError(404, f"model {name!r} is not served here; GET /v1/models lists what is",
                        param="model", code="model_not_found")
-    return JSONResponse(_model_object(name))
+    return JSONResponse(_model_object(backend, name))
 
 
-def _model_object(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "qwenchat"}
+def _model_object(backend: Any, name: str) -> dict[str, Any]:
+    # max_model_len: vLLM's field for the context window, which clients read to meter a conversation
+    return {"id": name, "object": "model", "created": 0, "owned_by": "qwenchat", "max_model_len": backend.context_window}
 
 
 async def chat_completions(request: Request) -> Response:
@@ -75,8 +79,9 @@ async def chat_completions(request: Request) -> Response:
     messages = [{"role": m.engine_role(), "content": m.text()} for m in req.messages]
     if not messages:
         raise APIError(400, "messages is empty: send at least one message", param="messages", code="invalid_value")
+    continue_last = _continuing(req, messages)
     backend = request.app.state.backend
-    job = _submit(request, lambda cancel: backend.chat(messages, options, cancel))
+    job = _submit(request, lambda cancel: backend.chat(messages, options, cancel, continue_last))
     return await _respond(request, job, Stamp.new("chat", model), req.stream, _include_usage(req), "messages")
 
 
@@ -95,6 +100,20 @@ async def completions(request: Request) -> Response:
 
 
 # -- checks ----------------------------------------------------------------------------------------
+
+
+def _continuing(req: ChatRequest, messages: list[dict[str, str]]) -> bool:
+    """Whether the request asks to extend its last assistant message (vLLM's fields)."""
+    if not req.continue_final_message:
+        return False
+    if req.add_generation_prompt:
+        raise APIError(400, "continue_final_message and add_generation_prompt cannot both be true: "
+                            "set add_generation_prompt to false to continue the last message",
+                       param="add_generation_prompt", code="invalid_value")
+    if messages[-1]["role"] != "assistant":
+        raise APIError(400, "continue_final_message needs the last message to be the assistant's reply to extend",
+                       param="messages", code="invalid_value")
+    return True
 
 
 def authorize(request: Request) -> None:

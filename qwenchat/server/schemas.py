@@ -71,6 +71,9 @@ class ChatRequest(Sampling):
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
+    # vLLM's way (which qwenchat's remote engine uses) to extend the last assistant message
+    continue_final_message: StrictBool | None = None
+    add_generation_prompt: StrictBool | None = None
 
 
 class CompletionRequest(Sampling):

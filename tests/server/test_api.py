@@ -37,9 +37,10 @@ class PacedBackend(Backend):
     late = 0
     cancelled_at: float | None = None
 
-    def chat(self, messages, options, cancel):
-        first = super().chat(messages, options, cancel)  # errors surface here, as without pacing
-        return self._paced(first, lambda: super(PacedBackend, self).chat(messages, options, cancel), cancel)
+    def chat(self, messages, options, cancel, continue_last=False):
+        first = super().chat(messages, options, cancel, continue_last)  # errors surface here, as without pacing
+        return self._paced(first, lambda: super(PacedBackend, self).chat(messages, options, cancel, continue_last),
+                           cancel)
 
     def _paced(self, events, again, cancel):
         while True:
@@ -68,6 +69,9 @@ def server(live, tiny_model):
     app = create_app(backend, ServerConfig(max_body=MAX_BODY, queue_size=1, retry_after_s=3), log=log)
     s = live(app)
     assert httpx.get(s.url + "/health").json()["status"] == "loading"
+    listing = httpx.get(s.v1 + "/models")  # not an empty list: a client would say "no model here"
+    assert listing.status_code == 503 and "still loading" in listing.json()["error"]["message"]
+    assert "retry-after" in listing.headers
     engine = ChatEngine.load(tiny_model, device="cpu", dtype="float32", quantize="none", max_context=CONTEXT)
     backend.attach(engine, ["tiny", tiny_model.name])
     s.backend, s.log = backend, log
@@ -94,6 +98,27 @@ def test_health_and_models(server, client, tiny_model):
     assert ids == ["tiny"]  # one model, listed once (clients take each id for a model of its own)
     r = client.chat.completions.create(model=tiny_model.name, messages=HI, max_tokens=1)  # its other name
     assert r.model == tiny_model.name
+
+
+def test_models_give_the_context_window(server):
+    listed = httpx.get(server.v1 + "/models").json()["data"]
+    assert [m["max_model_len"] for m in listed] == [CONTEXT]  # vLLM's field: clients meter the context by it
+
+
+def test_continue_final_message_extends_the_last_reply(client):
+    """vLLM's fields (qwenchat's remote engine sends them for F5 Continue): the reply goes on
+    from the assistant's text instead of a new turn after it (which used to be appended)."""
+    partial = [*HI, {"role": "assistant", "content": "Hello"}]
+    new_turn = greedy(client, partial, n=3)
+    more = greedy(client, partial, n=3, extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    # the continued prompt ends inside the reply: no end-of-turn and no new assistant header
+    assert more.usage.prompt_tokens < new_turn.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as e:
+        greedy(client, HI, n=1, extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    assert "last message to be the assistant" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        greedy(client, partial, n=1, extra_body={"continue_final_message": True, "add_generation_prompt": True})
+    assert e.value.body["param"] == "add_generation_prompt"
 
 
 def test_retrieve_a_model(client, tiny_model):
