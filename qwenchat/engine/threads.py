@@ -48,7 +48,9 @@ class ProbeSchedule:
     first_hold: int = 32  # steps at a new winner before the next probe
     max_hold: int = 1024  # the hold doubles each time the current count wins again, up to this
     margin: float = 0.08  # a challenger must be this much faster to take over (no flip-flopping on noise)
-    give_up: float = 2.0  # a challenger step this many times the current median ends its probe at once
+    # a challenger's step this many times the current median ends its probe at once: on an idle
+    # 2-core machine one thread's step is ~1.9x two threads', so a look at it costs one step
+    give_up: float = 1.5
     trip: float = 1.6  # the current count's median this many times its reference: probe now
 
     def __post_init__(self) -> None:

@@ -48,10 +48,15 @@ def test_keeps_all_threads_on_an_idle_machine_and_probes_rarely():
     run.steps(2000, table(IDLE, noise=0.1))
     assert run.chooser.current == 2
     assert run.chooser.switches == 0
-    ones = run.counts.count(1)
-    assert 0 < ones < 0.02 * len(run.counts)  # it did look, and the looks cost under 2% of the steps
-    best = len(run.counts) * IDLE[2]
-    assert run.seconds < 1.02 * best
+    assert 0 < run.counts.count(1) <= 8  # it did look, a step each time
+    assert "1, 1" not in str(run.counts)
+    assert run.seconds < 1.005 * len(run.counts) * IDLE[2]
+
+
+def test_looks_cost_little_in_a_short_session_too():
+    run = Run(ThreadChooser((1, 2)))
+    run.steps(130, table(IDLE, noise=0.1))  # four 32-token replies, as benchmarks/busy_core.py runs
+    assert run.seconds < 1.03 * len(run.counts) * IDLE[2]
 
 
 def test_moves_to_one_thread_when_a_core_is_busy():
