@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import struct
 from collections.abc import Callable
@@ -38,10 +39,12 @@ from qwenchat.engine import gguf_reader
 from qwenchat.engine.errors import ModelConfigError, WeightsError
 from qwenchat.engine.gguf_reader import TensorInfo
 from qwenchat.engine.gguf_tokenizer import build_tokenizer_files
+from qwenchat.engine.processes import alive
 
 IMPORT_RECORD = "qwenchat_import.json"
 IMPORT_FORMAT_VERSION = 1
 DTYPES = ("float32", "bfloat16", "float16")
+_IMPORTING = re.compile(r"^\..+\.importing-(\d+)$")  # an import in progress, by its process id
 
 # GGUF tensor name -> HF checkpoint name. `{n}` is the layer index.
 _GLOBAL_NAMES = {
@@ -134,6 +137,7 @@ def import_gguf(
     plan = _plan(gguf_reader.read(gguf_path), gguf_path, dtype)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_imports(out_dir.parent)
     tmp = out_dir.parent / f".{out_dir.name}.importing-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -163,6 +167,19 @@ def import_gguf(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def remove_dead_imports(folder: Path) -> None:
+    """Delete the half-written imports of processes that are gone (a SIGTERM or SIGKILL mid-import
+    leaves a folder the size of the model, and the next import writes under its own pid)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = _IMPORTING.match(entry.name)
+        if m is not None and int(m.group(1)) != os.getpid() and not alive(int(m.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

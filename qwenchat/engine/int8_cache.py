@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from qwenchat.engine.processes import alive
+
 FORMAT = "qwenchat-int8/2"
 INT4_FORMAT = "qwenchat-int4/1"  # int4 mode's cache: its own file beside the int8 one (INT4_CACHE_FILE)
 INT4_CACHE_FILE = "int4.safetensors"
@@ -163,20 +165,10 @@ def remove_stale_temps(folder: Path) -> None:
             continue
         try:
             old = time.time() - entry.stat().st_mtime > STALE_TMP_S
-            if old or not _alive(int(m.group(2))):
+            if old or not alive(int(m.group(2))):
                 entry.unlink()
         except OSError:
             pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def write_atomically(target: Path, data: bytes) -> None:

@@ -367,3 +367,20 @@ def test_cli_import_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert run(["import", str(tmp_path / "llama.gguf")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "'llama'" in err and "Traceback" not in err
+
+
+def test_an_import_killed_midway_is_cleaned_up_by_the_next(untied_gguf, tmp_path: Path) -> None:
+    """A SIGTERM or SIGKILL mid-import left `.NAME.importing-PID` (the model's size: 1.1 GB seen)
+    that nothing removed; a live process's import in progress must stay."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".other.importing-{int(dead.stdout)}"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"x" * 1000)
+    running = tmp_path / f".busy.importing-{os.getppid()}"  # our parent: alive
+    running.mkdir()
+    import_gguf(untied_gguf[0], tmp_path / "m")
+    assert not killed.exists() and running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".busy.importing-" + str(os.getppid()), "m"]
