@@ -19,8 +19,10 @@ from qwenchat.engine.device import choose, choose_quantize
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.generate import Reply
 from qwenchat.engine.int8_cache import INT4_CACHE_FILE
+from qwenchat.engine import model as model_mod
 from qwenchat.engine.model import Qwen2ForCausalLM, weight_kinds
 from qwenchat.engine.prefetch import int8_cache_path
+from qwenchat.engine.quantize import Int8Embedding, QTensor
 from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
 from tests.engine.conftest import new_cache
 from tests.engine.test_int8_kernel import needs_kernel
@@ -40,10 +42,15 @@ def _float_twin(model: Qwen2ForCausalLM, d: Path) -> Qwen2ForCausalLM:
         for name in LINEARS:
             theirs.get_submodule(name).weight.data.copy_(mine.get_submodule(name).weight4.dequantize())
     emb = model.model.embed_tokens
-    assert isinstance(emb, Int4Embedding)
-    twin.model.embed_tokens.weight.data.copy_(Q4Tensor(emb.qweight, emb.scales, emb.lows, emb.cols).dequantize())
-    if isinstance(model.lm_head, Int4Linear) and twin.lm_head.weight.data_ptr() != twin.model.embed_tokens.weight.data_ptr():
-        twin.lm_head.weight.data.copy_(model.lm_head.weight4.dequantize())
+    if isinstance(emb, Int4Embedding):
+        twin.model.embed_tokens.weight.data.copy_(Q4Tensor(emb.qweight, emb.scales, emb.lows, emb.cols).dequantize())
+    else:
+        assert isinstance(emb, Int8Embedding)  # INT4_EMBEDDING = "int8"
+        twin.model.embed_tokens.weight.data.copy_(QTensor(emb.qweight, emb.scales).dequantize())
+    head = model.lm_head
+    if twin.lm_head.weight.data_ptr() != twin.model.embed_tokens.weight.data_ptr():  # untied
+        w = head.weight4.dequantize() if isinstance(head, Int4Linear) else QTensor(head.qweight, head.scales).dequantize()
+        twin.lm_head.weight.data.copy_(w)
     return twin
 
 
@@ -60,8 +67,11 @@ def int4_path(request, kernel_dir):
 
 @needs_kernel
 @pytest.mark.parametrize("variant", ["qwen25_05b", "untied"])
-def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, variant, int4_path):
+@pytest.mark.parametrize("embedding", ["int8", "int4"])  # INT4_EMBEDDING: the default, and int4 too
+def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, variant, int4_path, embedding, monkeypatch):
+    monkeypatch.setattr(model_mod, "INT4_EMBEDDING", embedding)
     engine = ChatEngine.load(tiny_models[variant], device="cpu", quantize="int4", kernel_dir=kernel_dir)
+    assert isinstance(engine.model.model.embed_tokens, Int4Embedding if embedding == "int4" else Int8Embedding)
     model = engine.model
     assert engine.info.quantize == "int4" and "int4 weights requested" in engine.info.placement_reason
     assert model.fused is not None  # decode runs the C step on the int4 matrices
@@ -120,8 +130,9 @@ def test_int4_without_the_kernel_runs_torchs_dequantized_products(tiny_model):
     )
     assert model.fused is None and all(layer.mlp.down_proj.native is None for layer in model.model.layers)
     ids = torch.randint(0, 400, (1, 9), generator=torch.Generator().manual_seed(1))
-    want = engine.model(ids, new_cache(cfg, 256), 0, last_only=False)
-    got = model(ids, new_cache(cfg, 256), 0, last_only=False)
+    # the hidden states: an int8 output projection without our kernel takes torch's bfloat16 path
+    want = engine.model.hidden(ids, new_cache(cfg, 256), 0)
+    got = model.hidden(ids, new_cache(cfg, 256), 0)
     assert float((got - want).abs().max()) < 1e-3 * float(want.abs().max())
 
 
@@ -144,6 +155,8 @@ def test_int4_cache_is_its_own_file_reused_and_checked(tiny_models, tmp_path):
         if isinstance(value, Q4Tensor):
             assert isinstance(other, Q4Tensor) and other.cols == value.cols
             assert all(torch.equal(getattr(value, p), getattr(other, p)) for p in ("q", "scale", "low"))
+        elif isinstance(value, QTensor):  # the embedding / output projection (INT4_EMBEDDING)
+            assert torch.equal(value.q, other.q) and torch.equal(value.scale, other.scale)
         else:
             assert torch.equal(value, other)
     data = bytearray(path.read_bytes())
