@@ -136,6 +136,8 @@ def summarize(runs: dict[str, list[dict[str, float]]], load_before: float, load_
     app = statistics.median(r["decode_tok_s"] for r in runs["app"])
     updates = statistics.median(r["updates_per_s"] for r in runs["app"])
     ratio = app / ask if ask else None
+    # a reply slower than ~10 tokens a second can only be updated once a token
+    needed = min(UPDATES_BOUND, 0.95 * app)
     return {
         "ask_tok_s": ask, "app_tok_s": app, "ratio": ratio, "updates_per_s": updates,
         "tokens": sorted({r["tokens"] for rs in runs.values() for r in rs}), "runs": runs,
@@ -143,8 +145,8 @@ def summarize(runs: dict[str, list[dict[str, float]]], load_before: float, load_
         "targets": [
             {"text": f"app decode >= {APP_BOUND}x ask's", "measured": ratio, "bound": APP_BOUND,
              "verdict": "n/a" if ratio is None else "met" if ratio >= APP_BOUND else "not met"},
-            {"text": f"app screen updates while streaming >= {UPDATES_BOUND:g}/s", "measured": updates,
-             "bound": UPDATES_BOUND, "verdict": "met" if updates >= UPDATES_BOUND else "not met"},
+            {"text": "app screen updates while streaming >= ~10/s (once a token if slower)", "measured": updates,
+             "bound": round(needed, 2), "verdict": "met" if updates >= needed else "not met"},
         ],
     }
 

@@ -79,6 +79,15 @@ def test_missing_parts_and_int4_are_not_applicable_not_failed():
     assert [r["verdict"] for r in rows if r["text"].startswith(("1.", "2.", "4.", "5."))] == ["n/a"] * 5
 
 
+def test_a_slow_reply_needs_only_one_update_a_token():
+    runs = {"ask": [{"decode_tok_s": 4.0, "tokens": 64}],
+            "app": [{"decode_tok_s": 3.0, "tokens": 64, "updates_per_s": 2.9}]}
+    updates = app_speed.summarize(runs, 9.0, 9.0)["targets"][1]
+    assert updates["bound"] == 2.85 and updates["verdict"] == "met"
+    runs["app"][0]["updates_per_s"] = 2.0
+    assert app_speed.summarize(runs, 9.0, 9.0)["targets"][1]["verdict"] == "not met"
+
+
 def test_ask_usage_line_is_parsed_and_a_missing_one_is_an_error():
     stderr = ("tokens: prompt 52 (cached 0, prefilled 52), completion 64; finish: length\n"
               "time: load 1.10s, first token 0.30s, prefill 170.0 tok/s, decode 39.5 tok/s\n")
