@@ -1,6 +1,6 @@
 """`qwenchat ask` on a tiny model: input, output, history, signals. Signals, a closed pipe and
-what a fresh interpreter imports go through a real process (`start`, `qwenchat_process`); the
-rest runs the same command line in the test process (tests/cli/inprocess.py)."""
+what a fresh interpreter imports go through a real process (`start`, `subprocess`); the rest
+runs the same command line in the test process (tests/cli/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -26,14 +26,6 @@ def qwenchat(args: list[str], home: Path, stdin: bytes | None = b"", timeout: fl
     """`qwenchat ARGS` run in the test process (stdin None: a terminal). `timeout` is kept for
     callers; a command run here cannot be cut short."""
     return run_cli(args, home, stdin)
-
-
-def qwenchat_process(args: list[str], home: Path, stdin: bytes | None = b"", timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m qwenchat ARGS` as a real process."""
-    env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(home)), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "qwenchat", *args], input=stdin, capture_output=True, env=env, timeout=timeout
-    )
 
 
 def start(args: list[str], home: Path) -> subprocess.Popen:
