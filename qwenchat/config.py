@@ -134,6 +134,10 @@ def _dtype(value: Any) -> str:
     return text
 
 
+QUANTIZE_HELP = (f"Weights: {', '.join(QUANTIZE_MODES)}. auto: int8 on CPUs for 100M+ parameter models, else "
+                 "full precision; int8 and int4 are weight-only, lossy, smaller and faster on CPUs (int4 the most).")
+
+
 def _quantize(value: Any) -> str:
     text = _text(value).lower()
     if text not in QUANTIZE_MODES:

@@ -136,7 +136,7 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
     device = (settings.device or "auto").strip().lower()
     dtype = (settings.dtype or "auto").strip().lower()
     path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
-    if quantize == "none" or not path.is_file():
+    if quantize not in ("auto", "int8") or not path.is_file():  # none, int4 (its own cache file), a typo
         return None
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
     if quantize == "auto" and not (on_cpu and dtype == "auto"):

@@ -85,6 +85,7 @@ def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_m
 
     assert started() and started(device="cpu") and started(quantize="int8", device="cuda")
     assert not started(quantize="none") and not started(dtype="bfloat16") and not started(device="cuda")
+    assert not started(quantize="int4")  # int4 reads a cache file of its own
     monkeypatch.setattr(startup, "_gpu_likely", lambda: True)
     assert not started() and started(device="cpu") and started(quantize="int8")
 

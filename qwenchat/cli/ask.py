@@ -19,6 +19,7 @@ from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
 from qwenchat.cli.ask_keep import keep_unsent
 from qwenchat.cli.ask_report import print_json, print_usage
+from qwenchat.config import QUANTIZE_HELP
 from qwenchat.structured import constraint_from_flags, instruction, parse_reply
 from qwenchat.errors import QwenchatError, UsageError
 from qwenchat.remote.errors import RemoteError
@@ -52,7 +53,7 @@ def ask(
     context_limit: Optional[int] = typer.Option(None, "--context-limit", help="Context window in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="auto, none or int8 (weight-only int8: lossy, smaller, faster on CPUs; auto = int8 on CPUs for 100M+ parameter models)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help=QUANTIZE_HELP),
     plain: bool = typer.Option(False, "--plain", help="Plain text even on a terminal."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the reply when it is complete."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from qwenchat.cli.app import app, settings_with_flags
+from qwenchat.config import QUANTIZE_HELP
 
 
 @app.command(help="Measure load time, first-token latency, prefill/decode speed, KV reuse and peak memory.")
@@ -22,7 +23,7 @@ def bench(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
     quantize: Optional[str] = typer.Option(
-        None, "--quantize", help="Weights: auto (the engine's choice), none (full precision) or int8."
+        None, "--quantize", help=QUANTIZE_HELP
     ),
     quick: bool = typer.Option(False, "--quick", help="Small workloads (a smoke run, not comparable figures)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),

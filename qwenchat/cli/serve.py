@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from qwenchat.cli.app import app, settings_with_flags
+from qwenchat.config import QUANTIZE_HELP
 
 
 @app.command(help="Serve the model over the OpenAI API (chat completions, completions, models) on 127.0.0.1.")
@@ -32,7 +33,7 @@ def serve(
     context_limit: Optional[int] = typer.Option(None, "--context-limit", help="Context window in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="auto, none or int8."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help=QUANTIZE_HELP),
 ) -> int:
     from qwenchat.server import extra
 
