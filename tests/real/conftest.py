@@ -6,6 +6,10 @@ The model lives in a cache outside the repo (`QWENCHAT_TEST_CACHE`, default
 When it cannot be had, the tests that need it skip with the reason, except in CI (`CI` set and
 not false/0), where they fail: a CI run must not pass by skipping the thing it exists to check.
 Every test under tests/real that uses one of these fixtures gets the `real_model` marker.
+
+Loading the model is the expensive part (seconds of reading, minutes of CPU for transformers'
+GGUF conversion or our int8 quantization on a 2-core machine), so each loaded model is shared by
+the whole tier (package scope: freed when tests/real is done) where a test is not about loading.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import pytest
 
 from tests.real.model_fetch import GGUF_NAME, ModelUnavailable, cache_dir, ensure_model_gguf
 
-REAL_FIXTURES = {"real_model_gguf", "real_model_dir", "hf_reference_model", "hf_reference_tokenizer"}
+REAL_FIXTURES = {"real_model_gguf", "real_model_dir", "hf_reference_model", "hf_reference_tokenizer",
+                 "real_engine_fp32", "real_engine_int8"}
+REAL_CONTEXT = 4096  # the longest text of the tier (the quality guard's ~2,000 tokens) fits
 
 
 def in_ci() -> bool:
@@ -62,7 +68,7 @@ def real_model_dir(real_model_gguf: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hf_reference_model(real_model_gguf: Path):
     """transformers' Qwen2ForCausalLM loaded straight from the GGUF, float32, eval mode."""
     import torch
@@ -74,9 +80,26 @@ def hf_reference_model(real_model_gguf: Path):
     return model.eval()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hf_reference_tokenizer(real_model_gguf: Path):
     """transformers' own tokenizer conversion of the same GGUF (the matching tokenizer)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME)
+
+
+@pytest.fixture(scope="package")
+def real_engine_fp32(real_model_dir: Path):
+    """Our engine on the imported model in float32, unquantized: the reference for our own modes.
+    Tests start from `reset_cache()` (no cached prefix or pooled conversation from another)."""
+    from qwenchat.engine.chat import ChatEngine
+
+    return ChatEngine.load(real_model_dir, device="cpu", dtype="float32", max_context=REAL_CONTEXT, quantize="none")
+
+
+@pytest.fixture(scope="package")
+def real_engine_int8(real_model_dir: Path):
+    """Our engine with the default CPU settings (int8 weights): what users get."""
+    from qwenchat.engine.chat import ChatEngine
+
+    return ChatEngine.load(real_model_dir, device="cpu", max_context=REAL_CONTEXT)

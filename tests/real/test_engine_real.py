@@ -3,8 +3,6 @@ same GGUF: identical chat ids, identical greedy tokens, logits within tolerance,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -24,10 +22,11 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def engine(real_model_dir: Path) -> ChatEngine:
-    kwargs = {"quantize": "none"} if "quantize" in ChatEngine.load.__code__.co_varnames else {}
-    return ChatEngine.load(real_model_dir, device="cpu", dtype="float32", **kwargs)
+@pytest.fixture
+def engine(real_engine_fp32: ChatEngine) -> ChatEngine:
+    """The tier's float32 engine (tests/real/conftest.py), loaded once, with nothing cached."""
+    real_engine_fp32.reset_cache()
+    return real_engine_fp32
 
 
 def greedy(engine: ChatEngine, messages, n: int) -> Reply:

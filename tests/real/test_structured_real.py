@@ -5,7 +5,6 @@ comparison (how often it was valid JSON matching the schema)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -30,9 +29,11 @@ PROMPT = [{"role": "user", "content": f"Extract the invoice's fields.\n\n{TEXT}\
                                       f"Reply with JSON only, matching this JSON schema:\n{json.dumps(SCHEMA)}"}]
 
 
-@pytest.fixture(scope="module")
-def engine(real_model_dir: Path) -> ChatEngine:
-    return ChatEngine.load(real_model_dir, device="cpu")
+@pytest.fixture
+def engine(real_engine_int8: ChatEngine) -> ChatEngine:
+    """The tier's engine with the default CPU settings (tests/real/conftest.py), nothing cached."""
+    real_engine_int8.reset_cache()
+    return real_engine_int8
 
 
 def _reply(engine: ChatEngine, options: GenerateOptions) -> Reply:
