@@ -9,6 +9,7 @@ stderr. Every exchange is saved in the history store unless --no-save.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
@@ -27,6 +28,8 @@ from qwenchat.fit import CUTS
 
 if TYPE_CHECKING:
     from qwenchat.session import ChatSession, Turn
+
+PRETTY_HZ = 8  # redraws a second of a reply rendered as Markdown on a terminal
 
 
 @app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
@@ -258,22 +261,32 @@ def _run_plain(events, output: str) -> "Turn":
 
 
 def _run_pretty(events, stream: bool) -> "Turn":
+    """Markdown drawn live on the terminal. The growing reply is parsed at most PRETTY_HZ times a
+    second (it was parsed whole at every token, on the engine's own thread: quadratic in the
+    reply), and the engine never waits long for the GIL while rich's refresh thread draws."""
     from rich.console import Console
     from rich.live import Live
     from rich.markdown import Markdown
 
     from qwenchat.engine.records import Chunk
+    from qwenchat.gil_handoff import GilHandoff
 
     console = Console()
-    text, turn = "", None
-    with Live(Markdown(""), console=console, refresh_per_second=8, vertical_overflow="visible") as live:
-        for event in events:
-            if isinstance(event, Chunk):
-                text += event.text
-                if stream:
-                    live.update(Markdown(text))
-            else:
-                turn = event
-        live.update(Markdown(turn.reply.text if turn else text))
+    text, turn, drawn_at = "", None, 0.0
+    handoff = GilHandoff()
+    handoff.start()
+    try:
+        with Live(Markdown(""), console=console, refresh_per_second=PRETTY_HZ, vertical_overflow="visible") as live:
+            for event in events:
+                if isinstance(event, Chunk):
+                    text += event.text
+                    if stream and time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
+                        live.update(Markdown(text))
+                        drawn_at = time.monotonic()
+                else:
+                    turn = event
+            live.update(Markdown(turn.reply.text if turn else text))
+    finally:
+        handoff.stop()
     assert turn is not None
     return turn
