@@ -17,14 +17,14 @@ scheduled probe.
 Pinning: QWENCHAT_THREADS=N fixes the count (no adaptation); so does OMP_NUM_THREADS when the
 user set it (torch and libgomp already obey it).
 
-Waiting: libgomp's threads spin up to ~300,000 times (milliseconds) at each barrier before they
-sleep. Under load that spinning takes the CPU time the late thread needs (two threads fell to
-0.3-0.7 tok/s against 2.2-3.0 for one, at a load average of 13-20 here), so the engine sets
-GOMP_SPINCOUNT=1000 (tens of microseconds: a decode step's regions follow each other within
-microseconds, so on an idle machine a thread should still not sleep inside a step); two threads
-then made 3.8-5.7 tok/s against one's 2.7-3.3 under the same load. libgomp reads it once, when
-torch loads it, so qwenchat/engine/__init__.py sets it before any engine module imports torch;
-a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+Waiting (measured, not changed): libgomp's threads spin up to ~300,000 times (milliseconds) at
+each barrier before they sleep, and it reads how once, when torch loads it. Under heavy load
+(load average 10-20 on this 2-core machine) that spinning takes the CPU time the late thread
+needs: two threads decoded 0.3-1.2 tok/s against one's 2.2-6.3, while with GOMP_SPINCOUNT=1000
+two made 3.8-5.7 against 2.7-3.3, and with OMP_WAIT_POLICY=PASSIVE 4.8-10.6 against 2.1-4.9. But
+at a load average of 2-3 short spins cost two threads ~15-20% (18.2-22.0 tok/s against 25.4-28.2
+with the default), so the engine leaves libgomp's default and adapts the count instead; a user on
+a machine that is always loaded can set either variable.
 
 Counts go to `torch.set_num_threads`, which also sets libgomp's count for the calling thread, so
 our C regions follow it; it must be applied from the thread that decodes (`begin`).

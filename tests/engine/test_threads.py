@@ -241,34 +241,3 @@ def test_the_chooser_gets_every_decode_steps_time(tiny_int8, torch_threads):
 
     _greedy(tiny_int8, Recording((1, 2)), n=12)
     assert len(recorded) == 11 and all(s > 0 for s in recorded)  # the first token comes from the prompt
-
-
-# -- libgomp's waiting, set before torch loads (qwenchat/engine/__init__.py) ------------------------
-
-@pytest.mark.parametrize(("env", "expected"), [
-    ({}, "1000"),  # short spins, then sleep
-    ({"GOMP_SPINCOUNT": "5"}, "5"),  # the user's choices win
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, "unset"),
-])  # fmt: skip
-def test_the_engine_package_sets_short_spins_before_torch_loads(env, expected):
-    import os
-    import subprocess
-    import sys
-
-    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    code = ("import sys, os, qwenchat.engine.errors\n"
-            "assert 'torch' not in sys.modules\n"
-            "print(os.environ.get('GOMP_SPINCOUNT', 'unset'))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], env=base | env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
-
-
-def test_the_app_loads_the_engine_package_before_torch():
-    """Its configuration imports the engine's records (torch-free), so the setting is in place
-    before any path of the app imports torch."""
-    import subprocess
-    import sys
-
-    code = "import sys, qwenchat.config\nprint('qwenchat.engine' in sys.modules, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "False"]
