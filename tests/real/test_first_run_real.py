@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import share_kernels
 from tests.hub.fake_hub import fake_hub  # noqa: F401  (fixture)
 
 REPO = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -46,8 +47,9 @@ def ask(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def test_first_run_downloads_verifies_answers_then_runs_offline(fake_hub, hub_style_repo, tmp_path):  # noqa: F811
+def test_first_run_downloads_verifies_answers_then_runs_offline(fake_hub, hub_style_repo, isolated_home):  # noqa: F811
     fake_hub.add_repo(REPO, hub_style_repo)
+    share_kernels(isolated_home)  # the int8 kernel built once per test session, not per home
     env = {**os.environ}
     env.pop("HF_HUB_OFFLINE", None)
     question = ["-m", REPO, "What is the capital of France?", "--temperature", "0", "--max-tokens", "24", "--json"]
