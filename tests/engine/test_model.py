@@ -133,19 +133,8 @@ def test_last_only_prefill_equals_the_last_row_of_a_full_one(tiny_models, pos):
 PLAIN_CHUNK = 1024  # what generate.prefill fed per call before prefill went layer-major
 
 
-_LOADED: dict[tuple[str, str, int], tuple] = {}
-
-
 def _load(model_dir, quantize: str, max_len: int = 2048):
-    """float32, int8 with torch's kernel, or int8 with ours (the default CPU mode); loaded once
-    per test session (quantizing takes seconds; the tests only run the model, on caches of their own)."""
-    key = (str(model_dir), quantize, max_len)
-    if key not in _LOADED:
-        _LOADED[key] = _load_fresh(model_dir, quantize, max_len)
-    return _LOADED[key]
-
-
-def _load_fresh(model_dir, quantize: str, max_len: int):
+    """float32, int8 with torch's kernel, or int8 with ours (the default CPU mode)."""
     from qwenchat.engine import int8_kernel
     from qwenchat.engine.config import Qwen2Config
     from qwenchat.engine.model import Qwen2ForCausalLM
