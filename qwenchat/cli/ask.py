@@ -27,6 +27,7 @@ from qwenchat.remote.errors import RemoteError
 from qwenchat.fit import CUTS
 
 if TYPE_CHECKING:
+    from qwenchat.engine.records import Reply
     from qwenchat.session import ChatSession, Turn
 
 PRETTY_HZ = 8  # redraws a second of a reply rendered as Markdown on a terminal
@@ -225,9 +226,18 @@ def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn"
     """Generate the reply; `output` is "stream" (as it comes), "end" (when complete) or "none"."""
     # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
     with closing(session.send(text)) as events:
-        if pretty:
-            return _run_pretty(events, output == "stream")
-        return _run_plain(events, output)
+        turn = _run_pretty(events, output == "stream") if pretty else _run_plain(events, output)
+    _say_how_it_ended(turn.reply, shown=output != "none")
+    return turn
+
+
+def _say_how_it_ended(reply: "Reply", shown: bool) -> None:
+    """What the printed reply does not show by itself (on stderr, for the pretty and plain ways)."""
+    if reply.dropped_messages:
+        warn(f"left out the {reply.dropped_messages} oldest messages to fit the context window")
+    if shown and reply.finish_reason == "length":  # a structured reply says so in its own error
+        warn(f"the reply was cut at the token limit ({reply.usage.completion_tokens} tokens); "
+             "raise it with --max-tokens (a continued conversation keeps the limit it was given)")
 
 
 def _run_plain(events, output: str) -> "Turn":
@@ -250,8 +260,6 @@ def _run_plain(events, output: str) -> "Turn":
             out.flush()
         raise
     assert turn is not None
-    if turn.reply.dropped_messages:
-        warn(f"left out the {turn.reply.dropped_messages} oldest messages to fit the context window")
     if output == "end":
         out.write(turn.reply.text)
     if output != "none":
