@@ -34,12 +34,12 @@ def test_sigterm_and_sighup_mid_reply_save_the_partial_reply(tiny_model, isolate
         ["ask", "x", "--temperature", "-2"],
         ["ask", "x", "--top-p", "1.5"],
         ["ask", "x", "--dtype", "float8"],
-        ["ask", "x", "--quantize", "int4"],
+        ["ask", "x", "--quantize", "int3"],
         ["ask", "x", "--max-input", "lots"],
         ["ask", "x", "-m", " "],
         ["--device", "tpu"],
         ["chat", "--dtype", "float8"],
-        ["bench", "--quantize", "int4"],
+        ["bench", "--quantize", "int3"],
     ],
 )
 def test_invalid_option_values_are_usage_errors_naming_the_option(args, isolated_home):
