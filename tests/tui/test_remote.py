@@ -45,10 +45,11 @@ class RecordingBackend(Backend):
         self.delay, self.endless = 0.0, False
         self.hold: threading.Event | None = None  # a reply waits after its first text until this is set
 
-    def chat(self, messages, options, cancel):
+    def chat(self, messages, options, cancel, continue_last=False):
         self.requests.append(([dict(m) for m in messages], options, cancel))
-        first = super().chat(messages, options, cancel)
-        return self._paced(first, lambda: super(RecordingBackend, self).chat(messages, options, cancel), cancel)
+        first = super().chat(messages, options, cancel, continue_last)
+        return self._paced(first, lambda: super(RecordingBackend, self).chat(messages, options, cancel, continue_last),
+                           cancel)
 
     def _paced(self, events, again, cancel):
         while True:
