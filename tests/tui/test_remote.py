@@ -44,6 +44,11 @@ class RecordingBackend(Backend):
         self.requests: list[tuple[list[dict[str, str]], Any, threading.Event]] = []
         self.delay, self.endless = 0.0, False
         self.hold: threading.Event | None = None  # a reply waits after its first text until this is set
+        self.window: int | None = None  # the context window /v1/models reports (None: it says none)
+
+    @property
+    def context_window(self) -> int | None:
+        return self.window
 
     def chat(self, messages, options, cancel, continue_last=False):
         self.requests.append(([dict(m) for m in messages], options, cancel))
@@ -129,10 +134,12 @@ async def test_reply_streams_and_status_bar_and_history_tell_the_truth(served, b
         chat = app.chat
         chat.input.text = "Hello there"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: chat.buffer.tokens >= 1 and "tok" in status_text(app), 20)
-        live = status_text(app)
-        assert "generating" in live and host in live and "ctx" not in live
-        backend.hold.set()
+        try:
+            await wait_for(pilot, lambda: chat.buffer.tokens >= 1 and "tok" in status_text(app), 20)
+            live = status_text(app)
+            assert "generating" in live and host in live and "ctx" not in live
+        finally:
+            backend.hold.set()  # never leave the server's job held (the test would hang, not fail)
         await wait_for(pilot, lambda: not chat.generating, 30)
         (user, _, _), (role, text, status) = texts(app)
         assert role == "assistant" and text and status == "complete"
