@@ -13,6 +13,8 @@ import typer
 
 from qwenchat.cli.app import app, settings_with_flags
 from qwenchat.config import QUANTIZE_HELP
+from qwenchat.errors import UsageError
+from qwenchat.remote.reference import is_remote
 
 
 @app.command(help="Serve the model over the OpenAI API (chat completions, completions, models) on 127.0.0.1.")
@@ -45,6 +47,9 @@ def serve(
 
     settings = settings_with_flags(dict(model=model, device=device, dtype=dtype, quantize=quantize,
                                         context_limit=context_limit, kv_budget=kv_budget))
+    if is_remote(settings.model):
+        raise UsageError(f"{settings.model} is a server: qwenchat serve runs a local model",
+                         "point your clients at that server directly, or give -m a local model")
     config = ServerConfig(api_key=api_key or None, max_body=max_body, queue_size=queue_size,
                           cors_origins=tuple(cors_origin))
     opts = ServeOptions(host=host, port=port, unprotected=unprotected, save=save, config=config)

@@ -39,12 +39,12 @@ from qwenchat.engine import gguf_reader
 from qwenchat.engine.errors import ModelConfigError, WeightsError
 from qwenchat.engine.gguf_reader import TensorInfo
 from qwenchat.engine.gguf_tokenizer import build_tokenizer_files
-from qwenchat.engine.processes import alive
+from qwenchat.engine.processes import alive, others_leftovers
 
 IMPORT_RECORD = "qwenchat_import.json"
 IMPORT_FORMAT_VERSION = 1
 DTYPES = ("float32", "bfloat16", "float16")
-_IMPORTING = re.compile(r"^\..+\.importing-(\d+)$")  # an import in progress, by its process id
+_IMPORTING = re.compile(r"^\..+\.importing-(?P<pid>\d+)$")  # an import in progress, by its process id
 
 # GGUF tensor name -> HF checkpoint name. `{n}` is the layer index.
 _GLOBAL_NAMES = {
@@ -172,13 +172,8 @@ def import_gguf(
 def remove_dead_imports(folder: Path) -> None:
     """Delete the half-written imports of processes that are gone (a SIGTERM or SIGKILL mid-import
     leaves a folder the size of the model, and the next import writes under its own pid)."""
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        m = _IMPORTING.match(entry.name)
-        if m is not None and int(m.group(1)) != os.getpid() and not alive(int(m.group(1))):
+    for entry, pid in others_leftovers(folder, _IMPORTING):
+        if not alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from qwenchat.engine.processes import alive
+from qwenchat.engine.processes import alive, others_leftovers
 
 FORMAT = "qwenchat-int8/2"
 INT4_FORMAT = "qwenchat-int4/1"  # int4 mode's cache: its own file beside the int8 one (INT4_CACHE_FILE)
@@ -46,7 +46,7 @@ MEMO_FILE = "source.json"
 RACY_NS = 2_000_000_000  # a file changed this close to its stat might change again unseen
 STALE_TMP_S = 24 * 3600  # a temporary file this old is stale even if its pid is in use again
 HASH_CHUNK = 8 << 20
-_TMP = re.compile(r"^\.(.+)\.(\d+)\.tmp$")
+_TMP = re.compile(r"^\.(.+)\.(?P<pid>\d+)\.tmp$")
 DTYPE_NAMES = {torch.float32: "F32", torch.int8: "I8", torch.uint8: "U8", torch.bfloat16: "BF16"}
 _ITEMSIZE = {"F32": 4, "I8": 1, "U8": 1, "BF16": 2}
 
@@ -155,17 +155,9 @@ def temp_path(target: Path) -> Path:
 
 def remove_stale_temps(folder: Path) -> None:
     """Delete temporary files of processes that are gone (killed mid-write)."""
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        m = _TMP.match(entry.name)
-        if m is None or int(m.group(2)) == os.getpid():
-            continue
+    for entry, pid in others_leftovers(folder, _TMP):
         try:
-            old = time.time() - entry.stat().st_mtime > STALE_TMP_S
-            if old or not alive(int(m.group(2))):
+            if time.time() - entry.stat().st_mtime > STALE_TMP_S or not alive(pid):
                 entry.unlink()
         except OSError:
             pass

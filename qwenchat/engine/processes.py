@@ -4,6 +4,9 @@ progress is never removed from under a live writer and a killed writer's leftove
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def alive(pid: int) -> bool:
@@ -14,3 +17,16 @@ def alive(pid: int) -> bool:
     except (PermissionError, OverflowError):  # someone else's process, or no such pid form: keep
         return True
     return True
+
+
+def others_leftovers(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, int]]:
+    """(entry, pid) for each entry of `folder` whose name `pattern` matches, with the writer's pid
+    as its group "pid", written by another process than this one (nothing if unreadable)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is not None and int(m.group("pid")) != os.getpid():
+            yield entry, int(m.group("pid"))

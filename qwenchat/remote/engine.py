@@ -14,7 +14,8 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from types import SimpleNamespace
 from typing import Any
 
 from qwenchat.engine.errors import SettingsError
@@ -52,20 +53,12 @@ class RemoteInfo:
 
 
 @dataclass(frozen=True)
-class RemoteSampling:
-    """The server decides every sampling default; the session shows them as unset."""
-
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
 class RemoteDefaults:
-    sampling: RemoteSampling = field(default_factory=RemoteSampling)
+    """The server decides every default: each option unset (GenerateOptions' own fields, so a
+    new option needs no change here) and no token limit of ours."""
+
+    sampling: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(
+        **{f.name: None for f in fields(GenerateOptions) if f.name != "stop"}))
     max_new_tokens: int | None = None
 
 

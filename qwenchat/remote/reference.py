@@ -74,7 +74,10 @@ def _split(url: str):
     hint = "name a server like http://gpu-box:8000/v1 (optionally #MODEL_ID)"
     if not is_remote(url) or any(c.isspace() for c in url):
         raise UsageError(f"{_safe(url)!r} is not a server URL", hint)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # a broken [IPv6] host
+        raise UsageError(f"the server URL {_safe(url)!r} is malformed ({e})", hint) from None
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError:

@@ -5,26 +5,19 @@ statuses of real processes are in test_ask_remote_process.py; failures in test_a
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
 
 from qwenchat.cli import run
 from qwenchat.paths import database_file
 from qwenchat.store import Store
-from tests.remote.conftest import fake_server, serve  # noqa: F401  (fixtures)
+from tests.remote.conftest import ask_without_input, fake_server, serve  # noqa: F401  (fixtures)
 
 KEY = "sk-remote-faces-0123456789"
 
 
-@pytest.fixture(autouse=True)
-def no_stdin(monkeypatch):
-    """Nothing piped: the PROMPT is the message."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    for var in ("QWENCHAT_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("ask_without_input")
 
 
 def ask(*args: str) -> int:

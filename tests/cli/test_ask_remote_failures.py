@@ -15,7 +15,7 @@ import pytest
 
 from qwenchat.cli import run
 from qwenchat.store import Store
-from tests.remote.conftest import fake_server  # noqa: F401  (fixture)
+from tests.remote.conftest import ask_without_input, fake_server  # noqa: F401  (fixture)
 from tests.remote.fake_server import FakeServer, Response, chunk, error, reply_events
 
 QUESTION = "my question"
@@ -23,11 +23,7 @@ KEY = "sk-failures-0123456789"
 CHAT = "POST /v1/chat/completions"
 
 
-@pytest.fixture(autouse=True)
-def no_stdin(monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    for var in ("QWENCHAT_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("ask_without_input")
 
 
 def closed_port() -> int:

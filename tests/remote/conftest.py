@@ -40,3 +40,15 @@ def fake_server() -> Iterator[FakeServer]:
     server = FakeServer()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def ask_without_input(monkeypatch) -> None:
+    """`qwenchat ask` run in process as from a pipe with nothing in it (the PROMPT is the
+    message), and no API key from the environment."""
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    for var in ("QWENCHAT_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)

@@ -44,7 +44,7 @@ def test_credentials_in_the_url_are_refused_and_never_echoed():
 
 
 @pytest.mark.parametrize("text,problem", [
-    ("http://", "names no host"), ("http://gpu-box:99999/v1", "invalid port"), ("http://gpu-box:port/v1", "invalid port"),
+    ("http://", "names no host"), ("http://gpu-box:99999/v1", "invalid port"), ("http://gpu-box:port/v1", "invalid port"), ("http://[::1", "malformed"),
     ("http://gpu box/v1", "not a server URL"), ("ftp://gpu-box/v1", "not a server URL"),
     ("http://gpu-box/v1?x=1", "has a query"),
 ])

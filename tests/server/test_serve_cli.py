@@ -46,6 +46,13 @@ def test_other_address_without_a_key_is_refused(capsys):
     assert "refusing to listen on 0.0.0.0 without an API key" in err and "--api-key" in err and "--unprotected" in err
 
 
+def test_a_server_url_as_the_model_is_refused_before_listening(capsys):
+    """It was looked up as a Hub repo id after the server had started listening."""
+    assert run(["serve", "-m", "http://gpu-box:8000/v1", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "is a server: qwenchat serve runs a local model" in err and "listening" not in err
+
+
 def test_port_in_use_is_one_clear_error(capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
