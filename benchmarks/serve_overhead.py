@@ -2,13 +2,14 @@
 workload through the server's streaming API and in process, measured in the same run.
 
     .venv/bin/python benchmarks/serve_overhead.py [--model DIR] [--repeats 5] [--tokens 128]
-                                                  [--device auto] [--quantize auto] [--json]
+                                                  [--device auto] [--quantize auto] [--every-token] [--json]
 
 Paths (rows), each a `Path` with a `measure(messages) -> Sample`:
 - `in process`: the engine loaded here through the start-up path `serve` uses (startup.load_engine),
   `ChatEngine.chat` iterated directly;
 - `server (openai, stream)`: `qwenchat serve` in a subprocess, the official `openai` client
-  streaming from it (`stream_options.include_usage`);
+  streaming from it (`stream_options.include_usage`); with `--every-token`, the same through a
+  second server sending one event per token (`--stream-interval 0`) instead of 0.1 s batches;
 - `qwenchat ask -m URL`: `ask` in a subprocess against that server (the remote models of issue 14);
   its own `--json` timings. Left out, with the reason printed, when this qwenchat's `ask` cannot
   talk to a server yet.
@@ -126,7 +127,7 @@ def in_process(settings: Any, tokens: int) -> Path:
     return Path(IN_PROCESS, measure)
 
 
-def through_server(url: str, model: str, tokens: int, server: "Server") -> Path:
+def through_server(url: str, model: str, tokens: int, server: "Server", name: str = "server (openai, stream)") -> Path:
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
@@ -143,7 +144,7 @@ def through_server(url: str, model: str, tokens: int, server: "Server") -> Path:
                 used = chunk.usage.completion_tokens
         return sample(t0, times, used, server.engine_tok_s(after=seen))
 
-    return Path("server (openai, stream)", measure)
+    return Path(name, measure)
 
 
 def ask_remote(url: str, tokens: int, home: FilePath, server: "Server") -> Path:
@@ -307,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=128, help="forced new tokens per request")
     p.add_argument("--device", default=None)
     p.add_argument("--quantize", default=None)
+    p.add_argument("--every-token", action="store_true",
+                   help="add a second server started with --stream-interval 0 (one event per token), "
+                        "to show what the text batches save")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
 
@@ -323,11 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["QWENCHAT_HOME"] = home  # the int8 cache and kernel, shared by both sides
         start = machine()
         server = Server(model, extra, FilePath(home))
+        every = Server(model, [*extra, "--stream-interval=0"], FilePath(home)) if args.every_token else None
         try:
             log("loading the model in the server, then here (the server writes the int8 cache, this reads it)…")
             url = server.wait_ready()
             paths = [in_process(Settings(model=model, device=args.device, quantize=args.quantize), args.tokens),
                      through_server(url, model, args.tokens, server)]
+            if every is not None:
+                paths.append(through_server(every.wait_ready(), model, args.tokens, every,
+                                            "server, every token (--stream-interval 0)"))
             paths += optional_ask_row(url, args.tokens, FilePath(home), server, log)
             log("warming up")
             measure_all(paths, 1, lambda _t: None)
@@ -335,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             samples = measure_all(paths, args.repeats, log)
         finally:
             server.stop()
+            if every is not None:
+                every.stop()
         rows = [summarise(name, runs) for name, runs in samples.items()]
     if args.json:
         print(json.dumps({"machine_start": start, "machine_end": machine(), "model": model,

@@ -21,6 +21,7 @@ from qwenchat.server.backend import Backend
 from qwenchat.server.body import DEFAULT_MAX_BODY
 from qwenchat.server.errors import APIError, handle_api_error, handle_http_error, handle_unexpected
 from qwenchat.server.jobs import GenerationQueue
+from qwenchat.server.text_batches import DEFAULT_STREAM_INTERVAL_S
 
 DEFAULT_QUEUE_SIZE = 16
 
@@ -32,6 +33,7 @@ class ServerConfig:
     queue_size: int = DEFAULT_QUEUE_SIZE  # requests that may wait while one generates
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins are not let in
     retry_after_s: int = 2
+    stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S  # streamed text goes out at most this often (0: every token)
 
 
 def create_app(backend: Backend, config: ServerConfig | None = None, log: TextIO | None = None) -> Starlette:
@@ -54,5 +56,5 @@ def create_app(backend: Backend, config: ServerConfig | None = None, log: TextIO
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_error, Exception: handle_unexpected},
     )
     app.state.backend, app.state.config = backend, config
-    app.state.queue = GenerationQueue(config.queue_size)
+    app.state.queue = GenerationQueue(config.queue_size, config.stream_interval_s)
     return app

@@ -3,7 +3,8 @@ serves one request at a time from one thread); the rest wait in arrival order, a
 `max_waiting` of them, and one more is refused (`QueueFull`: a 503 with Retry-After).
 
 A job's events (Chunk records, then a Reply) travel from the worker to the request's event loop
-through an asyncio queue. `Job.cancel()` (the client went away, the server is stopping) sets the
+through an asyncio queue, the text in batches (`TextBatcher`: at most one hand-off per
+`stream_interval_s`, so the loop does not take the cores from the engine at every token). `Job.cancel()` (the client went away, the server is stopping) sets the
 threading.Event the engine checks before every token, so generation stops within a token; a job
 cancelled while still waiting is skipped without touching the engine.
 """
@@ -15,6 +16,9 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from qwenchat.engine.records import Chunk
+from qwenchat.server.text_batches import DEFAULT_STREAM_INTERVAL_S, TextBatcher
 
 Start = Callable[[threading.Event], Iterator[Any]]  # builds the event stream (errors surface here)
 _DONE = object()
@@ -55,8 +59,9 @@ class Job:
 
 
 class GenerationQueue:
-    def __init__(self, max_waiting: int) -> None:
+    def __init__(self, max_waiting: int, stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S) -> None:
         self.max_waiting = max_waiting
+        self.stream_interval_s = stream_interval_s
         self._queue: queue.Queue[Any] = queue.Queue()
         self._lock = threading.RLock()  # close() may run in a signal handler on the loop thread, mid-submit
         self._waiting = 0
@@ -122,19 +127,20 @@ class GenerationQueue:
         if job.cancelled.is_set():
             job._put(ShuttingDown() if self._closed else _DONE)
             return
+        batcher = TextBatcher(self.stream_interval_s)
         try:
             events = job.start(job.cancelled)
             try:
                 for event in events:
-                    job._put(event)
+                    _hand_off(job, batcher, event)
             finally:
                 close = getattr(events, "close", None)
                 if close is not None:
                     close()  # a generator's cleanup (a saved reply's final write) runs here, in this thread
         except Exception as e:  # noqa: BLE001 - handed to the request, which turns it into a response
-            job._put(e)
+            _hand_off(job, batcher, e)
             return
-        job._put(_DONE)
+        _hand_off(job, batcher, _DONE)
 
     def _drain(self) -> None:
         while True:
@@ -145,3 +151,13 @@ class GenerationQueue:
             if job is not _STOP:
                 job.cancel()
                 job._put(ShuttingDown())
+
+
+def _hand_off(job: Job, batcher: TextBatcher, event: Any) -> None:
+    """Text through the batcher; any other event after the text held back."""
+    if isinstance(event, Chunk):
+        event = batcher.push(event)
+    elif (held := batcher.flush()) is not None:
+        job._put(held)
+    if event is not None:
+        job._put(event)

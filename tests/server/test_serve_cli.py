@@ -63,6 +63,26 @@ def test_port_in_use_is_one_clear_error(capsys):
     assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("flag, seconds", [([], 0.1), (["--stream-interval", "0"], 0.0), (["--stream-interval", "0.25"], 0.25)])
+def test_stream_interval_reaches_the_server(monkeypatch, flag, seconds):
+    from qwenchat.server import run as server_run
+
+    seen = {}
+
+    def serve(settings, opts, progress=None):
+        seen["opts"] = opts
+        return 0
+
+    monkeypatch.setattr(server_run, "serve", serve)
+    assert run(["serve", "-m", "some-model", *flag]) == 0
+    assert seen["opts"].config.stream_interval_s == seconds
+
+
+def test_a_negative_stream_interval_is_refused(capsys):
+    assert run(["serve", "--stream-interval", "-1"]) == 2
+    assert "--stream-interval" in capsys.readouterr().err
+
+
 def test_missing_extra_is_named(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     assert run(["serve"]) == 1
