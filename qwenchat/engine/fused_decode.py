@@ -1,4 +1,4 @@
-"""The CPU decode step in one foreign call (decode_step.c), for int8 models with float32
+"""The CPU decode step in one foreign call (native/decode_step.c), for int8 models with float32
 activations and qwenchat's int8 kernel.
 
 A decode step through model.py's modules runs ~500 small torch ops around the int8 matrix

@@ -1,9 +1,9 @@
-"""The native int8 matrix product for decoding (int8_kernel.c): built once per machine with the
+"""The native int8 matrix product for decoding (native/int8_kernel.c): built once per machine with the
 system's C compiler, cached, loaded with ctypes.
 
 Why a kernel of our own: decoding a token reads every weight once, so its speed is the speed at
 which the int8 weights stream from memory. torch's `_weight_int8pack_mm` is compute-bound on AVX2
-CPUs (it reaches about half the memory bandwidth on two cores); int8_kernel.c reaches about 90%
+CPUs (it reaches about half the memory bandwidth on two cores); native/int8_kernel.c reaches about 90%
 and keeps the activations in float32. Measured on the 2-core test machine: a decode step's matrix
 products take 23 ms instead of 51 ms. Short prompts (up to NATIVE_ROWS rows, quantize.py) use it
 too: 32 rows cost 0.17 s in it against 0.44 s dequantizing the weights for a float product.
@@ -47,10 +47,8 @@ import torch
 if TYPE_CHECKING:
     from qwenchat.engine.quantize_int4 import Q4Tensor
 
-SOURCES = (
-    *(Path(__file__).with_name(n) for n in ("int8_kernel.c", "decode_step.c")),
-    *(Path(__file__).with_name("native") / n for n in ("int4_kernel.c", "int4_quantize.c")),
-)  # one library
+NATIVE = Path(__file__).with_name("native")  # the C sources
+SOURCES = tuple(NATIVE / n for n in ("int8_kernel.c", "decode_step.c", "int4_kernel.c", "int4_quantize.c"))  # one library
 INT4_GENERIC_ENV = "QWENCHAT_INT4_GENERIC"  # "1": the int4 products take the plain C path (tests, CPUs that misreport)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
 OPENMP = "-fopenmp"  # tried first; a compiler without OpenMP still builds a one-thread kernel
@@ -64,7 +62,7 @@ class Int8Kernel:
     """y = x W^T + b for float32 rows x and an int8 W with one float32 scale per row."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self.lib = lib  # also holds the fused decode step (decode_step.c, bound by fused_decode.py)
+        self.lib = lib  # also holds the fused decode step (native/decode_step.c, bound by fused_decode.py)
         fn = lib.qc_int8_matmul
         fn.restype = None
         i64, ptr = ctypes.c_int64, ctypes.c_void_p

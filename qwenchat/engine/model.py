@@ -16,7 +16,7 @@ compute dtype.
 
 Three ways through the layers, computing the same function up to the order of float sums:
 - a decode step of an int8 model on the CPU with qwenchat's kernel: one C call for all layers
-  (fused_decode.py, decode_step.c);
+  (fused_decode.py, native/decode_step.c);
 - another decode step, and any call off the CPU: each module's forward() on the whole input;
 - a prompt chunk on the CPU: layer-major (`_prefill`, `DecoderLayer.prefill`, prefill_blocks.py):
   each layer over all of the chunk's rows before the next, attention in one causal SDPA call

@@ -1,6 +1,6 @@
 """How many CPU threads a decode step uses, chosen while decoding from the step times measured.
 
-Why: a decode step runs ~150 OpenMP parallel regions (decode_step.c, int8_kernel.c and torch's
+Why: a decode step runs ~150 OpenMP parallel regions (native/decode_step.c, native/int8_kernel.c and torch's
 ops share one libgomp pool), each ending in a barrier. On an idle 2-core machine two threads
 decode ~2x faster than one; with one core kept busy by another process, the second thread is
 descheduled for whole time slices and every barrier waits for it (measured 1.6 tok/s at two

@@ -1,4 +1,4 @@
-"""The fused C decode step (decode_step.c via fused_decode.py) computes what the torch modules
+"""The fused C decode step (native/decode_step.c via fused_decode.py) computes what the torch modules
 compute: the same logits and the same cached keys/values, at any position and thread count."""
 
 from __future__ import annotations
