@@ -4,9 +4,10 @@ serves one request at a time from one thread); the rest wait in arrival order, a
 
 A job's events (Chunk records, then a Reply) travel from the worker to the request's event loop
 through an asyncio queue, the text in batches (`TextBatcher`: at most one hand-off per
-`stream_interval_s`, so the loop does not take the cores from the engine at every token). `Job.cancel()` (the client went away, the server is stopping) sets the
-threading.Event the engine checks before every token, so generation stops within a token; a job
-cancelled while still waiting is skipped without touching the engine.
+`stream_interval_s`, so the loop does not take the cores from the engine at every token).
+`Job.cancel()` (the client went away, the server is stopping) sets the threading.Event the engine
+checks before every token, so generation stops within a token; a job cancelled while still
+waiting is skipped without touching the engine.
 """
 
 from __future__ import annotations
