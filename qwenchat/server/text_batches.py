@@ -4,8 +4,9 @@ per `interval_s`, several tokens joined, instead of once per token.
 Why: on a CPU the engine's decode step keeps every core busy, and each hand-off wakes the event
 loop thread, which then takes a core (and the GIL) from the step for the SSE framing and the
 socket write, while the client on the same machine parses one event per token. Measured on a
-2-core AMD EPYC with the real 0.5B model (benchmarks/serve_overhead.py, the same run): one event
-per token decoded at 0.92x the in-process speed, 50 ms batches at 0.95x, 100 ms batches at 1.00x.
+2-core AMD EPYC with the real 0.5B model (`benchmarks/serve_overhead.py --repeats 10 --every-token`,
+one run, BENCHMARKS.md): one event per token decoded at 0.900x the in-process speed, 0.1 s batches
+at 0.958x.
 Ten updates a second still read as smooth streaming (the chat app draws at about that rate).
 
 The first text of a reply goes at once (time to first token is not delayed), text is never held
