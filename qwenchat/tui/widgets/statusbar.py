@@ -101,7 +101,7 @@ class StatusBar(Static):
     """
 
     def show_facts(self, facts: StatusFacts) -> None:
-        self.update(Text(status_line(facts)))
+        self.update(Text(status_line(facts)), layout=False)  # one line, always: no relayout of the screen
 
     def show(self, **kwargs: object) -> None:
         self.show_facts(StatusFacts(**kwargs))  # type: ignore[arg-type]
