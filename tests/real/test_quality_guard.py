@@ -2,9 +2,10 @@
 default only while (1) greedy output equals float32's for the first 32 tokens on at least 4 of 5
 prompts and (2) perplexity on a fixed ~2,000-token English text (data/guard_text.txt, written for
 this test) is at most 1.02x float32's. The int8 model is loaded with the default CPU settings,
-so this guards exactly what users get. Greedy replies run token by token (the int8 kernel
-path); perplexity is scored in 512-token chunks (the dequantized path, which computes the same
-function as the kernel).
+so this guards exactly what users get. Its greedy replies run token by token (the int8 kernel
+path) and float32 checks them in one forward pass (`float32_makes_the_same_replies`); perplexity
+is scored in 512-token chunks (the dequantized path, which computes the same function as the
+kernel).
 
 For `--quantize int4` (opt-in, not a default) the issue's looser bounds (3 of 5 prompts,
 perplexity within 5%) are recorded as not met (strict xfail, numbers below), and a regression
@@ -49,26 +50,53 @@ def perplexity(engine: ChatEngine, text: str, chunk: int = 512) -> float:
     return math.exp(nll / n)
 
 
+def messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
 def greedy_replies(engine: ChatEngine) -> list[list[int]]:
     out = []
     opts = GenerateOptions(temperature=0.0, repetition_penalty=1.0, max_new_tokens=N_TOKENS)
     for prompt in PROMPTS:
         engine.reset_cache()
-        reply = list(engine.chat([{"role": "user", "content": prompt}], opts))[-1]
+        reply = list(engine.chat(messages(prompt), opts))[-1]
         assert isinstance(reply, Reply)
         out.append(reply.token_ids)
     return out
 
 
+def float32_makes_the_same_replies(fp32: ChatEngine, replies: list[list[int]]) -> list[bool]:
+    """Whether float32's greedy reply to each prompt is `replies[i]` (up to N_TOKENS tokens, or
+    ending where it ended). Checked in one forward pass of float32 over the prompt and the reply:
+    its greedy choice after the prompt and after each prefix of the reply must be the reply's next
+    token (and an end-of-turn token where a reply shorter than N_TOKENS stopped); then, token by
+    token, float32's own greedy reply is this one. Cheaper than generating float32's replies (~36 s
+    on 2 cores), and the same verdict up to the order of float sums."""
+    model, cache, eos = fp32.model, fp32.cache, fp32.defaults.eos_ids
+    same = []
+    for prompt, reply in zip(PROMPTS, replies):
+        ids, reply = fp32.encode_chat(messages(prompt)), reply[:N_TOKENS]
+        cache.reset()
+        with torch.inference_mode():
+            choices = model.logits(model.hidden(torch.tensor([ids + reply]), cache, 0))[0].argmax(-1).tolist()
+        cache.reset()
+        chosen = choices[len(ids) - 1 :]
+        stopped = len(reply) < N_TOKENS
+        same.append(chosen[: len(reply)] == reply and (not stopped or chosen[len(reply)] in eos))
+    return same
+
+
 @pytest.fixture(scope="module")
-def results(real_engine_fp32: ChatEngine, real_engine_int8: ChatEngine) -> dict[str, tuple[float, list[list[int]]]]:
+def results(real_engine_fp32: ChatEngine, real_engine_int8: ChatEngine) -> dict[str, tuple]:
     """float32 and the default CPU mode (int8), the tier's engines (tests/real/conftest.py: both
-    loaded with max_context 4096 on the CPU, the default one with the default settings)."""
+    loaded with max_context 4096 on the CPU, the default one with the default settings):
+    (quantize, perplexity, whether each greedy reply is float32's)."""
     assert len(real_engine_int8.tokenizer.encode_plain(TEXT)) >= 1900
     res = {}
     for name, engine in (("fp32", real_engine_fp32), ("default", real_engine_int8)):
         engine.reset_cache()
-        res[name] = (engine.info.quantize, perplexity(engine, TEXT), greedy_replies(engine))
+        res[name] = (engine.info.quantize, perplexity(engine, TEXT))
+    res["default"] += (float32_makes_the_same_replies(real_engine_fp32, greedy_replies(real_engine_int8)),)
     return res
 
 
@@ -78,8 +106,7 @@ def test_the_cpu_default_is_the_guarded_int8_mode(results):
 
 
 def test_int8_greedy_output_equals_float32_on_4_of_5_prompts(results):
-    ref, got = results["fp32"][2], results["default"][2]
-    same = [a[:N_TOKENS] == b[:N_TOKENS] for a, b in zip(ref, got)]
+    same = results["default"][2]
     assert sum(same) >= 4, f"identical greedy replies: {same}"
 
 
@@ -100,20 +127,20 @@ MISSED = pytest.mark.xfail(strict=True, reason="int4 misses the issue's quality 
 
 
 @pytest.fixture(scope="module")
-def int4_results(real_model_dir: Path, results) -> tuple[str, float, list[list[int]]]:
+def int4_results(real_model_dir: Path, real_engine_fp32: ChatEngine) -> tuple[str, float, list[bool]]:
     engine = ChatEngine.load(real_model_dir, device="cpu", max_context=4096, quantize="int4",
                              int8_cache_dir=real_model_dir.parent / "weight-caches")  # fmt: skip
-    return engine.info.quantize, perplexity(engine, TEXT), greedy_replies(engine)
+    return engine.info.quantize, perplexity(engine, TEXT), float32_makes_the_same_replies(real_engine_fp32, greedy_replies(engine))
 
 
-def _int4_same(results, int4_results) -> list[bool]:
+def _int4_same(int4_results) -> list[bool]:
     assert int4_results[0] == "int4"
-    return [a[:N_TOKENS] == b[:N_TOKENS] for a, b in zip(results["fp32"][2], int4_results[2])]
+    return int4_results[2]
 
 
 @MISSED
 def test_int4_greedy_output_equals_float32_on_3_of_5_prompts(results, int4_results):
-    same = _int4_same(results, int4_results)
+    same = _int4_same(int4_results)
     assert sum(same) >= INT4_SAME_REPLIES, f"identical greedy replies: {same}"
 
 
@@ -126,4 +153,4 @@ def test_int4_perplexity_is_within_5_percent_of_float32(results, int4_results):
 def test_int4_keeps_its_measured_quality(results, int4_results):
     ppl_fp32, ppl_int4 = results["fp32"][1], int4_results[1]
     assert ppl_int4 <= INT4_KEPT_PERPLEXITY * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int4 {ppl_int4:.3f}"
-    assert sum(_int4_same(results, int4_results)) >= 1  # the replies start the same way at least once
+    assert sum(_int4_same(int4_results)) >= 1  # the replies start the same way at least once
