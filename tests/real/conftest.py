@@ -14,14 +14,17 @@ the whole tier (package scope: freed when tests/real is done) where a test is no
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.real.model_fetch import GGUF_NAME, ModelUnavailable, cache_dir, ensure_model_gguf
+from tests.real.model_fetch import GGUF_NAME, GGUF_SHA256, ModelUnavailable, cache_dir, ensure_model_gguf
 
 REAL_FIXTURES = {"real_model_gguf", "real_model_dir", "hf_reference_model", "hf_reference_tokenizer",
                  "real_engine_fp32", "real_engine_int8"}
@@ -88,16 +91,69 @@ def real_model_dir(real_model_gguf: Path) -> Path:
     return out
 
 
+def converted_by_transformers(gguf: Path, kind: str, convert: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
+    """transformers' own conversion of the GGUF (`convert`: a minute of CPU for the model on 2
+    cores), saved once beside it with `save_pretrained` and read back with `load` by every later
+    session (the other xdist worker, later runs): float32 safetensors, so what is read back is
+    what transformers made. Keyed by the GGUF's checksum and transformers' version."""
+    import transformers
+
+    target = gguf.parent / f"transformers-{kind}"
+    stamp = target / "qwenchat-test-stamp.json"
+    key = {"gguf_sha256": GGUF_SHA256, "transformers": transformers.__version__}
+    with one_worker_at_a_time(f"transformers-{kind}"):
+        if stamp.is_file() and json.loads(stamp.read_text()) == key:
+            return load(target)
+        made = convert()
+        shutil.rmtree(target, ignore_errors=True)
+        made.save_pretrained(target)
+        stamp.write_text(json.dumps(key))
+        return made
+
+
 @pytest.fixture(scope="package")
 def hf_reference_model(real_model_gguf: Path):
-    """transformers' Qwen2ForCausalLM loaded straight from the GGUF, float32, eval mode."""
+    """transformers' Qwen2ForCausalLM converted from the GGUF, float32, eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(real_model_gguf.parent), gguf_file=GGUF_NAME, dtype=torch.float32
-    )
+    model = converted_by_transformers(
+        real_model_gguf, "model",
+        lambda: _SavedWeights(AutoModelForCausalLM.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME,
+                                                                   dtype=torch.float32)),
+        _SavedWeights.load,
+    )  # fmt: skip
     return model.eval()
+
+
+class _SavedWeights:
+    """transformers will not `save_pretrained` a model it read from a GGUF (it counts as quantized),
+    so its config and float32 weights are saved as they are, and read into the same architecture."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def save_pretrained(self, target: Path) -> None:
+        from safetensors.torch import save_model
+
+        target.mkdir(parents=True)
+        self.model.config.to_json_file(target / "config.json")
+        save_model(self.model, str(target / "model.safetensors"))  # the tied embedding once
+
+    def eval(self) -> Any:
+        return self.model.eval()
+
+    @staticmethod
+    def load(saved: Path) -> Any:
+        import torch
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(str(saved))
+        config.quantization_config = None
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        load_model(model, str(saved / "model.safetensors"))
+        return model
 
 
 @pytest.fixture(scope="package")
@@ -105,7 +161,11 @@ def hf_reference_tokenizer(real_model_gguf: Path):
     """transformers' own tokenizer conversion of the same GGUF (the matching tokenizer)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME)
+    return converted_by_transformers(
+        real_model_gguf, "tokenizer",
+        lambda: AutoTokenizer.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME),
+        lambda saved: AutoTokenizer.from_pretrained(str(saved)),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="package")
