@@ -7,7 +7,7 @@ rounds), so a shared machine's drift hits every column alike; the figures are me
 rounds and the verdicts are ratios from this run. The busy process is a plain loop pinned to one
 core (like `taskset -c 1 sh -c 'while :; do :; done'`), started and killed by this script.
 
-    .venv/bin/python benchmarks/busy_core.py [--rounds 3] [--tokens 64] [--prefill] [--json]
+    .venv/bin/python benchmarks/busy_core.py [--rounds 3] [--tokens 64] [--duty-ms 100] [--prefill] [--json]
 
 Model: the real test model (tests.real.model_fetch), imported once as float32, loaded with the
 CPU defaults (int8). Targets: with and without the busy core, adaptive >= the best fixed count
@@ -35,23 +35,28 @@ sys.path.insert(0, str(ROOT))
 
 DECODE_AS_IS, DECODE_BUSY = "decode, as is", "decode, + busy core"  # the machine as it is (idle or not)
 BOUND = 0.95  # "at least as fast", allowing this machine's noise between identical runs
-# pinned to one core; ends when this script does, even if it is killed
-BUSY_LOOP = """import os, sys
-os.sched_setaffinity(0, {int(sys.argv[1])})
+PERIOD_MS = 100
+# pinned to one core, busy argv[2] ms of every PERIOD_MS; ends when this script does, even if killed
+BUSY_LOOP = f"""import os, sys, time
+os.sched_setaffinity(0, {{int(sys.argv[1])}})
+busy = float(sys.argv[2]) / 1000
 parent = os.getppid()
 while os.getppid() == parent:
-    for _ in range(100_000):
+    end = time.monotonic() + busy
+    while time.monotonic() < end:
         pass
+    time.sleep(max(0.0, {PERIOD_MS / 1000} - busy))
 """
 
 
 @contextmanager
-def busy_core(core: int | None) -> Iterator[None]:
-    """A process spinning on `core` for the duration (None: nothing started)."""
+def busy_core(core: int | None, duty_ms: float = PERIOD_MS) -> Iterator[None]:
+    """A process spinning on `core` for the duration, `duty_ms` of every PERIOD_MS (None: nothing
+    started). Less than all the time is what a UI drawing frames does: see BENCHMARKS.md."""
     if core is None:
         yield
         return
-    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(core)])
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(core), str(duty_ms)])
     try:
         time.sleep(0.5)  # let the scheduler see it
         yield
@@ -147,10 +152,11 @@ def llama_worker(gguf: str) -> None:
         print((got - 1) / (time.perf_counter() - t_first), flush=True)
 
 
-def measure(runs: dict[str, Callable[[], float]], rounds: int, busy: int | None, log) -> dict[str, list[float]]:
+def measure(runs: dict[str, Callable[[], float]], rounds: int, busy: int | None, log,
+            duty_ms: float = PERIOD_MS) -> dict[str, list[float]]:  # fmt: skip
     """Each callable once per round, in an order rotated every round, under one condition."""
     names, out = list(runs), {name: [] for name in runs}
-    with busy_core(busy):
+    with busy_core(busy, duty_ms):
         for r in range(rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
                 out[name].append(runs[name]())
@@ -187,7 +193,7 @@ def report(table: dict[str, dict[str, list[float]]], rows: list[dict[str, Any]],
     cols = list(next(iter(table.values())))
     lines = [f"machine: {info['cpu']}, {info['cores']} cores; load average before {info['load_before']:.2f}, "
              f"after {info['load_after']:.2f}; {info['rounds']} rounds of {info['tokens']} tokens; busy loop on "
-             f"core {info['busy_core']}; adaptive chooser ended at {info['adaptive_count']} threads "
+             f"core {info['busy_core']} ({info['duty_ms']:g} ms of every {PERIOD_MS}); adaptive chooser ended at {info['adaptive_count']} threads "
              f"({info['adaptive_switches']} switches)", "",
              "| tok/s (median) | " + " | ".join(cols) + " | adaptive / 1 thread | adaptive / llama.cpp |",
              "|---" * (len(cols) + 3) + "|"]  # fmt: skip
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tokens", type=int, default=64, help="forced greedy tokens per decode run")
     p.add_argument("--busy-core", type=int, default=(os.cpu_count() or 2) - 1, help="the core the busy loop holds")
+    p.add_argument("--duty-ms", type=float, default=PERIOD_MS,
+                   help=f"the busy process spins this many ms of every {PERIOD_MS} (default: all the time)")
     p.add_argument("--prefill", action="store_true", help="also time a ~500-token prompt's prefill")
     p.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")
     p.add_argument("--json", action="store_true")
@@ -239,16 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, list[float]]] = {}
     try:
         for cond, core in ((DECODE_AS_IS, None), (DECODE_BUSY, args.busy_core)):
-            table[cond] = measure(runs, args.rounds, core, log)
+            table[cond] = measure(runs, args.rounds, core, log, args.duty_ms)
         if args.prefill:
             pre = {v: (lambda v=v: ours.prefill(v)) for v in ours.variants}
             table["prefill, as is"] = measure(pre, args.rounds, None, log)
-            table["prefill, + busy core"] = measure(pre, args.rounds, args.busy_core, log)
+            table["prefill, + busy core"] = measure(pre, args.rounds, args.busy_core, log, args.duty_ms)
     finally:
         if llama is not None:
             llama.close()
     info = {"cpu": cpu_name(), "cores": ours.cores, "load_before": load_before, "load_after": os.getloadavg()[0],
-            "rounds": args.rounds, "tokens": args.tokens, "busy_core": args.busy_core,
+            "rounds": args.rounds, "tokens": args.tokens, "busy_core": args.busy_core, "duty_ms": args.duty_ms,
             "adaptive_count": ours.adaptive.current, "adaptive_switches": ours.adaptive.switches}  # fmt: skip
     rows = verdicts(table)
     if args.json:

@@ -49,9 +49,10 @@ def test_the_table_shows_medians_ratios_and_the_machine():
     table = _table({"ours adaptive": [40, 30, 41], "ours 1 thread": [20, 20, 20], "ours 2 threads": [41, 40, 42]},
                    {"ours adaptive": [18], "ours 1 thread": [18], "ours 2 threads": [1.6]})
     info = {"cpu": "Test CPU", "cores": 2, "load_before": 0.1, "load_after": 0.2, "rounds": 3, "tokens": 64,
-            "busy_core": 1, "adaptive_count": 1, "adaptive_switches": 1}
+            "busy_core": 1, "duty_ms": 100, "adaptive_count": 1, "adaptive_switches": 1}
     text = m.report(table, m.verdicts(table), info)
     assert "Test CPU, 2 cores" in text
+    assert "core 1 (100 ms of every 100)" in text
     assert "| decode, as is | 40.0 | 20.0 | 41.0 | 2.00x | - |" in text
     assert "| decode, + busy core: adaptive >= best fixed count (ours 1 thread) | 1.00x | >= 0.95 | met |" in text
 
@@ -63,7 +64,7 @@ def test_the_busy_loop_holds_one_core_and_ends_with_the_script():
 
     m = _module()
     parent = subprocess.Popen([sys.executable, "-c",
-                               f"import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', {m.BUSY_LOOP!r}, '1'])\n"
+                               f"import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', {m.BUSY_LOOP!r}, '1', '100'])\n"
                                "print(p.pid, flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     try:

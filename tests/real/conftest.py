@@ -91,11 +91,12 @@ def real_model_dir(real_model_gguf: Path) -> Path:
     return out
 
 
-def converted_by_transformers(gguf: Path, kind: str, convert: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
+def converted_by_transformers(gguf: Path, kind: str, convert: Callable[[], Any], save: Callable[[Any, Path], None],
+                              load: Callable[[Path], Any]) -> Any:  # fmt: skip
     """transformers' own conversion of the GGUF (`convert`: a minute of CPU for the model on 2
-    cores), saved once beside it with `save_pretrained` and read back with `load` by every later
-    session (the other xdist worker, later runs): float32 safetensors, so what is read back is
-    what transformers made. Keyed by the GGUF's checksum and transformers' version."""
+    cores), saved once beside it and read back with `load` by every later session (the other
+    xdist worker, later runs): float32 safetensors, so what is read back is what transformers
+    made. Keyed by the GGUF's checksum and transformers' version."""
     import transformers
 
     target = gguf.parent / f"transformers-{kind}"
@@ -106,9 +107,32 @@ def converted_by_transformers(gguf: Path, kind: str, convert: Callable[[], Any],
             return load(target)
         made = convert()
         shutil.rmtree(target, ignore_errors=True)
-        made.save_pretrained(target)
+        target.mkdir(parents=True)
+        save(made, target)
         stamp.write_text(json.dumps(key))
         return made
+
+
+def _save_weights(model: Any, target: Path) -> None:
+    """transformers will not `save_pretrained` a model it read from a GGUF (it counts as
+    quantized), so its config and float32 weights are saved as they are."""
+    from safetensors.torch import save_model
+
+    model.config.to_json_file(target / "config.json")
+    save_model(model, str(target / "model.safetensors"))  # the tied embedding once
+
+
+def _load_weights(saved: Path) -> Any:
+    """What `_save_weights` wrote, read into the same architecture."""
+    import torch
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(saved))
+    config.quantization_config = None
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    load_model(model, str(saved / "model.safetensors"))
+    return model
 
 
 @pytest.fixture(scope="package")
@@ -119,41 +143,10 @@ def hf_reference_model(real_model_gguf: Path):
 
     model = converted_by_transformers(
         real_model_gguf, "model",
-        lambda: _SavedWeights(AutoModelForCausalLM.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME,
-                                                                   dtype=torch.float32)),
-        _SavedWeights.load,
+        lambda: AutoModelForCausalLM.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME, dtype=torch.float32),
+        _save_weights, _load_weights,
     )  # fmt: skip
     return model.eval()
-
-
-class _SavedWeights:
-    """transformers will not `save_pretrained` a model it read from a GGUF (it counts as quantized),
-    so its config and float32 weights are saved as they are, and read into the same architecture."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def save_pretrained(self, target: Path) -> None:
-        from safetensors.torch import save_model
-
-        target.mkdir(parents=True)
-        self.model.config.to_json_file(target / "config.json")
-        save_model(self.model, str(target / "model.safetensors"))  # the tied embedding once
-
-    def eval(self) -> Any:
-        return self.model.eval()
-
-    @staticmethod
-    def load(saved: Path) -> Any:
-        import torch
-        from safetensors.torch import load_model
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = AutoConfig.from_pretrained(str(saved))
-        config.quantization_config = None
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        load_model(model, str(saved / "model.safetensors"))
-        return model
 
 
 @pytest.fixture(scope="package")
@@ -164,6 +157,7 @@ def hf_reference_tokenizer(real_model_gguf: Path):
     return converted_by_transformers(
         real_model_gguf, "tokenizer",
         lambda: AutoTokenizer.from_pretrained(str(real_model_gguf.parent), gguf_file=GGUF_NAME),
+        lambda tokenizer, target: tokenizer.save_pretrained(target),
         lambda saved: AutoTokenizer.from_pretrained(str(saved)),
     )  # fmt: skip
 

@@ -8,6 +8,7 @@ import torch
 
 from qwenchat.engine.chat import ChatEngine, GenerateOptions
 from qwenchat.engine.generate import Reply
+from tests.real.greedy_check import first_disagreement
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -56,10 +57,9 @@ def test_chat_ids_match_transformers(engine, hf_reference_tokenizer):
 
 
 def test_greedy_64_tokens_and_logits_match_transformers(engine, hf_reference_model):
-    """Our greedy reply is transformers' when, after the prompt and after each prefix of the
-    reply, transformers' own greedy choice is the reply's next token: then, token by token, its
-    greedy generation makes this same reply. One forward pass of transformers over the prompt and
-    the reply checks that (generating with it token by token took 70 of this test's 170 s)."""
+    """Our greedy reply is transformers', checked in one forward pass of transformers over the
+    prompt and the reply (greedy_check.py; generating with it token by token took 70 of this
+    test's 170 s)."""
     from qwenchat.engine.generate import prefill
 
     for messages in PROMPTS:
@@ -71,7 +71,7 @@ def test_greedy_64_tokens_and_logits_match_transformers(engine, hf_reference_mod
         ref = reference_logits(hf_reference_model, ids + got[:-1])
         assert (ours_logits - ref[len(ids) - 1]).abs().max().item() < 1e-3
         expected = ref[len(ids) - 1 :].argmax(-1).tolist()
-        first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), None)
+        first = first_disagreement(expected, got)
         assert first is None, f"{messages[-1]['content']!r}: transformers chose {expected[first]} at token {first}, we {got[first]}"
 
 

@@ -14,6 +14,7 @@ guard keeps the mode at its measured quality. Its weights are cached beside the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import torch
 
 from qwenchat.engine.chat import ChatEngine, GenerateOptions
 from qwenchat.engine.generate import Reply
+from tests.real.greedy_check import first_disagreement
 
 TEXT = (Path(__file__).parent / "data" / "guard_text.txt").read_text(encoding="utf-8")
 PROMPTS = [
@@ -66,13 +68,10 @@ def greedy_replies(engine: ChatEngine) -> list[list[int]]:
 
 
 def float32_makes_the_same_replies(fp32: ChatEngine, replies: list[list[int]]) -> list[bool]:
-    """Whether float32's greedy reply to each prompt is `replies[i]` (up to N_TOKENS tokens, or
-    ending where it ended). Checked in one forward pass of float32 over the prompt and the reply:
-    its greedy choice after the prompt and after each prefix of the reply must be the reply's next
-    token (and an end-of-turn token where a reply shorter than N_TOKENS stopped); then, token by
-    token, float32's own greedy reply is this one. Cheaper than generating float32's replies (~36 s
-    on 2 cores), and the same verdict up to the order of float sums."""
-    model, cache, eos = fp32.model, fp32.cache, fp32.defaults.eos_ids
+    """Whether float32's greedy reply to each prompt is `replies[i]` (its first N_TOKENS tokens,
+    or ending where it ended), checked in one forward pass of float32 over the prompt and the reply
+    (greedy_check.py): cheaper than generating float32's replies (~36 s on 2 cores)."""
+    model, cache = fp32.model, fp32.cache
     same = []
     for prompt, reply in zip(PROMPTS, replies):
         ids, reply = fp32.encode_chat(messages(prompt)), reply[:N_TOKENS]
@@ -80,38 +79,45 @@ def float32_makes_the_same_replies(fp32: ChatEngine, replies: list[list[int]]) -
         with torch.inference_mode():
             choices = model.logits(model.hidden(torch.tensor([ids + reply]), cache, 0))[0].argmax(-1).tolist()
         cache.reset()
-        chosen = choices[len(ids) - 1 :]
-        stopped = len(reply) < N_TOKENS
-        same.append(chosen[: len(reply)] == reply and (not stopped or chosen[len(reply)] in eos))
+        same.append(first_disagreement(choices[len(ids) - 1 :], reply, fp32.defaults.eos_ids, N_TOKENS) is None)
     return same
 
 
+@dataclass(frozen=True)
+class Measured:
+    quantize: str
+    perplexity: float
+    same_as_float32: list[bool] | None = None  # per prompt, whether its greedy reply is float32's
+
+
 @pytest.fixture(scope="module")
-def results(real_engine_fp32: ChatEngine, real_engine_int8: ChatEngine) -> dict[str, tuple]:
+def results(real_engine_fp32: ChatEngine, real_engine_int8: ChatEngine) -> dict[str, Measured]:
     """float32 and the default CPU mode (int8), the tier's engines (tests/real/conftest.py: both
-    loaded with max_context 4096 on the CPU, the default one with the default settings):
-    (quantize, perplexity, whether each greedy reply is float32's)."""
+    loaded with max_context 4096 on the CPU, the default one with the default settings)."""
     assert len(real_engine_int8.tokenizer.encode_plain(TEXT)) >= 1900
-    res = {}
-    for name, engine in (("fp32", real_engine_fp32), ("default", real_engine_int8)):
-        engine.reset_cache()
-        res[name] = (engine.info.quantize, perplexity(engine, TEXT))
-    res["default"] += (float32_makes_the_same_replies(real_engine_fp32, greedy_replies(real_engine_int8)),)
-    return res
+    return {
+        "fp32": Measured(real_engine_fp32.info.quantize, perplexity(real_engine_fp32, TEXT)),
+        "default": measured(real_engine_int8, real_engine_fp32),
+    }
+
+
+def measured(engine: ChatEngine, fp32: ChatEngine) -> Measured:
+    return Measured(engine.info.quantize, perplexity(engine, TEXT),
+                    float32_makes_the_same_replies(fp32, greedy_replies(engine)))  # fmt: skip
 
 
 def test_the_cpu_default_is_the_guarded_int8_mode(results):
-    assert results["fp32"][0] == "none"
-    assert results["default"][0] == "int8"
+    assert results["fp32"].quantize == "none"
+    assert results["default"].quantize == "int8"
 
 
 def test_int8_greedy_output_equals_float32_on_4_of_5_prompts(results):
-    same = results["default"][2]
+    same = results["default"].same_as_float32
     assert sum(same) >= 4, f"identical greedy replies: {same}"
 
 
 def test_int8_perplexity_is_within_2_percent_of_float32(results):
-    ppl_fp32, ppl_int8 = results["fp32"][1], results["default"][1]
+    ppl_fp32, ppl_int8 = results["fp32"].perplexity, results["default"].perplexity
     assert 5 < ppl_fp32 < 100  # the text is plain English: a sane model scores it sanely
     assert ppl_int8 <= 1.02 * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int8 {ppl_int8:.3f}"
 
@@ -127,15 +133,15 @@ MISSED = pytest.mark.xfail(strict=True, reason="int4 misses the issue's quality 
 
 
 @pytest.fixture(scope="module")
-def int4_results(real_model_dir: Path, real_engine_fp32: ChatEngine) -> tuple[str, float, list[bool]]:
+def int4_results(real_model_dir: Path, real_engine_fp32: ChatEngine) -> Measured:
     engine = ChatEngine.load(real_model_dir, device="cpu", max_context=4096, quantize="int4",
                              int8_cache_dir=real_model_dir.parent / "weight-caches")  # fmt: skip
-    return engine.info.quantize, perplexity(engine, TEXT), float32_makes_the_same_replies(real_engine_fp32, greedy_replies(engine))
+    return measured(engine, real_engine_fp32)
 
 
-def _int4_same(int4_results) -> list[bool]:
-    assert int4_results[0] == "int4"
-    return int4_results[2]
+def _int4_same(int4_results: Measured) -> list[bool]:
+    assert int4_results.quantize == "int4"
+    return int4_results.same_as_float32
 
 
 @MISSED
@@ -146,11 +152,11 @@ def test_int4_greedy_output_equals_float32_on_3_of_5_prompts(results, int4_resul
 
 @MISSED
 def test_int4_perplexity_is_within_5_percent_of_float32(results, int4_results):
-    ppl_fp32, ppl_int4 = results["fp32"][1], int4_results[1]
+    ppl_fp32, ppl_int4 = results["fp32"].perplexity, int4_results.perplexity
     assert ppl_int4 <= INT4_PERPLEXITY * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int4 {ppl_int4:.3f}"
 
 
 def test_int4_keeps_its_measured_quality(results, int4_results):
-    ppl_fp32, ppl_int4 = results["fp32"][1], int4_results[1]
+    ppl_fp32, ppl_int4 = results["fp32"].perplexity, int4_results.perplexity
     assert ppl_int4 <= INT4_KEPT_PERPLEXITY * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int4 {ppl_int4:.3f}"
     assert sum(_int4_same(int4_results)) >= 1  # the replies start the same way at least once
