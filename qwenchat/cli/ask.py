@@ -274,10 +274,10 @@ def _run_pretty(events, stream: bool) -> "Turn":
     reply), and the engine never waits long for the GIL while rich's refresh thread draws."""
     from rich.console import Console
     from rich.live import Live
-    from rich.markdown import Markdown
 
     from qwenchat.engine.records import Chunk
     from qwenchat.gil_handoff import GilHandoff
+    from qwenchat.markdown_draw import ChatMarkdown as Markdown  # the app's look: line breaks kept
 
     console = Console()
     text, turn, drawn_at = "", None, 0.0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
-import rich.markdown
-
+import qwenchat.markdown_draw
 from qwenchat.cli import ask
 from qwenchat.engine.records import Chunk
 
@@ -15,12 +14,12 @@ def test_the_growing_reply_is_parsed_at_a_bounded_rate_and_drawn_whole(monkeypat
     """It was parsed whole at every token, on the engine's thread: quadratic in the reply's length."""
     parsed: list[str] = []
 
-    class Counting(rich.markdown.Markdown):
+    class Counting(qwenchat.markdown_draw.ChatMarkdown):
         def __init__(self, text: str, *a, **kw) -> None:
             parsed.append(text)
             super().__init__(text, *a, **kw)
 
-    monkeypatch.setattr(rich.markdown, "Markdown", Counting)
+    monkeypatch.setattr(qwenchat.markdown_draw, "ChatMarkdown", Counting)
     pieces = [f"word{i} " for i in range(400)]
     whole = "".join(pieces)
     turn = SimpleNamespace(reply=SimpleNamespace(text=whole))

@@ -1,4 +1,4 @@
-"""tui/details.py and tui/markdown.py: the facts line under a message, the reply parser."""
+"""tui/details.py: the facts line under a message."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from qwenchat.tui.details import details, sent_at
-from qwenchat.tui.markdown import chat_parser, code_blocks
 
 
 def test_sent_at_today_and_other_days():
@@ -35,16 +34,3 @@ def test_reply_details_name_the_model_briefly():
     assert details(folder) == "Qwen2.5-Coder"
     remote = SimpleNamespace(role="assistant", created_at=None, meta={"model": "http://gpu:8000/v1#Qwen/Qwen2-72B"})
     assert details(remote) == "Qwen2-72B @ gpu:8000"
-
-
-def test_parser_turns_soft_breaks_into_line_breaks_only_outside_code():
-    tokens = chat_parser().parse("a\nb\n\n```\nc\nd\n```\n")
-    inline = [t for t in tokens if t.type == "inline"][0]
-    assert [c.type for c in inline.children] == ["text", "hardbreak", "text"]
-    assert [t.content for t in tokens if t.type == "fence"] == ["c\nd\n"]
-
-
-def test_code_block_labels_name_language_and_first_line():
-    blocks = code_blocks("```python\n\nimport os\nprint(os.sep)\n```\n```\n```")
-    assert blocks[0].label == "python: import os (3 lines)"
-    assert blocks[1].label == "(empty) (0 lines)"

@@ -57,7 +57,7 @@ async def test_streamed_reply_updates_at_a_bounded_rate_and_ends_as_a_redraw_sho
         assert 3 <= buffer.updates < words / 4
         assert buffer.updates_per_s <= ChatScreen.FLUSH_HZ * 1.25
         view = chat.chatlog.views[-1]
-        assert view.text == REPLY and view.markdown.source == REPLY
+        assert view.text == REPLY and view.reply.source == REPLY
         streamed = screen_text(app)
         await chat.show_conversation()  # the reply drawn at once from the stored conversation
         chat.chatlog.scroll_end(animate=False)

@@ -7,8 +7,8 @@ with the shown messages (branches, export, attach, code blocks) is `MessageFeatu
 around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`.
 
 Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
-the UI thread moves them into the reply's view `FLUSH_HZ` times a second (one layout and paint
-each, batched), so a fast model costs a bounded number of re-renders and the keyboard stays
+the UI thread moves them into the reply's view `FLUSH_HZ` times a second (one paint each, of the
+lines that changed: `widgets/reply.py`), so a fast model costs a bounded number of re-renders and the keyboard stays
 responsive; while it streams, `GilHandoff` keeps the engine thread from waiting on the
 renderer for the GIL (benchmarks/app_speed.py measures the app's decode against `ask`'s). The
 chat log is anchored to its end while a reply streams, so it keeps following through a resize
@@ -51,7 +51,8 @@ def cut_note(tokens: int | None, last: bool) -> str:
 
 
 class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures):
-    FLUSH_HZ = 10  # reply updates a second: smooth to read; each costs a layout and a paint
+    FLUSH_HZ = 10  # reply updates a second: smooth to read; each costs a repaint of what changed
+    STATUS_HZ = 2  # the status bar's live token count and rate: readable, and a repaint less per update
     # listed in help and in the palette
     ACTIONS = [
         Binding("escape", "escape", "Stop reply"),
@@ -340,7 +341,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if text and self._reply_view is not None:
             with self.app.batch_update():  # the new text and the status bar in one frame
                 await self._reply_view.append(text)
-                self.update_status()
+                if self.buffer.updates % (self.FLUSH_HZ // self.STATUS_HZ) == 1:
+                    self.update_status()
 
     async def on_reply_done(self, event: msg.ReplyDone) -> None:
         if self.quitting:

@@ -23,7 +23,7 @@ from textual.widgets.option_list import Option
 from qwenchat import attach, chat_export
 from qwenchat.errors import QwenchatError
 from qwenchat.tui import messages as msg
-from qwenchat.tui.markdown import CodeBlock, code_blocks
+from qwenchat.markdown import CodeBlock, code_blocks
 from qwenchat.tui.screens.dialogs import DIALOG_CSS, ConfirmScreen, TextPrompt
 from qwenchat.tui.widgets.chatlog import MessageView
 

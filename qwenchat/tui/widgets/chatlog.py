@@ -3,9 +3,9 @@ per entry of the session's active branch.
 
 A user's message is shown exactly as written: plain text, never parsed as Markdown or markup,
 so line breaks, leading spaces and `[brackets]` stay. Assistant replies are Markdown (code
-blocks highlighted) where a single line break stays a line break (`tui/markdown.py`), and grow
-by `append` while they stream; the screen batches the appends, so this widget never sees one
-call per token. Each message has a header (who, and `< 2/3 >` when it has siblings: other
+blocks highlighted) where a single line break stays a line break (`qwenchat/markdown.py`), drawn
+by `ReplyView` (`widgets/reply.py`), and grow by `append` while they stream; the screen batches
+the appends, so this widget never sees one call per token. Each message has a header (who, and `< 2/3 >` when it has siblings: other
 regenerations or edits) and a dim details line (time, model, tokens, speed: `tui/details.py`).
 The widget only shows what it is given; the screen asks the session.
 """
@@ -21,11 +21,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Collapsible, Markdown, Static
+from textual.widgets import Collapsible, Static
 
+from qwenchat.markdown import code_blocks as _blocks
 from qwenchat.tui.details import details as details_of
-from qwenchat.tui.markdown import chat_parser
-from qwenchat.tui.markdown import code_blocks as _blocks
+from qwenchat.tui.widgets.reply import ReplyView
 
 Branch = tuple[int, int]  # (1-based position among siblings, number of siblings)
 
@@ -61,8 +61,7 @@ class MessageView(Vertical, can_focus=True):
     MessageView.assistant .role { color: $primary; }
     MessageView .branch { width: auto; margin-left: 2; color: $accent; }
     MessageView > .plain { margin: 0; padding: 0; }
-    MessageView > Markdown { margin: 0; padding: 0; }
-    MessageView > Markdown > *:last-child { margin-bottom: 0; }  /* no gap above the details */
+    MessageView > ReplyView { margin: 0; padding: 0; }
     MessageView > .details { color: $text-muted; text-style: dim; }
     MessageView > .status { color: $warning; text-style: italic; }
     """
@@ -89,7 +88,7 @@ class MessageView(Vertical, can_focus=True):
             yield Static(label, classes="role", markup=False)
             yield BranchSwitch(branch_label(self.branch), classes="branch", markup=False)
         if self.role == "assistant":
-            yield Markdown(self.text, parser_factory=chat_parser)
+            yield ReplyView(self.text, streaming=self.status == "pending")
         else:  # as typed: no Markdown reflow, no markup
             yield Static(self.text, classes="plain", markup=False)
         yield Static(self.details, classes="details", markup=False)
@@ -103,19 +102,21 @@ class MessageView(Vertical, can_focus=True):
         return {"interrupted": "⏹ interrupted", "error": "⚠ failed", "pending": ""}.get(self.status, "")
 
     @property
-    def markdown(self) -> Markdown:
-        return self.query_one(Markdown)
+    def reply(self) -> ReplyView:
+        return self.query_one(ReplyView)
 
     async def append(self, text: str) -> None:
         self.text += text
         if self.role == "assistant":
-            await self.markdown.append(text)
+            self.reply.append(text)
         else:
             self.query_one(".plain", Static).update(self.text)
 
     def set_status(self, status: str, note: str | None = None) -> None:
         """`note` replaces the status's own words (a reply cut at the token limit)."""
         self.status = status
+        if self.role == "assistant":
+            self.reply.streaming = status == "pending"
         text = self._status_text() if note is None else note
         line = self.query_one(".status", Static)
         line.update(text)

@@ -1,0 +1,122 @@
+"""tui/widgets/reply.py and code_box.py: a reply drawn block by block. Streamed in any pieces it
+ends line for line as drawn at once; an update repaints only the lines that changed; while it
+streams its height grows in steps; the theme's colours reach the code."""
+
+from __future__ import annotations
+
+import random
+
+from pygments.token import Token
+from rich.console import Console
+from rich.style import Style
+from textual.app import App, ComposeResult
+
+from qwenchat.tui.widgets.code_box import CodeBox
+from qwenchat.tui.widgets.reply import ReplyView
+
+REPLY = ("## Reading a CSV\n\nHere is a function:\nit keeps *your* line breaks.\n\n```python\nimport csv\n\n\n"
+         "def rows(path):\n    \"\"\"Every row.\"\"\"\n    with open(path) as f:\n        return list(csv.DictReader(f))\n"
+         "```\n\n1. `csv.DictReader` reads the header.\n2. Each row is a dict.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+         "> Note: large files want a generator.\n\nThat is all.")
+
+
+class ReplyApp(App[None]):
+    def __init__(self, text: str = "", streaming: bool = False) -> None:
+        super().__init__()
+        self.text, self.streaming = text, streaming
+
+    def compose(self) -> ComposeResult:
+        yield ReplyView(self.text, streaming=self.streaming)
+
+
+def texts(view: ReplyView) -> list[str]:
+    return [line.text for line in view._lines]
+
+
+async def drawn_at_once(text: str, size=(70, 40)) -> list[str]:
+    app = ReplyApp(text)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        return texts(app.query_one(ReplyView))
+
+
+async def test_streamed_in_any_pieces_it_ends_as_drawn_at_once():
+    whole = await drawn_at_once(REPLY)
+    assert any("def rows(path):" in line for line in whole) and any(" 1. " in line for line in whole)
+    assert "Here is a function:" in whole[2] and "it keeps your line breaks." in whole[3]
+    for seed in (1, 2):
+        rng = random.Random(seed)
+        app = ReplyApp(streaming=True)
+        async with app.run_test(size=(70, 40)) as pilot:
+            view = app.query_one(ReplyView)
+            at = 0
+            while at < len(REPLY):
+                n = rng.randint(1, 12)
+                view.append(REPLY[at:at + n])
+                at += n
+                if rng.random() < 0.3:
+                    await pilot.pause()
+            view.streaming = False
+            await pilot.pause()
+            assert view.source == REPLY
+            assert texts(view) == whole
+
+
+async def test_an_update_repaints_only_the_lines_that_changed():
+    app = ReplyApp("First paragraph, long enough to be a line of its own.\n\nSecond", streaming=True)
+    async with app.run_test(size=(70, 40)) as pilot:
+        await pilot.pause()
+        view = app.query_one(ReplyView)
+        before = list(view._lines)
+        painted = []
+        view.refresh = lambda *regions, **kw: painted.append((regions, kw))  # type: ignore[method-assign]
+        view.append(" words")
+        assert view._lines[0] is before[0]  # the first block is not drawn again
+        assert view._lines[-1].text.startswith("Second words")
+        (regions, kw), = painted
+        assert not kw.get("layout") and [(r.y, r.height) for r in regions] == [(len(before) - 1, 1)]
+
+
+async def test_while_streaming_the_height_grows_in_steps_then_fits():
+    app = ReplyApp("one", streaming=True)
+    async with app.run_test(size=(70, 36)) as pilot:  # a step of 36 // 6 = 6 lines
+        await pilot.pause()
+        view = app.query_one(ReplyView)
+        assert view.size.height == 6
+        view.append("\ntwo\nthree")
+        await pilot.pause()
+        assert len(view._lines) == 3 and view.size.height == 6  # room left: no layout was needed
+        view.append("\nfour\nfive\nsix")
+        await pilot.pause()
+        assert view.size.height == 12  # at least one free line below the text
+        view.streaming = False
+        await pilot.pause()
+        assert view.size.height == 6
+
+
+async def test_code_takes_the_themes_colours():
+    def code_style(view: ReplyView) -> Style:
+        line = next(s for s in view._lines if "import csv" in s.text)
+        return next(seg.style for seg in line if seg.text.strip() == "import")
+
+    app = ReplyApp(REPLY)
+    async with app.run_test(size=(70, 40)) as pilot:
+        app.theme = "textual-dark"
+        await pilot.pause()
+        view = app.query_one(ReplyView)
+        dark = code_style(view)
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = code_style(view)
+        assert dark.bgcolor != light.bgcolor and dark.color != light.color
+
+
+def test_code_box_wraps_long_lines_inside_the_box_and_keeps_rows():
+    box = CodeBox(Style(bgcolor="black"), {Token.Text: Style(color="white", bgcolor="black")})
+    console = Console(width=30)
+    lines = box.lines("short = 1\n" + "x" * 50, "python")
+    assert len(lines) == 2
+    rows = box.rows(lines[1], 30, console)
+    assert len(rows) == 2  # 50 columns of code in 26 inside the box
+    assert all(sum(len(seg.text) for seg in row) == 30 for row in rows)
+    assert box.rows(lines[1], 30, console) is rows  # the same line again is not drawn again
