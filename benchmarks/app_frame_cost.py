@@ -6,8 +6,9 @@ Markdown reply at a fixed rate, so only the app's own work is measured and no mo
 
 The real app (QwenchatApp over the real ChatSession) runs headless under Textual's Pilot, so it
 lays out and renders every frame but writes nothing to a terminal. Variants, one process each:
-- markdown: what the app does (the reply's Markdown widget grows by `append`);
-- plain: the reply as plain text growing in one Static (the floor of any view that relayouts);
+- markdown: what the app does (the reply's `ReplyView`, tui/widgets/reply.py, grows by `append`);
+- plain: the reply as plain text growing in one Static, laid out again at every update (for
+  comparison: Textual's plainest growing widget);
 - none: nothing drawn but the status bar (the app's fixed cost per update).
 On 2 cores every millisecond of it is taken from a decode step (BENCHMARKS.md).
 """

@@ -1,7 +1,7 @@
 """The chat app's decode speed against `qwenchat ask`'s: same model, same prompt, same settings
 (issue 15, item 2: the app at least 95% of `ask`, the screen updating at least ~10 times a second).
 
-    .venv/bin/python benchmarks/app_speed.py [--rounds 3] [--tokens 128] [--json]
+    .venv/bin/python benchmarks/app_speed.py [--rounds 3] [--tokens 128] [--terminal] [--json]
 
 `ask` runs as a whole process (`qwenchat ask -u --plain`, its decode tok/s read from the usage
 line). The app is the real `QwenchatApp` over the real start-up path, driven headless by Textual's
@@ -11,6 +11,10 @@ Textual lays out and renders every frame but writes nothing to a terminal. Both 
 file in one temporary QWENCHAT_HOME: greedy, `max_tokens` new tokens (the short prompt's reply
 is longer than that, so both decode the same tokens), nothing saved by `ask`. The runs alternate
 (ask, app, ask, app, ...) so a shared machine's drift hits both alike; the figures are medians.
+
+`--terminal` adds the app as a user runs it: the real `qwenchat` in a tmux terminal of 120x40,
+the prompt typed with send-keys, its decode tok/s read from the reply's details line; a real
+terminal also costs the writes of every frame, which headless Textual skips.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import asyncio
 import json
 import os
 import re
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +124,56 @@ async def _drive_app(model: str) -> dict[str, float]:
                 "updates_per_s": buffer.updates_per_s or 0.0}
 
 
-def measure(model: Path, rounds: int, tokens: int, log=None) -> dict[str, Any]:
-    """Alternating runs of ask and the app; medians, the ratio and the verdicts."""
+TERMINAL_SIZE = (120, 40)
+DETAILS = re.compile(r"(\d+) tokens · ([0-9.]+) tok/s")  # the reply's details line (tui/details.py)
+
+
+def run_app_terminal(model: Path, home: str, timeout: float = 600) -> dict[str, float]:
+    """The real app in a tmux terminal: start, type the prompt, wait for the reply's details line."""
+    if shutil.which("tmux") is None:
+        raise RuntimeError("--terminal needs tmux (apt-get install tmux)")
+    session = f"qwenchat-app-speed-{os.getpid()}"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", *args], capture_output=True, text=True).stdout
+
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in _env(home).items() if k in ("QWENCHAT_HOME", "HF_HUB_OFFLINE"))
+    command = f"env {env} {shlex.quote(sys.executable)} -m qwenchat -m {shlex.quote(str(model))}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(TERMINAL_SIZE[0]), "-y",
+                    str(TERMINAL_SIZE[1]), command], check=True, cwd=ROOT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while "cpu/" not in (screen := tmux("capture-pane", "-p", "-t", session)) or "loading" in screen:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not load in a terminal: {screen.strip()[-400:]}")
+            time.sleep(0.2)
+        tmux("send-keys", "-t", session, "-l", prompt())
+        tmux("send-keys", "-t", session, "Enter")
+        while not (found := DETAILS.search(tmux("capture-pane", "-p", "-t", session))):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the app's reply did not finish in a terminal")
+            time.sleep(0.25)
+        tmux("send-keys", "-t", session, "C-q")
+        return {"decode_tok_s": float(found.group(2)), "tokens": int(found.group(1))}
+    finally:
+        time.sleep(1)
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def measure(model: Path, rounds: int, tokens: int, log=None, terminal: bool = False) -> dict[str, Any]:
+    """Alternating runs of ask and the app (and the app in a terminal); medians, ratios, verdicts."""
     log = log or (lambda _text: None)
-    runs: dict[str, list[dict[str, float]]] = {"ask": [], "app": []}
+    faces = {"ask": run_ask, "app": run_app, **({"terminal": run_app_terminal} if terminal else {})}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in faces}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as home:
         write_config(home, tokens)
         log("warming up (int8 cache, kernels)")
         run_ask(model, home)
         for r in range(rounds):
-            order = ("ask", "app") if r % 2 == 0 else ("app", "ask")
+            order = list(faces) if r % 2 == 0 else list(reversed(faces))
             for name in order:
-                runs[name].append((run_ask if name == "ask" else run_app)(model, home))
+                runs[name].append(faces[name](model, home))
                 log(f"  round {r + 1}: {name} {runs[name][-1]['decode_tok_s']:.1f} tok/s")
     return summarize(runs, load_before, os.getloadavg()[0])
 
@@ -139,10 +183,12 @@ def summarize(runs: dict[str, list[dict[str, float]]], load_before: float, load_
     app = statistics.median(r["decode_tok_s"] for r in runs["app"])
     updates = statistics.median(r["updates_per_s"] for r in runs["app"])
     ratio = app / ask if ask else None
+    terminal = statistics.median(r["decode_tok_s"] for r in runs["terminal"]) if runs.get("terminal") else None
     # a reply slower than ~10 tokens a second can only be updated once a token
     needed = min(UPDATES_BOUND, 0.95 * app)
     return {
         "ask_tok_s": ask, "app_tok_s": app, "ratio": ratio, "updates_per_s": updates,
+        "terminal_tok_s": terminal, "terminal_ratio": terminal / ask if terminal and ask else None,
         "tokens": sorted({r["tokens"] for rs in runs.values() for r in rs}), "runs": runs,
         "load_before": load_before, "load_after": load_after,
         "targets": [
@@ -162,6 +208,10 @@ def report(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|",
              f"| forced greedy reply | {result['ask_tok_s']:.1f} | {result['app_tok_s']:.1f} | "
              f"{result['ratio']:.2f}x | {result['updates_per_s']:.1f} |"]
+    if result.get("terminal_tok_s"):
+        w, h = TERMINAL_SIZE
+        lines.append(f"| the app in a terminal (tmux {w}x{h}) | {result['ask_tok_s']:.1f} | "
+                     f"{result['terminal_tok_s']:.1f} | {result['terminal_ratio']:.2f}x | |")
     return "\n".join(lines)
 
 
@@ -169,13 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="runs of each, alternating")
     p.add_argument("--tokens", type=int, default=128, help="new tokens of the reply (greedy)")
+    p.add_argument("--terminal", action="store_true", help="also run the app in a tmux terminal")
     p.add_argument("--json", action="store_true")
     p.add_argument("--app-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.app_worker:
         print("RESULT " + json.dumps(asyncio.run(_drive_app(args.app_worker))))
         return 0
-    result = measure(model_dir(), args.rounds, args.tokens, log=lambda t: print(t, file=sys.stderr, flush=True))
+    result = measure(model_dir(), args.rounds, args.tokens, log=lambda t: print(t, file=sys.stderr, flush=True),
+                     terminal=args.terminal)
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
 

@@ -96,6 +96,23 @@ def test_ask_usage_line_is_parsed_and_a_missing_one_is_an_error():
         app_speed.parse_usage("Traceback ...")
 
 
+def test_the_terminal_run_reads_the_speed_the_details_line_shows():
+    from types import SimpleNamespace
+
+    from qwenchat.tui.details import details
+
+    reply = SimpleNamespace(role="assistant", created_at=None, meta={
+        "model": "coder", "usage": {"completion_tokens": 128}, "timings": {"decode_tok_s": 24.25}})
+    found = app_speed.DETAILS.search(details(reply))
+    assert found and (int(found.group(1)), float(found.group(2))) == (128, 24.2)
+    runs = {"ask": [{"decode_tok_s": 30.0, "tokens": 128}],
+            "app": [{"decode_tok_s": 27.0, "tokens": 128, "updates_per_s": 9.8}],
+            "terminal": [{"decode_tok_s": 24.0, "tokens": 128}]}
+    result = app_speed.summarize(runs, 1.0, 1.0)
+    assert result["terminal_ratio"] == pytest.approx(0.8)
+    assert "| the app in a terminal (tmux 120x40) | 30.0 | 24.0 | 0.80x |" in app_speed.report(result)
+
+
 def test_compare_refuses_an_unknown_part(capsys):
     import importlib.util
 

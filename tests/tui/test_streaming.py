@@ -82,3 +82,20 @@ async def test_the_gil_changes_hands_quickly_only_while_a_reply_streams():
             hold.set()  # never leave the worker waiting (the app's exit would wait for it)
         await wait_for(pilot, lambda: not chat.generating, timeout=30)
         assert sys.getswitchinterval() == before
+
+
+async def test_nothing_animates_out_of_sight_while_a_reply_streams():
+    """The hidden loading panel's spinner and bar woke the UI thread 31 times a second, for
+    nothing, while the engine decoded beside it."""
+    from textual.widgets import LoadingIndicator
+
+    app, _ = make_app()
+    async with app.run_test(size=(110, 34)) as pilot:
+        await ready(pilot)
+        panel = app.chat.query_one("#loading")
+        assert not panel.display
+        animated = [w for w in (panel.query_one(LoadingIndicator), *panel.query("ProgressBar, ProgressBar *"))
+                    if w.auto_refresh]
+        assert animated == []
+        app.chat.show_loading("other")
+        assert panel.display and panel.query_one(LoadingIndicator).auto_refresh

@@ -155,14 +155,24 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     # -- model loading (the app loads; this screen shows it) ---------------------------------
 
     def show_loading(self, model: str | None) -> None:
-        self.query_one("#loading").display = True
+        self._loading_panel(True)
         what = ("Connecting to" if is_remote(model) else
                 "Importing" if model and model.lower().endswith(".gguf") else "Loading")
         self.query_one("#loading-label", Label).update(f"{what} {model or 'the default model'}…")
 
+    def _loading_panel(self, shown: bool) -> None:
+        """Hidden, its spinner and its bar stop animating: their timers (16 and 15 a second)
+        would otherwise wake the UI thread for nothing while a reply decodes."""
+        panel = self.query_one("#loading")
+        panel.display = shown
+        self.query_one(LoadingIndicator).auto_refresh = 1 / 16 if shown else None
+        if not shown:  # the download bar (and its inner bar) animate while it has no total yet
+            for widget in panel.query("ProgressBar, ProgressBar *"):
+                widget.auto_refresh = None
+
     async def session_loaded(self, old: Any) -> None:
         """The app has a new session (`old` is the one it replaces, or None at start-up)."""
-        self.query_one("#loading").display = False
+        self._loading_panel(False)
         session = self.session
         if not session.model_info.chat_tuned:
             session.raw = True
@@ -185,7 +195,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
 
     def session_failed(self) -> None:
         self.send_when_ready = False  # the text stays in the box; the failure says what to do
-        self.query_one("#loading").display = False
+        self._loading_panel(False)
         if self.session is None:
             self.query_one(StatusBar).show(note="no model loaded: Ctrl+O picks one")
 
