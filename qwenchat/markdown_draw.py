@@ -23,6 +23,15 @@ from qwenchat.markdown import chat_parser
 
 DrawCode = Callable[[str, str], RenderableType]  # (code, language or "") -> what to show
 
+# C0 controls but tab and newline, DEL and C1: a reply drawn on a terminal must not carry escape
+# sequences to it (a model can write ESC [2J as well as any text); Rich strips only a few.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])
+
+
+def drawable(text: str) -> str:
+    """`text` without the control characters a terminal would act on."""
+    return text.translate(_CONTROLS)
+
 
 class _LeftHeading(Heading):
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -72,7 +81,7 @@ class ChatMarkdown(Markdown):
         # Rich's __init__ builds a parser and parses: ~1.5 ms, at every update of a streaming
         # reply. Its attributes are copied from one made once instead.
         self.__dict__.update(_rich_defaults())
-        self.parsed = chat_parser().parse(markup) if isinstance(markup, str) else list(markup)
+        self.parsed = chat_parser().parse(drawable(markup)) if isinstance(markup, str) else list(markup)
         self.markup = markup if isinstance(markup, str) else ""
         self.code_theme = self.inline_code_theme = code_theme
         self.hyperlinks, self.draw_code = hyperlinks, draw_code

@@ -40,3 +40,8 @@ def test_code_blocks_go_to_the_given_drawer():
     lines = drawn(ChatMarkdown("before\n\n```python\nx = 1\n```\n\n~~~\nplain\n~~~", draw_code=draw))
     assert seen == [("x = 1", "python"), ("plain", "")]
     assert "<python:x = 1>" in lines and "<:plain>" in lines
+
+
+def test_control_characters_are_not_drawn():
+    lines = drawn(ChatMarkdown("a \x1b[2J b\x1b]0;title\x07 c"))
+    assert lines == ["a [2J b]0;title c"]

@@ -120,3 +120,11 @@ def test_code_box_wraps_long_lines_inside_the_box_and_keeps_rows():
     assert len(rows) == 2  # 50 columns of code in 26 inside the box
     assert all(sum(len(seg.text) for seg in row) == 30 for row in rows)
     assert box.rows(lines[1], 30, console) is rows  # the same line again is not drawn again
+
+
+async def test_a_reply_cannot_send_escape_sequences_to_the_terminal():
+    """A model can write ESC [2J (clear the screen) as well as any text; Rich lets ESC through."""
+    text = "para \x1b[31mred\x07 bell\r\n\n```\ncode \x1b[2Jclear\x9b\tend\n```"
+    shown = await drawn_at_once(text)
+    assert not any(ch in line for line in shown for ch in "\x1b\x07\r\x9b")
+    assert shown[0].startswith("para [31mred bell") and any("code [2Jclear" in line for line in shown)

@@ -34,7 +34,7 @@ from textual.style import Style
 from textual.widget import Widget
 
 from qwenchat.markdown import Block, GrowingDocument
-from qwenchat.markdown_draw import ChatMarkdown
+from qwenchat.markdown_draw import ChatMarkdown, drawable
 from qwenchat.tui.widgets.code_box import CodeBox
 
 # Rich's Markdown style names -> Textual style strings (unlisted names draw in the text's own style).
@@ -71,7 +71,7 @@ class ReplyView(Widget):
     def __init__(self, text: str = "", *, streaming: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self._streaming = streaming
-        self._doc = GrowingDocument(text)
+        self._doc = GrowingDocument(drawable(text))
         self._key: tuple | None = None  # (width, theme) the blocks below were drawn for
         self._drawn: list[tuple[str, list[Strip]]] = []  # each block's source and lines, as drawn
         self._lines: list[Strip] = []  # all of them, a blank line between blocks
@@ -80,6 +80,7 @@ class ReplyView(Widget):
 
     @property
     def source(self) -> str:
+        """The text drawn: the reply's, less the control characters a terminal would act on."""
         return self._doc.text
 
     @property
@@ -94,7 +95,7 @@ class ReplyView(Widget):
 
     def append(self, text: str) -> None:
         before = self._lines
-        self._doc.append(text)
+        self._doc.append(drawable(text))
         self._stale = True
         if self._key is None:
             self.refresh(layout=True)
