@@ -128,3 +128,23 @@ async def test_a_reply_cannot_send_escape_sequences_to_the_terminal():
     shown = await drawn_at_once(text)
     assert not any(ch in line for line in shown for ch in "\x1b\x07\r\x9b")
     assert shown[0].startswith("para [31mred bell") and any("code [2Jclear" in line for line in shown)
+
+
+async def test_a_mouse_selection_is_shown_and_copied():
+    from textual.geometry import Offset
+    from textual.selection import Selection
+
+    app = ReplyApp("first line\nsecond line\n\n```\ncode here\n```")
+    async with app.run_test(size=(40, 20)) as pilot:
+        await pilot.pause()
+        view = app.query_one(ReplyView)
+        selection = Selection.from_offsets(Offset(6, 0), Offset(6, 1))  # "line" to "second"
+        assert view.get_selection(selection) == ("line\nsecond", "\n")
+        app.screen.selections = {view: selection}
+        await pilot.pause()
+        selected = app.screen.get_component_rich_style("screen--selection")
+        first = view.render_line(0)
+        styled = [(seg.text, seg.style) for seg in first if seg.text.strip()]
+        assert ("line", styled[-1][1]) == styled[-1] and styled[-1][1].bgcolor == selected.bgcolor
+        assert styled[0][0] == "first " and styled[0][1].bgcolor != selected.bgcolor
+        assert app.screen.get_selected_text() == "line\nsecond"

@@ -29,6 +29,7 @@ from rich.theme import Theme as RichTheme
 from textual.color import Color
 from textual.geometry import Region
 from textual.highlight import HighlightTheme
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.style import Style
 from textual.widget import Widget
@@ -63,6 +64,20 @@ INLINE_CODE = {True: "$text-warning on $warning 10%", False: "$text-error on $er
 CODE_BACKGROUND = {True: Color(0, 0, 0, 0.1), False: Color(255, 255, 255, 0.3)}  # over the reply's own
 RICH_MARKDOWN_NAMES = ("markdown.paragraph", "markdown.text", "markdown.code_block", "markdown.list",
                        "markdown.item", "markdown.h1.border", "markdown.h7")
+
+
+def _highlight(line: Strip, start: int, end: int, style: RichStyle) -> Strip:
+    """`line` with characters start..end (end -1: to the end) in the selection's style."""
+    end = len(line.text) if end == -1 else end
+    out, at = [], 0
+    for text, own, _ in line:
+        a, b = max(start - at, 0), min(end - at, len(text))
+        if a >= b:
+            out.append(Segment(text, own))
+        else:
+            out += [Segment(text[:a], own), Segment(text[a:b], own + style if own else style), Segment(text[b:], own)]
+        at += len(text)
+    return Strip([seg for seg in out if seg.text], line.cell_length)
 
 
 class ReplyView(Widget):
@@ -123,9 +138,19 @@ class ReplyView(Widget):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         self._draw(width)
-        if y < len(self._lines):
-            return self._lines[y]
-        return Strip.blank(width, self._base().rich_style)
+        if y >= len(self._lines):
+            return Strip.blank(width, self._base().rich_style)
+        line = self._lines[y]
+        if (selection := self.text_selection) is not None and (span := selection.get_span(y)) is not None:
+            line = _highlight(line, *span, self.screen.get_component_rich_style("screen--selection"))
+        return line.apply_offsets(0, y)  # where the mouse is, for Textual's text selection
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The text a mouse selection covers (Textual copies it)."""
+        return selection.extract("\n".join(line.text.rstrip() for line in self._lines)), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
     def notify_style_update(self) -> None:
         self._key, self._look = None, None  # a new theme or background: drawn again in its colours
