@@ -148,3 +148,17 @@ async def test_a_mouse_selection_is_shown_and_copied():
         assert ("line", styled[-1][1]) == styled[-1] and styled[-1][1].bgcolor == selected.bgcolor
         assert styled[0][0] == "first " and styled[0][1].bgcolor != selected.bgcolor
         assert app.screen.get_selected_text() == "line\nsecond"
+
+
+async def test_a_click_on_a_link_opens_it():
+    app = ReplyApp("See [the docs](https://example.com/docs) for more.")
+    async with app.run_test(size=(60, 10)) as pilot:
+        await pilot.pause()
+        opened = []
+        app.open_url = lambda url, **kw: opened.append(url)  # type: ignore[method-assign]
+        view = app.query_one(ReplyView)
+        column = view._lines[0].text.index("the docs")
+        await pilot.click(ReplyView, offset=(column + 2, 0))
+        assert opened == ["https://example.com/docs"]
+        await pilot.click(ReplyView, offset=(1, 0))  # plain text: nothing opens
+        assert opened == ["https://example.com/docs"]

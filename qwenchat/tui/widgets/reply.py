@@ -26,6 +26,7 @@ from pygments.token import Token
 from rich.segment import Segment
 from rich.style import Style as RichStyle
 from rich.theme import Theme as RichTheme
+from textual import events
 from textual.color import Color
 from textual.geometry import Region
 from textual.highlight import HighlightTheme
@@ -151,6 +152,14 @@ class ReplyView(Widget):
 
     def selection_updated(self, selection: Selection | None) -> None:
         self.refresh()
+
+    def on_click(self, event: events.Click) -> None:
+        """A link opens in the browser, as in Textual's Markdown (terminals that know OSC 8
+        links also open them on Ctrl/Cmd+click, the way they open any)."""
+        link = event.style.link if event.style else None
+        if link:
+            event.stop()
+            self.app.open_url(link)
 
     def notify_style_update(self) -> None:
         self._key, self._look = None, None  # a new theme or background: drawn again in its colours
