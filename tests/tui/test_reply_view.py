@@ -162,3 +162,34 @@ async def test_a_click_on_a_link_opens_it():
         assert opened == ["https://example.com/docs"]
         await pilot.click(ReplyView, offset=(1, 0))  # plain text: nothing opens
         assert opened == ["https://example.com/docs"]
+
+
+async def test_a_growing_code_block_is_not_lexed_whole_at_every_update_but_ends_exact():
+    code = "".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(30)) + 'DOC = """\ninside\na docstring\n"""\nend = 1'
+    text = "Code:\n\n```python\n" + code + "\n```\n\nDone."
+    whole = await drawn_at_once(text, size=(70, 90))
+    app = ReplyApp(streaming=True)
+    async with app.run_test(size=(70, 90)) as pilot:
+        view = app.query_one(ReplyView)
+        lexed: list[int] = []
+        original = CodeBox._lex
+        CodeBox._lex = lambda box, c, lang: (lexed.append(len(c)), original(box, c, lang))[1]  # type: ignore[method-assign]
+        try:
+            head = text.index("```python\n") + 10
+            view.append(text[:head])
+            for at in range(head, len(text), 11):
+                view.append(text[at:at + 11])
+                if at % 3 == 0:
+                    await pilot.pause()
+            view.streaming = False
+            await pilot.pause()
+        finally:
+            CodeBox._lex = original  # type: ignore[method-assign]
+        assert texts(view) == whole
+        styles = [[seg.style for seg in line] for line in view._lines]
+        fresh = ReplyApp(text)
+        async with fresh.run_test(size=(70, 90)) as pilot2:
+            await pilot2.pause()
+            assert styles == [[seg.style for seg in line] for line in fresh.query_one(ReplyView)._lines]
+        long = [n for n in lexed if n > len(code) // 2]
+        assert len(long) < len(lexed) / 3  # most updates lexed only the block's last lines

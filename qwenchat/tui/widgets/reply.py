@@ -89,7 +89,7 @@ class ReplyView(Widget):
         self._streaming = streaming
         self._doc = GrowingDocument(drawable(text))
         self._key: tuple | None = None  # (width, theme) the blocks below were drawn for
-        self._drawn: list[tuple[str, list[Strip]]] = []  # each block's source and lines, as drawn
+        self._drawn: list[tuple[str, list[Strip], bool]] = []  # each block's source, lines, and if final
         self._lines: list[Strip] = []  # all of them, a blank line between blocks
         self._stale = True  # text came since `_lines` was made
         self._look: tuple[RichTheme, CodeBox] | None = None  # see `_theme`
@@ -106,7 +106,7 @@ class ReplyView(Widget):
     @streaming.setter
     def streaming(self, value: bool) -> None:
         if value != self._streaming:
-            self._streaming = value
+            self._streaming, self._stale = value, True  # its last block is final now: drawn exactly
             self.refresh(layout=True)  # the room below it comes or goes
 
     def append(self, text: str) -> None:
@@ -174,16 +174,17 @@ class ReplyView(Widget):
             self._key, self._drawn, self._look = key, [], None
         self._stale = False
         blocks = self._doc.blocks if width > 0 else []
+        final = len(self._doc.done) if self._streaming else len(blocks)  # the rest may still grow
         del self._drawn[len(blocks):]
         for i, block in enumerate(blocks):
-            if i < len(self._drawn) and self._drawn[i][0] == block.source:
-                continue  # a final block, or a last one that did not change
+            if i < len(self._drawn) and self._drawn[i][0] == block.source and (self._drawn[i][2] or i >= final):
+                continue  # drawn as it is (a block drawn while it grew is drawn again once final)
             was = self._drawn[i][1] if i < len(self._drawn) else []
-            drawn = (block.source, self._draw_block(block, width, was))
-            self._drawn[i:i + 1] = [drawn]
+            self._code_box().exact = i < final
+            self._drawn[i:i + 1] = [(block.source, self._draw_block(block, width, was), i < final)]
         blank = Strip.blank(width, self._base().rich_style)
         lines: list[Strip] = []
-        for _, block_lines in self._drawn:
+        for _, block_lines, _ in self._drawn:
             if lines:
                 lines.append(blank)
             lines.extend(block_lines)
