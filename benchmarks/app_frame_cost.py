@@ -2,7 +2,10 @@
 update of the reply, with the engine replaced by a scripted one (tests/fake_engine.py) streaming a
 Markdown reply at a fixed rate, so only the app's own work is measured and no model is needed.
 
-    .venv/bin/python benchmarks/app_frame_cost.py [--rate 30] [--size 120x40] [--json]
+    .venv/bin/python benchmarks/app_frame_cost.py [--rate 30] [--size 120x40] [--long-code] [--json]
+
+`--long-code`: the reply is one 150-line Python block (the dearest update: the block is drawn
+again as it grows).
 
 The real app (QwenchatApp over the real ChatSession) runs headless under Textual's Pilot, so it
 lays out and renders every frame but writes nothing to a terminal. Variants, one process each:
@@ -59,6 +62,9 @@ print(len(rows), "rows")
 If the file is large, consider a generator instead so that rows are read one at a time.
 """
 
+LONG_CODE = "Here:\n\n```python\n" + "".join(f"def f{i}(x):\n    return x * {i}  # comment {i}\n\n"
+                                            for i in range(50)) + "```\n"
+
 
 def _draw_instead(variant: str) -> None:
     """Replace how the reply's view grows (markdown: leave the app as it is)."""
@@ -79,13 +85,13 @@ def _draw_instead(variant: str) -> None:
         chatlog.MessageView.append = {"plain": plain, "none": none}[variant]
 
 
-async def _worker(variant: str, rate: float, size: tuple[int, int]) -> dict[str, Any]:
+async def _worker(variant: str, rate: float, size: tuple[int, int], reply: str = REPLY) -> dict[str, Any]:
     from qwenchat.session import ChatSession
     from qwenchat.tui.app import QwenchatApp
     from tests.fake_engine import FakeEngine
 
     _draw_instead(variant)
-    engine = FakeEngine(default=REPLY, delay=1 / rate, max_new_tokens=100_000)
+    engine = FakeEngine(default=reply, delay=1 / rate, max_new_tokens=100_000)
     app = QwenchatApp(lambda _model, store, _progress: ChatSession(engine, store, model_label="scripted"),
                       model="scripted", theme="qwenchat-dark", persist_theme=False)  # fmt: skip
     async with app.run_test(size=size) as pilot:
@@ -102,9 +108,10 @@ async def _worker(variant: str, rate: float, size: tuple[int, int]) -> dict[str,
             "ms_per_update": 1000 * cpu / max(updates, 1), "core_share": cpu / wall}  # fmt: skip
 
 
-def run(variant: str, rate: float, size: str) -> dict[str, Any]:
+def run(variant: str, rate: float, size: str, long_code: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as home:
-        cmd = [sys.executable, __file__, "--worker", variant, "--rate", str(rate), "--size", size]
+        cmd = [sys.executable, __file__, "--worker", variant, "--rate", str(rate), "--size", size,
+               *(["--long-code"] if long_code else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "QWENCHAT_HOME": home},
                               cwd=ROOT, stdin=subprocess.DEVNULL, timeout=600)  # fmt: skip
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -117,14 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=30.0, help="words a second the scripted engine streams")
     p.add_argument("--size", default="120x40", help="terminal size, COLUMNSxLINES")
+    p.add_argument("--long-code", action="store_true", help="a reply of one 150-line code block")
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         size = tuple(int(n) for n in args.size.split("x"))
-        print("RESULT " + json.dumps(asyncio.run(_worker(args.worker, args.rate, size))))  # type: ignore[arg-type]
+        reply = LONG_CODE if args.long_code else REPLY
+        print("RESULT " + json.dumps(asyncio.run(_worker(args.worker, args.rate, size, reply))))  # type: ignore[arg-type]
         return 0
-    rows = [run(v, args.rate, args.size) for v in VARIANTS]
+    rows = [run(v, args.rate, args.size, args.long_code) for v in VARIANTS]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
