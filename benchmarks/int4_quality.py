@@ -6,7 +6,9 @@ dequantized into a float32 model (the function the int4 kernel computes, up to s
 
 Variants: affine (scale + min) or symmetric (Q4_0-like) groups of 32 or 64 columns, with or
 without the range search, the embedding / output projection (tied) int4 or int8; and
-engine-int4 / engine-int4-emb8: the real `--quantize int4` engine (kernel and fused decode).
+engine-int4 / engine-int4-emb8: the real `--quantize int4` engine (kernel and fused decode), with
+the embedding and output projection int4, or as the engine has them (embedding int8, output
+projection int4 with its largest logits from the int8 rows: int4_head.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qwenchat.engine import model as model_mod  # noqa: E402
 from qwenchat.engine import quantize_int4 as q4  # noqa: E402
+from qwenchat.engine.int4_head import KIND as HEAD_KIND  # noqa: E402
 from qwenchat.engine.chat import ChatEngine  # noqa: E402
 from qwenchat.engine.quantize import quantize_int8  # noqa: E402
 from tests.real.test_quality_guard import N_TOKENS, TEXT, greedy_replies, perplexity  # noqa: E402
@@ -89,6 +92,7 @@ def main() -> None:
         t0 = time.perf_counter()
         if v.startswith("engine-"):  # the real int4 mode (kernel, fused decode), embedding as named
             model_mod.INT4_EMBEDDING = "int8" if v.endswith("emb8") else "int4"
+            model_mod.INT4_OUTPUT = HEAD_KIND if v.endswith("emb8") else "int4"
             cache = MODEL.parent / "weight-caches" if model_mod.INT4_EMBEDDING == "int4" else None
             engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="int4", int8_cache_dir=cache)
         else:

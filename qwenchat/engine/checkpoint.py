@@ -5,7 +5,8 @@ Contract
 - `iter_checkpoint(model_dir, cfg, dtype, quantize_keys)` yields (key, value) for every tensor of
   the checkpoint, validated by weights.py's rules (names, shapes; damaged files raise
   WeightsError naming the file). Values are cast to `dtype`, or, for keys in `quantize_keys`
-  (key -> "int8" or "int4"), quantized to a `QTensor` / `Q4Tensor` from row blocks. Tensors are read with plain file reads into fresh
+  (key -> "int8", "int4" or "int8+int4"), quantized to a `QTensor` / `Q4Tensor` / both (`HeadWeights`,
+  int4 mode's output projection, int4_head.py) from row blocks. Tensors are read with plain file reads into fresh
   memory, never memory-mapped, so the process holds only what the model keeps (a mapped file
   counts in the resident size as its pages are touched, and the fused q/k/v and gate/up copies
   would come on top of it).
@@ -42,6 +43,8 @@ from qwenchat.engine.int8_cache import (
 )
 from qwenchat.engine.prefetch import Prefetch, int8_cache_path
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
+from qwenchat.engine.int4_head import KIND as HEAD_KIND
+from qwenchat.engine.int4_head import HeadWeights
 from qwenchat.engine.quantize_int4 import GROUP, Q4Tensor, empty_q4, padded, quantize_int4
 from qwenchat.engine.weights import REDOWNLOAD, _check_names, expected_shapes, weight_files
 
@@ -143,22 +146,31 @@ class SafetensorsReader:
         return data
 
 
-Kinds = Mapping[str, str] | frozenset[str]  # key -> "int8"/"int4"; a plain set means int8
+Kinds = Mapping[str, str] | frozenset[str]  # key -> "int8"/"int4"/"int8+int4"; a plain set means int8
 
 
 def _kinds(keys: Kinds) -> dict[str, str]:
     return dict(keys) if isinstance(keys, Mapping) else {k: "int8" for k in keys}
 
 
-def _quantized(f: "SafetensorsReader", key: str, shape: tuple[int, ...], kind: str, native: Int8Kernel | None) -> QTensor | Q4Tensor:
-    """The matrix `key` quantized from row blocks (no full-size float copy)."""
+def _quantized(
+    f: "SafetensorsReader", key: str, shape: tuple[int, ...], kind: str, native: Int8Kernel | None
+) -> QTensor | Q4Tensor | HeadWeights:
+    """The matrix `key` quantized from row blocks (no full-size float copy); kind "int8+int4"
+    (int4_head.KIND): both from the same rows."""
     n, k = shape
-    out = QTensor(torch.empty(n, k, dtype=torch.int8), torch.empty(n)) if kind == "int8" else empty_q4(n, k)
+    q8 = QTensor(torch.empty(n, k, dtype=torch.int8), torch.empty(n)) if kind in ("int8", HEAD_KIND) else None
+    q4 = empty_q4(n, k) if kind in ("int4", HEAD_KIND) else None
     step = max(1, BLOCK_ELEMS // k)
     for a in range(0, n, step):
         rows = f.read(key, (a, a + step))
-        quantize_int8(rows, out, a) if kind == "int8" else quantize_int4(rows, out, a, native=native)
-    return out
+        if q8 is not None:
+            quantize_int8(rows, q8, a)
+        if q4 is not None:
+            quantize_int4(rows, q4, a, native=native)
+    if q8 is not None and q4 is not None:
+        return HeadWeights(q8, q4)
+    return q8 if q8 is not None else q4
 
 
 def iter_checkpoint(
@@ -213,7 +225,7 @@ class Int8Checkpoint:
         cache is int4 mode's own file (INT4_CACHE_FILE, INT4_FORMAT). native: quantizes int4 in C."""
         self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, _kinds(quantize_keys)
         self.native = native
-        int4 = "int4" in self.quantize_keys.values()
+        int4 = bool({"int4", HEAD_KIND} & set(self.quantize_keys.values()))
         self.format = INT4_FORMAT if int4 else FORMAT
         self.path = None if cache_root is None else int8_cache_path(cache_root, model_dir)
         if self.path is not None and int4:
@@ -250,11 +262,14 @@ class Int8Checkpoint:
     def _read_cached(self, reader: SafetensorsReader, key: str) -> torch.Tensor | QTensor | Q4Tensor:
         try:
             kind = self.quantize_keys.get(key)
+            cols = self._shapes[key][-1]  # the checkpoint's: cached int4 rows are padded to whole groups
             if kind == "int8":
                 return QTensor(reader.read(key + ":q"), reader.read(key + ":scale"))
             if kind == "int4":
-                cols = self._shapes[key][1]  # the checkpoint's: the cached rows are padded to whole groups
                 return Q4Tensor(reader.read(key + ":q"), reader.read(key + ":scale"), reader.read(key + ":low"), cols)
+            if kind == HEAD_KIND:
+                q8 = QTensor(reader.read(key + ":q"), reader.read(key + ":scale"))
+                return HeadWeights(q8, Q4Tensor(*(reader.read(f"{key}:{p}4") for p in ("q", "scale", "low")), cols))
             return reader.read(key)
         except (OSError, ValueError) as e:  # a truncated file, a failing disk
             raise CacheDamaged(f"{key}: {e}") from e
@@ -313,14 +328,8 @@ class Int8Checkpoint:
         ok = False
         try:
             for key, value in iter_checkpoint(self.model_dir, self.cfg, torch.float32, self.quantize_keys, self.native):
-                if isinstance(value, QTensor):
-                    writer.put(key + ":q", value.q)
-                    writer.put(key + ":scale", value.scale)
-                elif isinstance(value, Q4Tensor):
-                    for part in ("q", "scale", "low"):
-                        writer.put(f"{key}:{part}", getattr(value, part))
-                else:
-                    writer.put(key, value)
+                for name, t in _cache_entries(key, value):
+                    writer.put(name, t)
                 if key not in served:
                     yield key, value
             ok = True
@@ -350,17 +359,33 @@ def _remove_legacy_cache(model_dir: Path) -> None:
         pass
 
 
+def _cache_entries(key: str, value: torch.Tensor | QTensor | Q4Tensor | HeadWeights) -> Iterator[tuple[str, torch.Tensor]]:
+    """The cache's tensors for checkpoint tensor `key`: int8 as key:q and key:scale, int4 as
+    key:q, key:scale, key:low, both (HeadWeights) with the int4 parts suffixed 4."""
+    if isinstance(value, HeadWeights):
+        yield from _cache_entries(key, value.exact)
+        yield from ((f"{name}4", t) for name, t in _cache_entries(key, value.fast))
+    elif isinstance(value, QTensor):
+        yield from ((f"{key}:q", value.q), (f"{key}:scale", value.scale))
+    elif isinstance(value, Q4Tensor):
+        yield from ((f"{key}:{part}", getattr(value, part)) for part in ("q", "scale", "low"))
+    else:
+        yield key, value
+
+
 def _cache_layout(shapes: dict[str, tuple[int, ...]], kinds: Mapping[str, str]) -> dict[str, tuple[str, tuple[int, ...]]]:
     layout: dict[str, tuple[str, tuple[int, ...]]] = {}
     for key, shape in shapes.items():
-        if kinds.get(key) == "int8":
+        kind = kinds.get(key)
+        if kind in ("int8", HEAD_KIND):
             layout[key + ":q"] = ("I8", shape)
             layout[key + ":scale"] = ("F32", shape[:1])
-        elif kinds.get(key) == "int4":
+        if kind in ("int4", HEAD_KIND):
             n, kp = shape[0], padded(shape[1])
-            layout[key + ":q"] = ("U8", (n, kp // 2))
-            layout[key + ":scale"] = layout[key + ":low"] = ("BF16", (n, kp // GROUP))
-        else:
+            four = "4" if kind == HEAD_KIND else ""
+            layout[f"{key}:q{four}"] = ("U8", (n, kp // 2))
+            layout[f"{key}:scale{four}"] = layout[f"{key}:low{four}"] = ("BF16", (n, kp // GROUP))
+        if kind is None:
             layout[key] = ("F32", shape)
     return layout
 

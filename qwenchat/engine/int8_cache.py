@@ -40,7 +40,7 @@ import torch
 from qwenchat.engine.processes import alive, others_leftovers
 
 FORMAT = "qwenchat-int8/2"
-INT4_FORMAT = "qwenchat-int4/1"  # int4 mode's cache: its own file beside the int8 one (INT4_CACHE_FILE)
+INT4_FORMAT = "qwenchat-int4/2"  # int4 mode's cache: its own file beside the int8 one (INT4_CACHE_FILE)
 INT4_CACHE_FILE = "int4.safetensors"
 MEMO_FILE = "source.json"
 RACY_NS = 2_000_000_000  # a file changed this close to its stat might change again unseen

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from qwenchat.engine.quantize_int4 import Q4Tensor
 
 NATIVE = Path(__file__).with_name("native")  # the C sources
-SOURCES = tuple(NATIVE / n for n in ("int8_kernel.c", "decode_step.c", "int4_kernel.c", "int4_quantize.c"))  # one library
+SOURCES = tuple(NATIVE / n for n in (
+    "int8_kernel.c", "decode_step.c", "int4_kernel.c", "int4_quantize.c", "top_logits.c"))  # one library
 INT4_GENERIC_ENV = "QWENCHAT_INT4_GENERIC"  # "1": the int4 products take the plain C path (tests, CPUs that misreport)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
 OPENMP = "-fopenmp"  # tried first; a compiler without OpenMP still builds a one-thread kernel
@@ -83,6 +84,9 @@ class Int8Kernel:
         self._int4_quantize = lib.qc_int4_quantize
         self._int4_quantize.restype = None
         self._int4_quantize.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr]
+        self._top = lib.qc_top_logits
+        self._top.restype = ctypes.c_int
+        self._top.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, ptr, i64]
         self.use_generic_int4(os.environ.get(INT4_GENERIC_ENV, "").strip() == "1")
 
     def use_generic_int4(self, flag: bool) -> str:
@@ -122,6 +126,19 @@ class Int8Kernel:
         n = w.q.shape[0]
         self._int4_deq(w.q.data_ptr(), w.scale.data_ptr(), w.low.data_ptr(), w.group, n, w.cols, out.data_ptr())
         return out
+
+    def top_logits(self, y: torch.Tensor, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
+                   bias: torch.Tensor | None, top: int) -> torch.Tensor:  # fmt: skip
+        """In place: the `top` largest of each row of y (M, N) float32 become x (M, K) @ the int8
+        rows q (N, K) * scale (N,) (+ bias); all contiguous on the CPU (native/top_logits.c)."""
+        x = x.contiguous()
+        (m, n), k = y.shape, x.shape[1]
+        if not (y.is_contiguous() and q.shape == (n, k) and x.shape[0] == m):
+            raise ValueError(f"top_logits: y {tuple(y.shape)}, x {tuple(x.shape)}, q {tuple(q.shape)} do not fit")
+        b = None if bias is None else bias.data_ptr()
+        if not self._top(y.data_ptr(), m, n, x.data_ptr(), k, q.data_ptr(), scale.data_ptr(), b, top):
+            raise ValueError(f"top_logits: {top} logits of {n} cannot be recomputed (at most 256) or out of memory")
+        return y
 
     def matmul(self, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x (M, K) float32, q (N, K) int8, scale (N,) float32, bias (N,) float32 or None, all

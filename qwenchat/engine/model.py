@@ -44,14 +44,20 @@ from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor, Scratch, cat_rows, quantize_int8
 from qwenchat.engine import quantize_int4 as q4
 from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
+from qwenchat.engine.int4_head import KIND as HEAD_KIND
+from qwenchat.engine.int4_head import HeadWeights, Int4Head
 
 LONG_DECODE = 512  # cached positions from which decode_attention beats SDPA (~2x at 3K, slower at 50)
-EXACT_TOP_LOGITS = 64  # int8 mode: the largest logits are recomputed in float32 (quantize.py)
+# The largest logits recomputed more exactly: in float32 by int8 mode's torch kernel (quantize.py),
+# from the int8 rows by int4 mode's output projection (int4_head.py).
+EXACT_TOP_LOGITS = 64
 QUANTIZED = ("none", "int8", "int4")  # the weight formats from_tensors builds
-# int4 mode's embedding / output projection: int8, because int4 there costs quality. Measured on
-# the real test model (benchmarks/int4_quality.py): perplexity 1.059x float32's and 2 of 5 greedy
-# replies equal with it int8, 1.075x and 1 of 5 with it int4.
+# int4 mode's embedding: int8, because int4 there costs quality. Measured on the real test model
+# (benchmarks/int4_quality.py): perplexity 1.059x float32's and 2 of 5 greedy replies equal with
+# it int8, 1.075x and 1 of 5 with it int4. Its output projection: int4 for decoding with the
+# largest logits from the int8 rows (int4_head.KIND), which keeps int8's choices.
 INT4_EMBEDDING = "int8"
+INT4_OUTPUT = HEAD_KIND
 _LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _LAYER_PARTS = (
     "input_layernorm.weight", "post_attention_layernorm.weight",
@@ -70,14 +76,17 @@ def matrix_keys(cfg: Qwen2Config) -> frozenset[str]:
 
 
 def weight_kinds(cfg: Qwen2Config, quantize: str) -> dict[str, str]:
-    """Checkpoint key -> "int8" or "int4" for every matrix a quantize mode stores quantized:
-    int8 mode, all of them; int4 mode, the layers' matrices in int4 and the embedding / output
-    projection in INT4_EMBEDDING's format."""
+    """Checkpoint key -> "int8", "int4" or "int8+int4" for every matrix a quantize mode stores
+    quantized: int8 mode, all of them int8; int4 mode, the layers' matrices int4, the embedding
+    INT4_EMBEDDING and the output projection INT4_OUTPUT (when tied, the embedding is the output
+    projection: INT4_OUTPUT, whose int8 rows serve the lookups)."""
     if quantize == "none":
         return {}
-    layer_kind = quantize
-    top = {"model.embed_tokens.weight", "lm_head.weight"}
-    return {k: (INT4_EMBEDDING if quantize == "int4" and k in top else layer_kind) for k in matrix_keys(cfg)}
+    kinds = {k: quantize for k in matrix_keys(cfg)}
+    if quantize == "int4":
+        kinds["model.embed_tokens.weight"] = INT4_EMBEDDING
+        kinds["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"] = INT4_OUTPUT
+    return kinds
 
 
 def matrix_params(cfg: Qwen2Config) -> int:
@@ -325,15 +334,25 @@ class _Builder:
     def tensor(self, key: str, value: torch.Tensor | QTensor | Q4Tensor) -> torch.Tensor | QTensor | Q4Tensor:
         kind = self.kinds.get(key)
         if kind is not None and isinstance(value, torch.Tensor):
-            value = quantize_int8(value) if kind == "int8" else q4.quantize_int4(value, native=self.native)
-        if isinstance(value, (QTensor, Q4Tensor)):
+            value = self._quantized(value, kind)
+        if isinstance(value, (QTensor, Q4Tensor, HeadWeights)):
             return value.to(self.device)
         return value.to(device=self.device, dtype=self.dtype)
+
+    def _quantized(self, w: torch.Tensor, kind: str) -> QTensor | Q4Tensor | HeadWeights:
+        if kind == HEAD_KIND:
+            return HeadWeights(quantize_int8(w), q4.quantize_int4(w, native=self.native))
+        return quantize_int8(w) if kind == "int8" else q4.quantize_int4(w, native=self.native)
 
     def linear(self, weights: list, biases: list | None = None, exact_top: int = 0, slot: int = 0) -> nn.Module:
         """slot: the int8 scratch slot; matrices applied in turn to a prompt's row blocks (o, gate/up,
         down) take different ones, so each is dequantized once per prompt chunk."""
         bias = None if biases is None else torch.cat(biases) if len(biases) > 1 else biases[0]
+        if isinstance(weights[0], HeadWeights):  # the output projection, alone
+            exact = Int8Linear(weights[0].exact, bias, self.scratch, exact_top, self.native, slot)
+            if self.native is None:  # no int4 kernel to stream the int4 copy with
+                return exact
+            return Int4Head(Int4Linear(weights[0].fast, bias, self.scratch, self.native, slot), exact, exact_top)
         if isinstance(weights[0], QTensor):
             weight = cat_rows(weights) if len(weights) > 1 else weights[0]
             return Int8Linear(weight, bias, self.scratch, exact_top, self.native, slot)
@@ -341,7 +360,9 @@ class _Builder:
             return Int4Linear(q4.cat_rows(weights) if len(weights) > 1 else weights[0], bias, self.scratch, self.native, slot)
         return Linear(torch.cat(weights) if len(weights) > 1 else weights[0], bias)
 
-    def embedding(self, weight: torch.Tensor | QTensor | Q4Tensor) -> nn.Module:
+    def embedding(self, weight: torch.Tensor | QTensor | Q4Tensor | HeadWeights) -> nn.Module:
+        if isinstance(weight, HeadWeights):
+            weight = weight.exact  # the lookups take the int8 rows, shared with the output projection
         if isinstance(weight, Q4Tensor):
             return Int4Embedding(weight, self.dtype)
         return Int8Embedding(weight, self.dtype) if isinstance(weight, QTensor) else Embedding(weight)

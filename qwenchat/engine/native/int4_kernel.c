@@ -30,7 +30,7 @@
 #endif
 
 #define CHUNK 32
-#define PREFETCH_BYTES 2048
+#define PREFETCH_BYTES 8192 /* 2048: 2-4% slower on the 0.5B model's shapes (2-core AMD EPYC) */
 
 static int use_generic = -1; /* -1: not decided yet; then 0 (AVX2) or 1 (plain C) */
 
