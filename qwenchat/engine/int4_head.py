@@ -9,8 +9,11 @@ copy ranks the vocabulary, and the `top` largest logits (model.py's EXACT_TOP_LO
 recomputed from the int8 rows (the rows the embedding looks up anyway, so no second full copy):
 those logits are int8 mode's, up to the order of the float sums, and only the tail of the
 distribution is int4's. A token that int8 would rank first but int4 ranks below `top` would be
-missed; int4's logit error (a few tenths) is far below the gap between the first and the 64th
-logit of a real step.
+missed; int4's logit error (measured on the real model: at most 1.85 over the whole vocabulary
+in 214 steps) is below the gap between the first and the 64th logit of a real step (at least 3.2,
+median 11.5), and int8's choice was among int4's 64 largest at every step. Under a grammar
+(structured output) that allows only tokens ranked below the 64 largest, the choice among them
+is made on int4's logits.
 
 Prompts (more than DECODE_ROWS rows) are compute-bound, not bandwidth-bound: they take the int8
 rows alone, so a prompt's logits (and the quality guard's perplexity) are int8 mode's exactly.

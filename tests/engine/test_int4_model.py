@@ -24,7 +24,7 @@ from qwenchat.engine.int8_cache import INT4_CACHE_FILE
 from qwenchat.engine import model as model_mod
 from qwenchat.engine.model import Qwen2ForCausalLM, weight_kinds
 from qwenchat.engine.prefetch import int8_cache_path
-from qwenchat.engine.quantize import Int8Embedding, QTensor
+from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor
 from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
 from tests.engine.conftest import new_cache
 from tests.engine.test_int8_kernel import needs_kernel
@@ -42,7 +42,9 @@ def _float_twin(model: Qwen2ForCausalLM, d: Path) -> Qwen2ForCausalLM:
     twin = ChatEngine.load(d, device="cpu", quantize="none").model
     for mine, theirs in zip(model.model.layers, twin.model.layers):
         for name in LINEARS:
-            theirs.get_submodule(name).weight.data.copy_(mine.get_submodule(name).weight4.dequantize())
+            lin = mine.get_submodule(name)  # int4, or int8 (INT4_QKV)
+            w = lin.weight4.dequantize() if isinstance(lin, Int4Linear) else QTensor(lin.qweight, lin.scales).dequantize()
+            theirs.get_submodule(name).weight.data.copy_(w)
     emb = model.model.embed_tokens
     if isinstance(emb, Int4Embedding):
         twin.model.embed_tokens.weight.data.copy_(Q4Tensor(emb.qweight, emb.scales, emb.lows, emb.cols).dequantize())
@@ -81,16 +83,20 @@ def int4_path(request, kernel_dir):
 
 @needs_kernel
 @pytest.mark.parametrize("variant", ["qwen25_05b", "untied"])
-@pytest.mark.parametrize("embedding", ["int8", "int4"])  # INT4_EMBEDDING: the default, and int4 too
+@pytest.mark.parametrize("embedding", ["int8", "int4"])  # the defaults, and every matrix int4
 def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, variant, int4_path, embedding, monkeypatch):
-    monkeypatch.setattr(model_mod, "INT4_EMBEDDING", embedding)
-    monkeypatch.setattr(model_mod, "INT4_OUTPUT", HEAD_KIND if embedding == "int8" else "int4")
+    if embedding == "int4":
+        monkeypatch.setattr(model_mod, "INT4_EMBEDDING", "int4")
+        monkeypatch.setattr(model_mod, "INT4_OUTPUT", "int4")
+        monkeypatch.setattr(model_mod, "INT4_QKV", "int4")
     engine = ChatEngine.load(tiny_models[variant], device="cpu", quantize="int4", kernel_dir=kernel_dir)
     assert isinstance(engine.model.model.embed_tokens, Int4Embedding if embedding == "int4" else Int8Embedding)
     model = engine.model
     assert engine.info.quantize == "int4" and "int4 weights requested" in engine.info.placement_reason
     assert model.fused is not None  # decode runs the C step on the int4 matrices
-    assert all(isinstance(layer.get_submodule(n), Int4Linear) for layer in model.model.layers for n in LINEARS)
+    qkv = Int4Linear if embedding == "int4" else Int8Linear  # INT4_QKV = "int8" by default
+    assert all(isinstance(layer.self_attn.qkv_proj, qkv) for layer in model.model.layers)
+    assert all(isinstance(layer.get_submodule(n), Int4Linear) for layer in model.model.layers for n in LINEARS[1:])
     twin = _float_twin(model, tiny_models[variant])
     g = torch.Generator().manual_seed(3)
     prompt, steps = torch.randint(0, 400, (1, 40), generator=g), torch.randint(0, 400, (1, 12), generator=g)
@@ -137,8 +143,10 @@ def test_int4_greedy_reply_equals_the_float_twins(tiny_model, kernel_dir):
     assert replies[0] == replies[1] and len(replies[0]) > 0
 
 
-def test_int4_without_the_kernel_runs_torchs_dequantized_products(tiny_model):
-    """No native kernel (another device, no compiler): every product dequantizes; same model."""
+def test_int4_without_the_kernel_runs_torchs_dequantized_products(tiny_model, monkeypatch):
+    """No native kernel (another device, no compiler): every int4 product dequantizes; same model.
+    (q/k/v all int4 here: int8 matrices without our kernel take torch's bfloat16 path.)"""
+    monkeypatch.setattr(model_mod, "INT4_QKV", "int4")
     cfg = Qwen2Config.from_file(tiny_model / "config.json")
     engine = ChatEngine.load(tiny_model, device="cpu", quantize="int4", dtype="float32")
     model = Qwen2ForCausalLM.from_tensors(

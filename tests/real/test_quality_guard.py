@@ -67,20 +67,24 @@ def greedy_replies(engine: ChatEngine) -> list[list[int]]:
     return out
 
 
-def float32_makes_the_same_replies(fp32: ChatEngine, replies: list[list[int]]) -> list[bool]:
+def float32_makes_the_same_replies(fp32: ChatEngine, replies: list[list[int]]) -> tuple[list[bool], float]:
     """Whether float32's greedy reply to each prompt is `replies[i]` (its first N_TOKENS tokens,
     or ending where it ended), checked in one forward pass of float32 over the prompt and the reply
-    (greedy_check.py): cheaper than generating float32's replies (~36 s on 2 cores)."""
+    (greedy_check.py): cheaper than generating float32's replies (~36 s on 2 cores). Also the share
+    of the replies' tokens that float32 would have chosen after the same preceding tokens (a
+    steadier figure than whole replies, which part for good at the first different choice)."""
     model, cache = fp32.model, fp32.cache
-    same = []
+    same, agreed, total = [], 0, 0
     for prompt, reply in zip(PROMPTS, replies):
         ids, reply = fp32.encode_chat(messages(prompt)), reply[:N_TOKENS]
         cache.reset()
         with torch.inference_mode():
             choices = model.logits(model.hidden(torch.tensor([ids + reply]), cache, 0))[0].argmax(-1).tolist()
         cache.reset()
-        same.append(first_disagreement(choices[len(ids) - 1 :], reply, fp32.defaults.eos_ids, N_TOKENS) is None)
-    return same
+        mine = choices[len(ids) - 1 :]
+        same.append(first_disagreement(mine, reply, fp32.defaults.eos_ids, N_TOKENS) is None)
+        agreed, total = agreed + sum(a == b for a, b in zip(mine, reply)), total + len(reply)
+    return same, agreed / max(total, 1)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Measured:
     quantize: str
     perplexity: float
     same_as_float32: list[bool] | None = None  # per prompt, whether its greedy reply is float32's
+    agreement: float | None = None  # share of its replies' tokens float32 would have chosen too
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +107,8 @@ def results(real_engine_fp32: ChatEngine, real_engine_int8: ChatEngine) -> dict[
 
 
 def measured(engine: ChatEngine, fp32: ChatEngine) -> Measured:
-    return Measured(engine.info.quantize, perplexity(engine, TEXT),
-                    float32_makes_the_same_replies(fp32, greedy_replies(engine)))  # fmt: skip
+    same, agreement = float32_makes_the_same_replies(fp32, greedy_replies(engine))
+    return Measured(engine.info.quantize, perplexity(engine, TEXT), same, agreement)
 
 
 def test_the_cpu_default_is_the_guarded_int8_mode(results):
@@ -122,14 +127,16 @@ def test_int8_perplexity_is_within_2_percent_of_float32(results):
     assert ppl_int8 <= 1.02 * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int8 {ppl_int8:.3f}"
 
 
-# The issue's bounds for int4 (issue 15): not met by this 0.5B model. Measured on the busy
-# development machine (benchmarks/int4_quality.py): perplexity 1.059x float32's, 2 of 5 greedy
-# replies equal (embedding int8; 1.075x and 1 of 5 with it int4). int4 stays an opt-in mode, and
-# these tests say so until a better format meets the bounds (strict: a pass fails, to be noticed).
+# The issue's bounds for int4 (issue 15). Measured (benchmarks/int4_quality.py, engine-int4-emb8:
+# embedding int8, q/k/v int8, the rest int4, the output projection's top logits from int8 rows):
+# perplexity 1.040x float32's (met; 1.059x with q/k/v int4), greedy replies equal on 1 of 5
+# prompts (not met; 2 of 5 before, a count that moves with any change of rounding). int4 stays an
+# opt-in mode, and the greedy test says so until a format meets it (strict: a pass fails, to be noticed).
 INT4_SAME_REPLIES, INT4_PERPLEXITY = 3, 1.05
-# What the opt-in mode must keep meanwhile: no worse than measured, with a margin for the machine.
-INT4_KEPT_PERPLEXITY = 1.08
-MISSED = pytest.mark.xfail(strict=True, reason="int4 misses the issue's quality bounds on this 0.5B model (1.059x, 2/5)")
+# What the opt-in mode must keep meanwhile: its decode path's choices agree with float32's on
+# 95.5% of its replies' tokens (int8: 99.2%), measured on the development machine; with a margin.
+INT4_KEPT_AGREEMENT = 0.93
+MISSED = pytest.mark.xfail(strict=True, reason="int4's greedy replies equal float32's on 1 of 5 prompts on this 0.5B model")
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +157,11 @@ def test_int4_greedy_output_equals_float32_on_3_of_5_prompts(results, int4_resul
     assert sum(same) >= INT4_SAME_REPLIES, f"identical greedy replies: {same}"
 
 
-@MISSED
 def test_int4_perplexity_is_within_5_percent_of_float32(results, int4_results):
     ppl_fp32, ppl_int4 = results["fp32"].perplexity, int4_results.perplexity
     assert ppl_int4 <= INT4_PERPLEXITY * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int4 {ppl_int4:.3f}"
 
 
 def test_int4_keeps_its_measured_quality(results, int4_results):
-    ppl_fp32, ppl_int4 = results["fp32"].perplexity, int4_results.perplexity
-    assert ppl_int4 <= INT4_KEPT_PERPLEXITY * ppl_fp32, f"perplexity fp32 {ppl_fp32:.3f}, int4 {ppl_int4:.3f}"
-    assert sum(_int4_same(int4_results)) >= 1  # the replies start the same way at least once
+    assert int4_results.agreement >= INT4_KEPT_AGREEMENT, f"token agreement with float32 {int4_results.agreement:.3f}"
+    assert results["default"].agreement > int4_results.agreement  # int8 stays the closer one
