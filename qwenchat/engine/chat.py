@@ -109,7 +109,7 @@ class ChatEngine:
                 status = int8_kernel.load(kernel_dir)
                 native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
                 notes += [status.note] if status.note else []
-            tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant), int8_cache_dir, native)
+            tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant, native is not None), int8_cache_dir, native)
             model = Qwen2ForCausalLM.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, quant, native
             )

@@ -147,6 +147,7 @@ class SafetensorsReader:
 
 
 Kinds = Mapping[str, str] | frozenset[str]  # key -> "int8"/"int4"/"int8+int4"; a plain set means int8
+Weight = torch.Tensor | QTensor | Q4Tensor | HeadWeights  # a checkpoint tensor as served
 
 
 def _kinds(keys: Kinds) -> dict[str, str]:
@@ -176,7 +177,7 @@ def _quantized(
 def iter_checkpoint(
     model_dir: Path, cfg: Qwen2Config, dtype: torch.dtype, quantize_keys: Kinds = frozenset(),
     native: Int8Kernel | None = None,
-) -> Iterator[tuple[str, torch.Tensor | QTensor | Q4Tensor]]:
+) -> Iterator[tuple[str, Weight]]:
     """(key, tensor) for every checkpoint tensor, validated, cast or quantized (int4 in C with
     `native`); one at a time."""
     kinds = _kinds(quantize_keys)
@@ -221,7 +222,7 @@ class Int8Checkpoint:
         self, model_dir: Path, cfg: Qwen2Config, quantize_keys: Kinds, cache_root: Path | None = None,
         native: Int8Kernel | None = None,
     ) -> None:
-        """quantize_keys: key -> "int8" or "int4" (a set: all int8). With any int4 matrix the
+        """quantize_keys: key -> "int8", "int4" or "int8+int4" (a set: all int8). With any int4 matrix the
         cache is int4 mode's own file (INT4_CACHE_FILE, INT4_FORMAT). native: quantizes int4 in C."""
         self.model_dir, self.cfg, self.quantize_keys = model_dir, cfg, _kinds(quantize_keys)
         self.native = native
@@ -232,7 +233,7 @@ class Int8Checkpoint:
             self.path = self.path.with_name(INT4_CACHE_FILE)
         self.source = self.note = ""
 
-    def __iter__(self) -> Iterator[tuple[str, torch.Tensor | QTensor]]:
+    def __iter__(self) -> Iterator[tuple[str, Weight]]:
         files, shapes = _checkpoint_files(self.model_dir, self.cfg)
         self._shapes = shapes
         keys = [k for k in shapes if k in files]
@@ -259,7 +260,7 @@ class Int8Checkpoint:
             self.note = f"the int8 weight cache {self.path} was {why}; rebuilt it from the model's weights"
         yield from self._build(paths, layout, served, why)
 
-    def _read_cached(self, reader: SafetensorsReader, key: str) -> torch.Tensor | QTensor | Q4Tensor:
+    def _read_cached(self, reader: SafetensorsReader, key: str) -> Weight:
         try:
             kind = self.quantize_keys.get(key)
             cols = self._shapes[key][-1]  # the checkpoint's: cached int4 rows are padded to whole groups
@@ -359,7 +360,7 @@ def _remove_legacy_cache(model_dir: Path) -> None:
         pass
 
 
-def _cache_entries(key: str, value: torch.Tensor | QTensor | Q4Tensor | HeadWeights) -> Iterator[tuple[str, torch.Tensor]]:
+def _cache_entries(key: str, value: Weight) -> Iterator[tuple[str, torch.Tensor]]:
     """The cache's tensors for checkpoint tensor `key`: int8 as key:q and key:scale, int4 as
     key:q, key:scale, key:low, both (HeadWeights) with the int4 parts suffixed 4."""
     if isinstance(value, HeadWeights):

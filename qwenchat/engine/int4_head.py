@@ -16,7 +16,8 @@ median 11.5), and int8's choice was among int4's 64 largest at every step. Under
 is made on int4's logits.
 
 Prompts (more than DECODE_ROWS rows) are compute-bound, not bandwidth-bound: they take the int8
-rows alone, so a prompt's logits (and the quality guard's perplexity) are int8 mode's exactly.
+rows alone, so their logits (the quality guard's perplexity: chunks of hundreds of tokens) are
+int8 mode's exactly.
 """
 
 from __future__ import annotations

@@ -133,8 +133,13 @@ class Int8Kernel:
         rows q (N, K) * scale (N,) (+ bias); all contiguous on the CPU (native/top_logits.c)."""
         x = x.contiguous()
         (m, n), k = y.shape, x.shape[1]
-        if not (y.is_contiguous() and q.shape == (n, k) and x.shape[0] == m):
+        floats = [t for t in (y, x, scale, bias) if t is not None]
+        if not (q.shape == (n, k) and x.shape[0] == m and scale.shape == (n,) and (bias is None or bias.shape == (n,))):
             raise ValueError(f"top_logits: y {tuple(y.shape)}, x {tuple(x.shape)}, q {tuple(q.shape)} do not fit")
+        if q.dtype != torch.int8 or any(t.dtype != torch.float32 for t in floats):
+            raise ValueError("top_logits: q must be int8 and the rest float32")
+        if not all(t.is_contiguous() and t.device.type == "cpu" for t in (*floats, q)):
+            raise ValueError("top_logits: every tensor must be contiguous and on the CPU")
         b = None if bias is None else bias.data_ptr()
         if not self._top(y.data_ptr(), m, n, x.data_ptr(), k, q.data_ptr(), scale.data_ptr(), b, top):
             raise ValueError(f"top_logits: {top} logits of {n} cannot be recomputed (at most 256) or out of memory")

@@ -79,18 +79,21 @@ def matrix_keys(cfg: Qwen2Config) -> frozenset[str]:
     return frozenset(keys)
 
 
-def weight_kinds(cfg: Qwen2Config, quantize: str) -> dict[str, str]:
+def weight_kinds(cfg: Qwen2Config, quantize: str, int4_kernel: bool = True) -> dict[str, str]:
     """Checkpoint key -> "int8", "int4" or "int8+int4" for every matrix a quantize mode stores
     quantized: int8 mode, all of them int8; int4 mode, the layers' matrices int4 but q/k/v
     (INT4_QKV), the embedding INT4_EMBEDDING and the output projection INT4_OUTPUT (when tied, the
-    embedding is the output projection: INT4_OUTPUT, whose int8 rows serve the lookups)."""
+    embedding is the output projection: INT4_OUTPUT, whose int8 rows serve the lookups).
+    Without qwenchat's kernel (`int4_kernel` False: another device, no compiler) nothing would
+    stream an int4 copy of the output projection, so it is INT4_EMBEDDING's format alone."""
     if quantize == "none":
         return {}
     kinds = {k: quantize for k in matrix_keys(cfg)}
     if quantize == "int4":
         kinds |= {k: INT4_QKV for k in kinds if k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight"))}
         kinds["model.embed_tokens.weight"] = INT4_EMBEDDING
-        kinds["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"] = INT4_OUTPUT
+        output = INT4_OUTPUT if int4_kernel or INT4_OUTPUT != HEAD_KIND else INT4_EMBEDDING
+        kinds["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"] = output
     return kinds
 
 
@@ -332,14 +335,16 @@ class _Builder:
         self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str, native: Int8Kernel | None
     ) -> None:
         self.cfg, self.device, self.dtype, self.quantize = cfg, device, dtype, quantize
-        self.kinds = weight_kinds(cfg, quantize)
-        self.native = native if dtype == torch.float32 else None  # our kernel takes float32 rows
+        self.native = native if dtype == torch.float32 and device.type == "cpu" else None  # float32 rows, CPU
+        self.kinds = weight_kinds(cfg, quantize, self.native is not None)
         self.scratch = Scratch(self.native)
 
-    def tensor(self, key: str, value: torch.Tensor | QTensor | Q4Tensor) -> torch.Tensor | QTensor | Q4Tensor:
+    def tensor(self, key: str, value: torch.Tensor | QTensor | Q4Tensor | HeadWeights):
         kind = self.kinds.get(key)
         if kind is not None and isinstance(value, torch.Tensor):
             value = self._quantized(value, kind)
+        if isinstance(value, HeadWeights) and self.native is None:
+            value = value.exact  # nothing here streams the int4 copy (see weight_kinds)
         if isinstance(value, (QTensor, Q4Tensor, HeadWeights)):
             return value.to(self.device)
         return value.to(device=self.device, dtype=self.dtype)
@@ -353,10 +358,8 @@ class _Builder:
         """slot: the int8 scratch slot; matrices applied in turn to a prompt's row blocks (o, gate/up,
         down) take different ones, so each is dequantized once per prompt chunk."""
         bias = None if biases is None else torch.cat(biases) if len(biases) > 1 else biases[0]
-        if isinstance(weights[0], HeadWeights):  # the output projection, alone
+        if isinstance(weights[0], HeadWeights):  # the output projection, alone (`tensor` keeps it only with the kernel)
             exact = Int8Linear(weights[0].exact, bias, self.scratch, exact_top, self.native, slot)
-            if self.native is None:  # no int4 kernel to stream the int4 copy with
-                return exact
             return Int4Head(Int4Linear(weights[0].fast, bias, self.scratch, self.native, slot), exact, exact_top)
         if isinstance(weights[0], QTensor):
             weight = cat_rows(weights) if len(weights) > 1 else weights[0]

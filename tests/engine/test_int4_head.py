@@ -55,11 +55,17 @@ def test_a_decode_rows_largest_logits_are_the_int8_rows_and_the_rest_int4s(kerne
 
 @needs_kernel
 def test_a_prompts_rows_are_int8s_alone(kernel):
-    head, w8, _w4, _b = _head(kernel, False)
+    head, w8, w4, _b = _head(kernel, False)
     x = torch.randn(DECODE_ROWS + 3, K, generator=torch.Generator().manual_seed(7))
     got = head(x).double()
     want = x.double() @ w8.T
     assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
+    # the bound: DECODE_ROWS rows still take the int4 copy (their tails are int4's), one more does not
+    at_bound = head(x[:DECODE_ROWS]).double()
+    four = x[:DECODE_ROWS].double() @ w4.T
+    tails = torch.ones_like(four, dtype=torch.bool).scatter_(1, four.topk(TOP, dim=1).indices, False)
+    assert float((at_bound[tails] - four[tails]).abs().max()) < 1e-4 * float(four.abs().max())
+    assert torch.equal(head(x[: DECODE_ROWS + 1]).double(), got[: DECODE_ROWS + 1])
     out = torch.empty(DECODE_ROWS + 3, V)
     assert head(x, out=out).data_ptr() == out.data_ptr() and torch.equal(out, got.float())
 

@@ -153,6 +153,9 @@ def test_int4_without_the_kernel_runs_torchs_dequantized_products(tiny_model, mo
         cfg, Int8Checkpoint(tiny_model, cfg, weight_kinds(cfg, "int4")), torch.device("cpu"), 256, torch.float32, "int4", None
     )
     assert model.fused is None and all(layer.mlp.down_proj.native is None for layer in model.model.layers)
+    # no int4 copy of the output projection: nothing here would stream it
+    assert weight_kinds(cfg, "int4", int4_kernel=False)["model.embed_tokens.weight"] == "int8"
+    assert isinstance(model.lm_head, Int8Linear) and not isinstance(engine.model.lm_head, Int8Linear)
     ids = torch.randint(0, 400, (1, 9), generator=torch.Generator().manual_seed(1))
     # the hidden states: an int8 output projection without our kernel takes torch's bfloat16 path
     want = engine.model.hidden(ids, new_cache(cfg, 256), 0)

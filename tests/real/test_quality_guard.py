@@ -163,5 +163,6 @@ def test_int4_perplexity_is_within_5_percent_of_float32(results, int4_results):
 
 
 def test_int4_keeps_its_measured_quality(results, int4_results):
+    assert int4_results.quantize == "int4"
     assert int4_results.agreement >= INT4_KEPT_AGREEMENT, f"token agreement with float32 {int4_results.agreement:.3f}"
     assert results["default"].agreement > int4_results.agreement  # int8 stays the closer one

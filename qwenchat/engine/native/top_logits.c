@@ -97,8 +97,8 @@ int qc_top_logits(float *y, int64_t M, int64_t N, const float *x, int64_t K, con
             entry *h = heaps + t * top;
             const int64_t a = N * t / threads, b = N * (t + 1) / threads;
             int64_t n = 0;
-            for (int64_t i = a; i < b; i++)
-                if (n < top || ym[i] > h[0].v) offer(h, &n, top, ym[i], i);
+            for (int64_t i = a; i < b; i++) /* a NaN (a broken model) is not among the largest, nor kept */
+                if (ym[i] == ym[i] && (n < top || ym[i] > h[0].v)) offer(h, &n, top, ym[i], i);
             counts[t] = n;
         }
         int64_t n = 0;
