@@ -91,3 +91,18 @@ def test_the_kernel_recomputes_exactly_the_largest_logits(kernel, rows):
     assert int((got != y).sum()) == rows * top  # nothing else written
     with pytest.raises(ValueError, match="cannot be recomputed"):
         kernel.top_logits(y.clone(), x, q, scale, None, 0)
+
+
+@needs_kernel
+def test_a_nan_logit_is_left_alone_and_does_not_hide_the_largest(kernel):
+    g = torch.Generator().manual_seed(9)
+    n, k, top = 3000, 16, 5
+    y = torch.randn(1, n, generator=g)
+    y[0, :3] = float("nan")  # first in every slice's scan order
+    x, q = torch.randn(1, k, generator=g), torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    scale = torch.rand(n, generator=g)
+    got = kernel.top_logits(y.clone(), x, q, scale, None, top)
+    want = torch.nan_to_num(y, nan=-float("inf")).topk(top).indices[0]
+    changed = ((got != y) & ~y.isnan()).nonzero()[:, 1]
+    assert sorted(changed.tolist()) == sorted(want.tolist())
+    assert bool(got[0, :3].isnan().all())
