@@ -32,15 +32,17 @@ def start(args: list[str], home: Path) -> subprocess.Popen:
     env = {**os.environ, "QWENCHAT_HOME": str(share_kernels(home)), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "qwenchat", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint,
+        stderr=subprocess.PIPE, env=env, preexec_fn=_default_signals,
     )
 
 
-def _default_sigint() -> None:
+def _default_signals() -> None:
     """A suite started in the background by a non-interactive shell (`cmd &`, as CI runners may)
-    inherits SIGINT ignored, and a Python started so keeps ignoring it; Ctrl+C tests need the
-    default disposition a user's terminal gives."""
+    inherits SIGINT ignored, and one started under `nohup` SIGHUP; a Python started so keeps
+    ignoring them (qwenchat honours an ignored SIGHUP on purpose). The signal tests need the
+    default dispositions a user's terminal gives."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def stored(home: Path) -> list[tuple[str, str, str]]:
