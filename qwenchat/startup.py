@@ -128,7 +128,8 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
     """Start reading the model's int8 weight cache on another core while torch is imported (a
     third of a second of a cold start), when the engine will most likely use it: int8 asked for
     (any device), or left to the engine on a CPU-only machine with the dtype left to it too (the
-    rules of engine/device.py's choose_quantize). A wrong guess costs only that background read."""
+    rules of engine/device.py's choose_quantize); int4 mode's cache when int4 is asked for. A
+    wrong guess costs only that background read."""
     from qwenchat.engine import prefetch
     from qwenchat.paths import int8_cache_dir
 
@@ -136,7 +137,9 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
     device = (settings.device or "auto").strip().lower()
     dtype = (settings.dtype or "auto").strip().lower()
     path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
-    if quantize not in ("auto", "int8") or not path.is_file():  # none, int4 (its own cache file), a typo
+    if quantize == "int4":
+        path = path.with_name(prefetch.INT4_CACHE_FILE)
+    if quantize not in ("auto", "int8", "int4") or not path.is_file():  # none, a typo
         return None
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
     if quantize == "auto" and not (on_cpu and dtype == "auto"):

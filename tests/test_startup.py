@@ -85,14 +85,19 @@ def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_m
 
     assert started() and started(device="cpu") and started(quantize="int8", device="cuda")
     assert not started(quantize="none") and not started(dtype="bfloat16") and not started(device="cuda")
-    assert not started(quantize="int4")  # int4 reads a cache file of its own
+    assert not started(quantize="int4")  # int4 reads a cache file of its own: none yet
     monkeypatch.setattr(startup, "_gpu_likely", lambda: True)
     assert not started() and started(device="cpu") and started(quantize="int8")
+    path.with_name(prefetch.INT4_CACHE_FILE).write_bytes(b"\0" * 64)
+    ahead = startup._read_ahead(Settings(quantize="int4"), d)
+    assert ahead is not None and ahead.path == path.with_name(prefetch.INT4_CACHE_FILE)
+    prefetch.discard(ahead)
 
 
-def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_model, tmp_path, monkeypatch, mode):
     """Every front end (ask and the TUI) gets the read-ahead: load_engine starts it, the engine's
-    checkpoint reader claims it, and nothing is left pending afterwards."""
+    checkpoint reader claims it, and nothing is left pending afterwards (int4 mode: its own file)."""
     import shutil
 
     from qwenchat import startup
@@ -105,14 +110,15 @@ def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_mod
     d = tmp_path / "m"
 
     shutil.copytree(tiny_model, d)
-    ChatEngine.load(d, device="cpu", quantize="int8", int8_cache_dir=int8_cache_dir())  # writes the int8 cache
+    ChatEngine.load(d, device="cpu", quantize=mode, int8_cache_dir=int8_cache_dir())  # writes the mode's cache
     started, claimed = [], []
     real_start, real_claim = prefetch.start, prefetch.claim
     monkeypatch.setattr(prefetch, "start", lambda p: started.append(p) or real_start(p))
     monkeypatch.setattr(prefetch, "claim", lambda p: claimed.append(real_claim(p)) or claimed[-1])
     monkeypatch.setattr(startup, "_gpu_likely", lambda: False)
     resolved = ResolvedModel(path=d, name="m", repo_id=None, revision=None, source="local")
-    engine, _ = startup.load_engine(Settings(quantize="int8"), resolved=resolved)
-    assert started == [prefetch.int8_cache_path(int8_cache_dir(), d)]
+    engine, _ = startup.load_engine(Settings(quantize=mode), resolved=resolved)
+    path = prefetch.int8_cache_path(int8_cache_dir(), d)
+    assert started == [path if mode == "int8" else path.with_name(prefetch.INT4_CACHE_FILE)]
     assert any(c is not None for c in claimed) and not prefetch._pending
-    assert engine.info.quantize == "int8"
+    assert engine.info.quantize == mode and "; cache" in engine.info.placement_reason

@@ -38,10 +38,10 @@ from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.int8_cache import (
-    FORMAT, INT4_CACHE_FILE, INT4_FORMAT, CacheDamaged, CacheWriter, SourceCheck, remove_stale_temps, source_identity,
+    FORMAT, INT4_FORMAT, CacheDamaged, CacheWriter, SourceCheck, remove_stale_temps, source_identity,
     unchanged_since,
 )
-from qwenchat.engine.prefetch import Prefetch, int8_cache_path
+from qwenchat.engine.prefetch import INT4_CACHE_FILE, Prefetch, int8_cache_path
 from qwenchat.engine.quantize import BLOCK_ELEMS, QTensor, quantize_int8
 from qwenchat.engine.int4_head import KIND as HEAD_KIND
 from qwenchat.engine.int4_head import HeadWeights

@@ -32,6 +32,7 @@ import zlib
 from pathlib import Path
 
 CACHE_FILE = "int8.safetensors"  # in <cache root>/<model key>/, see int8_cache_path
+INT4_CACHE_FILE = "int4.safetensors"  # int4 mode's cache, beside it (int8_cache.py's INT4_FORMAT)
 BATCH_BYTES = 32 << 20  # per read call: the consumer can start on the first tensors while the rest is read
 MAX_IOVECS = 512  # below every platform's IOV_MAX (1024 on Linux)
 

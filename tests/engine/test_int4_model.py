@@ -20,10 +20,9 @@ from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.generate import Reply
 from qwenchat.engine.int4_head import KIND as HEAD_KIND
 from qwenchat.engine.int4_head import HeadWeights, Int4Head
-from qwenchat.engine.int8_cache import INT4_CACHE_FILE
 from qwenchat.engine import model as model_mod
 from qwenchat.engine.model import Qwen2ForCausalLM, weight_kinds
-from qwenchat.engine.prefetch import int8_cache_path
+from qwenchat.engine.prefetch import INT4_CACHE_FILE, int8_cache_path
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor
 from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
 from tests.engine.conftest import new_cache
