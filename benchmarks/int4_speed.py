@@ -3,7 +3,7 @@
 int8 engine, then the int4 one (the order alternates every round), and the ratio of each round
 is printed, with the medians. Also the matrix products alone on the real shapes.
 
-    .venv/bin/python benchmarks/int4_speed.py [--model DIR] [--rounds 7] [--tokens 64]
+    .venv/bin/python benchmarks/int4_speed.py [--model DIR] [--rounds 7] [--tokens 64] [--variants int4-head8,int4-qkv4]
 
 The weight caches go to --cache (default: beside the test model, where the quality guard keeps
 them), so only the first run quantizes.
@@ -56,40 +56,64 @@ def product_ms(engine: ChatEngine, reps: int) -> float:
     return (time.perf_counter() - t0) / reps * 1e3
 
 
+# --variants: int4 mode with one of its choices undone (model.py's settings), to weigh each one
+VARIANTS = {
+    "int4-head8": ("INT4_OUTPUT", "int8"),  # the output projection int8 alone, no int4 copy
+    "int4-qkv4": ("INT4_QKV", "int4"),  # the attention's q/k/v int4 like the other matrices
+}
+
+
+def _load(name: str, args: argparse.Namespace) -> ChatEngine:
+    from qwenchat.engine import model as model_mod
+
+    setting = VARIANTS.get(name)
+    saved = getattr(model_mod, setting[0]) if setting else None
+    if setting:
+        setattr(model_mod, setting[0], setting[1])
+    try:
+        t0 = time.perf_counter()
+        engine = ChatEngine.load(args.model, device="cpu", quantize=name[:4], max_context=2048,
+                                 kernel_dir=Path("/tmp/qwenchat-int4-bench-kernels"),
+                                 int8_cache_dir=args.cache / name if setting else args.cache)  # fmt: skip
+        print(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; {engine.info.placement_reason}", flush=True)
+        return engine
+    finally:
+        if setting:
+            setattr(model_mod, setting[0], saved)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--cache", type=Path, default=MODEL.parent / "weight-caches")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--variants", default="", help=f"also decode with: {', '.join(VARIANTS)} (comma-separated)")
     args = ap.parse_args()
-    kernels = Path("/tmp/qwenchat-int4-bench-kernels")
-    engines = {}
-    for mode in ("int8", "int4"):
-        t0 = time.perf_counter()
-        engines[mode] = ChatEngine.load(args.model, device="cpu", quantize=mode, max_context=2048,
-                                        kernel_dir=kernels, int8_cache_dir=args.cache)  # fmt: skip
-        print(f"{mode}: loaded in {time.perf_counter() - t0:.1f} s; {engines[mode].info.placement_reason}", flush=True)
+    names = ["int8", "int4", *(v.strip() for v in args.variants.split(",") if v.strip())]
+    unknown = [n for n in names[2:] if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    engines = {name: _load(name, args) for name in names}
     ids = engines["int8"].tokenizer.encode_plain(PROMPT)
     forced = [int(t) for t in torch.randint(100, 20000, (args.tokens,), generator=torch.Generator().manual_seed(0))]
     print(f"cpu: {_cpu()}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}")
-    ratios, speeds = [], {"int8": [], "int4": []}
+    speeds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
-        order = ("int8", "int4") if r % 2 == 0 else ("int4", "int8")
-        got = {mode: decode_tok_s(engines[mode], ids, forced) for mode in order}
-        for mode in got:
-            speeds[mode].append(got[mode])
-        ratios.append(got["int4"] / got["int8"])
-        print(f"round {r + 1}: int8 {got['int8']:.1f} tok/s, int4 {got['int4']:.1f} tok/s, "
-              f"int4/int8 {ratios[-1]:.2f}x (load average {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
-    print(f"decode medians: int8 {statistics.median(speeds['int8']):.1f} tok/s, "
-          f"int4 {statistics.median(speeds['int4']):.1f} tok/s; median of round ratios {statistics.median(ratios):.2f}x")
+        for name in names if r % 2 == 0 else names[::-1]:  # the order alternates every round
+            speeds[name].append(decode_tok_s(engines[name], ids, forced))
+        line = ", ".join(f"{n} {speeds[n][-1]:.1f} tok/s" for n in names)
+        print(f"round {r + 1}: {line}, int4/int8 {speeds['int4'][-1] / speeds['int8'][-1]:.2f}x "
+              f"(load average {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+    for name in names:
+        ratio = statistics.median(a / b for a, b in zip(speeds[name], speeds["int8"]))
+        print(f"decode median {name}: {statistics.median(speeds[name]):.1f} tok/s; median of round ratios to int8 {ratio:.2f}x")
     prod = {"int8": [], "int4": []}
     for r in range(args.rounds):
         for mode in (("int8", "int4") if r % 2 == 0 else ("int4", "int8")):
             prod[mode].append(product_ms(engines[mode], 3))
     p8, p4 = statistics.median(prod["int8"]), statistics.median(prod["int4"])
-    print(f"a step's matrix products: int8 {p8:.1f} ms, int4 {p4:.1f} ms ({p8 / p4:.2f}x)")
+    print(f"a step's matrix products (each called from Python): int8 {p8:.1f} ms, int4 {p4:.1f} ms ({p8 / p4:.2f}x)")
 
 
 def _cpu() -> str:

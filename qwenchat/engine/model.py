@@ -92,7 +92,7 @@ def weight_kinds(cfg: Qwen2Config, quantize: str, int4_kernel: bool = True) -> d
     if quantize == "int4":
         kinds |= {k: INT4_QKV for k in kinds if k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight"))}
         kinds["model.embed_tokens.weight"] = INT4_EMBEDDING
-        output = INT4_OUTPUT if int4_kernel or INT4_OUTPUT != HEAD_KIND else INT4_EMBEDDING
+        output = "int8" if INT4_OUTPUT == HEAD_KIND and not int4_kernel else INT4_OUTPUT  # the int8 rows alone
         kinds["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"] = output
     return kinds
 
