@@ -27,7 +27,7 @@ from qwenchat.engine.model import Qwen2ForCausalLM
 from qwenchat.engine.prefill_blocks import PrefillCancelled
 from qwenchat.engine.records import OPTION_RANGES, Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import INVALID_SCORES, Sampler, SamplingParams
-from qwenchat.engine.threads import ThreadChooser, shared
+from qwenchat.engine.threads import ThreadChooser, gpu_host, shared
 from qwenchat.engine.tokenizer import StreamDecoder, Tokenizer
 
 # Prompt tokens per model call. The CPU runs a call layer-major (model.py: one attention call per
@@ -109,8 +109,7 @@ def stream(
     finish: FinishReason = "length"
     t_first: float | None = None
 
-    if chooser is not None:
-        chooser.begin()
+    chooser.begin()
     logits = prefill(model, cache, new_ids, cancel)
     t_prefill_end = time.perf_counter()
     if logits is None:
@@ -160,17 +159,16 @@ def stream(
     )
 
 
-def _chooser(threads: ThreadChooser | None, cache: KVCache) -> ThreadChooser | None:
-    if cache.k.device.type != "cpu":  # a GPU step's time is not the CPU threads'
-        return None
+def _chooser(threads: ThreadChooser | None, cache: KVCache) -> ThreadChooser:
+    if cache.k.device.type != "cpu":  # a GPU step: its host side wants few threads, not adaptation
+        return gpu_host()
     return threads if threads is not None else shared()
 
 
 def _timed_step(model: Qwen2ForCausalLM, cache: KVCache, token: torch.Tensor, tid: int,
-                chooser: ThreadChooser | None) -> torch.Tensor:  # fmt: skip
-    """decode_step at the chooser's count, its wall time reported back (a CPU step is synchronous)."""
-    if chooser is None:
-        return decode_step(model, cache, token, tid)
+                chooser: ThreadChooser) -> torch.Tensor:  # fmt: skip
+    """decode_step at the chooser's count, its wall time reported back (a CPU step is synchronous;
+    a GPU one's chooser has one count and ignores it)."""
     chooser.count()
     start = time.perf_counter()
     logits = decode_step(model, cache, token, tid)

@@ -26,6 +26,11 @@ at a load average of 2-3 short spins cost two threads ~15-20% (18.2-22.0 tok/s a
 with the default), so the engine leaves libgomp's default and adapts the count instead; a user on
 a machine that is always loaded can set either variable.
 
+On a GPU the steps run on the GPU and the CPU only launches its kernels: `gpu_host()` fixes the
+count at GPU_HOST_THREADS there (torch's default, one thread per core, wakes the whole pool for
+the step's small host-side ops: a bare loop of decode steps took 60.8 ms a step at 16 threads
+against 20.9 ms at one, NVIDIA H200 machine with 16 Xeon cores; BENCHMARKS.md, tenth session).
+
 Counts go to `torch.set_num_threads`, which also sets libgomp's count for the calling thread, so
 our C regions follow it; it must be applied from the thread that decodes (`begin`).
 """
@@ -230,7 +235,19 @@ def chooser_for(max_threads: int, environ: Mapping[str, str] | None = None,
     return ThreadChooser(ladder(max_threads), apply=apply)
 
 
+GPU_HOST_THREADS = 1  # see the module docstring: a GPU step's host side is serial work
 _shared: ThreadChooser | None = None
+_gpu_host: ThreadChooser | None = None
+
+
+def gpu_host(environ: Mapping[str, str] | None = None) -> ThreadChooser:
+    """The fixed count for steps that run on a GPU: GPU_HOST_THREADS, or the user's pinned count."""
+    global _gpu_host
+    if environ is not None:
+        return ThreadChooser((pinned_count(environ) or GPU_HOST_THREADS,))
+    if _gpu_host is None:
+        _gpu_host = gpu_host(os.environ)
+    return _gpu_host
 
 
 def shared() -> ThreadChooser:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from qwenchat.engine.errors import SettingsError
-from qwenchat.engine.threads import ProbeSchedule, ThreadChooser, chooser_for, ladder, pinned_count
+from qwenchat.engine.threads import GPU_HOST_THREADS, ProbeSchedule, ThreadChooser, chooser_for, gpu_host, ladder, pinned_count
 
 IDLE = {2: 0.024, 1: 0.045}  # seconds a step: two threads ~2x faster (this 2-core machine, idle)
 BUSY = {2: 0.600, 1: 0.053}  # one core busy elsewhere: every barrier waits for a descheduled thread
@@ -159,6 +159,28 @@ def test_a_bad_thread_count_is_a_clear_error(raw):
     with pytest.raises(SettingsError, match="QWENCHAT_THREADS") as err:
         pinned_count({"QWENCHAT_THREADS": raw})
     assert "whole number" in err.value.hint
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, GPU_HOST_THREADS), ({"QWENCHAT_THREADS": "3"}, 3), ({"OMP_NUM_THREADS": "2"}, 2),
+])  # fmt: skip
+def test_gpu_steps_take_a_fixed_few_host_threads_unless_pinned(env, expected):
+    chooser = gpu_host(env)
+    assert chooser.counts == (expected,) and not chooser.adaptive
+
+
+def test_a_model_off_the_cpu_decodes_with_the_gpu_host_count():
+    """generate's choice by the cache's device (a meta-device cache stands for a GPU's)."""
+    import torch
+
+    from qwenchat.engine.cache import KVCache
+    from qwenchat.engine.generate import _chooser
+
+    gpu_cache = KVCache(2, 2, 64, 16, torch.float32, torch.device("meta"))
+    cpu_cache = KVCache(2, 2, 64, 16, torch.float32, torch.device("cpu"))
+    mine = ThreadChooser((1, 2))
+    assert _chooser(mine, gpu_cache) is gpu_host() and not gpu_host().adaptive
+    assert _chooser(mine, cpu_cache) is mine
 
 
 def test_inconsistent_schedule_is_refused():
