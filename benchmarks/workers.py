@@ -36,25 +36,33 @@ class _FirstTokenTimer:
         pass
 
 
-def worker_hf(spec: dict[str, Any], dtype: str) -> dict[str, Any]:
+def worker_hf(spec: dict[str, Any], dtype: str, device: str = "cpu") -> dict[str, Any]:
+    """transformers on `spec["gguf"]` when the spec has one (compare.py), else on the HF-format
+    folder `spec["model_dir"]` (gpu_speed.py), on `device`."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
-    gguf = Path(spec["gguf"])
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)).eval()
+    if spec.get("gguf"):
+        gguf = Path(spec["gguf"])
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=getattr(torch, dtype))
+    model = model.to(device).eval()
     load_s = time.perf_counter() - t0
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def generate(ids: list[int], n: int) -> tuple[float, float, int]:
         timer = _FirstTokenTimer()
-        x = torch.tensor([ids])
+        x = torch.tensor([ids], device=device)
         start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(x, attention_mask=torch.ones_like(x), min_new_tokens=n, max_new_tokens=n,
-                                 do_sample=False, repetition_penalty=1.0, streamer=timer, pad_token_id=151643)
+                                 do_sample=False, repetition_penalty=1.0, streamer=timer,
+                                 pad_token_id=spec.get("pad_id", 151643))
+        sync()
         end = time.perf_counter()
         return timer.t_first - start, end - timer.t_first, out.shape[1] - len(ids)
 
