@@ -8,10 +8,18 @@ Weights: with the dtype left to us on the CPU, the matrices of models of 100M+ p
 scales; activations stay float32): a quarter of the memory and of the bytes each decoded token
 reads. That default holds only while the quality guard (tests/real/test_quality_guard.py) passes;
 `quantize="none"` keeps full-precision weights. Elsewhere the default is full precision.
+
+Prompt products of quantized weights on CPUs with bfloat16 matrix units (AMX, Intel Xeon 4th
+generation on): `bf16_prompts` says whether they run in bfloat16 (quantize.py's Scratch). On such
+a Xeon, one layer's products over a 117-2,048-row prompt took 1.8-2.6x less time that way than
+dequantizing to float32 (BENCHMARKS.md, tenth session); elsewhere bfloat16 products are slower
+than float32 ones. QWENCHAT_BF16_PROMPTS=0 keeps float32 (=1 forces bfloat16, for tests).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +76,31 @@ def choose_quantize(
             return "int8", "int8 weights on the CPU (weight-only, per row; --quantize none for full precision)"
         return "none", "full-precision weights (small model: int8 would gain little)"
     return "none", "full-precision weights"
+
+
+BF16_PROMPTS_ENV = "QWENCHAT_BF16_PROMPTS"
+
+
+def bf16_prompts(placement: Placement, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a prompt's products with quantized weights run in bfloat16 (see the module docstring):
+    only for int8/int4 weights with float32 activations on the CPU, by the CPU's features or
+    BF16_PROMPTS_ENV."""
+    if placement.device.type != "cpu" or placement.dtype != torch.float32 or quantize == "none":
+        return False
+    raw = (os.environ if environ is None else environ).get(BF16_PROMPTS_ENV, "").strip()
+    if raw in ("0", "1"):
+        return raw == "1"
+    if raw:
+        raise SettingsError(f"{BF16_PROMPTS_ENV}={raw!r} is not 0 or 1",
+                            f"set {BF16_PROMPTS_ENV}=0 (float32 prompt products) or 1 (bfloat16), or unset it")  # fmt: skip
+    return cpu_has_bf16_matrix_units()
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """AMX tiles with bfloat16 (torch's own check, which also asks the OS to enable the tiles)."""
+    cpu = torch.cpu
+    amx, bf16 = getattr(cpu, "_is_amx_tile_supported", None), getattr(cpu, "_is_avx512_bf16_supported", None)
+    return bool(amx and bf16 and amx() and bf16())
 
 
 def _device(requested: str) -> tuple[torch.device, str]:

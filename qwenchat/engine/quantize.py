@@ -18,6 +18,11 @@ Contract
   - with torch's `_weight_int8pack_mm` (the fallback: bfloat16 activations, float32 sums,
     bfloat16 results), the prefill path rounds its inputs and outputs to bfloat16 the same way,
     and the output projection recomputes its largest outputs in float32 (see `exact_top`).
+  The exception, on CPUs with bfloat16 matrix units (AMX; `Scratch.bf16_prompts`, chosen by
+  device.bf16_prompts): rows past the kernel's (prompts) multiply in bfloat16, the int8 values
+  exact there, the float32 scales applied to the bfloat16-rounded results; a prompt's keys and
+  values then differ from a token-by-token feed by bfloat16 rounding (tests/engine/
+  test_bf16_prompts.py bounds it; the quality guard's figures in BENCHMARKS.md).
   Other devices always take the dequantizing path (correct, not tuned).
 - `Int8Embedding`: rows gathered as int8, then scaled.
 
@@ -99,10 +104,13 @@ class Scratch:
     in a row (a long prompt's MLP, block by block) is dequantized once; the MLP's two matrices
     take different slots, so alternating between them evicts neither."""
 
-    def __init__(self, native: Int8Kernel | None = None) -> None:
+    def __init__(self, native: Int8Kernel | None = None, bf16_prompts: bool = False) -> None:
+        """bf16_prompts: the products of float32 rows beyond the native kernel's run in bfloat16
+        (device.bf16_prompts: CPUs with bfloat16 matrix units)."""
         self._bufs: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
         self._held: dict[tuple[torch.device, torch.dtype, int], tuple] = {}
         self.native = native
+        self.bf16_prompts = bf16_prompts
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         return self.held((q, scale), q.shape, dtype, slot, lambda w: self._fill(q, scale, w))
@@ -203,6 +211,8 @@ class Int8Linear(nn.Module):
         return y
 
     def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if self.scratch.bf16_prompts and x2.dtype == torch.float32:
+            return self._bf16_matmul(x2, out)
         dtype = x2.dtype
         emulate = self.kernel  # torch's kernel's numerics: bfloat16 inputs and outputs, float32 sums
         if emulate:
@@ -217,6 +227,20 @@ class Int8Linear(nn.Module):
                 w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype, self.slot)
                 y[:, a : a + w.shape[0]] = F.linear(x2, w)
         return y.copy_(y.to(torch.bfloat16)) if emulate and not self.exact_top else y
+
+
+    def _bf16_matmul(self, x2: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """float32 rows times the int8 values, both in bfloat16 (the values are exact there), sums in
+        float32, results rounded to bfloat16, then times the row scales in float32."""
+        n, k = self.qweight.shape
+        step = max(1, BLOCK_ELEMS // k)
+        xb = x2.to(torch.bfloat16)
+        y = torch.empty(x2.shape[0], n, dtype=x2.dtype, device=x2.device) if out is None else out
+        for a in range(0, n, step):
+            q = self.qweight[a : a + step]
+            w = self.scratch.held((q,), q.shape, torch.bfloat16, self.slot, lambda buf, q=q: buf.copy_(q))
+            y[:, a : a + w.shape[0]] = F.linear(xb, w)
+        return y.mul_(self.scales)
 
 
 class Int8Embedding(nn.Module):

@@ -217,15 +217,19 @@ class Int4Linear(nn.Module):
         return out if y.data_ptr() == out.data_ptr() else out.copy_(y.view(out.shape))
 
     def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """Float products with the dequantized weights: in bfloat16 (rows and weights rounded to it,
+        sums in float32) when the scratch says so (Scratch.bf16_prompts), else in x2's dtype."""
         n = self.out_features
         step = max(1, BLOCK_ELEMS_PRODUCT // self.in_features)
+        dtype = torch.bfloat16 if self.scratch.bf16_prompts and x2.dtype == torch.float32 else x2.dtype
+        xin = x2.to(dtype)
         y = torch.empty(x2.shape[0], n, dtype=x2.dtype, device=x2.device) if out is None else out
         for a in range(0, n, step):
-            w = self._dequantized(self.weight4.rows(a, a + step), x2.dtype)
-            if n <= step:
-                torch.mm(x2, w.t(), out=y)
+            w = self._dequantized(self.weight4.rows(a, a + step), dtype)
+            if n <= step and dtype == y.dtype:
+                torch.mm(xin, w.t(), out=y)
             else:
-                y[:, a : a + w.shape[0]] = F.linear(x2, w)
+                y[:, a : a + w.shape[0]] = F.linear(xin, w)
         return y
 
     def _dequantized(self, w4: Q4Tensor, dtype: torch.dtype) -> torch.Tensor:
