@@ -91,7 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or random_model(Path(tmp) / "model")
         spec = prepare(model_dir, args.device, args.quick)
+        threads = torch.get_num_threads()
         ours = workers.worker_ours(spec, {"dtype": args.ours_dtype or args.dtype})
+        torch.set_num_threads(threads)  # ours leaves its chosen count; transformers gets torch's default
         hf = workers.worker_hf(spec, args.dtype, args.device)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
     print(f"{gpu}, torch {torch.__version__}, ours {ours['dtype']} ({ours['quantize']} quantize), transformers {args.dtype}, model {'random weights, Qwen2.5-0.5B shapes' if args.model is None else args.model}")

@@ -1,6 +1,7 @@
 """The engines that `compare.py` runs side by side, each called in a worker process of its own
-(`compare.py --worker KIND`): ours through `qwenchat.bench.run`, transformers `generate()` on
-the GGUF, llama.cpp (llama-cpp-python) on the GGUF as is. Each returns a flat dict of the
+(`compare.py --worker KIND`; `gpu_speed.py` calls ours then transformers in one process): ours
+through `qwenchat.bench.run`, transformers `generate()` on the GGUF or an HF folder, llama.cpp
+(llama-cpp-python) on the GGUF as is. Each returns a flat dict of the
 measures of `compare.MEASURES` for the same token ids (`spec`, prepared once by compare.py).
 """
 

@@ -93,7 +93,8 @@ def stream(
     threads: ThreadChooser | None = None,
 ) -> Iterator[Chunk | Reply]:
     """Generate a reply to `prompt_ids`, reusing the longest common prefix the cache holds.
-    `threads`: the CPU thread chooser (None: the process's, `threads.shared()`)."""
+    `threads`: the CPU thread chooser (None: the process's, `threads.shared()`); a GPU's cache
+    takes `threads.gpu_host()` instead."""
     t0 = time.perf_counter()
     chooser = _chooser(threads, cache)
     cached = min(cache.common_prefix(prompt_ids), len(prompt_ids) - 1)  # prefill at least one token

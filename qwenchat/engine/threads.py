@@ -29,7 +29,8 @@ a machine that is always loaded can set either variable.
 On a GPU the steps run on the GPU and the CPU only launches its kernels: `gpu_host()` fixes the
 count at GPU_HOST_THREADS there (torch's default, one thread per core, wakes the whole pool for
 the step's small host-side ops: a bare loop of decode steps took 60.8 ms a step at 16 threads
-against 20.9 ms at one, NVIDIA H200 machine with 16 Xeon cores; BENCHMARKS.md, tenth session).
+against 20.9 ms at one, NVIDIA H200 machine with 16 Xeon cores; the chat path's decode showed no
+gain there, 19.1 against 18.2 tok/s, its time going elsewhere: BENCHMARKS.md, tenth session).
 
 Counts go to `torch.set_num_threads`, which also sets libgomp's count for the calling thread, so
 our C regions follow it; it must be applied from the thread that decodes (`begin`).
@@ -206,9 +207,24 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(values) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _torch_apply(n: int) -> None:
-    import torch  # here, not at import: the chooser's logic is tested without it
+_torch_default: int | None = None
 
+
+def torch_default_count() -> int:
+    """torch's own count before any chooser changed it (the number of physical cores): a GPU
+    reply's one thread must not become the ladder of a CPU engine that decodes later."""
+    global _torch_default
+    if _torch_default is None:
+        import torch  # here, not at import: the chooser's logic is tested without it
+
+        _torch_default = torch.get_num_threads()
+    return _torch_default
+
+
+def _torch_apply(n: int) -> None:
+    import torch
+
+    torch_default_count()  # noted before the first change
     torch.set_num_threads(n)
 
 
@@ -244,7 +260,7 @@ def gpu_host(environ: Mapping[str, str] | None = None) -> ThreadChooser:
     """The fixed count for steps that run on a GPU: GPU_HOST_THREADS, or the user's pinned count."""
     global _gpu_host
     if environ is not None:
-        return ThreadChooser((pinned_count(environ) or GPU_HOST_THREADS,))
+        return chooser_for(GPU_HOST_THREADS, environ)  # ladder(1) is (1,): nothing to adapt
     if _gpu_host is None:
         _gpu_host = gpu_host(os.environ)
     return _gpu_host
@@ -255,9 +271,7 @@ def shared() -> ThreadChooser:
     first use from the environment and torch's default count (the number of physical cores)."""
     global _shared
     if _shared is None:
-        import torch
-
-        _shared = chooser_for(torch.get_num_threads())
+        _shared = chooser_for(torch_default_count())
     return _shared
 
 

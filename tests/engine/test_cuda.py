@@ -26,6 +26,14 @@ TURN1 = [{"role": "system", "content": "Be brief."}, {"role": "user", "content":
 
 
 @pytest.fixture(autouse=True)
+def host_threads():
+    """A GPU reply sets torch's thread count (threads.gpu_host); later tests get theirs back."""
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(autouse=True)
 def exact_float32_products():
     """TF32 would round float32 products to 10 mantissa bits; the float32 comparisons need it off."""
     before = torch.backends.cuda.matmul.allow_tf32
@@ -122,12 +130,16 @@ def test_a_chunk_on_top_of_the_gpu_cache_equals_one_prefill(tiny_models, dtype):
     """A follow-up's prompt attends to the cache through a bottom-right causal mask (model.chunk_attention:
     the flash kernel in bfloat16, the memory-efficient one in float32); fed in two calls, the
     same tokens give the logits of one call."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     ids = torch.randint(0, 480, (700,), generator=torch.Generator().manual_seed(11)).tolist()
     engine = gpu(tiny_models["qwen2_15b"], dtype=dtype)
     whole = prompt_logits(engine, ids)
     engine.cache.reset()
     prefill(engine.model, engine.cache, ids[:300])
-    split = prefill(engine.model, engine.cache, ids[300:]).float().cpu()
+    fast = SDPBackend.FLASH_ATTENTION if dtype == "bfloat16" else SDPBackend.EFFICIENT_ATTENTION
+    with sdpa_kernel([fast]):  # no fallback to a materialized mask: it would raise here
+        split = prefill(engine.model, engine.cache, ids[300:]).float().cpu()
     if dtype == "float32":
         assert close(split, whole, 1e-4)
     else:  # bfloat16 roundings in another order; a wrong mask would change the logits wholesale

@@ -183,6 +183,26 @@ def test_a_model_off_the_cpu_decodes_with_the_gpu_host_count():
     assert _chooser(mine, cpu_cache) is mine
 
 
+def test_a_gpu_reply_leaves_a_later_cpu_engine_all_its_threads(torch_threads):
+    """The GPU chooser sets torch to one thread process-wide; the CPU chooser made afterwards still
+    climbs from torch's own count, and applies it at its first reply."""
+    import torch
+
+    from qwenchat.engine import threads
+
+    default = threads.torch_default_count()
+    previous = threads.use(None)
+    try:
+        gpu_host({}).begin()
+        assert torch.get_num_threads() == 1
+        cpu = threads.shared()
+        assert cpu.counts == chooser_for(default).counts
+        cpu.begin()
+        assert torch.get_num_threads() == cpu.running
+    finally:
+        threads.use(previous)
+
+
 def test_inconsistent_schedule_is_refused():
     with pytest.raises(ValueError):
         ProbeSchedule(window=0)
