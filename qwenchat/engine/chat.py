@@ -26,7 +26,7 @@ from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.constrain import Guidance
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
-from qwenchat.engine.device import Placement, bf16_prompts, choose, choose_quantize
+from qwenchat.engine.device import BF16_PROMPTS_ENV, Placement, bf16_prompts, choose, choose_quantize
 from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
 from qwenchat.engine.generate import GenerationSettings, stream
 from qwenchat.engine.generation_config import GenerationDefaults
@@ -114,7 +114,7 @@ class ChatEngine:
             model = Qwen2ForCausalLM.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, quant, native, bf16
             )
-            quant_reason += f"; {tensors.source}" + ("; prompt products in bfloat16 (QWENCHAT_BF16_PROMPTS=0 for float32)" if bf16 else "")
+            quant_reason += f"; {tensors.source}" + (f"; prompt products in bfloat16 ({BF16_PROMPTS_ENV}=0 for float32)" if bf16 else "")
             notes += [tensors.note] if tensors.note else []
         else:
             tensors = iter_checkpoint(model_dir, cfg, placement.dtype)

@@ -97,10 +97,13 @@ def bf16_prompts(placement: Placement, quantize: str, environ: Mapping[str, str]
 
 
 def cpu_has_bf16_matrix_units() -> bool:
-    """AMX tiles with bfloat16 (torch's own check, which also asks the OS to enable the tiles)."""
-    cpu = torch.cpu
-    amx, bf16 = getattr(cpu, "_is_amx_tile_supported", None), getattr(cpu, "_is_avx512_bf16_supported", None)
-    return bool(amx and bf16 and amx() and bf16())
+    """AMX tiles with bfloat16, as torch's cpuinfo reads the CPU's flags (oneDNN, whose products
+    use them, checks again and enables the tiles itself). Any failure of the probe means no."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    try:
+        return bool(capabilities and capabilities().get("amx_bf16"))
+    except Exception:  # noqa: BLE001 - a feature probe: any failure means the plain path
+        return False
 
 
 def _device(requested: str) -> tuple[torch.device, str]:

@@ -14,7 +14,9 @@ share one tensor with the output projection. Nothing is initialised and then ove
 which matrix takes which); activations, norms, biases, the KV cache and logits stay in the
 compute dtype.
 
-Three ways through the layers, computing the same function up to the order of float sums:
+Three ways through the layers, computing the same function up to the order of float sums (and,
+on CPUs with bfloat16 matrix units, a prompt's quantized products rounded to bfloat16:
+quantize.py):
 - a decode step of an int8 model on the CPU with qwenchat's kernel: one C call for all layers
   (fused_decode.py, native/decode_step.c);
 - another decode step, and any call off the CPU: each module's forward() on the whole input;

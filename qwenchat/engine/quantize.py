@@ -112,6 +112,11 @@ class Scratch:
         self.native = native
         self.bf16_prompts = bf16_prompts
 
+    def bf16_rows(self, x2: torch.Tensor) -> bool:
+        """Whether the product of these rows runs in bfloat16: a prompt's float32 rows, more than
+        the native kernel takes (NATIVE_ROWS, also without it), when `bf16_prompts`."""
+        return self.bf16_prompts and x2.dtype == torch.float32 and x2.shape[0] > NATIVE_ROWS
+
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         return self.held((q, scale), q.shape, dtype, slot, lambda w: self._fill(q, scale, w))
 
@@ -211,7 +216,7 @@ class Int8Linear(nn.Module):
         return y
 
     def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if self.scratch.bf16_prompts and x2.dtype == torch.float32:
+        if self.scratch.bf16_rows(x2):
             return self._bf16_matmul(x2, out)
         dtype = x2.dtype
         emulate = self.kernel  # torch's kernel's numerics: bfloat16 inputs and outputs, float32 sums
@@ -227,7 +232,6 @@ class Int8Linear(nn.Module):
                 w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype, self.slot)
                 y[:, a : a + w.shape[0]] = F.linear(x2, w)
         return y.copy_(y.to(torch.bfloat16)) if emulate and not self.exact_top else y
-
 
     def _bf16_matmul(self, x2: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         """float32 rows times the int8 values, both in bfloat16 (the values are exact there), sums in

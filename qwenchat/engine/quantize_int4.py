@@ -218,10 +218,10 @@ class Int4Linear(nn.Module):
 
     def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         """Float products with the dequantized weights: in bfloat16 (rows and weights rounded to it,
-        sums in float32) when the scratch says so (Scratch.bf16_prompts), else in x2's dtype."""
+        sums in float32) when the scratch says so (Scratch.bf16_rows), else in x2's dtype."""
         n = self.out_features
         step = max(1, BLOCK_ELEMS_PRODUCT // self.in_features)
-        dtype = torch.bfloat16 if self.scratch.bf16_prompts and x2.dtype == torch.float32 else x2.dtype
+        dtype = torch.bfloat16 if self.scratch.bf16_rows(x2) else x2.dtype
         xin = x2.to(dtype)
         y = torch.empty(x2.shape[0], n, dtype=x2.dtype, device=x2.device) if out is None else out
         for a in range(0, n, step):
