@@ -205,13 +205,14 @@ def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     is aligned to the bottom-right corner, which SDPA takes as a CausalBias: the flash and
     memory-efficient GPU kernels skip the hidden keys instead of reading a (T, S) mask (a
     10,971-token prompt in 4,096-token chunks: 3.1x faster on an H200). Those kernels want as many
-    key heads as query heads, so the groups are expanded first (a copy per chunk, cheap beside its
-    attention). On the CPU (tests only: prompts go layer-major there) SDPA builds the mask."""
+    key heads as query heads, so the groups are expanded first, as transformers does (a copy per
+    chunk, cheap beside its attention). On the CPU (tests only: prompts go layer-major there) SDPA
+    builds the mask."""
     T, S, group = q.shape[2], k.shape[2], q.shape[1] // k.shape[1]
-    if T == S:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=group > 1)
     if group > 1:
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    if T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, S))
 
 

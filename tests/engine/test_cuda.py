@@ -128,17 +128,17 @@ def test_half_precision_on_the_gpu_tracks_float32_on_the_cpu(tiny_models, dtype)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_chunk_on_top_of_the_gpu_cache_equals_one_prefill(tiny_models, dtype):
     """A follow-up's prompt attends to the cache through a bottom-right causal mask (model.chunk_attention:
-    the flash kernel in bfloat16, the memory-efficient one in float32); fed in two calls, the
-    same tokens give the logits of one call."""
+    the flash kernel in bfloat16, the memory-efficient one in float32, as a first chunk does);
+    fed in two calls, the same tokens give the logits of one call."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     ids = torch.randint(0, 480, (700,), generator=torch.Generator().manual_seed(11)).tolist()
     engine = gpu(tiny_models["qwen2_15b"], dtype=dtype)
-    whole = prompt_logits(engine, ids)
-    engine.cache.reset()
-    prefill(engine.model, engine.cache, ids[:300])
     fast = SDPBackend.FLASH_ATTENTION if dtype == "bfloat16" else SDPBackend.EFFICIENT_ATTENTION
-    with sdpa_kernel([fast]):  # no fallback to a materialized mask: it would raise here
+    with sdpa_kernel([fast]):  # no fallback to the math kernel or a materialized mask: they would raise here
+        whole = prompt_logits(engine, ids)
+        engine.cache.reset()
+        prefill(engine.model, engine.cache, ids[:300])
         split = prefill(engine.model, engine.cache, ids[300:]).float().cpu()
     if dtype == "float32":
         assert close(split, whole, 1e-4)
