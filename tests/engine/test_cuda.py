@@ -16,7 +16,7 @@ import torch
 
 from qwenchat.engine.chat import ChatEngine, GenerateOptions
 from qwenchat.engine.generate import Chunk, Reply, prefill
-from qwenchat.engine.model import EXACT_TOP_LOGITS
+from qwenchat.engine.model import EXACT_TOP_LOGITS, LONG_DECODE
 from qwenchat.engine.threads import gpu_host
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -133,12 +133,16 @@ def test_a_chunk_on_top_of_the_gpu_cache_equals_one_prefill(tiny_models, dtype):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     ids = torch.randint(0, 480, (700,), generator=torch.Generator().manual_seed(11)).tolist()
+    assert len(ids) >= LONG_DECODE
     engine = gpu(tiny_models["qwen2_15b"], dtype=dtype)
     fast = SDPBackend.FLASH_ATTENTION if dtype == "bfloat16" else SDPBackend.EFFICIENT_ATTENTION
-    with sdpa_kernel([fast]):  # no fallback to the math kernel or a materialized mask: they would raise here
+    # Under the fast kernel alone a fallback (the math kernel, a materialized mask) would raise. The
+    # last layer's one query sees 700 keys in both calls: decode_attention, no SDPA (LONG_DECODE).
+    with sdpa_kernel([fast]):
         whole = prompt_logits(engine, ids)
-        engine.cache.reset()
-        prefill(engine.model, engine.cache, ids[:300])
+    engine.cache.reset()
+    prefill(engine.model, engine.cache, ids[:300])
+    with sdpa_kernel([fast]):
         split = prefill(engine.model, engine.cache, ids[300:]).float().cpu()
     if dtype == "float32":
         assert close(split, whole, 1e-4)
