@@ -17,6 +17,7 @@ from typing import Any
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.driver import Driver
 from textual.screen import Screen
 
 from qwenchat.tui import messages as msg
@@ -55,6 +56,9 @@ class QwenchatApp(App[None]):
         self.chat = ChatScreen()
         self._loader: threading.Thread | None = None
         self._load_seq = 0
+
+    def get_driver_class(self) -> type[Driver]:
+        return clearing_on_exit(super().get_driver_class())
 
     def on_load(self) -> None:
         from qwenchat.store import Store
@@ -222,3 +226,22 @@ class QwenchatApp(App[None]):
     async def on_unmount(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def clearing_on_exit(driver_class: type[Driver]) -> type[Driver]:
+    """`driver_class`, clearing the alternate screen just before leaving it. tmux (3.3a here) copies
+    the alternate screen's lines into the user's screen and scrollback when the window was made
+    smaller and then larger while the app ran: the conversation was left behind after quitting (a
+    bare Textual app does the same; vim and less, whose last frame differs, do not). Clearing
+    only ever touches the alternate screen, so the user's own screen is as it was."""
+
+    class ClearingDriver(driver_class):  # type: ignore[misc, valid-type]
+        def stop_application_mode(self) -> None:
+            self.write(CLEAR_SCREEN)
+            super().stop_application_mode()
+
+    ClearingDriver.__name__ = ClearingDriver.__qualname__ = f"Clearing{driver_class.__name__}"
+    return ClearingDriver

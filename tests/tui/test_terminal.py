@@ -1,12 +1,14 @@
 """The app in a real terminal (tmux) on a tiny model, read the way a user reads it: a multi-line
 message shows its lines; after a quit (idle, mid-reply, while loading) nothing but the shell
-prompt follows; a resize to 60x15 mid-reply keeps following the reply; `-c` continues a chat
+prompt follows, also after the window shrank and grew; a resize to 60x15 mid-reply keeps
+following the reply; `-c` continues a chat
 with the chat's own model after another model was used."""
 
 from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,39 @@ def test_resize_to_60x15_mid_reply_keeps_following(tiny_model, tmp_path):
                           "the end of the reply was not followed after the resize")
         assert len(text.splitlines()[0]) <= 60
         quit_and_read(term, command)
+    finally:
+        term.close()
+
+
+def test_a_window_made_smaller_then_larger_leaves_nothing_after_quitting(tiny_model, tmp_path):
+    """tmux copies an app's alternate screen into the user's screen and scrollback when the window
+    shrank and grew while a screenful of reply was shown; the app clears that screen before
+    leaving it (app.clearing_on_exit)."""
+    home = setup_home(tmp_path, LONG_REPLY)
+    script = app_script(tmp_path / "run.sh", ROOT, home, sys.executable,
+                        f"chat -m {tiny_model} --device cpu --dtype float32")
+    command = f"sh {script}; echo exit=$?"
+    term = Terminal("qwenchat-regrow")
+    try:
+        term.run(command)
+        term.until(lambda s: LOADED.search(s) is not None, 60, "the model never loaded")
+        term.type("Tell a long story")
+        term.keys("Enter")
+        term.until(lambda s: "generating" in s, 30, "no reply started")
+        time.sleep(3)  # a screenful of reply
+        term.resize(80, 24)
+        term.until(lambda s: len(s.splitlines()[0]) <= 80, 10, "the window did not shrink")
+        time.sleep(1)
+        term.resize(140, 44)
+        term.until(lambda s: len(s.splitlines()) >= 44, 10, "the window did not grow")
+        time.sleep(1)
+        rest = quit_and_read(term, command)
+        assert rest[:2] == ["exit=0", PROMPT.strip()], rest
+        assert all(not line.strip() for line in rest[2:]), rest
+        # tmux put the copied lines above the command, in the scrollback
+        lines = term.screen(history=True).splitlines()
+        above = lines[: next(i for i, line in enumerate(lines) if command in line)]
+        assert all(not line.strip() for line in above), above
     finally:
         term.close()
 
