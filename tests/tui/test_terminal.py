@@ -38,6 +38,19 @@ def after_command(screen: str, command: str) -> list[str]:
     return [line.rstrip() for line in lines[at + 1:]]
 
 
+def start_long_reply(term: Terminal, tmp_path: Path, model: Path) -> str:
+    """Start the app on `model` in `term` and a long reply in it; returns the command typed."""
+    home = setup_home(tmp_path, LONG_REPLY)
+    script = app_script(tmp_path / "run.sh", ROOT, home, sys.executable, f"chat -m {model} --device cpu --dtype float32")
+    command = f"sh {script}; echo exit=$?"
+    term.run(command)
+    term.until(lambda s: LOADED.search(s) is not None, 60, "the model never loaded")
+    term.type("Tell a long story")
+    term.keys("Enter")
+    term.until(lambda s: "generating" in s, 30, "no reply started")
+    return command
+
+
 def quit_and_read(term: Terminal, command: str) -> list[str]:
     term.keys("C-q")
     term.until(lambda s: re.search(r"^exit=\d+", s, re.M) is not None, 30, "qwenchat did not exit after Ctrl+Q")
@@ -105,17 +118,9 @@ def test_multi_line_message_shows_its_lines(tiny_model, tmp_path):
 
 
 def test_resize_to_60x15_mid_reply_keeps_following(tiny_model, tmp_path):
-    home = setup_home(tmp_path, LONG_REPLY)
-    script = app_script(tmp_path / "run.sh", ROOT, home, sys.executable,
-                        f"chat -m {tiny_model} --device cpu --dtype float32")
-    command = f"sh {script}; echo exit=$?"
     term = Terminal("qwenchat-resize")
     try:
-        term.run(command)
-        term.until(lambda s: LOADED.search(s) is not None, 60, "the model never loaded")
-        term.type("Tell a long story")
-        term.keys("Enter")
-        term.until(lambda s: "generating" in s, 30, "no reply started")
+        command = start_long_reply(term, tmp_path, tiny_model)
         term.resize(60, 15)
         # the reply ends; if the chat still follows it, its details line (… N tokens …) is in view
         text = term.until(lambda s: "generating" not in s and re.search(r"\d+ tokens", s), 120,
@@ -130,17 +135,9 @@ def test_a_window_made_smaller_then_larger_leaves_nothing_after_quitting(tiny_mo
     """tmux copies an app's alternate screen into the user's screen and scrollback when the window
     shrank and grew while a screenful of reply was shown; the app clears that screen before
     leaving it (app.clearing_on_exit)."""
-    home = setup_home(tmp_path, LONG_REPLY)
-    script = app_script(tmp_path / "run.sh", ROOT, home, sys.executable,
-                        f"chat -m {tiny_model} --device cpu --dtype float32")
-    command = f"sh {script}; echo exit=$?"
     term = Terminal("qwenchat-regrow")
     try:
-        term.run(command)
-        term.until(lambda s: LOADED.search(s) is not None, 60, "the model never loaded")
-        term.type("Tell a long story")
-        term.keys("Enter")
-        term.until(lambda s: "generating" in s, 30, "no reply started")
+        command = start_long_reply(term, tmp_path, tiny_model)
         time.sleep(3)  # a screenful of reply
         term.resize(80, 24)
         term.until(lambda s: len(s.splitlines()[0]) <= 80, 10, "the window did not shrink")
