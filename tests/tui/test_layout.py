@@ -57,6 +57,21 @@ async def test_too_small_shows_a_notice_and_comes_back():
         assert "too small" not in screen_text(app) and app.chat.chatlog.region.height > 0
 
 
+async def test_typing_after_the_too_small_notice_reaches_the_input_again():
+    """The notice hides the widgets, which blurs the input; coming back focuses it again."""
+    app, _ = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        app.chat.input.focus()
+        await pilot.press(*"Say")
+        await pilot.resize_terminal(30, 8)
+        await pilot.pause()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.press(*" hi")
+        assert app.focused is app.chat.input and app.chat.input.text == "Say hi"
+
+
 async def test_a_resize_mid_reply_keeps_following_it():
     app, _ = make_app(default=LONGER, delay=0.005, max_new_tokens=5000)
     async with app.run_test(size=(110, 34)) as pilot:

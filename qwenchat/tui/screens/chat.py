@@ -23,6 +23,7 @@ from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
 from qwenchat.remote.reference import is_remote
@@ -89,6 +90,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self._turn: tuple[str, tuple] = ("send", ())
         self._greedy_told = False
         self._ctx_start = 0
+        self._focus_before_small: Widget | None = None  # what had focus when the notice hid it
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -150,7 +152,21 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if width >= self.NARROW:
             self.remove_class("-sidebar-open")  # the overlay is a narrow terminal's
         self.set_class(height < 24, "-short")
-        self.set_class(width < TOO_SMALL[0] or height < TOO_SMALL[1], "-too-small")
+        too_small = width < TOO_SMALL[0] or height < TOO_SMALL[1]
+        if too_small == self.has_class("-too-small"):
+            return
+        if too_small:  # hiding the widgets blurs them: keep what had focus for the way back
+            self._focus_before_small = self.focused
+        self.set_class(too_small, "-too-small")
+        if not too_small:
+            self.call_after_refresh(self._focus_again)
+
+    def _focus_again(self) -> None:
+        """Back from the too-small notice: focus where it was (typing went nowhere before)."""
+        target, self._focus_before_small = self._focus_before_small, None
+        if target is None or not target.is_mounted or not target.focusable:
+            target = self.input
+        target.focus()
 
     # -- model loading (the app loads; this screen shows it) ---------------------------------
 
