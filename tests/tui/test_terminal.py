@@ -156,6 +156,29 @@ def test_a_window_made_smaller_then_larger_leaves_nothing_after_quitting(tiny_mo
         term.close()
 
 
+def test_keys_in_one_burst_keep_their_order_and_text_after_enter_stays(tiny_model, tmp_path):
+    """A laggy link delivers keystrokes together: Backspace and the arrows apply where they were
+    typed, and what followed Enter stays in the box for the next message."""
+    home = setup_home(tmp_path, SHORT_REPLY)
+    script = app_script(tmp_path / "run.sh", ROOT, home, sys.executable, f"chat -m {tiny_model} --device cpu --dtype float32")
+    command = f"sh {script}; echo exit=$?"
+    term = Terminal("qwenchat-burst")
+    try:
+        term.run(command)
+        term.until(lambda s: LOADED.search(s) is not None, 60, "the model never loaded")
+        term.type("hello\x7fp me, abc\x1b[DX")  # one write: Backspace and Left among the letters
+        term.until(lambda s: "hellp me, abXc" in s, 10, "the keys were applied out of order")
+        term.type("\rnext one")  # Enter, then more typing in the same write
+        term.until(lambda s: re.search(r"\d+ tokens", s) is not None, 60, "the message was not sent")
+        with Store.open(home / "data" / "history.db") as store:
+            (conv,) = store.list_conversations()
+            assert store.thread(conv.id)[0].content == "hellp me, abXc"
+        term.until(lambda s: "│ next one" in s, 10, "what followed Enter left the box")
+        quit_and_read(term, command)
+    finally:
+        term.close()
+
+
 def test_continue_uses_the_chats_own_model(tiny_models, tmp_path):
     first, other = tiny_models["qwen25_05b"], tiny_models["untied"]
     home = setup_home(tmp_path, SHORT_REPLY + f'model = "{other}"\n')

@@ -309,7 +309,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.generating = True
         try:
             await self.sync_conversation()
-            self.input.clear()
+            self.input.take_sent(event.text)
             await self.chatlog.add("user", event.text)
         except BaseException:
             self.generating = False

@@ -1,7 +1,15 @@
 """The message box: a multi-line TextArea where Enter sends and Ctrl+J / Shift+Enter break the
-line. It stays editable while a reply streams; the app decides whether a send is accepted."""
+line. It stays editable while a reply streams; the app decides whether a send is accepted.
+
+Keys arriving in one burst (a paste of keystrokes, a laggy SSH link) keep their order: Textual
+runs a widget's key bindings (Backspace, the arrows, Ctrl+W...) only after the key has bubbled
+up to the app, by which time the printable keys behind it were already typed ("hello", Backspace,
+"p me" gave "hellop m"), so the box runs its own bindings as their keys arrive. Text typed after
+Enter, before the send was taken, stays in the box (`take_sent`)."""
 
 from __future__ import annotations
+
+import os
 
 from textual import events
 from textual.message import Message
@@ -35,4 +43,19 @@ class PromptInput(TextArea):
             event.prevent_default()
             self.insert("\n")
             return
+        bindings = self._bindings.key_to_bindings.get(event.key)
+        if bindings and not event.is_printable:
+            event.stop()
+            event.prevent_default()
+            await self.run_action(bindings[0].action)
+            return
         await super()._on_key(event)
+
+    def take_sent(self, sent: str) -> None:
+        """Empty the box of a message that was sent, keeping what was typed after Enter: the box
+        now holds `sent` with that typing inserted where the cursor was."""
+        text = self.text
+        head = len(os.path.commonprefix([sent, text]))
+        tail = len(os.path.commonprefix([sent[head:][::-1], text[head:][::-1]]))
+        self.text = text[head : len(text) - tail] if head + tail == len(sent) else ""
+        self.move_cursor(self.document.end)
