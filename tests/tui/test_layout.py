@@ -57,6 +57,24 @@ async def test_too_small_shows_a_notice_and_comes_back():
         assert "too small" not in screen_text(app) and app.chat.chatlog.region.height > 0
 
 
+async def test_an_opened_chat_stays_at_its_end_through_a_resize():
+    app, _ = make_app(default=LONGER, max_new_tokens=5000)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await ready(pilot)
+        app.chat.input.text = "go on"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        app.chat.chatlog.anchor(False)  # as in a fresh start: no reply streamed here yet
+        await app.chat.show_conversation()  # as when the chat is picked in the sidebar
+        await pilot.pause()
+        log = app.chat.chatlog
+        assert log.max_scroll_y > 0 and log.scroll_y == log.max_scroll_y
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        assert log.scroll_y == log.max_scroll_y
+
+
 async def test_typing_after_the_too_small_notice_reaches_the_input_again():
     """The notice hides the widgets, which blurs the input; coming back focuses it again."""
     app, _ = make_app()

@@ -208,6 +208,7 @@ class ChatLog(VerticalScroll):
             for i, e in enumerate(entries)
         ])
         self.scroll_end(animate=False)
+        self.anchor()  # an opened chat stays at its latest message through resizes, until scrolled
 
     def annotate(self, entries: Sequence[Any], branches: Sequence[Branch | None] | None = None) -> None:
         """Bring each view's details line and branch indicator up to date (after a reply, a
