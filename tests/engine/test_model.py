@@ -254,3 +254,24 @@ def test_cancel_stops_a_long_prefill_between_layers_and_records_nothing(tiny_mod
     resumed = prefill(model, cache, ids[40:])
     fresh = prefill(model, new_cache(cfg, 2048), ids)
     _close(resumed, fresh, 1e-4)
+
+
+def test_attention_runs_without_the_cudnn_backend_and_restores_it(tiny_models, monkeypatch):
+    """cuDNN's SDPA builds a plan per new shape (60-750 ms on an H200): every decode step is a new
+    length, so the model's calls leave it out, and give the process its setting back after."""
+    ours, cfg = load_ours(tiny_models["qwen25_05b"])
+    seen: list[bool] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    cache = new_cache(cfg)
+    ids = torch.randint(0, 480, (1, 30), generator=torch.Generator().manual_seed(2))
+    ours(ids, cache, 0)
+    ours(ids[:, :1], cache, 30)
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
