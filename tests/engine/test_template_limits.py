@@ -27,6 +27,8 @@ SLOW = {  # stopped by the clock
     "nested-range": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "nested-string-loops": "{% set s = 'x' * 10000 %}{% for a in s %}{% for b in s %}{% for c in s %}"
     "{% endfor %}{% endfor %}{% endfor %}",
+}
+EITHER = {  # stopped by whichever limit comes first: a quick CPU writes 10M characters within 2 s
     "deep-json": "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}"
     "{{ ns.x | tojson(indent=4) }}",
 }
@@ -81,7 +83,7 @@ def hostile_results() -> dict[str, dict]:
     """Each hostile template's outcome in a memory-capped child; a render that hangs leaves
     the ones after it missing."""
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps({**BIG, **SLOW}), capture_output=True,
+        out = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps({**BIG, **SLOW, **EITHER}), capture_output=True,
                              text=True, timeout=90).stdout
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -94,6 +96,15 @@ def test_endless_template_is_stopped_at_the_time_limit(hostile_results, name):
     assert result is not None, "the render did not end"
     assert "/models/evil/chat_template.jinja: the chat template was stopped" in result["result"]
     assert f"longer than {template_limits.RENDER_SECONDS:g} s" in result["result"]
+    assert result["seconds"] < template_limits.RENDER_SECONDS + 5
+
+
+@pytest.mark.parametrize("name", sorted(EITHER))
+def test_template_growing_fast_and_long_is_stopped_at_a_limit(hostile_results, name):
+    result = hostile_results.get(name)
+    assert result is not None, "the render did not end"
+    assert "/models/evil/chat_template.jinja: the chat template was stopped" in result["result"]
+    assert f"longer than {template_limits.RENDER_SECONDS:g} s" in result["result"] or "(limit " in result["result"]
     assert result["seconds"] < template_limits.RENDER_SECONDS + 5
 
 
