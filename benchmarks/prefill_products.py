@@ -1,5 +1,5 @@
 """A prompt's matrix products for one Qwen2.5-0.5B layer (q/k/v, o, gate/up, down) on this CPU, ms
-per layer, best of 5, for 117, 561 and 2,048 rows: today's int8 path (dequantize to float32, float32
+per layer, best of 5, for 117, 561 and 2,048 rows (or `--rows 16,42,96`): today's int8 path (dequantize to float32, float32
 product), the bfloat16 path AMX CPUs take (`Scratch(bf16_prompts=True)`, device.bf16_prompts), and
 references: float32 weights, bfloat16 weights kept, int8 -> bfloat16 per product by hand, torch's
 `_weight_int8pack_mm` and `_int_mm` (int8 activations). The figures behind BENCHMARKS.md's tenth
@@ -8,6 +8,7 @@ session (taken on an AMX Xeon, 2 cores):
     taskset -c 0,1 env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/prefill_products.py
 
 Without AMX the bfloat16 rows are the slowest: the point is the ratio on a CPU that has it."""
+import argparse
 import time
 
 import torch
@@ -74,7 +75,9 @@ def layer(T, how):
 
 
 print("cpu", torch.cpu.get_capabilities().get("cpu_name") if hasattr(torch.cpu, "get_capabilities") else "?")
-for T in (117, 561, 2048):
+parser = argparse.ArgumentParser()
+parser.add_argument("--rows", default="117,561,2048", help="prompt lengths, comma-separated")
+for T in (int(r) for r in parser.parse_args().rows.split(",")):
     row = []
     for how in ("ours", "ours_bf16", "fp32", "bf16", "deq_bf16", "int8pack", "intmm"):
         try:
