@@ -48,6 +48,10 @@ QUANT_MODES = ("none", "int8")
 BLOCK_ELEMS = 1 << 24  # rows per dequantization/quantization block: ~16M elements (64 MB float32)
 DECODE_ROWS = 4  # at most this many rows use torch's int8 kernel; more rows dequantize
 NATIVE_ROWS = 96  # ours beats dequantizing up to ~128 rows (2-core AVX2: 174 vs 437 ms at 32)
+# With bfloat16 matrix units (Scratch.bf16_prompts) bfloat16 products win from ~20 rows: one
+# layer's products on an AMX Xeon, 2 cores: 16 rows 4.1 ms either way, 42 rows 11.2 ms ours
+# against 5.7 ms dequantized to bfloat16 (benchmarks/prefill_products.py --rows).
+BF16_NATIVE_ROWS = 16
 
 
 @dataclass
@@ -112,10 +116,20 @@ class Scratch:
         self.native = native
         self.bf16_prompts = bf16_prompts
 
+    @property
+    def native_rows(self) -> int:
+        """The most float32 rows the native kernel takes; more dequantize (in bfloat16 when
+        `bf16_prompts`)."""
+        return BF16_NATIVE_ROWS if self.bf16_prompts else NATIVE_ROWS
+
+    def native_takes(self, x2: torch.Tensor) -> bool:
+        """Whether a linear with the native kernel hands these rows (M, K) to it."""
+        return x2.dtype == torch.float32 and x2.shape[0] <= self.native_rows
+
     def bf16_rows(self, x2: torch.Tensor) -> bool:
         """Whether the product of these rows runs in bfloat16: a prompt's float32 rows, more than
-        the native kernel takes (NATIVE_ROWS, also without it), when `bf16_prompts`."""
-        return self.bf16_prompts and x2.dtype == torch.float32 and x2.shape[0] > NATIVE_ROWS
+        the native kernel takes (also without it), when `bf16_prompts`."""
+        return self.bf16_prompts and x2.dtype == torch.float32 and x2.shape[0] > self.native_rows
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         return self.held((q, scale), q.shape, dtype, slot, lambda w: self._fill(q, scale, w))
@@ -170,7 +184,7 @@ class Int8Linear(nn.Module):
         native: Int8Kernel | None = None,
         slot: int = 0,
     ) -> None:
-        """native: qwenchat's kernel, used for up to NATIVE_ROWS float32 rows on the CPU (None:
+        """native: qwenchat's kernel, used for up to Scratch.native_rows float32 rows on the CPU (None:
         torch's, for up to DECODE_ROWS). slot: the scratch slot its dequantized weight goes to.
         exact_top > 0 (the output projection, torch's kernel only): its bfloat16 results are
         exact enough to find the `exact_top` largest outputs per row, which are then recomputed
@@ -193,7 +207,7 @@ class Int8Linear(nn.Module):
         prompt's products reuse one buffer instead of page-faulting a fresh one each time."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if self.native is not None and x2.shape[0] <= NATIVE_ROWS and x2.dtype == torch.float32:
+        if self.native is not None and self.scratch.native_takes(x2):
             y = self.native.matmul(x2, self.qweight, self.scales, self.bias)
         elif self.kernel and x2.shape[0] <= DECODE_ROWS:
             y = self._int8pack_matmul(x2)

@@ -33,7 +33,7 @@ from torch import nn
 
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import BLOCK_ELEMS as BLOCK_ELEMS_PRODUCT
-from qwenchat.engine.quantize import NATIVE_ROWS, Scratch
+from qwenchat.engine.quantize import Scratch
 
 GROUP = 32  # columns per scale/min pair; a multiple of CHUNK
 CHUNK = 32  # columns per 16 packed bytes
@@ -182,7 +182,7 @@ def cat_rows(parts: list[Q4Tensor]) -> Q4Tensor:
 
 
 class Int4Linear(nn.Module):
-    """y = x W^T + b with W int4 (Q4Tensor). Up to NATIVE_ROWS float32 rows on the CPU run
+    """y = x W^T + b with W int4 (Q4Tensor). Up to Scratch.native_rows float32 rows on the CPU run
     qwenchat's kernel on the packed weights (x rounded to 16-bit integers per 32 columns, see
     native/int4_kernel.c); more rows, or no kernel, dequantize W block by block into the shared
     scratch (once per prompt chunk, like Int8Linear) for a float product."""
@@ -207,7 +207,7 @@ class Int4Linear(nn.Module):
         """x (..., K) -> (..., N); `out` (contiguous, that shape) receives the result."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if self.native is not None and x2.shape[0] <= NATIVE_ROWS and x2.dtype == torch.float32:
+        if self.native is not None and self.scratch.native_takes(x2):
             y = self.native.int4_matmul(x2, self.weight4, self.bias)
         else:
             y = self._dequantized_matmul(x2, None if out is None else out.view(x2.shape[0], self.out_features))

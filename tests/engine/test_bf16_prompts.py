@@ -15,7 +15,7 @@ from qwenchat.engine.device import BF16_PROMPTS_ENV, Placement, bf16_prompts, ch
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.generate import prefill
 from qwenchat.engine.int8_kernel import load as load_kernel
-from qwenchat.engine.quantize import NATIVE_ROWS, Int8Linear, Scratch, quantize_int8
+from qwenchat.engine.quantize import BF16_NATIVE_ROWS, NATIVE_ROWS, Int8Linear, Scratch, quantize_int8
 from qwenchat.engine.quantize_int4 import Int4Linear, quantize_int4
 
 CPU = choose("cpu", "auto")  # float32 activations
@@ -65,6 +65,27 @@ def test_int8_prompt_rows_multiply_in_bfloat16_then_take_the_float32_scales(nati
     if native:  # a decode row keeps the float32 kernel
         alone = Int8Linear(q, bias, Scratch(kernel), native=kernel)
         assert torch.equal(lin(x[:1]), alone(x[:1]))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_native_kernel_takes_fewer_rows_where_bfloat16_products_run(monkeypatch, bf16):
+    """With bfloat16 matrix units a short prompt (a follow-up's 20-90 tokens) goes to them too:
+    the kernel keeps up to BF16_NATIVE_ROWS rows there, NATIVE_ROWS elsewhere."""
+    kernel = load_kernel(None).kernel
+    if kernel is None:
+        pytest.skip("qwenchat's int8 kernel cannot be built here")
+    calls: list[int] = []
+    native_matmul = kernel.matmul
+    monkeypatch.setattr(kernel, "matmul", lambda x2, *a: calls.append(x2.shape[0]) or native_matmul(x2, *a))
+    q = quantize_int8(_rows(64, 96, 7) * 0.05)
+    lin = Int8Linear(q, None, Scratch(kernel, bf16_prompts=bf16), native=kernel)
+    limit = BF16_NATIVE_ROWS if bf16 else NATIVE_ROWS
+    for rows in (1, limit, limit + 1):
+        x = _rows(rows, 96, rows)
+        y = lin(x)
+        if rows > limit and bf16:
+            assert torch.equal(y, F.linear(x.bfloat16(), q.q.bfloat16()).float() * q.scale)
+    assert calls == [1, limit]
 
 
 def test_int4_prompt_rows_multiply_in_bfloat16():
