@@ -12,7 +12,7 @@ generation setting and then used per reply:
 Processing follows transformers' order and semantics exactly (tests compare against its
 processors):
 
-    repetition penalty -> temperature -> top-k -> top-p -> min-p -> torch.multinomial
+    repetition penalty -> temperature -> top-k -> top-p -> min-p -> a draw (inverse CDF)
 
 - repetition penalty: over every distinct token seen so far (prompt + context + generated);
   positive logits are divided by the penalty, negative ones multiplied.
@@ -27,10 +27,16 @@ any finite scores: when the warped distribution is unusable (a vanishing tempera
 everything is removed) the token is the argmax of the penalized scores. Scores the model itself
 got wrong (NaN, +inf, all -inf) give `INVALID_SCORES`, which `generate.stream` reports.
 
-Stages that are off are not run at all. `__call__` runs once per decoded token, so it never
-syncs with the host (no `.item()`, no Python loop over the vocabulary, no `unique` over a
+Stages that are off are not run at all. `__call__` runs once per decoded token, so on a GPU it
+never syncs with the host (no `.item()`, no Python loop over the vocabulary, no `unique` over a
 growing history): the presence set is a preallocated boolean mask of size V updated in place.
 The vocabulary may be wider than the tokenizer (padding rows); nothing special-cases that.
+
+On the CPU, where reading a value costs nothing, top-k and top-p first narrow the vocabulary to
+its best candidates (`narrow`): sorting 151,936 scores for top-p and drawing from all of them
+took 14 ms and 3.6 ms a token on a 2-core EPYC, more than a third of a 0.5B model's step. The
+kept set and its probabilities are the full computation's, up to float summation order; ties at
+the top-k boundary and a top-p mass spread past NARROW_TOP_P candidates take the full path.
 
 Reproducibility: with a seed, the same logits sequence yields the same tokens every run (on
 the same device type); `reset` re-seeds, so each reply with a given seed starts identically.
@@ -54,6 +60,10 @@ _NEG_INF = float("-inf")
 INVALID_SCORES = -1
 
 Stage = Callable[[torch.Tensor], torch.Tensor]
+# top-p without top-k narrows to this many candidates when they hold more than the kept mass
+NARROW_TOP_P = 1024
+# their mass must pass top_p by this much, so float summation order cannot move the boundary
+_MASS_MARGIN = 1e-4
 
 
 @dataclass(frozen=True)
@@ -116,11 +126,13 @@ def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, _NEG_INF)
 
 
-def apply_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+def apply_top_p(logits: torch.Tensor, top_p: float, outside: torch.Tensor | None = None) -> torch.Tensor:
     # Same computation as transformers' TopPLogitsWarper, ascending sort included: the
     # float32 cumulative sums and the `<=` decide edge cases, so the set kept is identical.
+    # `outside`: the probability of tokens left out of `logits`, all below them (Sampler.narrow).
     sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    probs = sorted_logits.softmax(dim=-1)
+    cumulative = probs.cumsum(dim=-1) if outside is None else probs.mul(1.0 - outside).cumsum(dim=-1).add(outside)
     remove_sorted = cumulative <= (1 - top_p)
     remove_sorted[-1:] = False  # the most likely token always survives
     remove = remove_sorted.scatter(0, sorted_idx, remove_sorted)
@@ -246,10 +258,50 @@ class Sampler:
         if self.params.greedy:
             token = best
         else:
-            probs = torch.softmax(self._warped(penalized), dim=-1)
-            point = torch.zeros_like(probs).index_fill_(0, best.view(1), 1.0)
-            probs = torch.where(torch.isfinite(probs).all(), probs, point)
-            token = torch.multinomial(probs, 1, generator=self._generator).view(())
+            narrowed = self.narrow(penalized) if self.device.type == "cpu" else None
+            scores, ids = narrowed if narrowed is not None else (self._warped(penalized), None)
+            drawn, usable = self._draw(scores)
+            token = torch.where(usable, drawn if ids is None else ids[drawn], best)
         if self._penalize:
             self._presence.index_fill_(0, token.view(1), True)
         return torch.where(unusable, torch.full_like(token, INVALID_SCORES), token)
+
+    def _draw(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An index into `scores` (warped logits) drawn from their softmax, and whether that
+        distribution was usable (when not, the index means nothing). Inverse CDF over float64
+        sums: one uniform number, no sort; torch.multinomial took 3.6 ms over 151,936 scores
+        on a 2-core EPYC, this 0.2 ms."""
+        probs = torch.softmax(scores, dim=-1)
+        usable = torch.isfinite(probs).all()
+        cdf = torch.where(usable, probs, 0.0).double().cumsum(dim=-1)
+        u = torch.rand(1, generator=self._generator, dtype=torch.float64, device=self.device) * cdf[-1]
+        drawn = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1).view(())
+        return drawn, usable
+
+    def narrow(self, penalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The warped scores of the only tokens that can be drawn, and their ids, or None when the
+        full vocabulary must be warped (no top-k or top-p, ties at the top-k boundary, scores not
+        all finite, top-p's mass spread wide). Reads values on the host: for the CPU."""
+        p, V = self.params, self.vocab_size
+        if 0 < p.top_k < V:
+            scores, ids = torch.topk(penalized, p.top_k)
+            if not bool(torch.isfinite(scores).all()) or int((penalized >= scores[-1]).sum()) > p.top_k:
+                return None
+            tail = None  # every token outside the top k is removed, and holds nothing
+        elif p.top_p < 1.0:
+            scores, ids = torch.topk(penalized, min(NARROW_TOP_P, V))
+            if not bool(torch.isfinite(penalized).all()):
+                return None
+            tempered = scores / p.temperature
+            mass = torch.exp(tempered - torch.logsumexp(penalized / p.temperature, dim=0)).sum()
+            if not float(mass) > p.top_p + _MASS_MARGIN:  # NaN too (a vanishing temperature)
+                return None
+            tail = 1.0 - mass  # the ascending cumulative sum starts with what lies outside
+        else:
+            return None
+        scores = scores / p.temperature if p.temperature != 1.0 else scores
+        if p.top_p < 1.0:
+            scores = apply_top_p(scores, p.top_p, tail)
+        if p.min_p > 0.0:
+            scores = apply_min_p(scores, p.min_p)
+        return scores, ids

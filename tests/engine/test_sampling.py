@@ -11,6 +11,7 @@ import transformers.generation.logits_process as tlp  # a declared test dependen
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from qwenchat.engine.errors import SettingsError
+from qwenchat.engine import sampling
 from qwenchat.engine.sampling import Sampler, SamplingParams
 
 V = 1000
@@ -100,6 +101,52 @@ def test_warp_matches_transformers(name: str, kind: str) -> None:
         assert torch.equal(logits, before), "warp must not modify its input"
         assert_same_distribution(ours, reference_warp(params, logits, context + generated))
         generated.append(int(sampler(logits)))
+
+
+@pytest.mark.parametrize("kind", ["normal", "peaked", "ties"])
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_the_cpus_narrowed_candidates_carry_transformers_distribution(monkeypatch, name: str, kind: str) -> None:
+    """Sampler.narrow (the CPU's shortcut past sorting the vocabulary) keeps the same tokens with
+    the same probabilities as the full computation, or declines (ties at the top-k boundary, a
+    top-p mass spread past its candidates)."""
+    monkeypatch.setattr(sampling, "NARROW_TOP_P", 64)  # V is 1000 here: make the tail count
+    params = SETTINGS[name]
+    gen = torch.Generator().manual_seed(99)
+    context = torch.randint(V, (40,), generator=gen).tolist()
+    sampler = Sampler(params, V)
+    sampler.reset(context)
+    narrowed = [sampler.narrow(sampler._penalized(random_logits(gen, kind))) for _ in range(6)]
+    gen = torch.Generator().manual_seed(99)
+    torch.randint(V, (40,), generator=gen)
+    # Exact ties inside top-p's cut: which of the tied tokens survives depends on the sort
+    # (transformers' own choice is unspecified), so only the number kept is compared.
+    tied_top_p = kind == "ties" and params.top_p < 1.0
+    for got in narrowed:
+        logits = random_logits(gen, kind)
+        if got is None:
+            continue
+        full = torch.full((V,), float("-inf")).index_put_((got[1],), got[0])
+        ref = reference_warp(params, logits, context)
+        if tied_top_p:
+            assert int(torch.isfinite(full).sum()) == int(torch.isfinite(ref).sum())
+        else:
+            assert_same_distribution(full, ref)
+    if params.top_k == 0 and params.top_p == 1.0:
+        assert narrowed == [None] * 6
+    elif params.top_k > 0 and kind != "ties":
+        assert None not in narrowed, "the shortcut should apply here"
+    elif params.top_k > 0:
+        assert narrowed == [None] * 6, "ties at the top-k boundary take the full path"
+
+
+def test_top_p_narrowing_declines_when_the_mass_is_spread_past_its_candidates(monkeypatch) -> None:
+    monkeypatch.setattr(sampling, "NARROW_TOP_P", 64)
+    sampler = Sampler(SamplingParams(top_p=0.9), V)
+    assert sampler.narrow(torch.zeros(V)) is None  # flat: 64 candidates hold 6.4%
+    peaked = torch.zeros(V)
+    peaked[:10] = 10.0
+    scores, ids = sampler.narrow(peaked)
+    assert set(ids[torch.isfinite(scores)].tolist()) == set(range(10))
 
 
 def test_top_k_at_or_above_vocab_keeps_everything() -> None:
@@ -215,8 +262,9 @@ def _chi2_critical(df: int) -> float:
     [
         SamplingParams(seed=5),
         SamplingParams(temperature=0.8, top_k=12, top_p=0.9, min_p=0.05, seed=11),
+        SamplingParams(temperature=1.2, top_p=0.7, seed=13),
     ],
-    ids=["plain", "combined"],
+    ids=["plain", "combined", "top_p"],
 )
 def test_empirical_distribution_matches_warp(params: SamplingParams) -> None:
     vocab = 32
@@ -313,7 +361,12 @@ class _OpRecorder(TorchDispatchMode):
     ],
     ids=["greedy", "everything"],
 )
-def test_call_has_no_host_sync_and_constant_work(params: SamplingParams) -> None:
+@pytest.mark.parametrize("narrow", [False, True], ids=["device", "cpu"])
+def test_call_has_no_host_sync_and_constant_work(monkeypatch, params: SamplingParams, narrow: bool) -> None:
+    """A GPU's path (the CPU's narrowing switched off) never syncs; the CPU's reads values, which
+    costs nothing there; neither grows with the reply."""
+    if not narrow:
+        monkeypatch.setattr(Sampler, "narrow", lambda self, penalized: None)
     sampler = Sampler(params, V)
     sampler.reset(list(range(100)))
     logits = torch.randn(V, generator=torch.Generator().manual_seed(0))
@@ -323,9 +376,9 @@ def test_call_has_no_host_sync_and_constant_work(params: SamplingParams) -> None
         with _OpRecorder() as rec:
             sampler(logits)
         # _local_scalar_dense is what .item(), int(), bool() on a tensor dispatch to.
-        assert "_local_scalar_dense" not in rec.ops
+        assert narrow or "_local_scalar_dense" not in rec.ops
         assert not any("unique" in op for op in rec.ops)
-        assert "multinomial" in rec.ops or "argmax" in rec.ops  # the recorder sees the ops
+        assert "searchsorted" in rec.ops or "argmax" in rec.ops  # the recorder sees the ops
         per_step.append(rec.ops)
     assert per_step[0] == per_step[1] == per_step[2], "work per token must not grow"
 
