@@ -1,7 +1,9 @@
 """A preallocated key/value cache for one conversation.
 
 Buffers for the whole context window are reserved once with `torch.empty` (on the CPU the OS
-commits pages only as they are written, so a 32K window costs memory only as it fills). The
+commits pages only as they are written, so a 32K window costs memory only as it fills). On a GPU
+they start zeroed: its recorded decode step (cuda_graph.py) reads positions not yet written
+and masks them out, and a masked position's value still meets a zero weight (0 x NaN is NaN). The
 model writes new keys/values in place; nothing is concatenated or reallocated per token.
 `tokens` records which token ids the cache holds, so the next turn can reuse the longest common
 prefix and prefill only what changed.
@@ -23,8 +25,9 @@ class KVCache:
         device: torch.device,
     ) -> None:
         shape = (n_layers, 1, n_kv_heads, max_len, head_dim)  # (L, B, Hkv, S, D)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        alloc = torch.empty if torch.device(device).type == "cpu" else torch.zeros
+        self.k = alloc(shape, dtype=dtype, device=device)
+        self.v = alloc(shape, dtype=dtype, device=device)
         self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)  # views, made once
         self.max_len = max_len
         self.tokens: list[int] = []

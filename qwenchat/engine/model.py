@@ -36,10 +36,13 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
+from torch.nn.attention import sdpa_kernel
 
+from qwenchat.engine.attention import (  # noqa: F401 - LONG_DECODE, decode_attention: the tests' names
+    ATTENTION_BACKENDS, LONG_DECODE, apply_rope, chunk_attention, decode_attention, one_query_attention, rope_tables,
+)
 from qwenchat.engine.cache import KVCache
+from qwenchat.engine.cuda_graph import GraphDecoder
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine import prefill_blocks as blocks
 from qwenchat.engine.fused_decode import FusedDecoder
@@ -51,7 +54,6 @@ from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
 from qwenchat.engine.int4_head import KIND as HEAD_KIND
 from qwenchat.engine.int4_head import HeadWeights, Int4Head
 
-LONG_DECODE = 512  # cached positions from which decode_attention beats SDPA (~2x at 3K, slower at 50)
 # The largest logits recomputed more exactly: in float32 by int8 mode's torch kernel (quantize.py),
 # from the int8 rows by int4 mode's output projection (int4_head.py).
 EXACT_TOP_LOGITS = 64
@@ -156,72 +158,6 @@ class Embedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.weight)
-
-
-def rope_tables(cfg: Qwen2Config, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin for positions 0..length-1, float32, shape (length, head_dim); the first half of
-    sin is negated, so rotate_half(x) * sin == x.roll(head_dim // 2, -1) * sin_signed (one copy
-    and one fused multiply-add instead of a split, a negation, a concatenation and a product)."""
-    d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d))
-    t = torch.arange(length, dtype=torch.int64, device=device).float()
-    freqs = torch.outer(t, inv_freq)  # (S, D/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (S, D)
-    sin = emb.sin()
-    sin[:, : d // 2].neg_()
-    return emb.cos(), sin
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-    """x (..., T, D) rotated by position: transformers' `x * cos + rotate_half(x) * sin`."""
-    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin_signed)
-
-
-def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """One query position against every cached one: q (B, Hq, 1, D), k/v (B, Hkv, S, D).
-
-    Each key/value head serves a group of query heads, so the group's queries become the rows of
-    one matrix product against that head's keys: three small ops instead of SDPA's general
-    machinery: about 2x faster than SDPA at 3K cached tokens on the CPU, slower below a few
-    hundred (LONG_DECODE)."""
-    B, hq, _, d = q.shape
-    hkv = k.shape[1]
-    qg = q.view(B, hkv, hq // hkv, d)  # T == 1: the heads of a group are adjacent rows
-    scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(d**-0.5)  # (B, Hkv, G, S)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
-    return torch.matmul(probs, v).view(B, hq, 1, d)
-
-
-def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """One query position (q (B, Hq, 1, D)) attending to every cached one: decode_attention from
-    LONG_DECODE cached positions on, SDPA below."""
-    if k.shape[2] >= LONG_DECODE:
-        return decode_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
-
-
-def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """A chunk's queries (B, Hq, T, D) at the end of the keys/values (B, Hkv, S, D), S >= T: query
-    i sees keys 0..S-T+i. A first chunk (S == T) is SDPA's is_causal; on top of a cache the mask
-    is aligned to the bottom-right corner, which SDPA takes as a CausalBias: the flash and
-    memory-efficient GPU kernels skip the hidden keys instead of reading a (T, S) mask (a
-    10,971-token prompt in 4,096-token chunks: 3.1x faster on an H200). Those kernels want as many
-    key heads as query heads, so the groups are expanded first, as transformers does (a copy per
-    chunk, cheap beside its attention). On the CPU (tests only: prompts go layer-major there) SDPA
-    builds the mask."""
-    T, S, group = q.shape[2], k.shape[2], q.shape[1] // k.shape[1]
-    if group > 1:
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    if T == S:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, S))
-
-
-# SDPA's cuDNN backend (torch's first choice on recent NVIDIA GPUs) builds a plan for every new
-# shape: 60-750 ms the first time a length is seen (H200, torch 2.11), and decoding sees a new
-# length every token: 10-12 tok/s against 52-56 tok/s without it, time to first token 170-380 ms
-# against 30-50 ms. The flash and memory-efficient kernels have no per-shape set-up.
-ATTENTION_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
 class Attention(nn.Module):
@@ -418,6 +354,7 @@ class Qwen2ForCausalLM(nn.Module):
         self.rope_cos: torch.Tensor | None = None
         self.rope_sin: torch.Tensor | None = None
         self.fused: FusedDecoder | None = None  # the C decode step (int8, float32, our kernel)
+        self.graphs: GraphDecoder | None = None  # recorded decode steps (a CUDA GPU, float weights)
 
     @classmethod
     def from_state_dict(
@@ -483,6 +420,8 @@ class Qwen2ForCausalLM(nn.Module):
         model.rope_cos, model.rope_sin = cos.to(dtype), sin.to(dtype)
         if native is not None and FusedDecoder.supports(model):
             model.fused = FusedDecoder(native, model)
+        if GraphDecoder.supports(device, quantize):
+            model.graphs = GraphDecoder(model)
         return model
 
     @torch.inference_mode()
@@ -537,4 +476,8 @@ class Qwen2ForCausalLM(nn.Module):
         self, input_ids: torch.Tensor, cache: KVCache, pos: int, last_only: bool = True, cancel: threading.Event | None = None
     ) -> torch.Tensor:
         """input_ids (1, T) at positions pos..pos+T-1 -> float32 logits (1, 1 or T, V)."""
+        if input_ids.shape[1] == 1 and self.graphs is not None:
+            logits = self.graphs.step(input_ids, cache, pos)
+            if logits is not None:
+                return logits
         return self.logits(self.hidden(input_ids, cache, pos, last_only, cancel))

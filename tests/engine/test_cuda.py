@@ -212,3 +212,35 @@ def test_ask_picks_the_gpu_by_itself(tiny_model, isolated_home):
     out = json.loads(r.stdout)
     assert out["device"].startswith("cuda") and out["dtype"] in ("bfloat16", "float16")
     assert out["usage"]["completion_tokens"] > 0
+
+
+def test_recorded_decode_steps_give_the_eager_steps_tokens(tiny_models, monkeypatch):
+    """cuda_graph.GraphDecoder: 80 greedy tokens through replayed graphs (three spans recorded)
+    equal the eager steps' in float32; in bfloat16 the logits stay close."""
+    from qwenchat.engine import cuda_graph
+
+    monkeypatch.setattr(cuda_graph, "SPAN_STEP", 32)
+    prompt = torch.randint(0, 480, (23,), generator=torch.Generator().manual_seed(8)).tolist()
+
+    def decode(engine: ChatEngine, graphs: bool) -> tuple[list[int], torch.Tensor]:
+        saved = engine.model.graphs
+        engine.model.graphs = saved if graphs else None
+        engine.cache.reset()
+        logits, got, first = prefill(engine.model, engine.cache, prompt), [], None
+        for _ in range(80):
+            got.append(int(logits.argmax()))
+            logits = prefill(engine.model, engine.cache, got[-1:])
+            first = logits.float().cpu() if first is None else first
+        engine.model.graphs = saved
+        return got, first
+
+    engine = gpu(tiny_models["qwen25_05b"])
+    assert engine.model.graphs is not None
+    (want, want_first), (got, got_first) = decode(engine, False), decode(engine, True)
+    assert engine.model.graphs.failure is None
+    assert sorted(span for _, span in engine.model.graphs._recorded) == [32, 64, 96, 128]
+    assert got == want and close(got_first, want_first, 1e-4)
+    half = gpu(tiny_models["qwen25_05b"], dtype="bfloat16")
+    (_, eager), (_, graphed) = decode(half, False), decode(half, True)
+    assert half.model.graphs.failure is None
+    assert torch.nn.functional.cosine_similarity(graphed, eager, dim=0).item() > 0.999

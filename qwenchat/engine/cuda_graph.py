@@ -1,0 +1,126 @@
+"""Decoding on a CUDA GPU as replayed CUDA graphs.
+
+A 0.5B model's decode step is some 400 small kernels: on an H200 they take 1.6 ms of GPU time,
+but launching them one by one from Python took 10-20 ms, so the GPU idled most of each token.
+A CUDA graph records the step's kernels once and launches them all with one call (1.9 ms a step
+replayed there).
+
+A graph replays fixed shapes and addresses, so the step it records reads its token and position
+from small device tensors (`_Inputs`), writes the new keys/values with `index_copy_` at that
+position, and attends over a fixed span of the cache: the positions up to the next multiple of
+SPAN_STEP, the ones past the current position masked out. One graph is recorded per span (and per
+cache) the first time a reply reaches it, so a 32K context holds at most 32 small graphs; each
+recording costs a few eager steps.
+
+Only plain floating-point weights are graphed: the quantized linears keep Python-side state (the
+scratch's record of which weights it holds) that a replay would not update. Everything else
+(prompts, other devices) takes the model's eager path, as does every step after a recording
+failed (the reason kept in `GraphDecoder.failure`) or with QWENCHAT_CUDA_GRAPHS=0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qwenchat.engine.attention import apply_rope, decode_attention
+from qwenchat.engine.cache import KVCache
+
+SPAN_STEP = 1024  # attention reads the cache in spans of this many positions
+GRAPHS_ENV = "QWENCHAT_CUDA_GRAPHS"  # "0": decode eagerly (a way around a driver's graph bug)
+
+
+@dataclass
+class _Inputs:
+    token: torch.Tensor  # (1, 1) int64
+    pos: torch.Tensor  # (1,) int64
+
+
+@dataclass
+class _Recorded:
+    graph: torch.cuda.CUDAGraph | None  # None: run eagerly (the static step without a graph)
+    inputs: _Inputs
+    logits: torch.Tensor  # (1, 1, V) float32, rewritten by each replay
+
+
+class GraphDecoder:
+    """One decode step of `model` at a time, through a recorded graph per cache span."""
+
+    def __init__(self, model: nn.Module, record: bool = True) -> None:
+        """record=False runs the same static step eagerly (the tests' way to check it on a CPU)."""
+        self.model = model
+        self.record = record
+        self.failure: str | None = None
+        self._recorded: dict[tuple[int, int], _Recorded] = {}
+
+    @staticmethod
+    def supports(device: torch.device, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
+        """A CUDA device and unquantized weights (see the module docstring), unless switched off."""
+        env = os.environ if environ is None else environ
+        return device.type == "cuda" and quantize == "none" and env.get(GRAPHS_ENV, "1") != "0"
+
+    def step(self, token: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor | None:
+        """token (1, 1) at position `pos` -> float32 logits (1, 1, V) (a fresh tensor), its keys
+        and values written to `cache` as the eager step's are; None when graphs failed here (the
+        caller then steps eagerly)."""
+        if self.failure is not None:
+            return None
+        span = min(cache.max_len, -(-(pos + 1) // SPAN_STEP) * SPAN_STEP)
+        key = (cache.k.data_ptr(), span)
+        rec = self._recorded.get(key)
+        if rec is None:
+            try:
+                rec = self._recorded[key] = self._prepare(token, cache, pos, span)
+            except RuntimeError as e:  # a driver or torch without graph support: eager from now on
+                self.failure = f"{type(e).__name__}: {e}"
+                return None
+        rec.inputs.token.copy_(token.view(1, 1))
+        rec.inputs.pos.fill_(pos)
+        if rec.graph is None:
+            return static_step(self.model, rec.inputs, cache, span).clone()
+        rec.graph.replay()
+        return rec.logits.clone()
+
+    def _prepare(self, token: torch.Tensor, cache: KVCache, pos: int, span: int) -> _Recorded:
+        device = cache.k.device
+        inputs = _Inputs(token.view(1, 1).clone(), torch.full((1,), pos, dtype=torch.long, device=device))
+        if not self.record:
+            return _Recorded(None, inputs, torch.empty(0))
+        # Warm-up runs (on a side stream, as recording requires) write this step's own keys and
+        # values at `pos`, which the replay then writes again: nothing else in the cache moves.
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                static_step(self.model, inputs, cache, span)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = static_step(self.model, inputs, cache, span)
+        return _Recorded(graph, inputs, logits)
+
+
+@torch.inference_mode()
+def static_step(model: nn.Module, inputs: _Inputs, cache: KVCache, span: int) -> torch.Tensor:
+    """The decode step with its position in a tensor and attention over `span` cache positions:
+    the model's layers and weights, fixed shapes throughout -> float32 logits (1, 1, V)."""
+    backbone = model.model
+    x = backbone.embed_tokens(inputs.token)  # (1, 1, H)
+    cos, sin = model.rope_cos.index_select(0, inputs.pos), model.rope_sin.index_select(0, inputs.pos)  # (1, D)
+    hidden = torch.arange(span, device=x.device) > inputs.pos  # (span,): positions not yet written
+    for i, layer in enumerate(backbone.layers):
+        attn = layer.self_attn
+        hq, hkv, d = attn.n_heads, attn.n_kv_heads, attn.head_dim
+        qkv = attn.qkv_proj(layer.input_layernorm(x)).view(1, 1, hq + 2 * hkv, d).transpose(1, 2)
+        qk = apply_rope(qkv[:, : hq + hkv], cos, sin)
+        keys, values = cache.layer_k[i], cache.layer_v[i]
+        keys.index_copy_(2, inputs.pos, qk[:, hq:])
+        values.index_copy_(2, inputs.pos, qkv[:, hq + hkv :])
+        y = decode_attention(qk[:, :hq], keys[:, :, :span], values[:, :, :span], hidden)
+        x = x + attn.o_proj(y.transpose(1, 2).reshape(1, 1, hq * d))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return model.logits(backbone.norm(x))

@@ -1,0 +1,43 @@
+"""The GPU's recorded decode step (cuda_graph.py), checked where it can be on a CPU: the static
+step it records (position in a tensor, attention over a fixed span, keys/values by index_copy_)
+gives the eager step's logits and cache, across span boundaries. Recording and replay themselves
+are tested on a GPU (test_cuda.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from qwenchat.engine import cuda_graph
+from qwenchat.engine.cuda_graph import GRAPHS_ENV, GraphDecoder
+from tests.engine.conftest import load_ours, new_cache
+
+
+def test_the_static_step_equals_the_eager_one_across_span_boundaries(tiny_models, monkeypatch):
+    monkeypatch.setattr(cuda_graph, "SPAN_STEP", 16)
+    model, cfg = load_ours(tiny_models["qwen25_05b"], max_len=64)
+    static = GraphDecoder(model, record=False)
+    eager, graphed = new_cache(cfg, 64), new_cache(cfg, 64)
+    graphed.k.zero_(), graphed.v.zero_()  # as a GPU's cache starts (cache.py)
+    prompt = torch.randint(0, 480, (1, 9), generator=torch.Generator().manual_seed(4))
+    want, got = model(prompt, eager, 0)[0, -1], model(prompt, graphed, 0)[0, -1]
+    for pos in range(9, 40):  # spans 16, 32, 48
+        token = want.argmax().view(1, 1)
+        assert torch.equal(token, got.argmax().view(1, 1))
+        want = model(token, eager, pos)[0, -1]
+        got = static.step(token, graphed, pos)[0, -1]
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(graphed.k[:, :, :, : pos + 1], eager.k[:, :, :, : pos + 1], atol=1e-4, rtol=1e-3)
+    assert sorted(span for _, span in static._recorded) == [16, 32, 48]
+
+
+def test_graphs_are_for_float_weights_on_a_cuda_device_unless_switched_off():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert GraphDecoder.supports(cuda, "none", {})
+    assert not GraphDecoder.supports(cuda, "int8", {}) and not GraphDecoder.supports(cuda, "int4", {})
+    assert not GraphDecoder.supports(cpu, "none", {})
+    assert not GraphDecoder.supports(cuda, "none", {GRAPHS_ENV: "0"})
+
+
+def test_a_cpu_model_has_no_graphs(tiny_models):
+    model, _ = load_ours(tiny_models["qwen25_05b"])
+    assert model.graphs is None
