@@ -52,7 +52,7 @@ async def test_send_streams_reply_and_persists(store):
         status = str(app.query_one("#status").render())
         usage = app.chat.last_reply.usage
         assert "fake-model" in status and f"cached {usage.cached_tokens}" in status and "42.0 tok/s" in status
-        assert f"ctx {usage.prompt_tokens + usage.completion_tokens}/4096" in status and "TTFT 0.25s" in status
+        assert f"ctx {app.session.context_used()}/4096" in status and "TTFT 0.25s" in status
         assert "cpu/int8" in status  # the weights' precision, not the activations' dtype
         items = list(app.query(ConversationItem))
         assert [i.conversation_id for i in items] == [app.session.conversation_id]

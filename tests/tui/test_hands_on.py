@@ -121,6 +121,19 @@ async def test_the_live_context_meter_counts_the_new_prompt(store):
         await wait_for(pilot, lambda: not app.chat.generating)
 
 
+async def test_the_context_meter_reads_the_same_after_a_reply_and_after_reopening_the_chat(store):
+    """It read 300 when the reply ended and 305 once the chat was opened again from the sidebar
+    (the template's closing tokens after the reply; seen hands-on)."""
+    app, _ = make_app(script=["alpha beta gamma"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "first question")
+        after_reply, cid = shown_ctx(app), app.session.conversation_id
+        await pilot.press("ctrl+n")
+        await app.chat.open_conversation(cid)
+        assert shown_ctx(app) == after_reply == app.session.context_used()
+
+
 async def test_the_context_meter_after_a_continued_reply_counts_it_once(store):
     """After F5 the meter showed the prompt (which held the first part of the reply) plus the
     whole reply: 549 where the conversation took 482 (seen hands-on)."""

@@ -90,6 +90,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self._turn: tuple[str, tuple] = ("send", ())
         self._greedy_told = False
         self._ctx_start = 0
+        self._ctx_after: int | None = None  # the meter after the last reply (set by its worker)
         self._focus_before_small: Widget | None = None  # what had focus when the notice hid it
 
     # -- layout ----------------------------------------------------------------------------
@@ -243,11 +244,13 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             facts.tokens, facts.tok_s = self.buffer.tokens, self.buffer.tok_s
             facts.note = "generating… (Esc stops)"
         elif r is not None:
-            facts.used = r.usage.prompt_tokens + r.usage.completion_tokens
-            if self._turn[0] == "continue_reply":  # its prompt held the reply's first part: count it once
-                facts.used = self._context_used()
+            if getattr(info, "exact_tokens", True) or self._turn[0] == "continue_reply":
+                # the conversation as the next prompt will hold it (its template's closing tokens
+                # too), as reopening the chat counts it; a continued reply counted once
+                facts.used = self._ctx_after
             else:
-                facts.estimated = False  # the reply's own counts (a server's usage)
+                facts.used = r.usage.prompt_tokens + r.usage.completion_tokens
+                facts.estimated = False  # the server's own counts
             facts.cached, facts.ttft = r.usage.cached_tokens, r.timings.ttft_s
             facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
         else:
@@ -352,6 +355,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             self._ctx_start = self._context_used() or 0
             for event in events:
                 if hasattr(event, "reply"):  # the Turn that ends the stream
+                    self._ctx_after = self._context_used()  # here, off the UI thread
                     self.post_message(msg.ReplyDone(event))
                 else:
                     self.buffer.add(event.text)
