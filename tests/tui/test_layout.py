@@ -76,7 +76,8 @@ async def test_an_opened_chat_stays_at_its_end_through_a_resize():
 
 
 async def test_typing_after_the_too_small_notice_reaches_the_input_again():
-    """The notice hides the widgets, which blurs the input; coming back focuses it again."""
+    """The notice hides the widgets, which blurs the input; coming back focuses it again, and
+    what was typed meanwhile is in it (it was dropped)."""
     app, _ = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
@@ -84,10 +85,12 @@ async def test_typing_after_the_too_small_notice_reaches_the_input_again():
         await pilot.press(*"Say")
         await pilot.resize_terminal(30, 8)
         await pilot.pause()
+        await pilot.press(*" hi", "enter")  # typed while the notice shows: kept, and nothing sent
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
-        await pilot.press(*" hi")
-        assert app.focused is app.chat.input and app.chat.input.text == "Say hi"
+        await pilot.press(*" there")
+        assert app.focused is app.chat.input and app.chat.input.text == "Say hi there"
+        assert not app.chat.generating and app.session.entries == []
 
 
 async def test_a_resize_mid_reply_keeps_following_it():
