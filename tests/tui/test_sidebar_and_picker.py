@@ -99,3 +99,20 @@ async def test_model_picker_path_field_used_models_and_visible_tags(store, tmp_p
         await wait_for(pilot, lambda: len(factory.made) == 2)
         await wait_for(pilot, lambda: app.session is factory.made[1])
         assert app.session.model_label == str(folder)
+
+
+async def test_the_list_highlights_a_chat_when_focused_and_letters_typed_there_reach_the_message_box(store):
+    """Tab onto the chat list highlighted nothing, and letters typed there went nowhere (found by
+    a helper's hands-on session): now a chat is highlighted, and typing goes to the message box."""
+    app, _ = make_app(script=["r1", "r2"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "about apples")
+        await pilot.press("ctrl+n")
+        lv = app.chat.sidebar.list_view
+        lv.index = None
+        lv.focus()
+        await pilot.pause()
+        assert isinstance(lv.highlighted_child, ConversationItem)
+        await pilot.press(*"Hello")
+        assert app.focused is app.chat.input and app.chat.input.text == "Hello"

@@ -1,6 +1,6 @@
 """The conversation list with a search box. It shows what the screen gives it (newest first),
 grouped under Today / Yesterday / older dates, each chat with its model, and reports searches,
-Enter in the search box and choices upward; it never reads the store itself. Titles and model
+Enter in the search box, choices and letters typed on the list upward; it never reads the store itself. Titles and model
 names are user text: shown as plain text, never markup."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
@@ -65,6 +65,13 @@ class Sidebar(Vertical):
     class SearchSubmitted(Message):
         """Enter in the search box: open the first match."""
 
+    class Typed(Message):
+        """A letter typed while the list had focus, for the message box."""
+
+        def __init__(self, character: str) -> None:
+            super().__init__()
+            self.character = character
+
     class Chosen(Message):
         def __init__(self, conversation_id: int) -> None:
             super().__init__()
@@ -108,6 +115,18 @@ class Sidebar(Vertical):
             if isinstance(item, ConversationItem) and item.conversation_id == current:
                 lv.index = i
                 break
+
+    def on_key(self, event: events.Key) -> None:
+        """Letters typed on the list are meant for the message box (they went nowhere)."""
+        if self.list_view.has_focus and event.is_printable and event.character and not event.character.isspace():
+            self.post_message(self.Typed(event.character))
+            event.stop()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """Tab onto the list highlights a chat (it highlighted nothing until an arrow key)."""
+        lv = self.list_view
+        if event.widget is lv and lv.index is None:
+            lv.index = next((i for i, item in enumerate(lv.children) if isinstance(item, ConversationItem)), None)
 
     @on(Input.Changed, "#search")
     def _search(self, event: Input.Changed) -> None:
