@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
-from torch.nn.attention.bias import causal_lower_right
 
 from qwenchat.engine.config import Qwen2Config
 
@@ -72,6 +71,9 @@ def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     if T == S:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # imported here: torch.nn.attention.bias imports torch._dynamo, 1.5-2 s of every start-up
+    from torch.nn.attention.bias import causal_lower_right
+
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, S))
 
 

@@ -210,14 +210,15 @@ def test_first_run_download_shows_progress_on_stderr(tiny_model, fake_hub, isola
     assert f"{size_mb:.1f}/{size_mb:.1f} MB".encode() in r.stderr or f"{size_mb:.0f} MB".encode() in r.stderr, r.stderr
 
 
-def test_ask_on_a_local_model_imports_no_tui_hub_or_rich(tiny_model, isolated_home):
-    """Start-up time: a plain `ask` with a model folder needs none of them."""
+def test_ask_on_a_local_model_imports_no_tui_hub_rich_or_torch_compiler(tiny_model, isolated_home):
+    """Start-up time: a plain `ask` with a model folder needs none of them (torch._dynamo, pulled in
+    by torch.nn.attention.bias, added 1.5-2 s to every start on a 2-core EPYC)."""
     code = (
         "import sys\n"
         "from qwenchat.cli import run\n"
         f"rc = run(['ask', '-m', {str(tiny_model)!r}, 'Hi', '--max-tokens', '2', '--temperature', '0.5',"
         " '--stop', 'a', '--stop', 'b'])\n"
-        "print(rc, *sorted(m for m in ('textual', 'huggingface_hub', 'rich') if m in sys.modules))\n"
+        "print(rc, *sorted(m for m in ('textual', 'huggingface_hub', 'rich', 'torch._dynamo') if m in sys.modules))\n"
     )
     share_kernels(isolated_home)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=os.environ, timeout=120)
