@@ -283,23 +283,23 @@ class Sampler:
         full vocabulary must be warped (no top-k or top-p, ties at the top-k boundary, scores not
         all finite, top-p's mass spread wide). Reads values on the host: for the CPU."""
         p, V = self.params, self.vocab_size
+        temperature = (lambda x: x) if p.temperature == 1.0 else partial(apply_temperature, temperature=p.temperature)
         if 0 < p.top_k < V:
             scores, ids = torch.topk(penalized, p.top_k)
             if not bool(torch.isfinite(scores).all()) or int((penalized >= scores[-1]).sum()) > p.top_k:
                 return None
-            tail = None  # every token outside the top k is removed, and holds nothing
+            scores, tail = temperature(scores), None  # outside the top k: removed, holding nothing
         elif p.top_p < 1.0:
             scores, ids = torch.topk(penalized, min(NARROW_TOP_P, V))
             if not bool(torch.isfinite(penalized).all()):
                 return None
-            tempered = scores / p.temperature
-            mass = torch.exp(tempered - torch.logsumexp(penalized / p.temperature, dim=0)).sum()
+            scores = temperature(scores)
+            mass = torch.exp(scores - torch.logsumexp(temperature(penalized), dim=0)).sum()
             if not float(mass) > p.top_p + _MASS_MARGIN:  # NaN too (a vanishing temperature)
                 return None
             tail = 1.0 - mass  # the ascending cumulative sum starts with what lies outside
         else:
             return None
-        scores = scores / p.temperature if p.temperature != 1.0 else scores
         if p.top_p < 1.0:
             scores = apply_top_p(scores, p.top_p, tail)
         if p.min_p > 0.0:
