@@ -102,12 +102,14 @@ class ThreadChooser:
         return len(self.counts) > 1
 
     def begin(self) -> None:
-        """Apply the count on the calling thread (each reply: another thread may decode now).
+        """Apply the chosen count on the calling thread (each reply: another thread may decode
+        now), for the prompt: a probe's challenger is for decode steps (count() applies it), and a
+        prompt run at one thread of two because a reply ended mid-probe took twice as long.
         Measurements carry on across replies, so short replies adapt too; the first step after
         a prompt is not timed (its caches are cold)."""
         self._applied = None
         self._settling = max(self._settling, self.schedule.settle)
-        self._set(self.running)
+        self._set(self.current)
 
     @property
     def running(self) -> int:

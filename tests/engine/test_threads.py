@@ -121,6 +121,17 @@ def test_short_replies_adapt_too():
     assert run.counts[-30:].count(2) <= 1
 
 
+def test_a_prompt_runs_at_the_chosen_count_even_when_a_reply_ended_mid_probe():
+    run = Run(ThreadChooser((1, 2), ProbeSchedule(window=4, settle=0, first_hold=8)))
+    run.steps(200, table(IDLE))
+    while run.chooser._trial is None:  # stop where a probe times its challenger
+        run.steps(1, table(IDLE))
+    assert run.chooser.running == 1 and run.chooser.current == 2
+    run.chooser.begin()  # the next reply's prompt
+    assert run.applied[-1] == 2
+    assert run.chooser.count() == 1  # its decode steps finish the probe
+
+
 def test_applies_a_count_only_when_it_changes():
     run = Run(ThreadChooser((1, 2)))
     run.steps(200, table(IDLE))
