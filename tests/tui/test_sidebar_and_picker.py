@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from textual import events
 from textual.widgets import Input, OptionList
 
 from qwenchat.tui.screens.models import ModelPicker
@@ -114,5 +115,35 @@ async def test_the_list_highlights_a_chat_when_focused_and_letters_typed_there_r
         lv.focus()
         await pilot.pause()
         assert isinstance(lv.highlighted_child, ConversationItem)
-        await pilot.press(*"Hello")
-        assert app.focused is app.chat.input and app.chat.input.text == "Hello"
+        await pilot.press(*"Hello there")  # the space right behind the first letters too
+        assert app.focused is app.chat.input and app.chat.input.text == "Hello there"
+        app.chat.input.text = ""
+        lv.focus()
+        await pilot.pause()
+        app.post_message(events.Paste("def f():\n    return 1\n"))  # a bracketed paste on the list
+        await pilot.pause()
+        await pilot.pause()
+        assert app.focused is app.chat.input and app.chat.input.text == "def f():\n    return 1\n"
+        lv.focus()
+        await pilot.pause()
+        await pilot.press("space")
+        assert app.chat.input.text.endswith("1\n ")
+
+
+async def test_a_sidebar_refresh_that_changes_nothing_keeps_the_rows(store):
+    """Ctrl+N rebuilt the list (blank for ~0.4 s), and Enter pressed then on a chat was lost
+    (found by a helper's hands-on session): unchanged rows stay, only the highlight moves."""
+    app, _ = make_app(script=["r1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "about apples")
+        cid = app.session.conversation_id
+        rows = list(app.chat.sidebar.list_view.children)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        lv = app.chat.sidebar.list_view
+        assert list(lv.children) == rows and lv.index is None  # the same widgets; nothing current
+        lv.focus()
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.session.conversation_id == cid)

@@ -73,7 +73,7 @@ class ConversationActions(Screen[None]):
     def on_sidebar_typed(self, event: Sidebar.Typed) -> None:
         self.close_sidebar_overlay()
         self.input.focus()
-        self.input.insert(event.character)
+        self.input.insert(event.text)
 
     async def on_sidebar_chosen(self, event: Sidebar.Chosen) -> None:
         await self.choose_conversation(event.conversation_id)

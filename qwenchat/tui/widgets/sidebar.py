@@ -66,16 +66,20 @@ class Sidebar(Vertical):
         """Enter in the search box: open the first match."""
 
     class Typed(Message):
-        """A letter typed while the list had focus, for the message box."""
+        """Text typed or pasted while the list had focus, for the message box."""
 
-        def __init__(self, character: str) -> None:
+        def __init__(self, text: str) -> None:
             super().__init__()
-            self.character = character
+            self.text = text
 
     class Chosen(Message):
         def __init__(self, conversation_id: int) -> None:
             super().__init__()
             self.conversation_id = conversation_id
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rows: list[tuple] = []  # what the list shows: ("day", label) and ("chat", id, title, model)
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search chats…", id="search")
@@ -99,27 +103,36 @@ class Sidebar(Vertical):
         return [i.conversation_id for i in self.list_view.query_children(ConversationItem)]
 
     async def set_conversations(self, conversations: list[Any], current: int | None) -> None:
-        lv = self.list_view
-        await lv.clear()
-        items: list[ListItem] = []
+        """Show these chats, `current` highlighted. The rows are rebuilt only when what they show
+        changed: a rebuild blanks the list for a moment, and a key pressed then (Enter on a chat
+        just after Ctrl+N) was lost."""
+        rows: list[tuple] = []
         day = None
         for c in conversations:
             label = day_label(c.updated_at)
             if label != day:
-                items.append(DayHeader(label))
+                rows.append(("day", label))
                 day = label
-            items.append(ConversationItem(c.id, c.display_title, c.model))
-        if items:
-            await lv.extend(items)
-        for i, item in enumerate(items):
-            if isinstance(item, ConversationItem) and item.conversation_id == current:
-                lv.index = i
-                break
+            rows.append(("chat", c.id, c.display_title, c.model))
+        lv = self.list_view
+        if rows != self._rows:
+            self._rows = rows
+            await lv.clear()
+            if rows:
+                await lv.extend(DayHeader(r[1]) if r[0] == "day" else ConversationItem(*r[1:]) for r in rows)
+        lv.index = next((i for i, row in enumerate(rows) if row[0] == "chat" and row[1] == current), None)
 
     def on_key(self, event: events.Key) -> None:
-        """Letters typed on the list are meant for the message box (they went nowhere)."""
-        if self.list_view.has_focus and event.is_printable and event.character and not event.character.isspace():
+        """Text typed on the list is meant for the message box (it went nowhere). Spaces too: the
+        keys right behind the first still arrive here while the focus moves."""
+        if self.list_view.has_focus and event.is_printable and event.character:
             self.post_message(self.Typed(event.character))
+            event.stop()
+
+    def on_paste(self, event: events.Paste) -> None:
+        """A paste on the list goes to the message box too (it was lost)."""
+        if self.list_view.has_focus and event.text:
+            self.post_message(self.Typed(event.text))
             event.stop()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
