@@ -84,7 +84,7 @@ class EditMessageScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Edit message (Enter resends, Ctrl+J adds a line; the later replies are replaced)",
+            yield Label("Edit message (Enter resends, Ctrl+J starts a new line; the later replies are replaced)",
                         classes="title")
             yield PromptInput(id="text")
             with Horizontal():

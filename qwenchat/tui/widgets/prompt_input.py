@@ -29,7 +29,7 @@ class PromptInput(TextArea):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
-        self.placeholder = "Type a message: Enter sends, Ctrl+J adds a line"
+        self.placeholder = "Type a message: Enter sends, Ctrl+J starts a new line"
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
