@@ -36,7 +36,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "seed": ("Seed", "seed"),
     "constraint": ("JSON output", "constraint"),  # structured output; not a config key (see check)
 }
-CONSTRAINT_HINT = "off; json = any object, or a JSON schema / 'name, age int'"
+CONSTRAINT_HINT = "off; json, a JSON schema, or 'name, age int'"
 
 
 def check(field: str, text: str) -> tuple[Any, str | None]:
