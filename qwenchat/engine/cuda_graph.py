@@ -20,14 +20,15 @@ failed (the reason kept in `GraphDecoder.failure`) or with QWENCHAT_CUDA_GRAPHS=
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from qwenchat.engine.attention import apply_rope, decode_attention
 from qwenchat.engine.cache import KVCache
 
 SPAN_STEP = 1024  # attention reads the cache in spans of this many positions
@@ -45,6 +46,7 @@ class _Recorded:
     graph: torch.cuda.CUDAGraph | None  # None: run eagerly (the static step without a graph)
     inputs: _Inputs
     logits: torch.Tensor  # (1, 1, V) float32, rewritten by each replay
+    cache: tuple[torch.Tensor, torch.Tensor]  # the buffers it writes: kept alive while it exists
 
 
 class GraphDecoder:
@@ -55,7 +57,8 @@ class GraphDecoder:
         self.model = model
         self.record = record
         self.failure: str | None = None
-        self._recorded: dict[tuple[int, int], _Recorded] = {}
+        self._recorded: dict[int, _Recorded] = {}  # by span, for the cache in `_cache`
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @staticmethod
     def supports(device: torch.device, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -69,29 +72,33 @@ class GraphDecoder:
         caller then steps eagerly)."""
         if self.failure is not None:
             return None
+        if self._cache is None or self._cache[0] is not cache.k or self._cache[1] is not cache.v:
+            self._recorded, self._cache = {}, (cache.k, cache.v)  # another cache: the old graphs go
         span = min(cache.max_len, -(-(pos + 1) // SPAN_STEP) * SPAN_STEP)
-        key = (cache.k.data_ptr(), span)
-        rec = self._recorded.get(key)
-        if rec is None:
-            try:
-                rec = self._recorded[key] = self._prepare(token, cache, pos, span)
-            except RuntimeError as e:  # a driver or torch without graph support: eager from now on
-                self.failure = f"{type(e).__name__}: {e}"
-                return None
-        rec.inputs.token.copy_(token.view(1, 1))
-        rec.inputs.pos.fill_(pos)
-        if rec.graph is None:
-            return static_step(self.model, rec.inputs, cache, span).clone()
-        rec.graph.replay()
-        return rec.logits.clone()
+        with _on(cache.k.device):
+            rec = self._recorded.get(span)
+            if rec is None:
+                try:
+                    rec = self._recorded[span] = self._prepare(token, cache, pos, span)
+                except RuntimeError as e:  # a driver or torch without graph support: eager from now on
+                    self.failure = f"{type(e).__name__}: {e}"
+                    return None
+            rec.inputs.token.copy_(token.view(1, 1))
+            rec.inputs.pos.fill_(pos)
+            if rec.graph is None:
+                return static_step(self.model, rec.inputs, cache, span).clone()
+            rec.graph.replay()
+            return rec.logits.clone()
 
     def _prepare(self, token: torch.Tensor, cache: KVCache, pos: int, span: int) -> _Recorded:
         device = cache.k.device
         inputs = _Inputs(token.view(1, 1).clone(), torch.full((1,), pos, dtype=torch.long, device=device))
         if not self.record:
-            return _Recorded(None, inputs, torch.empty(0))
+            return _Recorded(None, inputs, torch.empty(0), (cache.k, cache.v))
         # Warm-up runs (on a side stream, as recording requires) write this step's own keys and
         # values at `pos`, which the replay then writes again: nothing else in the cache moves.
+        # The recording gets that stream too: torch's default one is made on whichever GPU came
+        # first, and recording a second GPU's kernels there records nothing.
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -99,28 +106,34 @@ class GraphDecoder:
                 static_step(self.model, inputs, cache, span)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=side):
             logits = static_step(self.model, inputs, cache, span)
-        return _Recorded(graph, inputs, logits)
+        return _Recorded(graph, inputs, logits, (cache.k, cache.v))
+
+
+def _on(device: torch.device):
+    """The CUDA device as the current one (a model on cuda:1), or nothing to do elsewhere."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.inference_mode()
 def static_step(model: nn.Module, inputs: _Inputs, cache: KVCache, span: int) -> torch.Tensor:
     """The decode step with its position in a tensor and attention over `span` cache positions:
-    the model's layers and weights, fixed shapes throughout -> float32 logits (1, 1, V)."""
+    the model's own layers (DecoderLayer.step_with), fixed shapes throughout -> float32 logits
+    (1, 1, V)."""
     backbone = model.model
     x = backbone.embed_tokens(inputs.token)  # (1, 1, H)
     cos, sin = model.rope_cos.index_select(0, inputs.pos), model.rope_sin.index_select(0, inputs.pos)  # (1, D)
     hidden = torch.arange(span, device=x.device) > inputs.pos  # (span,): positions not yet written
-    for i, layer in enumerate(backbone.layers):
-        attn = layer.self_attn
-        hq, hkv, d = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        qkv = attn.qkv_proj(layer.input_layernorm(x)).view(1, 1, hq + 2 * hkv, d).transpose(1, 2)
-        qk = apply_rope(qkv[:, : hq + hkv], cos, sin)
-        keys, values = cache.layer_k[i], cache.layer_v[i]
-        keys.index_copy_(2, inputs.pos, qk[:, hq:])
-        values.index_copy_(2, inputs.pos, qkv[:, hq + hkv :])
-        y = decode_attention(qk[:, :hq], keys[:, :, :span], values[:, :, :span], hidden)
-        x = x + attn.o_proj(y.transpose(1, 2).reshape(1, 1, hq * d))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    for layer, keys, values in zip(backbone.layers, cache.layer_k, cache.layer_v):
+        x = layer.step_with(x, cos, sin, partial(_store, keys, values, inputs.pos, span), hidden)
     return model.logits(backbone.norm(x))
+
+
+def _store(keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor, span: int,
+           k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The new key/value at the position in `pos`, by index (a recorded step cannot slice at a
+    Python position); returns the span attended to."""
+    keys.index_copy_(2, pos, k)
+    values.index_copy_(2, pos, v)
+    return keys[:, :, :span], values[:, :, :span]

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import sdpa_kernel
 
-from qwenchat.engine.attention import (  # noqa: F401 - LONG_DECODE, decode_attention: the tests' names
-    ATTENTION_BACKENDS, LONG_DECODE, apply_rope, chunk_attention, decode_attention, one_query_attention, rope_tables,
+from qwenchat.engine.attention import (
+    ATTENTION_BACKENDS, apply_rope, chunk_attention, decode_attention, one_query_attention, rope_tables,
 )
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.cuda_graph import GraphDecoder
@@ -56,6 +56,8 @@ from qwenchat.engine.int4_head import HeadWeights, Int4Head
 
 # The largest logits recomputed more exactly: in float32 by int8 mode's torch kernel (quantize.py),
 # from the int8 rows by int4 mode's output projection (int4_head.py).
+# writes a layer's new keys/values (B, Hkv, T, D) and returns the keys/values to attend to
+Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 EXACT_TOP_LOGITS = 64
 QUANTIZED = ("none", "int8", "int4")  # the weight formats from_tensors builds
 # int4 mode's embedding: int8, because int4 there costs quality. Measured on the real test model
@@ -170,15 +172,25 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: keys/values of every position go to the cache, but only the last position
         attends (its output is all a prompt's final layer needs)."""
+        return self.attend_with(x, cos, sin, lambda k, v: cache.update(layer, pos, k, v), None, last_only)
+
+    def attend_with(self, x, cos, sin, store: Store, hidden: torch.Tensor | None = None,
+                    last_only: bool = False) -> torch.Tensor:  # fmt: skip
+        """forward() with the keys/values written by `store(k, v)`, which returns the cache's keys
+        and values to attend to; `hidden` (S,) bool leaves those positions out of one query's
+        attention (the recorded GPU step's fixed span, cuda_graph.py)."""
         B, T, _ = x.shape
         hq, hkv, d = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv_proj(x).view(B, T, hq + 2 * hkv, d).transpose(1, 2)  # (B, Hq+2Hkv, T, D)
         qk = apply_rope(qkv[:, : hq + hkv], cos, sin)  # q and k rotate together
         q, k = qk[:, :hq], qk[:, hq:]  # (B, Hq, T, D), (B, Hkv, T, D)
-        k, v = cache.update(layer, pos, k, qkv[:, hq + hkv :])  # (B, Hkv, pos+T, D)
+        k, v = store(k, qkv[:, hq + hkv :])  # (B, Hkv, S, D)
         if last_only:
             q, T = q[:, :, -1:], 1
-        y = one_query_attention(q, k, v) if T == 1 else chunk_attention(q, k, v)
+        if hidden is not None:
+            y = decode_attention(q, k, v, hidden)
+        else:
+            y = one_query_attention(q, k, v) if T == 1 else chunk_attention(q, k, v)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
     def project(
@@ -236,7 +248,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: returns the last position only (see Attention.forward)."""
-        attn = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, pos, last_only)
+        return self.step_with(x, cos, sin, lambda k, v: cache.update(layer, pos, k, v), None, last_only)
+
+    def step_with(self, x, cos, sin, store: Store, hidden: torch.Tensor | None = None,
+                  last_only: bool = False) -> torch.Tensor:  # fmt: skip
+        """forward() with the attention's keys/values stored by `store` (Attention.attend_with)."""
+        attn = self.self_attn.attend_with(self.input_layernorm(x), cos, sin, store, hidden, last_only)
         x = (x[:, -1:] if last_only else x) + attn
         return x + self.mlp(self.post_attention_layernorm(x))
 

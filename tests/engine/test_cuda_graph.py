@@ -27,7 +27,7 @@ def test_the_static_step_equals_the_eager_one_across_span_boundaries(tiny_models
         got = static.step(token, graphed, pos)[0, -1]
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(graphed.k[:, :, :, : pos + 1], eager.k[:, :, :, : pos + 1], atol=1e-4, rtol=1e-3)
-    assert sorted(span for _, span in static._recorded) == [16, 32, 48]
+    assert sorted(static._recorded) == [16, 32, 48]
 
 
 def test_graphs_are_for_float_weights_on_a_cuda_device_unless_switched_off():
@@ -41,3 +41,15 @@ def test_graphs_are_for_float_weights_on_a_cuda_device_unless_switched_off():
 def test_a_cpu_model_has_no_graphs(tiny_models):
     model, _ = load_ours(tiny_models["qwen25_05b"])
     assert model.graphs is None
+
+
+def test_another_cache_drops_the_graphs_of_the_last(tiny_models):
+    """Graphs hold their cache's addresses: a new cache gets its own, and the old ones go (with
+    the buffers they kept alive)."""
+    model, cfg = load_ours(tiny_models["qwen25_05b"], max_len=64)
+    static = GraphDecoder(model, record=False)
+    first, second = new_cache(cfg, 64), new_cache(cfg, 64)
+    token = torch.tensor([[5]])
+    static.step(token, first, 0)
+    static.step(token, second, 20)
+    assert list(static._recorded) == [64] and static._recorded[64].cache[0] is second.k

@@ -9,7 +9,8 @@ import torch
 from qwenchat.engine import int8_kernel
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.chat import ChatEngine
-from qwenchat.engine.model import LONG_DECODE, Qwen2ForCausalLM
+from qwenchat.engine.attention import LONG_DECODE
+from qwenchat.engine.model import Qwen2ForCausalLM
 from tests.engine.test_int8_kernel import needs_kernel
 
 VARIANTS = ["qwen25_05b", "qwen2_15b", "untied"]

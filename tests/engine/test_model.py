@@ -80,7 +80,7 @@ def reference_greedy(ref, prompt: torch.Tensor, n: int) -> list[int]:
 def test_decode_steps_past_the_long_attention_threshold_match_transformers(tiny_models, reference_models, variant):
     """Decode steps with LONG_DECODE or more cached positions take decode_attention instead of
     SDPA; their logits still match transformers'."""
-    from qwenchat.engine.model import LONG_DECODE
+    from qwenchat.engine.attention import LONG_DECODE
 
     ours, cfg = load_ours(tiny_models[variant])
     ref = reference_models[variant]
@@ -97,7 +97,7 @@ def test_decode_steps_past_the_long_attention_threshold_match_transformers(tiny_
 
 
 def test_decode_attention_equals_sdpa_with_grouped_heads():
-    from qwenchat.engine.model import decode_attention
+    from qwenchat.engine.attention import decode_attention
 
     g = torch.Generator().manual_seed(1)
     q = torch.randn(1, 14, 1, 64, generator=g)
