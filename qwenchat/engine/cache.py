@@ -2,8 +2,10 @@
 
 Buffers for the whole context window are reserved once with `torch.empty` (on the CPU the OS
 commits pages only as they are written, so a 32K window costs memory only as it fills). On a GPU
-they start zeroed: its recorded decode step (cuda_graph.py) reads positions not yet written
-and masks them out, and a masked position's value still meets a zero weight (0 x NaN is NaN). The
+every position past the held tokens is kept zero (zeroed buffers; positions given up by `trim`
+zeroed again): its recorded decode step (cuda_graph.py) reads them and masks them out, and a
+masked position's value still meets a zero weight, where 0 x NaN or 0 x inf (an overflow in a
+float16 reply) would poison every later step. The
 model writes new keys/values in place; nothing is concatenated or reallocated per token.
 `tokens` records which token ids the cache holds, so the next turn can reuse the longest common
 prefix and prefill only what changed.
@@ -25,9 +27,11 @@ class KVCache:
         device: torch.device,
     ) -> None:
         shape = (n_layers, 1, n_kv_heads, max_len, head_dim)  # (L, B, Hkv, S, D)
-        alloc = torch.empty if torch.device(device).type == "cpu" else torch.zeros
+        self.zeroed = torch.device(device).type != "cpu"  # positions past the tokens kept zero
+        alloc = torch.zeros if self.zeroed else torch.empty
         self.k = alloc(shape, dtype=dtype, device=device)
         self.v = alloc(shape, dtype=dtype, device=device)
+        self._written = 0  # positions 0.. ever written since the last trim (a cancelled prompt's too)
         self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)  # views, made once
         self.max_len = max_len
         self.tokens: list[int] = []
@@ -41,17 +45,24 @@ class KVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v (B, Hkv, T, D) at positions pos.. and return the keys/values 0..pos+T."""
         end = pos + k.shape[2]
+        self._written = max(self._written, end)
         lk, lv = self.layer_k[layer], self.layer_v[layer]
         lk[:, :, pos:end] = k
         lv[:, :, pos:end] = v
         return lk[:, :, :end], lv[:, :, :end]
 
     def trim(self, length: int) -> None:
-        """Forget everything after the first `length` tokens (the buffers are simply reused)."""
+        """Forget everything after the first `length` tokens (the buffers are reused; on a GPU
+        the positions given up are zeroed, see the module docstring)."""
+        written = max(self._written, len(self.tokens))
+        if self.zeroed and length < written:
+            self.k[:, :, :, length:written].zero_()
+            self.v[:, :, :, length:written].zero_()
+        self._written = min(written, length)
         del self.tokens[length:]
 
     def reset(self) -> None:
-        self.tokens.clear()
+        self.trim(0)
 
     def common_prefix(self, ids: list[int]) -> int:
         """How many leading ids of `ids` the cache already holds."""

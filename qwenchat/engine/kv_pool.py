@@ -92,6 +92,7 @@ class CachePool:
 
 
 def _restore(cache: KVCache, saved: _Saved) -> None:
+    cache.trim(0)  # on a GPU this zeroes what the working cache held past the restored part
     n = len(saved.tokens)
     cache.k[:, :, :, :n].copy_(saved.k)
     cache.v[:, :, :, :n].copy_(saved.v)
