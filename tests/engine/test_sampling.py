@@ -414,3 +414,22 @@ def test_cuda_call_stays_on_device_without_sync() -> None:
         greedy(logits)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_narrowing_sees_ties_that_temperature_makes():
+    """transformers divides by the temperature before top-k: two scores one float apart can become
+    one value, and both then survive a top-k that splits them. The narrowing checks ties after the
+    division too, so it declines and the full path keeps both."""
+    t = 1.3
+    below = (torch.tensor([3.0]).view(torch.int32) - torch.arange(1000, dtype=torch.int32)).view(torch.float32)
+    i = int(((below[:-1] / t) == (below[1:] / t)).nonzero()[0])  # neighbours the division makes equal
+    a, b = below[i], below[i + 1]
+    assert a != b and a / t == b / t
+    logits = torch.full((V,), -5.0)
+    logits[0], logits[1], logits[2] = 10.0, a, b
+    params = SamplingParams(temperature=t, top_k=2)
+    sampler = Sampler(params, V)
+    assert sampler.narrow(sampler._penalized(logits)) is None
+    ref = reference_warp(params, logits, [])
+    assert int(torch.isfinite(ref).sum()) == 3
+    assert_same_distribution(sampler.warp(logits), ref)
