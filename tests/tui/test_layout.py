@@ -85,7 +85,7 @@ async def test_typing_after_the_too_small_notice_reaches_the_input_again():
         await pilot.press(*"Say")
         await pilot.resize_terminal(30, 8)
         await pilot.pause()
-        await pilot.press(*" hi", "enter")  # typed while the notice shows: kept, and nothing sent
+        await pilot.press(*" hix", "backspace", "enter")  # typed while the notice shows: kept, nothing sent
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         await pilot.press(*" there")

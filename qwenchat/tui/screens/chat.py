@@ -164,10 +164,17 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
 
     def on_key(self, event: events.Key) -> None:
         """While the too-small notice hides the input, typed text still goes into it (it was
-        dropped); Enter and the other keys wait for the window to grow."""
-        if self.has_class("-too-small") and event.is_printable and event.character:
+        dropped), and Backspace takes it back; Enter and the other keys wait for the window."""
+        if not self.has_class("-too-small"):
+            return
+        if event.is_printable and event.character:
             self.input.insert(event.character)
-            event.stop()
+        elif event.key == "backspace":
+            self.input.action_delete_left()
+        else:
+            return
+        event.stop()
+        event.prevent_default()
 
     def _focus_again(self) -> None:
         """Back from the too-small notice: focus where it was (typing went nowhere before)."""
