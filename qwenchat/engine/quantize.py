@@ -49,8 +49,9 @@ BLOCK_ELEMS = 1 << 24  # rows per dequantization/quantization block: ~16M elemen
 DECODE_ROWS = 4  # at most this many rows use torch's int8 kernel; more rows dequantize
 NATIVE_ROWS = 96  # ours beats dequantizing up to ~128 rows (2-core AVX2: 174 vs 437 ms at 32)
 # With bfloat16 matrix units (Scratch.bf16_prompts) bfloat16 products win from ~20 rows: one
-# layer's products on an AMX Xeon, 2 cores: 16 rows 4.1 ms either way, 42 rows 11.2 ms ours
-# against 5.7 ms dequantized to bfloat16 (benchmarks/prefill_products.py --rows).
+# layer's products on an AMX Xeon, 2 cores (benchmarks/prefill_products.py --rows): 16 rows 4.1 ms
+# ours, 5.1 ms dequantized to bfloat16 by hand (the built path was 20% faster than that at 117
+# rows, so about even); 42 rows 11.2 ms ours, 5.7 ms by hand.
 BF16_NATIVE_ROWS = 16
 
 
