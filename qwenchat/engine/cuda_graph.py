@@ -80,7 +80,9 @@ class GraphDecoder:
             if rec is None:
                 try:
                     rec = self._recorded[span] = self._prepare(token, cache, pos, span)
-                except RuntimeError as e:  # a driver or torch without graph support: eager from now on
+                except Exception as e:  # noqa: BLE001 - a driver or torch without graph support, or a
+                    # recording this code gets wrong: the eager step is always right, so it takes over
+                    # (test_cuda.py asserts no failure on a GPU; `failure` says why)
                     self.failure = f"{type(e).__name__}: {e}"
                     return None
             rec.inputs.token.copy_(token.view(1, 1))

@@ -53,3 +53,22 @@ def test_another_cache_drops_the_graphs_of_the_last(tiny_models):
     static.step(token, first, 0)
     static.step(token, second, 20)
     assert list(static._recorded) == [64] and static._recorded[64].cache[0] is second.k
+
+
+def test_a_failed_recording_leaves_decoding_to_the_eager_step(tiny_models, monkeypatch):
+    model, cfg = load_ours(tiny_models["qwen25_05b"], max_len=64)
+    graphs = GraphDecoder(model, record=False)
+    model.graphs = graphs
+
+    def broken(*args):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "_prepare", broken)
+    eager, cache = new_cache(cfg, 64), new_cache(cfg, 64)
+    prompt = torch.randint(0, 480, (1, 5), generator=torch.Generator().manual_seed(1))
+    model(prompt, eager, 0), model(prompt, cache, 0)
+    token = torch.tensor([[7]])
+    want = model.logits(model.hidden(token, eager, 5))
+    got = model(token, cache, 5)
+    assert graphs.failure.startswith("RuntimeError: CUDA error") and torch.equal(got, want)
+    assert graphs.step(token, cache, 6) is None  # and stays off
