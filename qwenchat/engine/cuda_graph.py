@@ -21,7 +21,6 @@ failed (the reason kept in `GraphDecoder.failure`) or with QWENCHAT_CUDA_GRAPHS=
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from qwenchat.engine.cache import KVCache
+from qwenchat.engine.device import env_switch
 
 SPAN_STEP = 1024  # attention reads the cache in spans of this many positions
 GRAPHS_ENV = "QWENCHAT_CUDA_GRAPHS"  # "0": decode eagerly (a way around a driver's graph bug)
@@ -63,8 +63,9 @@ class GraphDecoder:
     @staticmethod
     def supports(device: torch.device, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
         """A CUDA device and unquantized weights (see the module docstring), unless switched off."""
-        env = os.environ if environ is None else environ
-        return device.type == "cuda" and quantize == "none" and env.get(GRAPHS_ENV, "1") != "0"
+        if device.type != "cuda" or quantize != "none":
+            return False
+        return env_switch(GRAPHS_ENV, "decode eagerly", "recorded graphs", environ) is not False
 
     def step(self, token: torch.Tensor, cache: KVCache, pos: int) -> torch.Tensor | None:
         """token (1, 1) at position `pos` -> float32 logits (1, 1, V) (a fresh tensor), its keys

@@ -87,13 +87,19 @@ def bf16_prompts(placement: Placement, quantize: str, environ: Mapping[str, str]
     BF16_PROMPTS_ENV."""
     if placement.device.type != "cpu" or placement.dtype != torch.float32 or quantize == "none":
         return False
-    raw = (os.environ if environ is None else environ).get(BF16_PROMPTS_ENV, "").strip()
+    chosen = env_switch(BF16_PROMPTS_ENV, "float32 prompt products", "bfloat16", environ)
+    return cpu_has_bf16_matrix_units() if chosen is None else chosen
+
+
+def env_switch(name: str, off: str, on: str, environ: Mapping[str, str] | None = None) -> bool | None:
+    """An environment switch: "0" False, "1" True, unset None; anything else a clear error naming
+    what each value does (`off`, `on`)."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if raw in ("0", "1"):
         return raw == "1"
     if raw:
-        raise SettingsError(f"{BF16_PROMPTS_ENV}={raw!r} is not 0 or 1",
-                            f"set {BF16_PROMPTS_ENV}=0 (float32 prompt products) or 1 (bfloat16), or unset it")  # fmt: skip
-    return cpu_has_bf16_matrix_units()
+        raise SettingsError(f"{name}={raw!r} is not 0 or 1", f"set {name}=0 ({off}) or 1 ({on}), or unset it")
+    return None
 
 
 def cpu_has_bf16_matrix_units() -> bool:

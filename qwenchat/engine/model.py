@@ -54,10 +54,10 @@ from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
 from qwenchat.engine.int4_head import KIND as HEAD_KIND
 from qwenchat.engine.int4_head import HeadWeights, Int4Head
 
-# The largest logits recomputed more exactly: in float32 by int8 mode's torch kernel (quantize.py),
-# from the int8 rows by int4 mode's output projection (int4_head.py).
 # writes a layer's new keys/values (B, Hkv, T, D) and returns the keys/values to attend to
 Store = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# The largest logits recomputed more exactly: in float32 by int8 mode's torch kernel (quantize.py),
+# from the int8 rows by int4 mode's output projection (int4_head.py).
 EXACT_TOP_LOGITS = 64
 QUANTIZED = ("none", "int8", "int4")  # the weight formats from_tensors builds
 # int4 mode's embedding: int8, because int4 there costs quality. Measured on the real test model

@@ -5,9 +5,11 @@ are tested on a GPU (test_cuda.py)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from qwenchat.engine import cuda_graph
+from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.cuda_graph import GRAPHS_ENV, GraphDecoder
 from tests.engine.conftest import load_ours, new_cache
 
@@ -36,6 +38,10 @@ def test_graphs_are_for_float_weights_on_a_cuda_device_unless_switched_off():
     assert not GraphDecoder.supports(cuda, "int8", {}) and not GraphDecoder.supports(cuda, "int4", {})
     assert not GraphDecoder.supports(cpu, "none", {})
     assert not GraphDecoder.supports(cuda, "none", {GRAPHS_ENV: "0"})
+    assert GraphDecoder.supports(cuda, "none", {GRAPHS_ENV: "1"})
+    with pytest.raises(SettingsError, match=f"{GRAPHS_ENV}='yes' is not 0 or 1") as err:
+        GraphDecoder.supports(cuda, "none", {GRAPHS_ENV: "yes"})  # it read as "on", silently
+    assert f"{GRAPHS_ENV}=0" in err.value.hint
 
 
 def test_a_cpu_model_has_no_graphs(tiny_models):
