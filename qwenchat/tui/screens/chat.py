@@ -162,20 +162,6 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if not too_small:
             self.call_after_refresh(self._focus_again)
 
-    def on_key(self, event: events.Key) -> None:
-        """While the too-small notice hides the input, typed text still goes into it (it was
-        dropped), and Backspace takes it back; Enter and the other keys wait for the window."""
-        if not self.has_class("-too-small"):
-            return
-        if event.is_printable and event.character:
-            self.input.insert(event.character)
-        elif event.key == "backspace":
-            self.input.action_delete_left()
-        else:
-            return
-        event.stop()
-        event.prevent_default()
-
     def _focus_again(self) -> None:
         """Back from the too-small notice: focus where it was (typing went nowhere before)."""
         target, self._focus_before_small = self._focus_before_small, None

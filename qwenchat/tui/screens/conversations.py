@@ -70,11 +70,6 @@ class ConversationActions(Screen[None]):
             return
         await self.choose_conversation(ids[0])
 
-    def on_sidebar_typed(self, event: Sidebar.Typed) -> None:
-        self.close_sidebar_overlay()
-        self.input.focus()
-        self.input.insert(event.text)
-
     async def on_sidebar_chosen(self, event: Sidebar.Chosen) -> None:
         await self.choose_conversation(event.conversation_id)
 

@@ -33,16 +33,38 @@ class ChatNavigation(Screen[None]):
     ]
 
     def on_key(self, event: events.Key) -> None:
-        """Letters typed while a message (or the chat) has the focus go into the message box,
-        where the user believes they are typing (after Alt+Up, a branch switch or the edit
-        dialog the focus is on a message, and the letters used to vanish)."""
-        if not (event.is_printable and event.character):
+        """Text typed where it cannot go goes into the message box, where the user believes they
+        are typing: on a focused message or the chat (after Alt+Up, a branch switch or the edit
+        dialog the letters used to vanish), on the sidebar's chat list (Tab lands there), and
+        while the too-small notice hides the box (Backspace too there; Enter and the rest wait
+        for the window to grow)."""
+        hidden = self.has_class("-too-small")
+        if not (hidden or self._typing_astray()):
             return
-        if self.focused is not None and (self.focused is self.chatlog or self.focused.parent is self.chatlog):
+        if event.is_printable and event.character:
+            self._into_box(event.character, hidden)
+        elif hidden and event.key == "backspace":
+            self.input.action_delete_left()
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+
+    def on_paste(self, event: events.Paste) -> None:
+        """A paste where text cannot go goes into the message box too (one on the list was lost)."""
+        if event.text and self._typing_astray():
             event.stop()
-            event.prevent_default()
+            self._into_box(event.text, hidden=False)
+
+    def _typing_astray(self) -> bool:
+        f = self.focused
+        return f is not None and (f is self.chatlog or f.parent is self.chatlog or f is self.sidebar.list_view)
+
+    def _into_box(self, text: str, hidden: bool) -> None:
+        if not hidden:  # a hidden box cannot take the focus; it gets it back with the window
+            self.close_sidebar_overlay()
             self.input.focus()
-            self.input.insert(event.character)
+        self.input.insert(text)
 
     def action_stop(self) -> None:
         if self.generating and self.session is not None:

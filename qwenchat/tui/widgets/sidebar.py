@@ -1,6 +1,6 @@
 """The conversation list with a search box. It shows what the screen gives it (newest first),
 grouped under Today / Yesterday / older dates, each chat with its model, and reports searches,
-Enter in the search box, choices and letters typed on the list upward; it never reads the store itself. Titles and model
+Enter in the search box and choices upward; it never reads the store itself. Titles and model
 names are user text: shown as plain text, never markup."""
 
 from __future__ import annotations
@@ -65,13 +65,6 @@ class Sidebar(Vertical):
     class SearchSubmitted(Message):
         """Enter in the search box: open the first match."""
 
-    class Typed(Message):
-        """Text typed or pasted while the list had focus, for the message box."""
-
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
     class Chosen(Message):
         def __init__(self, conversation_id: int) -> None:
             super().__init__()
@@ -121,19 +114,6 @@ class Sidebar(Vertical):
             if rows:
                 await lv.extend(DayHeader(r[1]) if r[0] == "day" else ConversationItem(*r[1:]) for r in rows)
         lv.index = next((i for i, row in enumerate(rows) if row[0] == "chat" and row[1] == current), None)
-
-    def on_key(self, event: events.Key) -> None:
-        """Text typed on the list is meant for the message box (it went nowhere). Spaces too: the
-        keys right behind the first still arrive here while the focus moves."""
-        if self.list_view.has_focus and event.is_printable and event.character:
-            self.post_message(self.Typed(event.character))
-            event.stop()
-
-    def on_paste(self, event: events.Paste) -> None:
-        """A paste on the list goes to the message box too (it was lost)."""
-        if self.list_view.has_focus and event.text:
-            self.post_message(self.Typed(event.text))
-            event.stop()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         """Tab onto the list highlights a chat (it highlighted nothing until an arrow key)."""
