@@ -1,13 +1,16 @@
 """A prompt's matrix products for one Qwen2.5-0.5B layer (q/k/v, o, gate/up, down) on this CPU, ms
-per layer, best of 5, for 117, 561 and 2,048 rows (or `--rows 16,42,96`): today's int8 path (dequantize to float32, float32
-product), the bfloat16 path AMX CPUs take (`Scratch(bf16_prompts=True)`, device.bf16_prompts), and
-references: float32 weights, bfloat16 weights kept, int8 -> bfloat16 per product by hand, torch's
-`_weight_int8pack_mm` and `_int_mm` (int8 activations). The figures behind BENCHMARKS.md's tenth
-session (taken on an AMX Xeon, 2 cores):
+per layer, best of 5, for 117, 561 and 2,048 rows (or `--rows 16,42,96`): the int8 path of CPUs
+without matrix units (our kernel up to NATIVE_ROWS rows, else dequantize to float32 and a float32
+product), the int8 tiles AMX CPUs take (`Scratch(amx_prompts=True)`, device.amx_prompts; on other
+CPUs the same numbers in plain C loops, slow), and references: float32 weights, bfloat16 weights
+kept (transformers' bfloat16), int8 -> bfloat16 per product by hand (the tenth and eleventh
+sessions' AMX path), torch's `_weight_int8pack_mm` and `_int_mm` (int8 activations). The figures
+behind BENCHMARKS.md's tenth and twelfth sessions (taken on an AMX Xeon, 2 cores):
 
     taskset -c 0,1 env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/prefill_products.py
 
-Without AMX the bfloat16 rows are the slowest: the point is the ratio on a CPU that has it."""
+Without AMX the `ours_amx` and bfloat16 rows are the slowest: the point is the ratio on a CPU that
+has it."""
 import argparse
 import time
 
@@ -26,8 +29,8 @@ WB = {k: w.bfloat16() for k, w in W.items()}
 scratch = Scratch(native)
 # two weights per shape, used in turn, so each product dequantizes as a prompt's does once per layer
 LIN = {k: [Int8Linear(Q[k], None, scratch, native=native, slot=0), Int8Linear(quantize_int8(W[k] * 1.0001), None, scratch, native=native, slot=0)] for k in SHAPES}
-scratch_bf16 = Scratch(native, bf16_prompts=True)
-LIN_BF16 = {k: [Int8Linear(Q[k], None, scratch_bf16, native=native, slot=0), Int8Linear(quantize_int8(W[k] * 1.0001), None, scratch_bf16, native=native, slot=0)] for k in SHAPES}
+scratch_amx = Scratch(native, amx_prompts=True)
+LIN_AMX = {k: [Int8Linear(Q[k], None, scratch_amx, native=native, slot=0), Int8Linear(quantize_int8(W[k] * 1.0001), None, scratch_amx, native=native, slot=0)] for k in SHAPES}
 
 
 def timeit(fn, reps=5):
@@ -47,9 +50,9 @@ def layer(T, how):
         flip[0] ^= 1
         for k in SHAPES: LIN[k][flip[0]](xs[k])
 
-    def ours_bf16():  # the AMX path: int8 -> bf16 per product, bf16 product, float32 scales
+    def ours_amx():  # the AMX path: rows rounded to int8, int8 tiles, float32 scales
         flip[0] ^= 1
-        for k in SHAPES: LIN_BF16[k][flip[0]](xs[k])
+        for k in SHAPES: LIN_AMX[k][flip[0]](xs[k])
 
     def fp32():
         for k in SHAPES: F.linear(xs[k], W[k])
@@ -71,7 +74,7 @@ def layer(T, how):
             xq = (x / sx).round_().to(torch.int8)
             (torch._int_mm(xq, Q[k].q.t()).float() * sx * Q[k].scale)
 
-    return timeit({"ours": ours, "ours_bf16": ours_bf16, "fp32": fp32, "bf16": bf16, "deq_bf16": deq_bf16, "int8pack": int8pack, "intmm": intmm}[how])
+    return timeit({"ours": ours, "ours_amx": ours_amx, "fp32": fp32, "bf16": bf16, "deq_bf16": deq_bf16, "int8pack": int8pack, "intmm": intmm}[how])
 
 
 print("cpu", torch.cpu.get_capabilities().get("cpu_name") if hasattr(torch.cpu, "get_capabilities") else "?")
@@ -79,7 +82,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--rows", default="117,561,2048", help="prompt lengths, comma-separated")
 for T in (int(r) for r in parser.parse_args().rows.split(",")):
     row = []
-    for how in ("ours", "ours_bf16", "fp32", "bf16", "deq_bf16", "int8pack", "intmm"):
+    for how in ("ours", "ours_amx", "fp32", "bf16", "deq_bf16", "int8pack", "intmm"):
         try:
             row.append(f"{how} {layer(T, how):7.2f}")
         except Exception as ex:  # noqa: BLE001

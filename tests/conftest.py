@@ -18,10 +18,10 @@ from qwenchat import paths
 from tests.fixtures.tiny import SPECS, build_model, build_tokenizer
 
 SHARED_KERNELS_ENV = "QWENCHAT_TEST_KERNELS"  # read by share_kernels in helpers that start processes
-# Prompt products stay float32 on every CPU (an AMX one would take bfloat16: device.bf16_prompts), so
-# the tests comparing prompt and decode paths at float32 tolerance mean the same everywhere;
-# tests/engine/test_bf16_prompts.py forces bfloat16 where it tests it.
-os.environ.setdefault("QWENCHAT_BF16_PROMPTS", "0")
+# Prompt products stay float32 on every CPU (an AMX one would take its int8 tiles: device.amx_prompts),
+# so the tests comparing prompt and decode paths at float32 tolerance mean the same everywhere;
+# tests/engine/test_amx_prompts.py forces the matrix units' numerics where it tests them.
+os.environ.setdefault("QWENCHAT_AMX_PROMPTS", "0")
 
 
 def share_kernels(home: Path) -> Path:

@@ -26,7 +26,7 @@ from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.constrain import Guidance
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
-from qwenchat.engine.device import BF16_PROMPTS_ENV, Placement, bf16_prompts, choose, choose_quantize
+from qwenchat.engine.device import AMX_PROMPTS_ENV, Placement, amx_prompts, choose, choose_quantize
 from qwenchat.engine.errors import ContextOverflowError, SettingsError, TemplateError
 from qwenchat.engine.generate import GenerationSettings, stream
 from qwenchat.engine.generation_config import GenerationDefaults
@@ -110,11 +110,11 @@ class ChatEngine:
                 native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
                 notes += [status.note] if status.note else []
             tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant, native is not None), int8_cache_dir, native)
-            bf16 = bf16_prompts(placement, quant)
+            amx = amx_prompts(placement, quant)
             model = Qwen2ForCausalLM.from_tensors(
-                cfg, tensors, placement.device, window, placement.dtype, quant, native, bf16
+                cfg, tensors, placement.device, window, placement.dtype, quant, native, amx
             )
-            quant_reason += f"; {tensors.source}" + (f"; prompt products in bfloat16 ({BF16_PROMPTS_ENV}=0 for float32)" if bf16 else "")
+            quant_reason += f"; {tensors.source}" + (f"; prompt products on the CPU's matrix units ({AMX_PROMPTS_ENV}=0 for float32)" if amx else "")
             notes += [tensors.note] if tensors.note else []
         else:
             tensors = iter_checkpoint(model_dir, cfg, placement.dtype)

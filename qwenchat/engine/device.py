@@ -9,11 +9,12 @@ scales; activations stay float32): a quarter of the memory and of the bytes each
 reads. That default holds only while the quality guard (tests/real/test_quality_guard.py) passes;
 `quantize="none"` keeps full-precision weights. Elsewhere the default is full precision.
 
-Prompt products of quantized weights on CPUs with bfloat16 matrix units (AMX, Intel Xeon 4th
-generation on): `bf16_prompts` says whether they run in bfloat16 (quantize.py's Scratch). On such
-a Xeon, one layer's products over a 117-2,048-row prompt took 1.8-2.6x less time that way than
-dequantizing to float32 (BENCHMARKS.md, tenth session); elsewhere bfloat16 products are slower
-than float32 ones. QWENCHAT_BF16_PROMPTS=0 keeps float32 (=1 forces bfloat16, for tests).
+Prompt products of quantized weights on CPUs with matrix units (AMX, Intel Xeon 4th generation
+on): `amx_prompts` says whether they run there (quantize.py's Scratch): int8 weights times int8
+rows on the int8 tiles (native/int8_prompts.c), int4 weights in bfloat16. On such a Xeon (2
+cores) a 42-token prompt's time to first token fell 0.14 -> 0.07 s that way (BENCHMARKS.md,
+twelfth session); other CPUs keep float32 products. QWENCHAT_AMX_PROMPTS=0 keeps float32 (=1
+forces the matrix units' numerics, in plain C loops where the CPU has no tiles: for tests).
 """
 
 from __future__ import annotations
@@ -78,17 +79,17 @@ def choose_quantize(
     return "none", "full-precision weights"
 
 
-BF16_PROMPTS_ENV = "QWENCHAT_BF16_PROMPTS"
+AMX_PROMPTS_ENV = "QWENCHAT_AMX_PROMPTS"
 
 
-def bf16_prompts(placement: Placement, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether a prompt's products with quantized weights run in bfloat16 (see the module docstring):
-    only for int8/int4 weights with float32 activations on the CPU, by the CPU's features or
-    BF16_PROMPTS_ENV."""
+def amx_prompts(placement: Placement, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a prompt's products with quantized weights run on the matrix units (see the module
+    docstring): only for int8/int4 weights with float32 activations on the CPU, by the CPU's
+    features or AMX_PROMPTS_ENV."""
     if placement.device.type != "cpu" or placement.dtype != torch.float32 or quantize == "none":
         return False
-    chosen = env_switch(BF16_PROMPTS_ENV, "float32 prompt products", "bfloat16", environ)
-    return cpu_has_bf16_matrix_units() if chosen is None else chosen
+    chosen = env_switch(AMX_PROMPTS_ENV, "float32 prompt products", "the matrix units' numerics", environ)
+    return cpu_has_matrix_units() if chosen is None else chosen
 
 
 def env_switch(name: str, off: str, on: str, environ: Mapping[str, str] | None = None) -> bool | None:
@@ -102,12 +103,14 @@ def env_switch(name: str, off: str, on: str, environ: Mapping[str, str] | None =
     return None
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """AMX tiles with bfloat16, as torch's cpuinfo reads the CPU's flags (oneDNN, whose products
-    use them, checks again and enables the tiles itself). Any failure of the probe means no."""
+def cpu_has_matrix_units() -> bool:
+    """AMX tiles with int8 and bfloat16, as torch's cpuinfo reads the CPU's flags (our kernel asks
+    Linux for the tiles itself, and oneDNN for its bfloat16 products). Any failure of the probe
+    means no."""
     capabilities = getattr(torch.cpu, "get_capabilities", None)
     try:
-        return bool(capabilities and capabilities().get("amx_bf16"))
+        found = capabilities() if capabilities else {}
+        return bool(found.get("amx_int8") and found.get("amx_bf16"))
     except Exception:  # noqa: BLE001 - a feature probe: any failure means the plain path
         return False
 

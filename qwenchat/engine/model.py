@@ -307,12 +307,12 @@ class _Builder:
 
     def __init__(
         self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str, native: Int8Kernel | None,
-        bf16_prompts: bool = False,
+        amx_prompts: bool = False,
     ) -> None:
         self.cfg, self.device, self.dtype, self.quantize = cfg, device, dtype, quantize
         self.native = native if dtype == torch.float32 and device.type == "cpu" else None  # float32 rows, CPU
         self.kinds = weight_kinds(cfg, quantize, self.native is not None)
-        self.scratch = Scratch(self.native, bf16_prompts)
+        self.scratch = Scratch(self.native, amx_prompts)
 
     def tensor(self, key: str, value: torch.Tensor | QTensor | Q4Tensor | HeadWeights):
         kind = self.kinds.get(key)
@@ -396,15 +396,15 @@ class Qwen2ForCausalLM(nn.Module):
         dtype: torch.dtype,
         quantize: str = "none",
         native: Int8Kernel | None = None,
-        bf16_prompts: bool = False,
+        amx_prompts: bool = False,
     ) -> "Qwen2ForCausalLM":
         """A model from checkpoint-named tensors arriving one at a time (float tensors are cast to
         `dtype`; with quantize="int8" matrices are quantized unless they arrive as QTensors, and
-        `native` is the int8 kernel for decoding, None for torch's). bf16_prompts: quantized
-        prompt products in bfloat16 (device.bf16_prompts)."""
+        `native` is the int8 kernel for decoding, None for torch's). amx_prompts: quantized
+        prompt products on the CPU's matrix units (device.amx_prompts)."""
         if quantize not in QUANTIZED:
             raise ValueError(f"unknown quantize mode {quantize!r}")
-        b = _Builder(cfg, device, dtype, quantize, native, bf16_prompts)
+        b = _Builder(cfg, device, dtype, quantize, native, amx_prompts)
         pending: dict[int, dict] = {}
         layers: dict[int, DecoderLayer] = {}
         top: dict[str, torch.Tensor | QTensor] = {}

@@ -18,11 +18,12 @@ Contract
   - with torch's `_weight_int8pack_mm` (the fallback: bfloat16 activations, float32 sums,
     bfloat16 results), the prefill path rounds its inputs and outputs to bfloat16 the same way,
     and the output projection recomputes its largest outputs in float32 (see `exact_top`).
-  The exception, on CPUs with bfloat16 matrix units (AMX; `Scratch.bf16_prompts`, chosen by
-  device.bf16_prompts): rows past the kernel's (prompts) multiply in bfloat16, the int8 values
-  exact there, the float32 scales applied to the bfloat16-rounded results; a prompt's keys and
-  values then differ from a token-by-token feed by bfloat16 rounding (tests/engine/
-  test_bf16_prompts.py bounds it; the quality guard's figures in BENCHMARKS.md).
+  The exception, on CPUs with matrix units (AMX; `Scratch.amx_prompts`, chosen by
+  device.amx_prompts): rows past AMX_NATIVE_ROWS (prompts) are rounded to int8, one scale per row
+  (a second int8 row where one value dwarfs the rest), and multiplied on the int8 tiles
+  (native/int8_prompts.c); a prompt's keys and values then differ from a token-by-token feed by
+  that rounding (tests/engine/test_amx_prompts.py bounds it; the quality guard's figures in
+  BENCHMARKS.md).
   Other devices always take the dequantizing path (correct, not tuned).
 - `Int8Embedding`: rows gathered as int8, then scaled.
 
@@ -48,11 +49,11 @@ QUANT_MODES = ("none", "int8")
 BLOCK_ELEMS = 1 << 24  # rows per dequantization/quantization block: ~16M elements (64 MB float32)
 DECODE_ROWS = 4  # at most this many rows use torch's int8 kernel; more rows dequantize
 NATIVE_ROWS = 96  # ours beats dequantizing up to ~128 rows (2-core AVX2: 174 vs 437 ms at 32)
-# With bfloat16 matrix units (Scratch.bf16_prompts) bfloat16 products win from ~20 rows: one
-# layer's products on an AMX Xeon, 2 cores (benchmarks/prefill_products.py --rows): 16 rows 4.1 ms
-# ours, 5.1 ms dequantized to bfloat16 by hand (the built path was 20% faster than that at 117
-# rows, so about even); 42 rows 11.2 ms ours, 5.7 ms by hand.
-BF16_NATIVE_ROWS = 16
+# With int8 matrix units (Scratch.amx_prompts) their products win from two rows: on an AMX Xeon,
+# 2 cores, the MLP's 9,728 x 896 product at 2 rows 0.60 ms ours, 0.23 ms on the tiles; at 16,
+# 1.72 and 0.27 ms; at 1 row both stream the weights (0.20 and 0.24 ms), and decoding keeps
+# float32 rows.
+AMX_NATIVE_ROWS = 1
 
 
 @dataclass
@@ -109,28 +110,28 @@ class Scratch:
     in a row (a long prompt's MLP, block by block) is dequantized once; the MLP's two matrices
     take different slots, so alternating between them evicts neither."""
 
-    def __init__(self, native: Int8Kernel | None = None, bf16_prompts: bool = False) -> None:
-        """bf16_prompts: the products of float32 rows beyond the native kernel's run in bfloat16
-        (device.bf16_prompts: CPUs with bfloat16 matrix units)."""
+    def __init__(self, native: Int8Kernel | None = None, amx_prompts: bool = False) -> None:
+        """amx_prompts: the products of float32 rows beyond the native kernel's run on the matrix
+        units (device.amx_prompts): int8 weights on our kernel's int8 tiles, int4 in bfloat16."""
         self._bufs: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
         self._held: dict[tuple[torch.device, torch.dtype, int], tuple] = {}
         self.native = native
-        self.bf16_prompts = bf16_prompts
+        self.amx_prompts = amx_prompts
 
-    @property
-    def native_rows(self) -> int:
-        """The most float32 rows the native kernel takes; more dequantize (in bfloat16 when
-        `bf16_prompts`)."""
-        return BF16_NATIVE_ROWS if self.bf16_prompts else NATIVE_ROWS
+    def native_rows(self, amx_from: int = AMX_NATIVE_ROWS) -> int:
+        """The most float32 rows the native kernel takes; more go to the matrix units when
+        `amx_prompts` (amx_from: the rows from which they win for a kind of weights), else
+        dequantize."""
+        return amx_from if self.amx_prompts else NATIVE_ROWS
 
-    def native_takes(self, x2: torch.Tensor) -> bool:
+    def native_takes(self, x2: torch.Tensor, amx_from: int = AMX_NATIVE_ROWS) -> bool:
         """Whether a linear with the native kernel hands these rows (M, K) to it."""
-        return x2.dtype == torch.float32 and x2.shape[0] <= self.native_rows
+        return x2.dtype == torch.float32 and x2.shape[0] <= self.native_rows(amx_from)
 
-    def bf16_rows(self, x2: torch.Tensor) -> bool:
-        """Whether the product of these rows runs in bfloat16: a prompt's float32 rows, more than
-        the native kernel takes (also without it), when `bf16_prompts`."""
-        return self.bf16_prompts and x2.dtype == torch.float32 and x2.shape[0] > self.native_rows
+    def matrix_rows(self, x2: torch.Tensor, amx_from: int = AMX_NATIVE_ROWS) -> bool:
+        """Whether the product of these rows runs on the matrix units: a prompt's float32 rows,
+        more than the native kernel takes (also without it), when `amx_prompts`."""
+        return self.amx_prompts and x2.dtype == torch.float32 and x2.shape[0] > self.native_rows(amx_from)
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         return self.held((q, scale), q.shape, dtype, slot, lambda w: self._fill(q, scale, w))
@@ -202,6 +203,9 @@ class Int8Linear(nn.Module):
         self.native = native if on_cpu else None
         self.kernel = self.native is None and _int8_kernel_ok(weight.q.device)  # torch's
         self.exact_top = exact_top if self.kernel else 0
+        # the int8 tiles, or (a CPU without them, forced: tests) the same numbers in plain loops
+        n, k = weight.q.shape
+        self.int8_rows = self.native is not None and (self.native.amx_fits(k, n) or not self.native.amx)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., K) -> (..., N); `out` (contiguous, that shape) receives the result, so a long
@@ -210,6 +214,9 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.native is not None and self.scratch.native_takes(x2):
             y = self.native.matmul(x2, self.qweight, self.scales, self.bias)
+        elif self.int8_rows and self.scratch.matrix_rows(x2):
+            into = None if out is None else out.view(x2.shape[0], self.out_features)
+            y = self.native.int8_prompt_matmul(x2, self.qweight, self.scales, self.bias, into, self.native.amx)
         elif self.kernel and x2.shape[0] <= DECODE_ROWS:
             y = self._int8pack_matmul(x2)
             y = y if self.bias is None else y + self.bias
@@ -231,8 +238,6 @@ class Int8Linear(nn.Module):
         return y
 
     def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if self.scratch.bf16_rows(x2):
-            return self._bf16_matmul(x2, out)
         dtype = x2.dtype
         emulate = self.kernel  # torch's kernel's numerics: bfloat16 inputs and outputs, float32 sums
         if emulate:
@@ -247,19 +252,6 @@ class Int8Linear(nn.Module):
                 w = self.scratch.dequantize(self.qweight[a : a + step], self.scales[a : a + step], dtype, self.slot)
                 y[:, a : a + w.shape[0]] = F.linear(x2, w)
         return y.copy_(y.to(torch.bfloat16)) if emulate and not self.exact_top else y
-
-    def _bf16_matmul(self, x2: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        """float32 rows times the int8 values, both in bfloat16 (the values are exact there), sums in
-        float32, results rounded to bfloat16, then times the row scales in float32."""
-        n, k = self.qweight.shape
-        step = max(1, BLOCK_ELEMS // k)
-        xb = x2.to(torch.bfloat16)
-        y = torch.empty(x2.shape[0], n, dtype=x2.dtype, device=x2.device) if out is None else out
-        for a in range(0, n, step):
-            q = self.qweight[a : a + step]
-            w = self.scratch.held((q,), q.shape, torch.bfloat16, self.slot, lambda buf, q=q: buf.copy_(q))
-            y[:, a : a + w.shape[0]] = F.linear(xb, w)
-        return y.mul_(self.scales)
 
 
 class Int8Embedding(nn.Module):

@@ -39,6 +39,9 @@ GROUP = 32  # columns per scale/min pair; a multiple of CHUNK
 CHUNK = 32  # columns per 16 packed bytes
 MAX_GROUP = 256  # the C quantizer's bound
 BLOCK_ELEMS = 1 << 22  # elements quantized at a time (bounded float temporaries)
+# With matrix units (Scratch.amx_prompts) int4 rows past this many dequantize to bfloat16: one
+# layer's products on an AMX Xeon, 2 cores, broke even near 16-20 rows (tenth session).
+INT4_AMX_ROWS = 16
 RANGE_SEARCH = (1.0, 0.95, 0.9, 0.85)  # fractions of a group's range tried; the least squared error wins
 
 
@@ -207,7 +210,7 @@ class Int4Linear(nn.Module):
         """x (..., K) -> (..., N); `out` (contiguous, that shape) receives the result."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if self.native is not None and self.scratch.native_takes(x2):
+        if self.native is not None and self.scratch.native_takes(x2, INT4_AMX_ROWS):
             y = self.native.int4_matmul(x2, self.weight4, self.bias)
         else:
             y = self._dequantized_matmul(x2, None if out is None else out.view(x2.shape[0], self.out_features))
@@ -218,10 +221,10 @@ class Int4Linear(nn.Module):
 
     def _dequantized_matmul(self, x2: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         """Float products with the dequantized weights: in bfloat16 (rows and weights rounded to it,
-        sums in float32) when the scratch says so (Scratch.bf16_rows), else in x2's dtype."""
+        sums in float32) when the scratch says so (Scratch.matrix_rows), else in x2's dtype."""
         n = self.out_features
         step = max(1, BLOCK_ELEMS_PRODUCT // self.in_features)
-        dtype = torch.bfloat16 if self.scratch.bf16_rows(x2) else x2.dtype
+        dtype = torch.bfloat16 if self.scratch.matrix_rows(x2, INT4_AMX_ROWS) else x2.dtype
         xin = x2.to(dtype)
         y = torch.empty(x2.shape[0], n, dtype=x2.dtype, device=x2.device) if out is None else out
         for a in range(0, n, step):

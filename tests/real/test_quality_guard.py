@@ -2,11 +2,11 @@
 default only while (1) greedy output equals float32's for the first 32 tokens on at least 4 of 5
 prompts and (2) perplexity on a fixed ~2,000-token English text (data/guard_text.txt, written for
 this test) is at most 1.02x float32's. The int8 model is loaded with the default CPU settings,
-so this guards exactly what users get (also the bfloat16 prompt products a CPU with AMX takes,
+so this guards exactly what users get (also the int8 prompt products a CPU with AMX takes,
 which the rest of the suite pins off: `users_settings`). Its greedy replies run token by token
-(the int8 kernel path; their prompts are too short for bfloat16 products) and float32 checks
+(their prompts on the matrix units where the CPU has them, the rest the int8 kernel) and float32 checks
 them in one forward pass (`float32_makes_the_same_replies`); perplexity is scored in 512-token
-chunks (the dequantized path, which computes the same function as the kernel, or its bfloat16
+chunks (the dequantized path, which computes the same function as the kernel, or the int8
 products on such a CPU).
 
 For `--quantize int4` (opt-in, not a default) the issue's looser bounds (3 of 5 prompts,
@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from qwenchat.engine.chat import ChatEngine, GenerateOptions
-from qwenchat.engine.device import BF16_PROMPTS_ENV, bf16_prompts, choose
+from qwenchat.engine.device import AMX_PROMPTS_ENV, amx_prompts, choose
 from qwenchat.engine.generate import Reply
 from tests.real.conftest import REAL_CONTEXT
 from tests.real.greedy_check import first_disagreement
@@ -105,21 +105,21 @@ class Measured:
 @contextmanager
 def users_settings() -> Iterator[None]:
     """The environment of a user's process: without the suite's pin of float32 prompt products
-    (tests/conftest.py), so a CPU with AMX takes its bfloat16 ones (device.bf16_prompts)."""
-    saved = os.environ.pop(BF16_PROMPTS_ENV, None)
+    (tests/conftest.py), so a CPU with AMX takes its int8 tiles (device.amx_prompts)."""
+    saved = os.environ.pop(AMX_PROMPTS_ENV, None)
     try:
         yield
     finally:
         if saved is not None:
-            os.environ[BF16_PROMPTS_ENV] = saved
+            os.environ[AMX_PROMPTS_ENV] = saved
 
 
 @pytest.fixture(scope="module")
 def users_int8(real_model_dir: Path, real_engine_int8: ChatEngine) -> ChatEngine:
     """The default CPU mode as a user's process loads it: the tier's int8 engine, unless this CPU
-    would multiply prompts in bfloat16 there, then one loaded so."""
+    would multiply prompts on its matrix units there, then one loaded so."""
     with users_settings():
-        if not bf16_prompts(choose("cpu", "auto"), "int8"):
+        if not amx_prompts(choose("cpu", "auto"), "int8"):
             return real_engine_int8
         return ChatEngine.load(real_model_dir, device="cpu", max_context=REAL_CONTEXT)
 
