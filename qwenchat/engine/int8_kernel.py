@@ -99,7 +99,7 @@ class Int8Kernel:
         self.use_generic_int4(os.environ.get(INT4_GENERIC_ENV, "").strip() == "1")
         self._prompt = lib.qc_int8_prompt_matmul
         self._prompt.restype = ctypes.c_int
-        self._prompt.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ctypes.c_float, ctypes.c_int]
+        self._prompt.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, ptr, ctypes.c_float, ctypes.c_int]
         self.amx = bool(lib.qc_amx_ready())  # the tiles may run here (a failed self-check turns it off)
 
     def use_generic_int4(self, flag: bool) -> str:
@@ -180,15 +180,16 @@ class Int8Kernel:
     ) -> torch.Tensor:
         """matmul's product with x's rows rounded to int8 (one scale per row, a second int8 row
         where one value dwarfs the rest: native/int8_prompts.c), on the AMX tiles (amx=True:
-        `amx_fits` must hold) or in plain C loops; the same numbers either way. `out` (M, N),
-        contiguous, receives the result."""
-        x = x.contiguous()
+        `amx_fits` must hold) or in plain C loops; the same numbers either way. x's rows may lie
+        apart (the MLP's gated half of its gate/up buffer): no copy. `out` (M, N), contiguous,
+        receives the result."""
+        x = x if x.stride(-1) == 1 and x.stride(0) >= x.shape[1] else x.contiguous()
         (m, k), n = x.shape, q.shape[0]
         y = torch.empty(m, n, dtype=torch.float32) if out is None else out
         b = None if bias is None else bias.data_ptr()
         if amx and not self.amx_fits(k, n):
             raise ValueError(f"the AMX tiles take K % {AMX_K} == 0 and N % {AMX_N} == 0, not K={k}, N={n}")
-        if not self._prompt(x.data_ptr(), m, k, q.data_ptr(), scale.data_ptr(), b, n, y.data_ptr(), COARSE_RATIO, int(amx)):
+        if not self._prompt(x.data_ptr(), x.stride(0), m, k, q.data_ptr(), scale.data_ptr(), b, n, y.data_ptr(), COARSE_RATIO, int(amx)):
             raise MemoryError("the int8 prompt product could not allocate its buffers")
         return y
 

@@ -163,11 +163,16 @@ class Embedding(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module) -> None:
+    def __init__(
+        self, cfg: Qwen2Config, qkv_proj: nn.Module, o_proj: nn.Module, prompt_dtype: torch.dtype | None = None
+    ) -> None:
+        """prompt_dtype: a prompt chunk's attention (`attend`) runs in it, the cache keeps its own
+        (bfloat16 on CPUs with matrix units: 2.7x faster there at 1.7-3.4K tokens)."""
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.qkv_proj = qkv_proj  # rows: q (Hq*D), k (Hkv*D), v (Hkv*D)
         self.o_proj = o_proj
+        self.prompt_dtype = prompt_dtype
 
     def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: keys/values of every position go to the cache, but only the last position
@@ -213,6 +218,9 @@ class Attention(nn.Module):
         which skips the masked half; a chunk on top of a cache takes blocked_attention."""
         B, hq, T, d = q.shape
         out = ws.get("attn", q, B, T, hq, d)
+        if self.prompt_dtype is not None:
+            q, k, v = q.to(self.prompt_dtype), k.to(self.prompt_dtype), v.to(self.prompt_dtype)
+            mask = None if mask is None else mask.to(self.prompt_dtype)
         if mask is None:
             out.copy_(F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hq != k.shape[1]).transpose(1, 2))
         else:
@@ -355,7 +363,8 @@ class _Builder:
         a, m = "self_attn.", "mlp."
         qkv = self.linear([t[a + "q_proj.weight"], t[a + "k_proj.weight"], t[a + "v_proj.weight"]],
                           [t[a + "q_proj.bias"], t[a + "k_proj.bias"], t[a + "v_proj.bias"]])  # fmt: skip
-        attn = Attention(self.cfg, qkv, self.linear([t[a + "o_proj.weight"]], slot=2))
+        prompt_dtype = torch.bfloat16 if self.scratch.amx_prompts else None
+        attn = Attention(self.cfg, qkv, self.linear([t[a + "o_proj.weight"]], slot=2), prompt_dtype)
         gate_up = self.linear([t[m + "gate_proj.weight"], t[m + "up_proj.weight"]])
         mlp = MLP(gate_up, self.linear([t[m + "down_proj.weight"]], slot=1))
         return DecoderLayer(RMSNorm(t["input_layernorm.weight"], eps), attn, RMSNorm(t["post_attention_layernorm.weight"], eps), mlp)

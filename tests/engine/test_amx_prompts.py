@@ -171,3 +171,15 @@ def test_a_prompt_through_the_engine_stays_close_to_float32_products(tiny_models
     assert not torch.equal(fp32, units)
     assert F.cosine_similarity(fp32, units, dim=0).item() > 0.97
     assert int(fp32.argmax()) in units.topk(3).indices.tolist()  # near ties of random logits may swap
+
+
+def test_rows_that_lie_apart_are_read_in_place(kernel):
+    """The MLP hands down_proj the gated half of its gate/up buffer: rows 2I apart."""
+    q = quantize_int8(_rows(48, 128, 10) * 0.05)
+    wide = _rows(20, 256, 11)
+    x = wide[:, :128]
+    assert not x.is_contiguous()
+    y = kernel.int8_prompt_matmul(x, q.q, q.scale, None, amx=False)
+    assert torch.equal(y, kernel.int8_prompt_matmul(x.contiguous(), q.q, q.scale, None, amx=False))
+    if kernel.amx:
+        assert torch.equal(kernel.int8_prompt_matmul(x, q.q, q.scale, None), y)

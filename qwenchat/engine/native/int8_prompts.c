@@ -37,7 +37,7 @@
  * coarse rows come after (and add to it). Their values are computed where they are consumed. */
 typedef struct {
     const float *x;
-    int64_t K;
+    int64_t ldx; /* floats from one row of x to the next */
     float *scale;
     int64_t *target;
     int64_t rows;
@@ -46,7 +46,7 @@ typedef struct {
 /* Row r's int8 values at columns k0 .. k0 + n - 1. */
 static void row_values(const Quantized *a, int64_t r, int64_t k0, int64_t n, int8_t *out) {
     const int64_t m = a->target[r];
-    const float *x = a->x + m * a->K + k0;
+    const float *x = a->x + m * a->ldx + k0;
     const float s1 = a->scale[m];
     if (r == m) {
 #pragma omp simd
@@ -63,13 +63,13 @@ static void row_values(const Quantized *a, int64_t r, int64_t k0, int64_t n, int
 }
 
 /* Scales and targets of x's int8 rows. Returns 0 when out of memory. */
-static int plan(const float *x, int64_t M, int64_t K, float ratio, Quantized *out) {
+static int plan(const float *x, int64_t ldx, int64_t M, int64_t K, float ratio, Quantized *out) {
     float *s1 = malloc(sizeof(float) * (size_t)M);
     unsigned char *coarse = malloc((size_t)M);
     if (!s1 || !coarse) { free(s1); free(coarse); return 0; }
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < M; m++) {
-        const float *r = x + m * K;
+        const float *r = x + m * ldx;
         float top = 0.f, sq = 0.f;
 #pragma omp simd reduction(max : top) reduction(+ : sq)
         for (int64_t k = 0; k < K; k++) {
@@ -83,7 +83,7 @@ static int plan(const float *x, int64_t M, int64_t K, float ratio, Quantized *ou
     int64_t extra = 0;
     for (int64_t m = 0; m < M; m++) extra += coarse[m];
     out->x = x;
-    out->K = K;
+    out->ldx = ldx;
     out->rows = M + extra;
     out->scale = malloc(sizeof(float) * (size_t)out->rows);
     out->target = malloc(sizeof(int64_t) * (size_t)out->rows);
@@ -280,14 +280,14 @@ int qc_amx_ready(void) {
 #endif
 }
 
-/* x (M, K) float32, w (N, K) int8 with scales sw (N,), b (N,) or NULL -> y (M, N) float32.
+/* x (M, K) float32 (rows ldx floats apart), w (N, K) int8 with scales sw (N,), b (N,) or NULL -> y (M, N) float32.
  * use_amx: 1 the tiles (needs qc_amx_ready, K a multiple of 64, N of 16), 0 the plain loops.
  * Returns 1, or 0 when it could not run (then y is untouched: out of memory, or tiles refused). */
-int qc_int8_prompt_matmul(const float *x, int64_t M, int64_t K, const int8_t *w, const float *sw,
+int qc_int8_prompt_matmul(const float *x, int64_t ldx, int64_t M, int64_t K, const int8_t *w, const float *sw,
                           const float *b, int64_t N, float *y, float ratio, int use_amx) {
     if (use_amx && (!qc_amx_ready() || K % 64 != 0 || N % 16 != 0)) return 0;
     Quantized a;
-    if (!plan(x, M, K, ratio, &a)) return 0;
+    if (!plan(x, ldx, M, K, ratio, &a)) return 0;
     int ok = 0;
     if (!use_amx) ok = plain(&a, K, w, sw, b, N, y);
 #ifdef QC_AMX
