@@ -185,13 +185,13 @@ class Int8Kernel:
         receives the result."""
         x = x if x.stride(-1) == 1 and x.stride(0) >= x.shape[1] else x.contiguous()
         (m, k), n = x.shape, q.shape[0]
-        y = torch.empty(m, n, dtype=torch.float32) if out is None else out
+        y = out if out is not None and out.data_ptr() % 64 == 0 else torch.empty(m, n, dtype=torch.float32)
         b = None if bias is None else bias.data_ptr()
         if amx and not self.amx_fits(k, n):
             raise ValueError(f"the AMX tiles take K % {AMX_K} == 0 and N % {AMX_N} == 0, not K={k}, N={n}")
         if not self._prompt(x.data_ptr(), x.stride(0), m, k, q.data_ptr(), scale.data_ptr(), b, n, y.data_ptr(), COARSE_RATIO, int(amx)):
             raise MemoryError("the int8 prompt product could not allocate its buffers")
-        return y
+        return y if out is None or y is out else out.copy_(y)  # the tiles stream into 64-byte lines
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out (N, K) float32 = q (N, K) int8 * scale[:, None]; all contiguous on the CPU."""

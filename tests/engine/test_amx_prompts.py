@@ -183,3 +183,13 @@ def test_rows_that_lie_apart_are_read_in_place(kernel):
     assert torch.equal(y, kernel.int8_prompt_matmul(x.contiguous(), q.q, q.scale, None, amx=False))
     if kernel.amx:
         assert torch.equal(kernel.int8_prompt_matmul(x, q.q, q.scale, None), y)
+
+
+def test_a_result_buffer_off_a_64_byte_line_still_receives_the_product(kernel):
+    q = quantize_int8(_rows(32, 128, 12) * 0.05)
+    x = _rows(9, 128, 13)
+    room = torch.zeros(9 * 32 + 1)
+    out = room[1:].view(9, 32)  # 4 bytes past an aligned start
+    got = kernel.int8_prompt_matmul(x, q.q, q.scale, None, out=out, amx=kernel.amx)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(out, kernel.int8_prompt_matmul(x, q.q, q.scale, None, amx=False))
