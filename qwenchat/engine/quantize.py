@@ -122,7 +122,7 @@ class Scratch:
         """The most float32 rows the native kernel takes; more go to the matrix units when
         `amx_prompts` (amx_from: the rows from which they win for a kind of weights), else
         dequantize."""
-        return amx_from if self.amx_prompts else NATIVE_ROWS
+        return min(amx_from, NATIVE_ROWS) if self.amx_prompts else NATIVE_ROWS
 
     def native_takes(self, x2: torch.Tensor, amx_from: int = AMX_NATIVE_ROWS) -> bool:
         """Whether a linear with the native kernel hands these rows (M, K) to it."""
@@ -130,8 +130,9 @@ class Scratch:
 
     def matrix_rows(self, x2: torch.Tensor, amx_from: int = AMX_NATIVE_ROWS) -> bool:
         """Whether the product of these rows runs on the matrix units: a prompt's float32 rows,
-        more than the native kernel takes (also without it), when `amx_prompts`."""
-        return self.amx_prompts and x2.dtype == torch.float32 and x2.shape[0] > self.native_rows(amx_from)
+        more than `amx_from`, when `amx_prompts` (between the native kernel's rows and those, the
+        float product of dequantized weights)."""
+        return self.amx_prompts and x2.dtype == torch.float32 and x2.shape[0] > amx_from
 
     def dequantize(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         return self.held((q, scale), q.shape, dtype, slot, lambda w: self._fill(q, scale, w))

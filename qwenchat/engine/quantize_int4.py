@@ -39,9 +39,11 @@ GROUP = 32  # columns per scale/min pair; a multiple of CHUNK
 CHUNK = 32  # columns per 16 packed bytes
 MAX_GROUP = 256  # the C quantizer's bound
 BLOCK_ELEMS = 1 << 22  # elements quantized at a time (bounded float temporaries)
-# With matrix units (Scratch.amx_prompts) int4 rows past this many dequantize to bfloat16: one
-# layer's products on an AMX Xeon, 2 cores, broke even near 16-20 rows (tenth session).
-INT4_AMX_ROWS = 16
+# With matrix units (Scratch.amx_prompts) int4 rows past this many dequantize to bfloat16 (fewer
+# take the native kernel up to NATIVE_ROWS, then float32 products): converting every weight costs
+# ~0.5 s a prompt, so on an AMX Xeon (2 cores) a prompt's prefill in bfloat16 took 547 ms at 20
+# rows against 174 ms, broke even near 200 rows, and won from 256 (748 against 828 ms).
+INT4_AMX_ROWS = 224
 RANGE_SEARCH = (1.0, 0.95, 0.9, 0.85)  # fractions of a group's range tried; the least squared error wins
 
 

@@ -193,3 +193,20 @@ def test_a_result_buffer_off_a_64_byte_line_still_receives_the_product(kernel):
     got = kernel.int8_prompt_matmul(x, q.q, q.scale, None, out=out, amx=kernel.amx)
     assert got.data_ptr() == out.data_ptr()
     assert torch.equal(out, kernel.int8_prompt_matmul(x, q.q, q.scale, None, amx=False))
+
+
+def test_int4_keeps_its_kernel_and_float_products_below_the_bfloat16_rows(kernel, monkeypatch):
+    """Converting every int4 weight to bfloat16 costs ~0.5 s a prompt: only prompts past
+    INT4_AMX_ROWS pay it; fewer rows take the int4 kernel (up to NATIVE_ROWS), then float32."""
+    calls: list[int] = []
+    native = kernel.int4_matmul
+    monkeypatch.setattr(kernel, "int4_matmul", lambda x, *a: calls.append(x.shape[0]) or native(x, *a))
+    w = quantize_int4(_rows(64, 128, 14) * 0.05)
+    lin = Int4Linear(w, None, Scratch(kernel, amx_prompts=True), native=kernel)
+    plain = Int4Linear(w, None, Scratch(None))
+    for rows in (NATIVE_ROWS, NATIVE_ROWS + 1, INT4_AMX_ROWS):
+        x = _rows(rows, 128, rows)
+        assert torch.allclose(lin(x), plain(x), rtol=1e-4, atol=1e-4)  # float32 either way
+    x = _rows(INT4_AMX_ROWS + 1, 128, 15)
+    assert torch.equal(lin(x), F.linear(x.bfloat16(), w.dequantize(torch.bfloat16)).float())
+    assert calls == [NATIVE_ROWS]
