@@ -40,7 +40,7 @@ def test_wheel_carries_the_native_kernel_sources(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     package = ROOT / "qwenchat"
     shipped = {f"qwenchat/{p.relative_to(package).as_posix()}" for p in SOURCES}
-    assert shipped <= set(names) and len(SOURCES) == 5 and "qwenchat/engine/native/top_logits.c" in shipped
+    assert shipped <= set(names) and len(SOURCES) == 6 and "qwenchat/engine/native/int8_prompts.c" in shipped
 
 
 def test_installed_wheel_finds_its_themes(wheel, tmp_path):
