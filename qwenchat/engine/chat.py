@@ -110,7 +110,7 @@ class ChatEngine:
                 native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
                 notes += [status.note] if status.note else []
             tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant, native is not None), int8_cache_dir, native)
-            amx = amx_prompts(placement, quant)
+            amx = amx_prompts(placement, quant, tiles=native is not None and native.amx)
             model = Qwen2ForCausalLM.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, quant, native, amx
             )

@@ -82,14 +82,17 @@ def choose_quantize(
 AMX_PROMPTS_ENV = "QWENCHAT_AMX_PROMPTS"
 
 
-def amx_prompts(placement: Placement, quantize: str, environ: Mapping[str, str] | None = None) -> bool:
+def amx_prompts(
+    placement: Placement, quantize: str, environ: Mapping[str, str] | None = None, tiles: bool = True
+) -> bool:
     """Whether a prompt's products with quantized weights run on the matrix units (see the module
     docstring): only for int8/int4 weights with float32 activations on the CPU, by the CPU's
-    features or AMX_PROMPTS_ENV."""
+    features or AMX_PROMPTS_ENV. tiles: whether qwenchat's kernel may use them here (a compiler
+    too old for AMX, or Linux refusing the tiles, leaves only its plain loops: forced only)."""
     if placement.device.type != "cpu" or placement.dtype != torch.float32 or quantize == "none":
         return False
     chosen = env_switch(AMX_PROMPTS_ENV, "float32 prompt products", "the matrix units' numerics", environ)
-    return cpu_has_matrix_units() if chosen is None else chosen
+    return (tiles and cpu_has_matrix_units()) if chosen is None else chosen
 
 
 def env_switch(name: str, off: str, on: str, environ: Mapping[str, str] | None = None) -> bool | None:

@@ -50,6 +50,14 @@ def test_without_the_variable_the_cpu_decides(monkeypatch):
     assert not amx_prompts(CPU, "int8", {})
 
 
+def test_a_kernel_without_the_tiles_keeps_float32_products_unless_forced(monkeypatch):
+    """An AMX CPU whose kernel cannot use the tiles (an old compiler, Linux refusing them) would
+    multiply prompts in plain C loops: only when forced (the tests)."""
+    monkeypatch.setattr(device, "cpu_has_matrix_units", lambda: True)
+    assert not amx_prompts(CPU, "int8", {}, tiles=False)
+    assert amx_prompts(CPU, "int8", ON, tiles=False)
+
+
 def test_a_bad_value_is_a_clear_error():
     with pytest.raises(SettingsError, match=AMX_PROMPTS_ENV) as err:
         amx_prompts(CPU, "int8", {AMX_PROMPTS_ENV: "yes"})
