@@ -182,7 +182,8 @@ def test_a_prompt_through_the_engine_stays_close_to_float32_products(tiny_models
 
 
 def test_rows_that_lie_apart_are_read_in_place(kernel):
-    """The MLP hands down_proj the gated half of its gate/up buffer: rows 2I apart."""
+    """The MLP hands down_proj the gated half of its gate/up buffer, rows 2I apart (read in place,
+    by a row stride): the same numbers as the rows copied together."""
     q = quantize_int8(_rows(48, 128, 10) * 0.05)
     wide = _rows(20, 256, 11)
     x = wide[:, :128]
@@ -218,3 +219,29 @@ def test_int4_keeps_its_kernel_and_float_products_below_the_bfloat16_rows(kernel
     x = _rows(INT4_AMX_ROWS + 1, 128, 15)
     assert torch.equal(lin(x), F.linear(x.bfloat16(), w.dequantize(torch.bfloat16)).float())
     assert calls == [NATIVE_ROWS]
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_rows_past_a_pass_and_a_last_band_of_16_channels(kernel, amx):
+    """300 rows (two passes of the tiles over the weights) with second rows that land in a later
+    pass than their first, and 48 channels (a last band of one tile): the reference's numbers."""
+    if amx and not kernel.amx:
+        pytest.skip("this CPU has no AMX tiles (or Linux refused them)")
+    q = quantize_int8(_rows(48, 1024, 16) * 0.05)
+    x = _rows(300, 1024, 17)
+    x[[0, 15, 16, 255, 256, 299], 3] = 200.0  # their second rows come after row 299
+    x[40] = 0.0
+    bias = _rows(1, 48, 18)[0]
+    y = kernel.int8_prompt_matmul(x, q.q, q.scale, bias, amx=amx)
+    want = int8_rows_reference(x, q, bias)
+    assert torch.allclose(y, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_a_row_that_is_not_finite_gives_nan_as_a_float_product_would(kernel):
+    q = quantize_int8(_rows(32, 128, 19) * 0.05)
+    x = _rows(20, 128, 20)
+    x[3, 5], x[7, 9] = float("nan"), float("inf")
+    for amx in {False, kernel.amx}:
+        y = kernel.int8_prompt_matmul(x, q.q, q.scale, None, amx=amx)
+        assert y[3].isnan().all() and y[7].isnan().all()
+        assert torch.isfinite(torch.cat([y[:3], y[4:7], y[8:]])).all()

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__linux__)
 #define QC_AMX 1
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -48,6 +48,10 @@ static void row_values(const Quantized *a, int64_t r, int64_t k0, int64_t n, int
     const int64_t m = a->target[r];
     const float *x = a->x + m * a->ldx + k0;
     const float s1 = a->scale[m];
+    if (isnan(s1)) { /* a row that is not finite: its products are NaN by its scale */
+        memset(out, 0, (size_t)n);
+        return;
+    }
     if (r == m) {
 #pragma omp simd
         for (int64_t k = 0; k < n; k++) out[k] = (int8_t)nearbyintf(x[k] / s1);
@@ -75,10 +79,14 @@ static int plan(const float *x, int64_t ldx, int64_t M, int64_t K, float ratio, 
         for (int64_t k = 0; k < K; k++) {
             float v = fabsf(r[k]);
             top = v > top ? v : top;
-            sq += r[k] * r[k];
+            sq += r[k] * r[k]; /* a NaN anywhere in the row makes the sum NaN: plan() sees it */
         }
         s1[m] = top > 0.f ? top / 127.f : 1e-30f;
         coarse[m] = top > ratio * sqrtf(sq / (float)K);
+        if (!isfinite(top) || isnan(sq)) { /* NaN or inf in the row: NaN out, as a float product gives */
+            s1[m] = NAN;
+            coarse[m] = 0;
+        }
     }
     int64_t extra = 0;
     for (int64_t m = 0; m < M; m++) extra += coarse[m];
@@ -243,7 +251,7 @@ static void amx(const Quantized *a, int64_t K, const int8_t *w, const int8_t *pa
         int32_t sums[4][16][16] __attribute__((aligned(64)));
         for (int64_t first = 0; first < blocks; first += PASS_BLOCKS) {
         const int64_t last = first + PASS_BLOCKS < blocks ? first + PASS_BLOCKS : blocks;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t n0 = 0; n0 < N; n0 += 2 * TILE_N) {
             const int two_n = n0 + TILE_N < N;
             const int8_t *w0 = w + n0 * K, *w1 = w0 + TILE_N * K;
@@ -269,7 +277,8 @@ static void amx(const Quantized *a, int64_t K, const int8_t *w, const int8_t *pa
                 if (two_n && two_b) { _tile_stored(3, sums[3], 64); store(a, b0 + 1, n0 + TILE_N, (const int32_t(*)[16])sums[3], sw, b, N, y); }
             }
         }
-        _mm_sfence(); /* this thread's streaming stores land before the pass's barrier */
+        _mm_sfence(); /* this thread's streaming stores land before the barrier: a later pass's */
+#pragma omp barrier /* second rows may add to them from another thread */
         }
         _tile_release();
     }
