@@ -174,6 +174,8 @@ def test_a_prompt_through_the_engine_stays_close_to_float32_products(tiny_models
         monkeypatch.setenv(AMX_PROMPTS_ENV, value)
         engine = ChatEngine.load(tiny_models["qwen2_15b"], device="cpu", quantize=quantize)
         assert ("on the CPU's matrix units" in engine.info.placement_reason) == (value == "1")
+        dtypes = {layer.self_attn.prompt_dtype for layer in engine.model.model.layers}
+        assert dtypes == ({torch.bfloat16} if value == "1" else {None})  # the prompt's attention too
         logits[value] = prefill(engine.model, engine.cache, ids)
     fp32, units = logits["0"], logits["1"]
     assert not torch.equal(fp32, units)
