@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qwenchat import paths
-from tests.fixtures.tiny import SPECS, build_model, build_tokenizer
+from tests.fixtures.tiny import SPECS, build_model, build_tokenizer, never_ending
 
 SHARED_KERNELS_ENV = "QWENCHAT_TEST_KERNELS"  # read by share_kernels in helpers that start processes
 # Prompt products stay float32 on every CPU (an AMX one would take its int8 tiles: device.amx_prompts),
@@ -66,6 +66,13 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tiny_model(tiny_models: dict[str, Path]) -> Path:
     """The default tiny model: shaped like Qwen2.5-0.5B-Instruct."""
     return tiny_models["qwen25_05b"]
+
+
+@pytest.fixture(scope="session")
+def endless_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny model, whose greedy replies never stop before their token limit
+    (fixtures/tiny.py's never_ending): for tests that act while a reply streams."""
+    return never_ending(tiny_model, tmp_path_factory.mktemp("endless") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 from qwenchat.store import Store
 from tests.conftest import share_kernels
 
-LONG_REPLY = "max_tokens = 3000\ntemperature = 1.0\ntop_k = 0\nseed = 5\n"
+LONG_REPLY = "max_tokens = 3000\ntemperature = 0\n"  # with endless_model: 3,000 tokens, never a stop
 
 
 def messages(home) -> int:
@@ -33,7 +33,7 @@ def reply_saved(home) -> bool:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
-def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_path):
+def test_sigterm_quits_the_app_and_saves_the_streaming_reply(endless_model, tmp_path):
     tmux = shutil.which("tmux")
     assert tmux, "tmux is required for this test (apt-get install -y tmux; scripts/test installs it)"
     name, home = f"qwenchat-sigterm-{os.getpid()}", tmp_path / "home"
@@ -41,7 +41,7 @@ def test_sigterm_quits_the_app_and_saves_the_streaming_reply(tiny_model, tmp_pat
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text(LONG_REPLY)
     share_kernels(home)
-    app = f"{sys.executable} -m qwenchat chat -m {tiny_model} --device cpu --dtype float32"
+    app = f"{sys.executable} -m qwenchat chat -m {endless_model} --device cpu --dtype float32"
     cmd = (f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 "
            f"sh -c 'echo $$ > {pid_file}; exec {app}'; echo $? > {status_file}; sleep 60")  # the pane stays to be read
     subprocess.run([tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd], check=True)

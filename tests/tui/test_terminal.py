@@ -19,7 +19,7 @@ from tests.tui.terminal import PROMPT, Terminal, app_script
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
 
 ROOT = Path(__file__).resolve().parents[2]
-LONG_REPLY = "max_tokens = 3000\ntemperature = 1.0\ntop_k = 0\nseed = 5\n"
+LONG_REPLY = "max_tokens = 3000\ntemperature = 0\n"  # with endless_model: 3,000 tokens, never a stop
 SHORT_REPLY = "max_tokens = 8\ntemperature = 0.0\n"
 LOADED = re.compile(r"cpu/\w+")
 
@@ -60,10 +60,10 @@ def quit_and_read(term: Terminal, command: str) -> list[str]:
 
 
 @pytest.mark.parametrize("when", ["mid-reply", "while loading"])  # idle: the multi-line test's quit
-def test_quit_leaves_nothing_but_the_prompt(tiny_model, tmp_path, when):
+def test_quit_leaves_nothing_but_the_prompt(endless_model, tmp_path, when):
     home = setup_home(tmp_path, LONG_REPLY if when == "mid-reply" else SHORT_REPLY)
     script = app_script(tmp_path / "run.sh", ROOT, home, sys.executable,
-                        f"chat -m {tiny_model} --device cpu --dtype float32")
+                        f"chat -m {endless_model} --device cpu --dtype float32")
     command = f"sh {script}; echo exit=$?"
     term = Terminal("qwenchat-quit")
     try:
@@ -117,10 +117,10 @@ def test_multi_line_message_shows_its_lines(tiny_model, tmp_path):
         term.close()
 
 
-def test_resize_to_60x15_mid_reply_keeps_following(tiny_model, tmp_path):
+def test_resize_to_60x15_mid_reply_keeps_following(endless_model, tmp_path):
     term = Terminal("qwenchat-resize")
     try:
-        command = start_long_reply(term, tmp_path, tiny_model)
+        command = start_long_reply(term, tmp_path, endless_model)
         term.resize(60, 15)
         # the reply ends; if the chat still follows it, its details line (… N tokens …) is in view
         text = term.until(lambda s: "generating" not in s and re.search(r"\d+ tokens", s), 120,
@@ -131,13 +131,13 @@ def test_resize_to_60x15_mid_reply_keeps_following(tiny_model, tmp_path):
         term.close()
 
 
-def test_a_window_made_smaller_then_larger_leaves_nothing_after_quitting(tiny_model, tmp_path):
+def test_a_window_made_smaller_then_larger_leaves_nothing_after_quitting(endless_model, tmp_path):
     """tmux copies an app's alternate screen into the user's screen and scrollback when the window
     shrank and grew while a screenful of reply was shown; the app clears that screen before
     leaving it (app.clearing_on_exit)."""
     term = Terminal("qwenchat-regrow")
     try:
-        command = start_long_reply(term, tmp_path, tiny_model)
+        command = start_long_reply(term, tmp_path, endless_model)
         time.sleep(3)  # a screenful of reply
         term.resize(80, 24)
         term.until(lambda s: len(s.splitlines()[0]) <= 80, 10, "the window did not shrink")
