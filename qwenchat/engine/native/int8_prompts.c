@@ -242,42 +242,49 @@ static void store(const Quantized *a, int64_t blk, int64_t n0, const int32_t sum
     }
 }
 
+/* One pass: this thread's share of the bands of 32 weight rows against x's blocks first..last-1,
+ * two weight tiles by two x tiles into four sums at a time. */
+static void amx_pass(const Quantized *a, int64_t K, const int8_t *w, const int8_t *packed, const float *sw,
+                     const float *b, int64_t N, float *y, int64_t first, int64_t last) {
+    const int64_t chunks = K / TILE_K;
+    int32_t sums[4][16][16] __attribute__((aligned(64)));
+#pragma omp for schedule(static) nowait
+    for (int64_t n0 = 0; n0 < N; n0 += 2 * TILE_N) {
+        const int two_n = n0 + TILE_N < N;
+        const int8_t *w0 = w + n0 * K, *w1 = w0 + TILE_N * K;
+        for (int64_t b0 = first; b0 < last; b0 += 2) {
+            const int two_b = b0 + 1 < last;
+            const int8_t *p0 = packed + b0 * chunks * 1024, *p1 = p0 + chunks * 1024;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (int64_t c = 0; c < chunks; c++) {
+                _tile_loadd(4, w0 + c * TILE_K, K);
+                _tile_loadd(6, p0 + c * 1024, 64);
+                _tile_dpbssd(0, 4, 6);
+                if (two_b) { _tile_loadd(7, p1 + c * 1024, 64); _tile_dpbssd(1, 4, 7); }
+                if (two_n) {
+                    _tile_loadd(5, w1 + c * TILE_K, K);
+                    _tile_dpbssd(2, 5, 6);
+                    if (two_b) _tile_dpbssd(3, 5, 7);
+                }
+            }
+            _tile_stored(0, sums[0], 64);
+            store(a, b0, n0, (const int32_t(*)[16])sums[0], sw, b, N, y);
+            if (two_b) { _tile_stored(1, sums[1], 64); store(a, b0 + 1, n0, (const int32_t(*)[16])sums[1], sw, b, N, y); }
+            if (two_n) { _tile_stored(2, sums[2], 64); store(a, b0, n0 + TILE_N, (const int32_t(*)[16])sums[2], sw, b, N, y); }
+            if (two_n && two_b) { _tile_stored(3, sums[3], 64); store(a, b0 + 1, n0 + TILE_N, (const int32_t(*)[16])sums[3], sw, b, N, y); }
+        }
+    }
+}
+
 static void amx(const Quantized *a, int64_t K, const int8_t *w, const int8_t *packed, const float *sw,
                 const float *b, int64_t N, float *y) {
-    const int64_t blocks = (a->rows + 15) / 16, chunks = K / TILE_K;
+    const int64_t blocks = (a->rows + 15) / 16;
 #pragma omp parallel
     {
         configure();
-        int32_t sums[4][16][16] __attribute__((aligned(64)));
         for (int64_t first = 0; first < blocks; first += PASS_BLOCKS) {
-        const int64_t last = first + PASS_BLOCKS < blocks ? first + PASS_BLOCKS : blocks;
-#pragma omp for schedule(static) nowait
-        for (int64_t n0 = 0; n0 < N; n0 += 2 * TILE_N) {
-            const int two_n = n0 + TILE_N < N;
-            const int8_t *w0 = w + n0 * K, *w1 = w0 + TILE_N * K;
-            for (int64_t b0 = first; b0 < last; b0 += 2) {
-                const int two_b = b0 + 1 < last;
-                const int8_t *p0 = packed + b0 * chunks * 1024, *p1 = p0 + chunks * 1024;
-                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-                for (int64_t c = 0; c < chunks; c++) {
-                    _tile_loadd(4, w0 + c * TILE_K, K);
-                    _tile_loadd(6, p0 + c * 1024, 64);
-                    _tile_dpbssd(0, 4, 6);
-                    if (two_b) { _tile_loadd(7, p1 + c * 1024, 64); _tile_dpbssd(1, 4, 7); }
-                    if (two_n) {
-                        _tile_loadd(5, w1 + c * TILE_K, K);
-                        _tile_dpbssd(2, 5, 6);
-                        if (two_b) _tile_dpbssd(3, 5, 7);
-                    }
-                }
-                _tile_stored(0, sums[0], 64);
-                store(a, b0, n0, (const int32_t(*)[16])sums[0], sw, b, N, y);
-                if (two_b) { _tile_stored(1, sums[1], 64); store(a, b0 + 1, n0, (const int32_t(*)[16])sums[1], sw, b, N, y); }
-                if (two_n) { _tile_stored(2, sums[2], 64); store(a, b0, n0 + TILE_N, (const int32_t(*)[16])sums[2], sw, b, N, y); }
-                if (two_n && two_b) { _tile_stored(3, sums[3], 64); store(a, b0 + 1, n0 + TILE_N, (const int32_t(*)[16])sums[3], sw, b, N, y); }
-            }
-        }
-        _mm_sfence(); /* this thread's streaming stores land before the barrier: a later pass's */
+            amx_pass(a, K, w, packed, sw, b, N, y, first, first + PASS_BLOCKS < blocks ? first + PASS_BLOCKS : blocks);
+            _mm_sfence(); /* this thread's streaming stores land before the barrier: a later pass's */
 #pragma omp barrier /* second rows may add to them from another thread */
         }
         _tile_release();
@@ -301,6 +308,7 @@ int qc_amx_ready(void) {
 int qc_int8_prompt_matmul(const float *x, int64_t ldx, int64_t M, int64_t K, const int8_t *w, const float *sw,
                           const float *b, int64_t N, float *y, float ratio, int use_amx) {
     if (use_amx && (!qc_amx_ready() || K % 64 != 0 || N % 16 != 0 || (uintptr_t)y % 64 != 0)) return 0;
+    if (M == 0 || N == 0) return 1;
     Quantized a;
     if (!plan(x, ldx, M, K, ratio, &a)) return 0;
     int ok = 0;
