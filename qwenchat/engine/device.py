@@ -14,8 +14,8 @@ on): `amx_prompts` says whether they run there (quantize.py's Scratch): int8 wei
 rows on the int8 tiles (native/int8_prompts.c), int4 weights in bfloat16 past 224 rows, and the
 prompt's attention in bfloat16. On such a Xeon (2 cores) a 42-token prompt's time to first
 token fell 0.13 -> 0.06-0.075 s that way (BENCHMARKS.md, twelfth session); other CPUs keep
-float32 products. QWENCHAT_AMX_PROMPTS=0 keeps float32 (=1
-forces the matrix units' numerics, in plain C loops where the CPU has no tiles: for tests).
+float32 products. QWENCHAT_AMX_PROMPTS=0 keeps float32 (=1 forces the matrix units' numerics,
+in plain C loops where the CPU has no tiles: for tests).
 """
 
 from __future__ import annotations

@@ -59,7 +59,6 @@ FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
 OPENMP = "-fopenmp"  # tried first; a compiler without OpenMP still builds a one-thread kernel
 X86 = ("x86_64", "amd64", "i686", "x86")
 BUILD_TIMEOUT_S = 120
-AMX_K, AMX_N = 64, 16  # the tiles' shapes: K in steps of 64 bytes, weights' rows in steps of 16
 # A row of x whose largest value passes this many times its root mean square gets a second int8
 # row (int8_prompts.c): on the real model 1% of the attention's and MLP's input rows, 57% of the
 # down projection's; 8 changed nothing measurable, 32 raised perplexity 0.8%.
@@ -101,6 +100,9 @@ class Int8Kernel:
         self._prompt.restype = ctypes.c_int
         self._prompt.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, i64, ptr, ctypes.c_float, ctypes.c_int]
         self.amx = bool(lib.qc_amx_ready())  # the tiles may run here (a failed self-check turns it off)
+        self._fits = lib.qc_int8_prompt_fits
+        self._fits.restype = ctypes.c_int
+        self._fits.argtypes = [i64, i64]
 
     def use_generic_int4(self, flag: bool) -> str:
         """Force the int4 products onto the plain C path (True) or the best the CPU has (False);
@@ -169,10 +171,10 @@ class Int8Kernel:
         self._fn(x.data_ptr(), m, k, q.data_ptr(), scale.data_ptr(), b, n, y.data_ptr())
         return y
 
-
     def amx_fits(self, k: int, n: int) -> bool:
-        """Whether the tiles take a product with k columns and n rows of weights."""
-        return self.amx and k % AMX_K == 0 and n % AMX_N == 0
+        """Whether the tiles run here and take a product with k columns and n rows of weights
+        (whole tiles: int8_prompts.c's qc_int8_prompt_fits)."""
+        return self.amx and bool(self._fits(k, n))
 
     def int8_prompt_matmul(
         self, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
@@ -188,7 +190,7 @@ class Int8Kernel:
         y = out if out is not None and out.data_ptr() % 64 == 0 else torch.empty(m, n, dtype=torch.float32)
         b = None if bias is None else bias.data_ptr()
         if amx and not self.amx_fits(k, n):
-            raise ValueError(f"the AMX tiles take K % {AMX_K} == 0 and N % {AMX_N} == 0, not K={k}, N={n}")
+            raise ValueError(f"the AMX tiles cannot take this product here (K={k}, N={n}): see amx_fits")
         if not self._prompt(x.data_ptr(), x.stride(0), m, k, q.data_ptr(), scale.data_ptr(), b, n, y.data_ptr(), COARSE_RATIO, int(amx)):
             raise MemoryError("the int8 prompt product could not allocate its buffers")
         return y if out is None or y is out else out.copy_(y)  # the tiles stream into 64-byte lines

@@ -50,9 +50,9 @@ BLOCK_ELEMS = 1 << 24  # rows per dequantization/quantization block: ~16M elemen
 DECODE_ROWS = 4  # at most this many rows use torch's int8 kernel; more rows dequantize
 NATIVE_ROWS = 96  # ours beats dequantizing up to ~128 rows (2-core AVX2: 174 vs 437 ms at 32)
 # With int8 matrix units (Scratch.amx_prompts) their products win from two rows: on an AMX Xeon,
-# 2 cores, the MLP's 9,728 x 896 product at 2 rows 0.60 ms ours, 0.23 ms on the tiles; at 16,
-# 1.72 and 0.27 ms; at 1 row both stream the weights (0.20 and 0.24 ms), and decoding keeps
-# float32 rows.
+# 2 cores, a layer's products at 2 rows 1.05 ms ours, 0.47 ms on the tiles; at 16, 3.08 and 0.47
+# (benchmarks/prefill_products.py --rows 1,2,4,16); one row streams the weights either way, and
+# decoding keeps float32 rows.
 AMX_NATIVE_ROWS = 1
 
 
@@ -204,18 +204,20 @@ class Int8Linear(nn.Module):
         self.native = native if on_cpu else None
         self.kernel = self.native is None and _int8_kernel_ok(weight.q.device)  # torch's
         self.exact_top = exact_top if self.kernel else 0
-        # the int8 tiles, or (a CPU without them, forced: tests) the same numbers in plain loops
+        # the int8 tiles, or (a CPU without them, forced: tests) the same numbers in plain loops;
+        # a shape the tiles cannot take keeps the native kernel for short prompts, as without them
         n, k = weight.q.shape
         self.int8_rows = self.native is not None and (self.native.amx_fits(k, n) or not self.native.amx)
+        self.amx_from = AMX_NATIVE_ROWS if self.int8_rows else NATIVE_ROWS
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., K) -> (..., N); `out` (contiguous, that shape) receives the result, so a long
         prompt's products reuse one buffer instead of page-faulting a fresh one each time."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if self.native is not None and self.scratch.native_takes(x2):
+        if self.native is not None and self.scratch.native_takes(x2, self.amx_from):
             y = self.native.matmul(x2, self.qweight, self.scales, self.bias)
-        elif self.int8_rows and self.scratch.matrix_rows(x2):
+        elif self.int8_rows and self.scratch.matrix_rows(x2, self.amx_from):
             into = None if out is None else out.view(x2.shape[0], self.out_features)
             y = self.native.int8_prompt_matmul(x2, self.qweight, self.scales, self.bias, into, self.native.amx)
         elif self.kernel and x2.shape[0] <= DECODE_ROWS:

@@ -144,13 +144,21 @@ def test_the_native_kernel_keeps_decode_rows_where_the_matrix_units_run(kernel, 
     assert calls == ([1] if amx_prompts else [1, limit])
 
 
-def test_a_shape_the_tiles_cannot_take_keeps_float_products(kernel):
+def test_a_shape_the_tiles_cannot_take_keeps_float_products(kernel, monkeypatch):
+    """...and the native kernel for up to NATIVE_ROWS rows, as on a CPU without the tiles."""
     if not kernel.amx:
         pytest.skip("this CPU has no AMX tiles (or Linux refused them)")
+    calls: list[int] = []
+    native_matmul = kernel.matmul
+    monkeypatch.setattr(kernel, "matmul", lambda x2, *a: calls.append(x2.shape[0]) or native_matmul(x2, *a))
     q = quantize_int8(_rows(40, 100, 8) * 0.05)  # K not a multiple of 64
     lin = Int8Linear(q, None, Scratch(kernel, amx_prompts=True), native=kernel)
     x = _rows(30, 100, 9)
     assert torch.allclose(lin(x), F.linear(x, q.dequantize()), rtol=1e-5, atol=1e-4)
+    assert calls == [30]
+    x = _rows(NATIVE_ROWS + 1, 100, 10)
+    assert torch.allclose(lin(x), F.linear(x, q.dequantize()), rtol=1e-5, atol=1e-4)
+    assert calls == [30]  # past NATIVE_ROWS: the dequantized float product
 
 
 def test_int4_prompt_rows_multiply_in_bfloat16():
@@ -183,14 +191,19 @@ def test_a_prompt_through_the_engine_stays_close_to_float32_products(tiny_models
     assert int(fp32.argmax()) in units.topk(3).indices.tolist()  # near ties of random logits may swap
 
 
-def test_rows_that_lie_apart_are_read_in_place(kernel):
+def test_rows_that_lie_apart_are_read_in_place(kernel, monkeypatch):
     """The MLP hands down_proj the gated half of its gate/up buffer, rows 2I apart (read in place,
     by a row stride): the same numbers as the rows copied together."""
     q = quantize_int8(_rows(48, 128, 10) * 0.05)
     wide = _rows(20, 256, 11)
     x = wide[:, :128]
     assert not x.is_contiguous()
+    read_from: list[int] = []
+    native = kernel._prompt
+    spy = lambda ptr, *a: read_from.append(ptr) or native(ptr, *a)  # noqa: E731
+    monkeypatch.setattr(kernel, "_prompt", spy)
     y = kernel.int8_prompt_matmul(x, q.q, q.scale, None, amx=False)
+    assert read_from == [x.data_ptr()]  # the rows where they lie, not a copy
     assert torch.equal(y, kernel.int8_prompt_matmul(x.contiguous(), q.q, q.scale, None, amx=False))
     if kernel.amx:
         assert torch.equal(kernel.int8_prompt_matmul(x, q.q, q.scale, None), y)

@@ -32,6 +32,9 @@
 #define XFEATURE_XTILEDATA 18
 #endif
 
+#define TILE_K 64 /* bytes of K per tile row */
+#define TILE_N 16 /* weight rows per tile */
+
 /* The activations' int8 rows, described: `rows` of them, each with its scale and the row of x
  * (and of y) it stands for; rows < M are x's own (and write their row of y), the second rows of
  * coarse rows come after (and add to it). Their values are computed where they are consumed. */
@@ -144,8 +147,6 @@ static int plain(const Quantized *a, int64_t K, const int8_t *w, const float *sw
 }
 
 #ifdef QC_AMX
-#define TILE_K 64 /* bytes of K per tile row */
-#define TILE_N 16
 /* Rows of x per pass over the weights, in blocks of 16: the packed rows (up to 256 x K bytes, 1.2
  * MB at K = 4,864) stay in the core's L2 while every band of weights meets them; a 2,048-row
  * prompt block in one pass read them from memory once per band, 1.5x slower. */
@@ -302,12 +303,17 @@ int qc_amx_ready(void) {
 #endif
 }
 
+/* 1 when the tiles take a product of K columns and N weight rows (whole tiles only). */
+int qc_int8_prompt_fits(int64_t K, int64_t N) {
+    return K % TILE_K == 0 && N % TILE_N == 0;
+}
+
 /* x (M, K) float32 (rows ldx floats apart), w (N, K) int8 with scales sw (N,), b (N,) or NULL -> y (M, N) float32.
- * use_amx: 1 the tiles (needs qc_amx_ready, K a multiple of 64, N of 16), 0 the plain loops.
+ * use_amx: 1 the tiles (needs qc_amx_ready and qc_int8_prompt_fits), 0 the plain loops.
  * Returns 1, or 0 when it could not run (then y is untouched: out of memory, or tiles refused). */
 int qc_int8_prompt_matmul(const float *x, int64_t ldx, int64_t M, int64_t K, const int8_t *w, const float *sw,
                           const float *b, int64_t N, float *y, float ratio, int use_amx) {
-    if (use_amx && (!qc_amx_ready() || K % 64 != 0 || N % 16 != 0 || (uintptr_t)y % 64 != 0)) return 0;
+    if (use_amx && (!qc_amx_ready() || !qc_int8_prompt_fits(K, N) || (uintptr_t)y % 64 != 0)) return 0;
     if (M == 0 || N == 0) return 1;
     Quantized a;
     if (!plan(x, ldx, M, K, ratio, &a)) return 0;
