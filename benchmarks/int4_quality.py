@@ -9,6 +9,10 @@ without the range search, the embedding / output projection (tied) int4 or int8;
 engine-int4 / engine-int4-emb8: the real `--quantize int4` engine (kernel and fused decode), with
 the embedding and output projection int4, or as the engine has them (embedding int8, output
 projection int4 with its largest logits from the int8 rows: int4_head.py).
+
+Each variant's line says where each reply parted from float32's and by how much float32's first
+choice led its second there: a reply that parts where float32's own lead is a hundredth of a
+logit says little about the format (after the fp32 line: each reply's smallest lead).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from qwenchat.engine import quantize_int4 as q4  # noqa: E402
 from qwenchat.engine.int4_head import KIND as HEAD_KIND  # noqa: E402
 from qwenchat.engine.chat import ChatEngine  # noqa: E402
 from qwenchat.engine.quantize import quantize_int8  # noqa: E402
-from tests.real.test_quality_guard import N_TOKENS, TEXT, greedy_replies, perplexity  # noqa: E402
+from tests.real.test_quality_guard import N_TOKENS, PROMPTS, TEXT, greedy_replies, messages, perplexity  # noqa: E402
 
 MODEL = Path.home() / ".cache" / "qwenchat-tests" / "imported-fp32"
 
@@ -78,6 +82,30 @@ def apply(engine: ChatEngine, variant: str) -> None:
         model.lm_head.weight.data.copy_(fake(model.lm_head.weight.data, emb, group or 32, search))
 
 
+def margins(engine: ChatEngine, replies: list[list[int]]) -> list[list[float]]:
+    """float32's lead of its first choice over its second at each token of its own greedy
+    replies: where that lead is a hundredth of a logit, any lossy format's reply is a coin toss."""
+    out = []
+    for prompt, reply in zip(PROMPTS, replies):
+        ids, reply = engine.encode_chat(messages(prompt)), reply[:N_TOKENS]
+        engine.cache.reset()
+        with torch.inference_mode():
+            logits = engine.model.logits(engine.model.hidden(torch.tensor([ids + reply]), engine.cache, 0))[0]
+        engine.cache.reset()
+        top = logits[len(ids) - 1 : len(ids) - 1 + len(reply)].topk(2, dim=-1).values
+        out.append((top[:, 0] - top[:, 1]).tolist())
+    return out
+
+
+def parted(ref: list[list[int]], got: list[list[int]], lead: list[list[float]]) -> str:
+    """Where each reply parted from float32's, with float32's lead there ("=" where it did not)."""
+    marks = []
+    for a, b, m in zip(ref, got, lead):
+        i = next((i for i, (x, y) in enumerate(zip(a[:N_TOKENS], b[:N_TOKENS])) if x != y), None)
+        marks.append("=" if i is None else f"@{i} (lead {m[i]:.2f})")
+    return ", ".join(marks)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -87,6 +115,10 @@ def main() -> None:
     ref_ppl = perplexity(base, TEXT)
     ref = None if args.no_greedy else greedy_replies(base)
     print(f"fp32: perplexity {ref_ppl:.4f}", flush=True)
+    if ref is not None:
+        lead = margins(base, ref)
+        print("fp32's smallest lead of its first choice over its second, per reply: "
+              + ", ".join(f"{min(m):.2f} @{m.index(min(m))}" for m in lead), flush=True)
     del base
     for v in args.variants.split(","):
         t0 = time.perf_counter()
@@ -103,7 +135,7 @@ def main() -> None:
         if ref is not None:
             got = greedy_replies(engine)
             same = [a[:N_TOKENS] == b[:N_TOKENS] for a, b in zip(ref, got)]
-            line += f", greedy equal on {sum(same)}/5 {same}"
+            line += f", greedy equal on {sum(same)}/5; parted {parted(ref, got, lead)}"
         print(f"{line} [{time.perf_counter() - t0:.0f} s]", flush=True)
         del engine
 
