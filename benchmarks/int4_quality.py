@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwenchat.engine import model as model_mod  # noqa: E402
+from qwenchat.engine import model_build  # noqa: E402
 from qwenchat.engine import quantize_int4 as q4  # noqa: E402
 from qwenchat.engine.int4_head import KIND as HEAD_KIND  # noqa: E402
 from qwenchat.engine.chat import ChatEngine  # noqa: E402
@@ -123,9 +123,9 @@ def main() -> None:
     for v in args.variants.split(","):
         t0 = time.perf_counter()
         if v.startswith("engine-"):  # the real int4 mode (kernel, fused decode), embedding as named
-            model_mod.INT4_EMBEDDING = "int8" if v.endswith("emb8") else "int4"
-            model_mod.INT4_OUTPUT = HEAD_KIND if v.endswith("emb8") else "int4"
-            cache = MODEL.parent / "weight-caches" if model_mod.INT4_EMBEDDING == "int4" else None
+            model_build.INT4_EMBEDDING = "int8" if v.endswith("emb8") else "int4"
+            model_build.INT4_OUTPUT = HEAD_KIND if v.endswith("emb8") else "int4"
+            cache = MODEL.parent / "weight-caches" if model_build.INT4_EMBEDDING == "int4" else None
             engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="int4", int8_cache_dir=cache)
         else:
             engine = ChatEngine.load(MODEL, device="cpu", max_context=4096, quantize="none")

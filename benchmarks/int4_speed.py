@@ -64,12 +64,12 @@ VARIANTS = {
 
 
 def _load(name: str, args: argparse.Namespace) -> ChatEngine:
-    from qwenchat.engine import model as model_mod
+    from qwenchat.engine import model_build
 
     setting = VARIANTS.get(name)
-    saved = getattr(model_mod, setting[0]) if setting else None
+    saved = getattr(model_build, setting[0]) if setting else None
     if setting:
-        setattr(model_mod, setting[0], setting[1])
+        setattr(model_build, setting[0], setting[1])
     try:
         t0 = time.perf_counter()
         engine = ChatEngine.load(args.model, device="cpu", quantize=name[:4], max_context=2048,
@@ -79,7 +79,7 @@ def _load(name: str, args: argparse.Namespace) -> ChatEngine:
         return engine
     finally:
         if setting:
-            setattr(model_mod, setting[0], saved)
+            setattr(model_build, setting[0], saved)
 
 
 def main() -> None:

@@ -31,7 +31,9 @@ from qwenchat.engine.errors import ContextOverflowError, SettingsError, Template
 from qwenchat.engine.generate import GenerationSettings, stream
 from qwenchat.engine.generation_config import GenerationDefaults
 from qwenchat.engine.kv_pool import DEFAULT_BUDGET_BYTES, CachePool
-from qwenchat.engine.model import Qwen2ForCausalLM, matrix_params, weight_kinds
+from qwenchat.engine import model_build
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model_build import matrix_params, weight_kinds
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.engine.template import ChatTemplate
 from qwenchat.engine.tokenizer import Tokenizer
@@ -111,14 +113,14 @@ class ChatEngine:
                 notes += [status.note] if status.note else []
             tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant, native is not None), int8_cache_dir, native)
             amx = amx_prompts(placement, quant, tiles=native is not None and native.amx)
-            model = Qwen2ForCausalLM.from_tensors(
+            model = model_build.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, quant, native, amx
             )
             quant_reason += f"; {tensors.source}" + (f"; prompt products on the CPU's matrix units ({AMX_PROMPTS_ENV}=0 for float32)" if amx else "")
             notes += [tensors.note] if tensors.note else []
         else:
             tensors = iter_checkpoint(model_dir, cfg, placement.dtype)
-            model = Qwen2ForCausalLM.from_tensors(cfg, tensors, placement.device, window, placement.dtype)
+            model = model_build.from_tensors(cfg, tensors, placement.device, window, placement.dtype)
         cache = KVCache(
             cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, window, placement.dtype, placement.device
         )

@@ -22,7 +22,7 @@ from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import Int8Linear
 from qwenchat.engine.quantize_int4 import Int4Linear
 
-if TYPE_CHECKING:  # model.py builds us; importing it here would be circular
+if TYPE_CHECKING:  # for the annotations only: model_build.py attaches us to the model
     from qwenchat.engine.model import DecoderLayer, Qwen2ForCausalLM
 
 _p, _i64 = ctypes.c_void_p, ctypes.c_int64

@@ -5,7 +5,7 @@ Why: decoding reads the whole output projection at every token, and on a small m
 large share of the bytes (Qwen2.5-0.5B: 136 MB of ~360 MB at int8). Stored int4 alone it costs
 quality (benchmarks/int4_quality.py: perplexity 1.075x float32's against 1.059x with it int8), but
 only the head of the distribution decides a greedy choice or a top-k / top-p sample. So the int4
-copy ranks the vocabulary, and the `top` largest logits (model.py's EXACT_TOP_LOGITS) are
+copy ranks the vocabulary, and the `top` largest logits (model_build.py's EXACT_TOP_LOGITS) are
 recomputed from the int8 rows (the rows the embedding looks up anyway, so no second full copy):
 those logits are int8 mode's, up to the order of the float sums, and only the tail of the
 distribution is int4's. A token that int8 would rank first but int4 ranks below `top` would be
@@ -30,7 +30,7 @@ from torch import nn
 from qwenchat.engine.quantize import DECODE_ROWS, Int8Linear, QTensor
 from qwenchat.engine.quantize_int4 import Int4Linear, Q4Tensor
 
-KIND = "int8+int4"  # checkpoint.py / model.py's name for a matrix stored both ways
+KIND = "int8+int4"  # checkpoint.py / model_build.py's name for a matrix stored both ways
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Int4Head(nn.Module):
     the `top` largest of each row recomputed from the int8 rows; more rows, int8 alone."""
 
     def __init__(self, fast: Int4Linear, exact: Int8Linear, top: int) -> None:
-        """fast: on the CPU with qwenchat's kernel (model.py builds this head only then)."""
+        """fast: on the CPU with qwenchat's kernel (model_build.py builds this head only then)."""
         super().__init__()
         if fast.native is None:
             raise ValueError("int4 mode's output projection needs qwenchat's kernel")

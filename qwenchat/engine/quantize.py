@@ -29,7 +29,7 @@ Contract
 
 Reading checkpoints tensor by tensor (and the on-disk int8 cache) lives in checkpoint.py.
 
-What this module does not know: which layers to quantize (model.py decides), or whether a lossy
+What this module does not know: which layers to quantize (model_build.py decides), or whether a lossy
 mode is acceptable (the quality guard in tests/real/test_quality_guard.py checks that).
 """
 

@@ -19,7 +19,7 @@ dequantized (benchmarks/int4_quality.py), affine groups of 32 keep perplexity cl
 than symmetric ones of the same size, for the same kernel cost (the min's term is one dot
 product per row over the groups, see native/int4_kernel.c).
 
-What this module does not know: which matrices are int4 (model.py decides) or how the products
+What this module does not know: which matrices are int4 (model_build.py decides) or how the products
 run (int4_linear.py and the C kernel).
 """
 

@@ -10,12 +10,13 @@ import torch
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model_build import from_state_dict
 from qwenchat.engine.weights import load_state_dict
 
 
 def load_ours(model_dir: Path, max_len: int = 1024) -> tuple[Qwen2ForCausalLM, Qwen2Config]:
     cfg = Qwen2Config.from_file(model_dir / "config.json")
-    model = Qwen2ForCausalLM.from_state_dict(cfg, load_state_dict(model_dir, cfg, torch.float32), torch.device("cpu"), max_len)
+    model = from_state_dict(cfg, load_state_dict(model_dir, cfg, torch.float32), torch.device("cpu"), max_len)
     return model, cfg
 
 

@@ -17,7 +17,7 @@ import torch
 from qwenchat.engine.chat import ChatEngine, GenerateOptions
 from qwenchat.engine.generate import Chunk, Reply, prefill
 from qwenchat.engine.attention import LONG_DECODE
-from qwenchat.engine.model import EXACT_TOP_LOGITS
+from qwenchat.engine.model_build import EXACT_TOP_LOGITS
 from qwenchat.engine.threads import gpu_host
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -20,8 +20,9 @@ from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.generate import Reply
 from qwenchat.engine.int4_head import KIND as HEAD_KIND
 from qwenchat.engine.int4_head import HeadWeights, Int4Head
-from qwenchat.engine import model as model_mod
-from qwenchat.engine.model import Qwen2ForCausalLM, weight_kinds
+from qwenchat.engine import model_build
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model_build import from_tensors, weight_kinds
 from qwenchat.engine.prefetch import INT4_CACHE_FILE, int8_cache_path
 from qwenchat.engine.quantize import Int8Embedding, Int8Linear, QTensor
 from qwenchat.engine.quantize_int4 import Int4Embedding, Int4Linear, Q4Tensor
@@ -85,9 +86,9 @@ def int4_path(request, kernel_dir):
 @pytest.mark.parametrize("embedding", ["int8", "int4"])  # the defaults, and every matrix int4
 def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, variant, int4_path, embedding, monkeypatch):
     if embedding == "int4":
-        monkeypatch.setattr(model_mod, "INT4_EMBEDDING", "int4")
-        monkeypatch.setattr(model_mod, "INT4_OUTPUT", "int4")
-        monkeypatch.setattr(model_mod, "INT4_QKV", "int4")
+        monkeypatch.setattr(model_build, "INT4_EMBEDDING", "int4")
+        monkeypatch.setattr(model_build, "INT4_OUTPUT", "int4")
+        monkeypatch.setattr(model_build, "INT4_QKV", "int4")
     engine = ChatEngine.load(tiny_models[variant], device="cpu", quantize="int4", kernel_dir=kernel_dir)
     assert isinstance(engine.model.model.embed_tokens, Int4Embedding if embedding == "int4" else Int8Embedding)
     model = engine.model
@@ -145,10 +146,10 @@ def test_int4_greedy_reply_equals_the_float_twins(tiny_model, kernel_dir):
 def test_int4_without_the_kernel_runs_torchs_dequantized_products(tiny_model, monkeypatch):
     """No native kernel (another device, no compiler): every int4 product dequantizes; same model.
     (q/k/v all int4 here: int8 matrices without our kernel take torch's bfloat16 path.)"""
-    monkeypatch.setattr(model_mod, "INT4_QKV", "int4")
+    monkeypatch.setattr(model_build, "INT4_QKV", "int4")
     cfg = Qwen2Config.from_file(tiny_model / "config.json")
     engine = ChatEngine.load(tiny_model, device="cpu", quantize="int4", dtype="float32")
-    model = Qwen2ForCausalLM.from_tensors(
+    model = from_tensors(
         cfg, Int8Checkpoint(tiny_model, cfg, weight_kinds(cfg, "int4")), torch.device("cpu"), 256, torch.float32, "int4", None
     )
     assert model.fused is None and all(layer.mlp.down_proj.native is None for layer in model.model.layers)

@@ -18,7 +18,7 @@ from qwenchat.engine import int8_cache, prefetch
 from qwenchat.engine.chat import ChatEngine
 from qwenchat.engine.checkpoint import Int8Checkpoint
 from qwenchat.engine.config import Qwen2Config
-from qwenchat.engine.model import matrix_keys
+from qwenchat.engine.model_build import matrix_keys
 from qwenchat.engine.prefetch import int8_cache_path
 from qwenchat.engine.quantize import QTensor
 
@@ -179,7 +179,7 @@ from pathlib import Path
 from qwenchat.engine import int8_cache
 from qwenchat.engine.checkpoint import Int8Checkpoint
 from qwenchat.engine.config import Qwen2Config
-from qwenchat.engine.model import matrix_keys
+from qwenchat.engine.model_build import matrix_keys
 
 real_put = int8_cache.CacheWriter.put
 def put(self, key, t):

@@ -17,7 +17,7 @@ from qwenchat.engine.checkpoint import Int8Checkpoint
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.device import choose
 from qwenchat.engine.errors import ModelConfigError, SettingsError, WeightsError
-from qwenchat.engine.model import matrix_keys
+from qwenchat.engine.model_build import matrix_keys
 from qwenchat.engine.quantize import QTensor
 
 

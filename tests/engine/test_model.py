@@ -137,7 +137,7 @@ def _load(model_dir, quantize: str, max_len: int = 2048):
     """float32, int8 with torch's kernel, or int8 with ours (the default CPU mode)."""
     from qwenchat.engine import int8_kernel
     from qwenchat.engine.config import Qwen2Config
-    from qwenchat.engine.model import Qwen2ForCausalLM
+    from qwenchat.engine import model_build
     from qwenchat.engine.weights import load_state_dict
 
     cfg = Qwen2Config.from_file(model_dir / "config.json")
@@ -148,7 +148,7 @@ def _load(model_dir, quantize: str, max_len: int = 2048):
             pytest.skip("qwenchat's int8 kernel cannot be built here")
     state = load_state_dict(model_dir, cfg, torch.float32)
     mode = "none" if quantize == "none" else "int8"
-    return Qwen2ForCausalLM.from_tensors(cfg, state.items(), torch.device("cpu"), max_len, torch.float32, mode, native), cfg
+    return model_build.from_tensors(cfg, state.items(), torch.device("cpu"), max_len, torch.float32, mode, native), cfg
 
 
 def _plain_prefill(model, cache, ids: torch.Tensor, pos: int, last_only: bool, size: int = PLAIN_CHUNK) -> torch.Tensor:

@@ -16,7 +16,9 @@ from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
 from qwenchat.engine.prefetch import int8_cache_path
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import SettingsError
-from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys
+from qwenchat.engine import model_build
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model_build import matrix_keys
 from qwenchat.engine.quantize import Int8Linear, QTensor, Scratch, quantize_int8
 from tests.engine.tolerance import EPS32, sum_order_bound, within_sum_order
 
@@ -85,7 +87,7 @@ def _load(model_dir, quantize: str, max_len: int = 512) -> tuple[Qwen2ForCausalL
         tensors = Int8Checkpoint(model_dir, cfg, matrix_keys(cfg))
     else:
         tensors = iter_checkpoint(model_dir, cfg, torch.float32)
-    return Qwen2ForCausalLM.from_tensors(cfg, tensors, torch.device("cpu"), max_len, torch.float32, quantize), cfg
+    return model_build.from_tensors(cfg, tensors, torch.device("cpu"), max_len, torch.float32, quantize), cfg
 
 
 def _cache(cfg: Qwen2Config) -> KVCache:

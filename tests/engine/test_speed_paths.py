@@ -16,13 +16,15 @@ from qwenchat.engine import prefill_blocks
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
 from qwenchat.engine.config import Qwen2Config
-from qwenchat.engine.model import Qwen2ForCausalLM, matrix_keys
+from qwenchat.engine import model_build
+from qwenchat.engine.model import Qwen2ForCausalLM
+from qwenchat.engine.model_build import matrix_keys
 
 
 def _load(d, quantize="none", max_len=256):
     cfg = Qwen2Config.from_file(d / "config.json")
     src = Int8Checkpoint(d, cfg, matrix_keys(cfg)) if quantize == "int8" else iter_checkpoint(d, cfg, torch.float32)
-    return Qwen2ForCausalLM.from_tensors(cfg, src, torch.device("cpu"), max_len, torch.float32, quantize), cfg
+    return model_build.from_tensors(cfg, src, torch.device("cpu"), max_len, torch.float32, quantize), cfg
 
 
 def _cache(cfg, max_len=256):
