@@ -22,12 +22,13 @@ KEY = "sekret-key"
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model, tmp_path_factory):
+def servers(tiny_model, endless_model, tmp_path_factory):
     """Two servers started side by side (their start-ups overlap): `keyed` with an API key and
-    --save, `plain` with neither."""
-    common = ["-m", str(tiny_model), "--port", "0", "--device", "cpu", "--quantize", "none"]
-    keyed = ServeProcess([*common, "--api-key", KEY, "--save"], tmp_path_factory.mktemp("home-keyed"))
-    plain = ServeProcess(common, tmp_path_factory.mktemp("home-plain"))
+    --save, serving the tiny model whose greedy replies never end (a reply is surely still
+    streaming when a test stops the server), `plain` with neither, serving the tiny model."""
+    common = ["--port", "0", "--device", "cpu", "--quantize", "none"]
+    keyed = ServeProcess(["-m", str(endless_model), *common, "--api-key", KEY, "--save"], tmp_path_factory.mktemp("home-keyed"))
+    plain = ServeProcess(["-m", str(tiny_model), *common], tmp_path_factory.mktemp("home-plain"))
     try:
         for s in (keyed, plain):
             s.start()
@@ -169,7 +170,7 @@ def test_plain_server_saves_nothing_and_logs_each_request(servers):
 
 def test_sigterm_mid_stream_stops_cleanly_with_exit_0(servers):
     s = servers["keyed"]
-    # greedy, the tiny model says some 200 tokens here: still generating when the signal comes
+    # greedy, this model never stops before max_tokens: still generating when the signal comes
     body = {"messages": [{"role": "user", "content": "Tell me a long story"}], "max_tokens": 2000,
             "temperature": 0, "stream": True}
     with httpx.stream("POST", s.url + "/chat/completions", json=body, timeout=60,
