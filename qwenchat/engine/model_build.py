@@ -93,7 +93,7 @@ def matrix_params(cfg: Qwen2Config) -> int:
 
 
 class _Builder:
-    """Turns checkpoint tensors into modules: float or int8 matrices, fused where possible."""
+    """Turns checkpoint tensors into modules: float, int8 or int4 matrices, fused where possible."""
 
     def __init__(
         self, cfg: Qwen2Config, device: torch.device, dtype: torch.dtype, quantize: str, native: Int8Kernel | None,
