@@ -275,6 +275,7 @@ def _run_pretty(events, stream: bool) -> "Turn":
     from rich.console import Console
     from rich.live import Live
 
+    from qwenchat.cli.quiet_keys import quiet_keys
     from qwenchat.engine.records import Chunk
     from qwenchat.gil_handoff import GilHandoff
     from qwenchat.markdown_draw import ChatMarkdown as Markdown  # the app's look: line breaks kept
@@ -284,15 +285,21 @@ def _run_pretty(events, stream: bool) -> "Turn":
     handoff = GilHandoff()
     handoff.start()
     try:
-        with Live(Markdown(""), console=console, refresh_per_second=PRETTY_HZ, vertical_overflow="visible") as live:
-            for event in events:
-                if isinstance(event, Chunk):
-                    text += event.text
-                    if stream and time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
-                        live.update(Markdown(text))
-                        drawn_at = time.monotonic()
-                else:
-                    turn = event
+        with quiet_keys(sys.stdout), Live(Markdown(""), console=console, refresh_per_second=PRETTY_HZ,
+                                          vertical_overflow="visible") as live:  # fmt: skip
+            try:
+                for event in events:
+                    if isinstance(event, Chunk):
+                        text += event.text
+                        if stream and time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
+                            live.update(Markdown(text))
+                            drawn_at = time.monotonic()
+                    else:
+                        turn = event
+            except KeyboardInterrupt:  # Ctrl+C, SIGTERM: the display ends on all the text that came
+                if stream:
+                    live.update(Markdown(text))
+                raise
             live.update(Markdown(turn.reply.text if turn else text))
     finally:
         handoff.stop()

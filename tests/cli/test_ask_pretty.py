@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 import qwenchat.markdown_draw
 from qwenchat.cli import ask
 from qwenchat.engine.records import Chunk
+from qwenchat.store import Store
+from tests.conftest import share_kernels
+from tests.tui.terminal import Terminal
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_growing_reply_is_parsed_at_a_bounded_rate_and_drawn_whole(monkeypatch):
@@ -51,3 +59,32 @@ def test_a_reply_cut_by_the_token_limit_is_said_on_stderr(capsys):
     ask._say_how_it_ended(_reply("stop"), shown=True)
     ask._say_how_it_ended(_reply("length"), shown=False)  # structured output says it in its error
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
+def test_ctrl_c_in_a_terminal_leaves_the_reply_drawn_once(endless_model, tmp_path):
+    """Found in tmux: Ctrl+C's echoed "^C" after the live reply's full-width last line wrapped
+    onto a new line, and rich's final redraw began one line low and left the first line twice.
+    The terminal's echo comes back afterwards."""
+    home = tmp_path / "home"
+    share_kernels(home)
+    term = Terminal("qwenchat-ask-ctrl-c", width=80, height=30)
+    try:
+        term.run(f"cd {ROOT} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 {sys.executable} -m qwenchat ask "
+                 f"-m {endless_model} --device cpu --dtype float32 --max-tokens 3000 --temperature 0 "
+                 f"'Tell a long story'; echo exit=$?")
+        term.until(lambda s: len([ln for ln in s.splitlines() if ln.strip()]) > 6, 60, "no reply streamed")
+        term.keys("C-c")
+        screen = term.until(lambda s: "exit=130" in s, 30, "ask did not stop on Ctrl+C")
+        drawn = screen.split("'Tell a long story'; echo exit=$?", 1)[1].split("interrupted", 1)[0]
+        lines = [ln.rstrip() for ln in drawn.splitlines() if ln.strip()]
+        assert "^C" not in screen
+        assert lines and lines.count(lines[0]) == 1, drawn
+        term.run("stty -a | tr ' ' '\\n' | grep -x -e echo -e echoctl | tr '\\n' ' '; echo")
+        term.until(lambda s: "echo echoctl" in s, 10, "the terminal's echo was not restored")
+    finally:
+        term.close()
+    with Store.open(home / "data" / "history.db") as store:
+        (conv,) = store.list_conversations()
+        reply = store.thread(conv.id)[-1]
+    assert reply.status == "interrupted" and reply.content
