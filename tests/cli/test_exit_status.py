@@ -65,3 +65,12 @@ def test_signals_between_runs_leave_no_handler_behind():
     before = signal.getsignal(signal.SIGTERM)
     assert run(["config", "path"]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_chat_app_without_a_terminal_is_a_usage_error(tiny_model, isolated_home):
+    """It drew escape codes into the redirected output and spun a core without end (seen in a
+    script); now it says what to use instead, before loading anything."""
+    proc = start(["chat", "-m", str(tiny_model)], isolated_home)  # stdin /dev/null, stdout a pipe
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert out == b"" and b"needs a terminal" in err and b"qwenchat ask" in err and b"Traceback" not in err
