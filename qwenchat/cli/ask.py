@@ -228,6 +228,8 @@ def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn"
     with closing(session.send(text)) as events:
         turn = _run_pretty(events, output == "stream") if pretty else _run_plain(events, output)
     _say_how_it_ended(turn.reply, shown=output != "none")
+    if turn.note:  # another window wrote to this conversation meanwhile: this reply is on a branch
+        warn(turn.note)
     return turn
 
 

@@ -95,7 +95,8 @@ def show(conversation_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     with _open() as store:
         conv = store.get_conversation(conversation_id)
         thread = store.thread(conv.id)
-    typer.echo(to_markdown(conv, thread), nl=False)
+    text = to_markdown(conv, thread)
+    typer.echo(text if text.endswith("\n") else text + "\n", nl=False)  # the note below starts a line
     hidden = conv.message_count - len(thread)
     if hidden > 0:
         _note(f"({hidden} message(s) on other branches; `history export {conv.id}` keeps them)")

@@ -1,4 +1,5 @@
-"""`ask` on a terminal draws the reply as Markdown while it streams (cli/ask.py `_run_pretty`)."""
+"""`ask`'s reply as it streams and ends (cli/ask.py `_run`, `_run_pretty`): drawn as Markdown on a
+terminal, and what is said on stderr."""
 
 from __future__ import annotations
 
@@ -88,3 +89,37 @@ def test_ctrl_c_in_a_terminal_leaves_the_reply_drawn_once(endless_model, tmp_pat
         (conv,) = store.list_conversations()
         reply = store.thread(conv.id)[-1]
     assert reply.status == "interrupted" and reply.content
+
+
+def test_a_reply_moved_to_a_branch_by_another_window_is_said_on_stderr(isolated_home, monkeypatch, capsys):
+    """Two `ask -c` at once: the reply of the one whose conversation moved on meanwhile went to a
+    branch of its own, and the note saying so (the README's) was printed by the app only."""
+    import threading
+    import time
+
+    from qwenchat import reply_writer
+    from qwenchat.session import ChatSession
+    from tests.fake_engine import FakeEngine
+
+    monkeypatch.setattr(reply_writer, "SAVE_EVERY_S", 60.0)  # A's reply is first stored when it ends
+    hold = threading.Event()
+    with Store.open() as a_store, Store.open() as b_store:
+        a = ChatSession(FakeEngine(script=["ok", "a reply of several words"]), a_store)
+        *_, _setup = a.send("setup")
+        a.engine.hold = hold
+        done: list = []
+        worker = threading.Thread(target=lambda: done.append(ask._run(a, "A asks", pretty=False, output="stream")))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not any(m.content == "A asks" for m in b_store.thread(a.conversation_id)):
+            assert time.monotonic() < deadline, "A's message was never stored"
+            time.sleep(0.01)
+        b = ChatSession(FakeEngine(script=["B answer"]), b_store)
+        b.load(a.conversation_id)
+        *_, turn_b = b.send("B asks")  # lands while A's reply is being written
+        hold.set()
+        worker.join(10)
+    (turn_a,) = done
+    assert turn_a.note and turn_b.note is None
+    err = capsys.readouterr().err
+    assert turn_a.note in err
