@@ -147,6 +147,25 @@ async def test_sidebar_hidden_in_a_wide_terminal_still_opens_over_a_narrow_one()
         assert app.chat.chatlog.region.x >= sidebar.region.width > 0
 
 
+async def test_the_sidebar_still_hides_in_a_narrow_terminal_after_search_or_ctrl_b_showed_it():
+    """Found in tmux: after Ctrl+F (or Ctrl+B twice) in a wide terminal the sidebar stayed docked
+    below 80 columns, squeezing the chat to 40 of 70."""
+    for keys in (("ctrl+f", "escape"), ("ctrl+b", "ctrl+b"), ("ctrl+b", "ctrl+f", "escape")):
+        app, _ = make_app()
+        async with app.run_test(size=(110, 30)) as pilot:
+            await ready(pilot)
+            for key in keys:
+                await pilot.press(key)
+                await pilot.pause()
+            assert app.chat.sidebar.region.width > 0, keys
+            await pilot.resize_terminal(70, 30)
+            await pilot.pause()
+            assert app.chat.sidebar.region.width == 0 and app.chat.chatlog.region.x == 0, keys
+            await pilot.resize_terminal(110, 30)
+            await pilot.pause()
+            assert app.chat.sidebar.region.width > 0, keys
+
+
 async def test_dialogs_fit_a_60_column_terminal(store):
     from qwenchat.tui.screens.dialogs import EditMessageScreen
 

@@ -194,11 +194,10 @@ class ConversationActions(Screen[None]):
         return self.has_class("-narrow")
 
     def action_search(self) -> None:
+        self.sidebar.styles.clear_rule("display")  # shown as the width's rules say (action_toggle_sidebar)
+        self.sidebar.refresh(layout=True)
         if self.narrow:
-            self.sidebar.styles.clear_rule("display")  # a wide terminal's hiding is not this
             self.add_class("-sidebar-open")
-        else:
-            self.sidebar.display = True
         self.sidebar.search_box.focus()
 
     def action_toggle_sidebar(self) -> None:
@@ -206,9 +205,15 @@ class ConversationActions(Screen[None]):
             self.sidebar.styles.clear_rule("display")  # a wide terminal's hiding is not this
             self.toggle_class("-sidebar-open")
             shown = self.has_class("-sidebar-open")
+        elif self.sidebar.display:
+            self.sidebar.display = False  # a wide terminal's hiding: a style of the widget's own
+            shown = False
         else:
-            self.sidebar.display = not self.sidebar.display
-            shown = bool(self.sidebar.display)
+            # shown by dropping that style, not by one saying "shown": that would outrank the
+            # stylesheet's hiding below NARROW columns, and the sidebar stayed docked there
+            self.sidebar.styles.clear_rule("display")
+            self.sidebar.refresh(layout=True)
+            shown = True
         if shown:
             self.sidebar.list_view.focus()
         elif _inside(self.focused, self.sidebar):
