@@ -103,6 +103,8 @@ def reply_meta(session: ChatSession, reply: Reply | None) -> dict[str, Any]:
         meta["server"] = info.server
     if info.dtype:
         meta["dtype"] = info.dtype
+    if info.precision and info.server is None:
+        meta["precision"] = info.precision  # "int8" while dtype says float32: the weights
     meta["settings"] = options_dict(session.options)
     if reply is not None:
         meta |= {

@@ -26,7 +26,8 @@ def json_object(session: "ChatSession", turn: "Turn", extra: dict[str, Any]) -> 
     reply, info = turn.reply, session.model_info
     usage = asdict(reply.usage)
     timings = {"load_s": round(info.load_s, 4), **{k: round(v, 4) for k, v in asdict(reply.timings).items()}}
-    where: dict[str, Any] = {"device": info.device, "dtype": info.dtype}
+    # dtype: the activations'; precision: what the weights compute in ("int8" on a CPU by default)
+    where: dict[str, Any] = {"device": info.device, "dtype": info.dtype, "precision": info.precision}
     if info.server is not None:
         usage = _without_local(usage)
         timings = _without_local(timings)

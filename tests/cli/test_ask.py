@@ -85,15 +85,18 @@ def test_invalid_utf8_is_replaced_with_a_warning_and_binary_is_refused(tiny_mode
 
 
 def test_json_output_has_the_documented_fields(tiny_model, isolated_home):
-    r = qwenchat(["ask", "-m", str(tiny_model), "Hi", "--max-tokens", "4", "--json"], isolated_home)
+    r = qwenchat(["ask", "-m", str(tiny_model), "Hi", "--max-tokens", "4", "--json", "--quantize", "int8"], isolated_home)
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
-    assert {"text", "finish_reason", "model", "device", "dtype", "usage", "timings", "conversation_id", "message_id"} <= set(obj)
+    assert {"text", "finish_reason", "model", "device", "dtype", "precision", "usage", "timings", "conversation_id",
+            "message_id"} <= set(obj)
     assert {"prompt_tokens", "cached_tokens", "completion_tokens"} <= set(obj["usage"])
     assert {"load_s", "ttft_s", "prefill_tok_s", "decode_tok_s"} <= set(obj["timings"])
     assert obj["device"] == "cpu" and obj["dtype"] == "float32" and obj["usage"]["completion_tokens"] <= 4
+    assert obj["precision"] == "int8"  # the weights (dtype, the activations', alone said float32)
     with Store.open(isolated_home / "data" / "history.db") as store:
-        assert store.get_message(obj["message_id"]).content == obj["text"]
+        stored = store.get_message(obj["message_id"])
+    assert stored.content == obj["text"] and stored.meta["precision"] == "int8"
 
 
 def test_continue_uses_the_latest_conversation_and_no_save_stores_nothing(tiny_model, isolated_home):
