@@ -7,13 +7,11 @@ imports torch or textual until the app starts.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
 import typer
 
 from qwenchat.cli.app import app
-from qwenchat.errors import UsageError
 
 ModelOpt = typer.Option(None, "-m", "--model", help="Model alias, Hub repo id, local folder, .gguf file, or a server's URL (http://host:8000/v1[#MODEL]).")
 ApiKeyOpt = typer.Option(None, "--api-key", help="Key for a server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY). Never stored.")
@@ -38,14 +36,6 @@ def make_session_factory(settings: Any) -> Any:
     return factory
 
 
-def need_a_terminal() -> None:
-    """The app draws on the terminal and reads its keys: with its input or output redirected it
-    drew escape codes into a file and spun a core, never ending (found by running it in a script)."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("the chat app needs a terminal, and its input or output is redirected",
-                         'run qwenchat in a terminal; for pipes and scripts use qwenchat ask "..."')
-
-
 def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None, dtype: str | None,
              theme: str | None = None, api_key: str | None = None) -> None:
     from qwenchat.config import load_settings
@@ -55,7 +45,6 @@ def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None,
     settings = load_settings().merged({"device": device, "dtype": dtype, "api_key": api_key})
     with Store.open() as store:
         start = choose_start(store, model, cont, cid)  # the conversation's own model unless -m
-    need_a_terminal()  # after the command line's own mistakes, which say more
     from qwenchat.tui import run_app
 
     run_app(make_session_factory(settings), model=start.model, conversation_id=start.conversation_id,

@@ -13,6 +13,7 @@ TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if h
 
 
 def run_app(session_factory: Any, **kwargs: Any) -> None:
+    need_a_terminal()
     from qwenchat.tui.app import QwenchatApp
 
     app = QwenchatApp(session_factory, **kwargs)
@@ -34,6 +35,16 @@ def run_app(session_factory: Any, **kwargs: Any) -> None:
         signal.raise_signal(signum)  # now the caller's handler: `qwenchat` exits 128 + signum
     if app.return_code:  # the app crashed (Textual printed why): the shell must see a failure
         raise SystemExit(app.return_code)
+
+
+def need_a_terminal() -> None:
+    """The app draws on the terminal and reads its keys: with its input or output redirected it
+    drew escape codes into a file and spun a core, never ending (found by running it in a script)."""
+    from qwenchat.errors import UsageError
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the chat app needs a terminal, and its input or output is redirected",
+                         'run qwenchat in a terminal; for pipes and scripts use qwenchat ask "..."')
 
 
 def _quit_on_termination(app: Any, caught: list[Any]) -> dict[int, Any]:

@@ -30,6 +30,7 @@ def test_a_crashed_app_exits_with_a_failure_status(monkeypatch):
     wrapper could not tell it from a normal quit."""
     import pytest
 
+    import qwenchat.tui
     from qwenchat.tui import run_app
     from qwenchat.tui.app import QwenchatApp
 
@@ -37,6 +38,7 @@ def test_a_crashed_app_exits_with_a_failure_status(monkeypatch):
         self._return_code = 1
 
     monkeypatch.setattr(QwenchatApp, "run", crashed_run)
+    monkeypatch.setattr(qwenchat.tui, "need_a_terminal", lambda: None)  # pytest's streams are not one
     with pytest.raises(SystemExit) as ended:
         run_app(lambda *a: None)
     assert ended.value.code == 1

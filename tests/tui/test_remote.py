@@ -442,11 +442,9 @@ async def test_picker_asks_a_server_with_the_api_key_flag(fake, store):
 
 def test_the_app_command_hands_the_api_key_flag_to_the_app(monkeypatch):
     import qwenchat.tui
-    from qwenchat.cli import chat
     from qwenchat.cli.chat import open_tui
 
     got: dict[str, Any] = {}
-    monkeypatch.setattr(chat, "need_a_terminal", lambda: None)  # pytest's streams are not one
     monkeypatch.setattr(qwenchat.tui, "run_app", lambda factory, **kw: got.update(kw))
     open_tui("http://127.0.0.1:9/v1", False, None, None, None, api_key="sk-flag-0123456789")
     assert got["api_key"] == "sk-flag-0123456789"
