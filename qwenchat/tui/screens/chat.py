@@ -4,7 +4,8 @@ It reads the session and the store through the app (`self.app.session`, `self.ap
 app owns loading the session and quitting. Widgets report upward with messages handled here.
 Whole conversations (sidebar, open, rename, delete) are `ConversationActions`; what is done
 with the shown messages (branches, export, attach, code blocks) is `MessageFeatures`; moving
-around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`.
+around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`; the loading
+panel is `ModelLoadingView`; regenerate, continue, edit and copy are `ReplyActions`.
 
 Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
 the UI thread moves them into the reply's view `FLUSH_HZ` times a second (one paint each, of the
@@ -26,23 +27,21 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
-from qwenchat.remote.reference import is_remote
 from qwenchat.structured import describe
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.chat_settings import ChatSettings
 from qwenchat.tui.screens.conversations import ConversationActions
-from qwenchat.tui.screens.dialogs import EditMessageScreen
 from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMMANDS, MessageFeatures
+from qwenchat.tui.screens.model_loading import ModelLoadingView
 from qwenchat.tui.screens.navigation import ChatNavigation
+from qwenchat.tui.screens.reply_actions import ReplyActions
 from qwenchat.tui.streaming import GilHandoff, ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
 from qwenchat.tui.widgets.sidebar import Sidebar
 from qwenchat.tui.widgets.statusbar import StatusBar, model_facts
 
-GREEDY_NOTE = "Greedy settings give the same reply word for word: raise the temperature with Ctrl+S for a different one"
-SEEDED_NOTE = "A fixed seed gives the same reply word for word: clear the seed with Ctrl+S for a different one"
 TOO_SMALL = (40, 10)  # columns, rows: below this only a notice is shown
 
 
@@ -51,7 +50,7 @@ def cut_note(tokens: int | None, last: bool) -> str:
     return f"✂ {where}" + (" · F5 continues" if last else "")
 
 
-class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures):
+class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures, ModelLoadingView, ReplyActions):
     FLUSH_HZ = 10  # reply updates a second: smooth to read; each costs a repaint of what changed
     STATUS_HZ = 2  # the status bar's live token count and rate: readable, and a repaint less per update
     # listed in help and in the palette
@@ -88,7 +87,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.handoff = GilHandoff()
         self._reply_view: MessageView | None = None
         self._turn: tuple[str, tuple] = ("send", ())
-        self._greedy_told = False
+        self._greedy_told = False  # ReplyActions: the regenerate note said
         self._ctx_start = 0
         self._ctx_after: int | None = None  # the meter after the last reply (set by its worker)
         self._focus_before_small: Widget | None = None  # what had focus when the notice hid it
@@ -168,69 +167,6 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if target is None or not target.is_mounted or not target.focusable:
             target = self.input
         target.focus()
-
-    # -- model loading (the app loads; this screen shows it) ---------------------------------
-
-    def show_loading(self, model: str | None) -> None:
-        self._loading_panel(True)
-        what = ("Connecting to" if is_remote(model) else
-                "Importing" if model and model.lower().endswith(".gguf") else "Loading")
-        self.query_one("#loading-label", Label).update(f"{what} {model or 'the default model'}…")
-
-    def _loading_panel(self, shown: bool) -> None:
-        """Hidden, its spinner and its bar stop animating: their timers (16 and 15 a second)
-        would otherwise wake the UI thread for nothing while a reply decodes."""
-        panel = self.query_one("#loading")
-        panel.display = shown
-        self.query_one(LoadingIndicator).auto_refresh = 1 / 16 if shown else None
-        if not shown:  # the download bar (and its inner bar) animate while it has no total yet
-            for widget in panel.query("ProgressBar, ProgressBar *"):
-                widget.auto_refresh = None
-
-    async def session_loaded(self, old: Any) -> None:
-        """The app has a new session (`old` is the one it replaces, or None at start-up)."""
-        self._loading_panel(False)
-        session = self.session
-        if not session.model_info.chat_tuned:
-            session.raw = True
-        note = self.query_one("#mode-note", Label)
-        note.update("Completion mode: this is a base model, not a chat model, so your text is continued as-is.")
-        note.display = bool(session.raw)
-        cid = old.conversation_id if old is not None else self.viewing
-        if cid is not None:
-            await self.open_conversation(cid)
-        else:
-            if old is not None:
-                session.new(old.system_prompt)
-            await self.show_conversation()
-        self.update_status()
-        if old is not None:
-            self.notify(f"Loaded {session.model_label}", markup=False)
-        if self.send_when_ready and self.input.text.strip():
-            self.send_when_ready = False
-            await self.on_prompt_input_submitted(PromptInput.Submitted(self.input.text))
-
-    def session_failed(self) -> None:
-        self.send_when_ready = False  # the text stays in the box; the failure says what to do
-        self._loading_panel(False)
-        if self.session is None:
-            self.query_one(StatusBar).show(note="no model loaded: Ctrl+O picks one")
-
-    def on_download_started(self, event: msg.DownloadStarted) -> None:
-        bar = self.query_one("#download", ProgressBar)
-        bar.display = True
-        bar.update(total=max(1, event.total_bytes), progress=0)
-        self.query_one("#loading-label", Label).update(f"{event.verb} {event.repo_id}…")
-
-    def on_download_advanced(self, event: msg.DownloadAdvanced) -> None:
-        self.query_one("#download", ProgressBar).update(total=max(1, event.total), progress=event.done)
-
-    def on_download_note(self, event: msg.DownloadNote) -> None:
-        self.app.notify(event.text, title="Download", severity="warning", timeout=10, markup=False)
-
-    def on_download_finished(self, event: msg.DownloadFinished) -> None:
-        self.query_one("#download").display = False
-        self.query_one("#loading-label", Label).update("Loading model…")
 
     def update_status(self) -> None:
         s = self.session
@@ -421,85 +357,3 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.input.text = text if not typed.strip() else f"{text}\n{typed}"
         self.input.move_cursor(self.input.document.end)
         self.input.focus()
-
-    # -- actions ---------------------------------------------------------------------------
-
-    async def action_regenerate(self) -> None:
-        if self._busy():
-            return
-        entries = self.session.entries
-        n = len(entries)
-        while n and entries[n - 1].role == "assistant":
-            n -= 1
-        if n == 0:
-            self.notify("Nothing to regenerate yet", severity="warning")
-            return
-        same = GREEDY_NOTE if self.session.is_greedy else (
-            SEEDED_NOTE if self.session.effective_options.seed is not None else None)
-        if same and not self._greedy_told:  # said once: the user knows from then on
-            self._greedy_told = True
-            self.notify(same, title="Regenerate", timeout=8)
-        await self.chatlog.truncate(n)
-        await self._start("regenerate")
-
-    async def action_continue_reply(self) -> None:
-        if self._busy():
-            return
-        entries, views = self.session.entries, self.chatlog.views
-        last = entries[-1] if entries else None
-        if (last is None or last.role != "assistant" or not views or views[-1].role != "assistant"
-                or not (last.finish_reason == "length" or last.status == "interrupted")):
-            self.notify("Nothing to continue: only a reply cut at the token limit or stopped can go on",
-                        severity="warning")
-            return
-        views[-1].set_status("pending")
-        await self._start("continue_reply", view=views[-1])
-
-    async def edit_message(self, index: int) -> None:
-        if self._busy():
-            return
-        entries = self.session.entries
-        while 0 <= index < len(entries) and entries[index].role == "assistant":
-            index -= 1  # a reply: edit the message it answers
-        if not (0 <= index < len(entries)) or entries[index].role != "user":
-            self.notify("Only your own messages can be edited", severity="warning")
-            return
-        self._edit_worker(index, entries[index].content)
-
-    @work
-    async def _edit_worker(self, index: int, text: str) -> None:
-        new = await self.app.push_screen_wait(EditMessageScreen(text))
-        if new is None or self._busy():
-            return
-        await self.chatlog.truncate(index)
-        await self.chatlog.add("user", new)
-        await self._start("edit", index, new)
-
-    async def action_edit_last(self) -> None:
-        if self.session is None:
-            return
-        users = [i for i, e in enumerate(self.session.entries) if e.role == "user"]
-        if not users:
-            self.notify("No message to edit yet", severity="warning")
-            return
-        await self.edit_message(users[-1])
-
-    async def on_message_view_action(self, event: MessageView.Action) -> None:
-        views = self.chatlog.views
-        if event.action == "copy":
-            self._copy(event.view.text, "message")
-        elif event.action == "copy_code":
-            self.copy_code_block(event.view)
-        elif event.action == "edit" and event.view in views:
-            await self.edit_message(views.index(event.view))
-
-    def _copy(self, text: str, what: str) -> None:
-        self.app.copy_to_clipboard(text)
-        self.notify(f"Copied the {what} to the clipboard")
-
-    def action_copy_reply(self) -> None:
-        text = next((v.text for v in reversed(self.chatlog.views) if v.role == "assistant" and v.text), None)
-        if text is None:
-            self.notify("No reply to copy yet", severity="warning")
-        else:
-            self._copy(text, "reply")
