@@ -21,6 +21,7 @@ It knows nothing about terminals or widgets, and never touches tensors.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.errors import StoreError
 from qwenchat.reply_writer import ReplyWriter
+from qwenchat.store.records import pid_alive
 from qwenchat.session_records import (OPTION_FIELDS, SAMPLING_FIELDS, Entry, ModelInfo, Turn, entry_of, options_dict,
                                       overlay)
 
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
     from qwenchat.store.records import Conversation, Message
 
 __all__ = ["ChatSession", "Entry", "ModelInfo", "Turn"]
+
+# in a user message's meta while its own process answers it and has stored no reply yet: its pid
+ANSWERING = "answering_pid"
 
 
 class ChatSession:
@@ -142,6 +147,24 @@ class ChatSession:
             return False
         self._read(conv, options=False)
         return True
+
+    def answered_elsewhere(self) -> Entry | None:
+        """The message at the end of this conversation's stored branch when another process is
+        answering there right now (else None): its reply being written ("pending", its writer
+        alive), or its user message, whose reply it has not stored yet. A message sent now would
+        follow a reply that is not there yet, or a question not yet answered (`ask` waits)."""
+        if self.store is None or self.conversation_id is None:
+            return None
+        thread = self.store.thread(self.conversation_id)
+        last = thread[-1] if thread else None
+        if last is None:
+            return None
+        if last.role == "assistant":  # "pending" only while its writer lives (store/records.py)
+            busy = last.status == "pending" and last.meta.get("pid") != os.getpid()
+        else:
+            pid = last.meta.get(ANSWERING)
+            busy = isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)
+        return entry_of(last) if busy else None
 
     def set_options(self, options: GenerateOptions) -> None:
         self.engine.settings(options)  # validates: a bad value never reaches generation
@@ -250,7 +273,7 @@ class ChatSession:
         self.entries.append(Entry("user", text))
         try:
             events = self._start()
-            saved = self._save("user", text, parent)
+            saved = self._save("user", text, parent, meta={ANSWERING: os.getpid()})
         except BaseException:
             self.entries[-1:] = kept  # refused or not saved: as it was
             raise
@@ -296,8 +319,17 @@ class ChatSession:
                 if writer.has_text:
                     writer.finish(writer.text, "interrupted", None)
                 else:
+                    self._not_answering(user_id)
                     self._reread()
             raise
+
+    def _not_answering(self, user_id: int | None) -> None:
+        """No reply will be stored for this message: other processes must not wait for one."""
+        if self.store is not None and user_id is not None:
+            try:
+                self.store.merge_meta(user_id, {ANSWERING: None})
+            except Exception:  # noqa: BLE001 - the failure being raised matters more
+                pass
 
     def _raw_prompt(self) -> str:
         return "".join(e.content for e in self.entries)

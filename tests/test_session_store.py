@@ -266,3 +266,54 @@ def test_changing_the_settings_keeps_other_facts_stored_with_them(store):
     s.load(conv.id)
     s.set_options(GenerateOptions(top_k=5))
     assert store.get_conversation(conv.id).settings == {"source": "api", "top_k": 5}
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one: the "other window" whose pid a message carries."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_a_question_another_process_is_answering_is_seen_until_its_reply_is_stored(store, other_process):
+    from qwenchat.session import ANSWERING
+
+    s = ChatSession(FakeEngine(script=["ok"]), store)
+    finish(s.send("setup"))
+    assert s.answered_elsewhere() is None
+    cid = s.conversation_id
+    asked = store.add_message(cid, "user", "asked elsewhere", meta={ANSWERING: other_process})
+    assert s.answered_elsewhere().id == asked.id
+    reply = store.add_message(cid, "assistant", "so far", status="pending", meta={"pid": other_process})
+    assert s.answered_elsewhere().id == reply.id  # its reply is being written
+    store.finish_message(reply.id, content="done")
+    assert s.answered_elsewhere() is None
+    mine = store.add_message(cid, "user", "asked here, by this process", meta={ANSWERING: os.getpid()})
+    assert mine.id and s.answered_elsewhere() is None  # this process's own turn is not another's
+
+
+def test_a_question_whose_process_is_gone_or_whose_reply_failed_is_not_waited_for(store):
+    from qwenchat.session import ANSWERING
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    s = ChatSession(FakeEngine(script=["ok"]), store)
+    finish(s.send("setup"))
+    store.add_message(s.conversation_id, "user", "its process died", meta={ANSWERING: gone.pid})
+    assert s.answered_elsewhere() is None
+
+    class Failing(FakeEngine):
+        def chat(self, *args, **kwargs):
+            def events():
+                raise RuntimeError("the engine failed before a word")
+                yield  # noqa: unreachable - a generator
+            return events()
+
+    failing = ChatSession(Failing(), store)
+    failing.load(s.conversation_id)
+    with pytest.raises(RuntimeError):
+        finish(failing.send("no reply will come"))
+    last = store.thread(s.conversation_id)[-1]
+    assert last.content == "no reply will come" and ANSWERING not in last.meta  # nobody waits for it

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from qwenchat.session import ChatSession, Turn
 
 PRETTY_HZ = 8  # redraws a second of a reply rendered as Markdown on a terminal
+WAIT_POLL_S = 0.25  # how often a message waiting for another window's reply looks again
+STUCK_S = 120.0  # ... and how long nothing may change there before it is sent anyway
 
 
 @app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
@@ -97,6 +99,7 @@ def ask(
         # structured replies are printed whole, and only when they are complete JSON
         output = "none" if as_json or constraint is not None else "end" if no_stream else "stream"
         try:
+            _wait_for_other_windows(session)
             turn = _run(session, text, pretty=constraint is None and _pretty(plain, as_json), output=output)
         finally:
             _say_notes(session)  # a setting the server refused: said even when the reply failed
@@ -231,6 +234,27 @@ def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn"
     if turn.note:  # another window wrote to this conversation meanwhile: this reply is on a branch
         warn(turn.note)
     return turn
+
+
+def _wait_for_other_windows(session: "ChatSession") -> None:
+    """Another window is answering at the end of this conversation: wait for its reply to end,
+    so this message follows it (two `ask -c` at once had one reply answer two questions in a
+    row, the other's reply moved to a branch). Waiting stops if nothing there changes for
+    STUCK_S (a writer that hangs, or a process id reused by another program)."""
+    busy = session.answered_elsewhere()
+    if busy is None:
+        return
+    warn("another window is writing a reply in this conversation: this message waits for it (Ctrl+C stops)")
+    seen, since = None, time.monotonic()
+    while busy is not None:
+        state = (busy.id, len(busy.content), busy.status)
+        if state != seen:
+            seen, since = state, time.monotonic()
+        elif time.monotonic() - since > STUCK_S:
+            warn(f"nothing changed there for {STUCK_S:.0f} s: sending now")
+            return
+        time.sleep(WAIT_POLL_S)
+        busy = session.answered_elsewhere()
 
 
 def _say_how_it_ended(reply: "Reply", shown: bool) -> None:

@@ -173,6 +173,15 @@ class MessagesMixin(StoreBase):
                 (dumps(loads(row["meta"]) | (meta or {})), message_id),
             )
 
+    def merge_meta(self, message_id: int, meta: dict[str, Any]) -> None:
+        """Merge `meta` into a message's stored meta; a key whose value is None is removed."""
+        with self._write() as conn:
+            row = conn.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no message {message_id}")
+            merged = {k: v for k, v in (loads(row["meta"]) | meta).items() if v is not None}
+            conn.execute("UPDATE messages SET meta = ? WHERE id = ?", (dumps(merged), message_id))
+
     def get_message(self, message_id: int) -> Message:
         with self._read() as conn:
             return fetch_message(conn, message_id)

@@ -122,10 +122,10 @@ def _settled(status: str, meta: dict[str, Any]) -> str:
     pid = meta.get("pid") if status == "pending" else None
     if not isinstance(pid, int) or pid <= 0:
         return status
-    return status if _alive(pid) else "interrupted"
+    return status if pid_alive(pid) else "interrupted"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

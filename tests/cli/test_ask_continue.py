@@ -33,3 +33,72 @@ def test_continue_runs_on_the_conversations_model_and_settings(tiny_model, isola
     assert len(replies) == 3, [(m.role, m.content) for m in thread]
     used = [m.meta.get("settings") for m in replies[1:]]
     assert used[0]["max_new_tokens"] == 2 and used[1] == {"max_new_tokens": 4, "temperature": 0}  # the flag wins
+
+
+def _busy_conversation(other_pid: int):
+    """A conversation whose last message is a reply another process is still writing."""
+    with Store.open() as store:
+        conv = store.create_conversation("m")
+        user = store.add_message(conv.id, "user", "first", parent_id=None)
+        reply = store.add_message(conv.id, "assistant", "so far", parent_id=user.id, status="pending",
+                                  meta={"pid": other_pid})
+    return conv.id, reply.id
+
+
+def test_a_message_waits_for_the_reply_another_window_is_writing(isolated_home, monkeypatch, capsys):
+    """Two `ask -c` at once (found hands-on): the second one's message followed the first one's
+    unanswered question, its reply answered both, and the first reply went to a branch."""
+    import sys
+    import threading
+    import time
+
+    from qwenchat.cli import ask as ask_mod
+    from qwenchat.session import ChatSession
+    from tests.fake_engine import FakeEngine
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cid, reply_id = _busy_conversation(other.pid)
+        monkeypatch.setattr(ask_mod, "WAIT_POLL_S", 0.02)
+        with Store.open() as store:
+            session = ChatSession(FakeEngine(script=["second reply"]), store)
+            session.load(cid)
+
+            def the_other_window_ends_its_reply() -> None:
+                time.sleep(0.3)
+                with Store.open() as theirs:
+                    theirs.finish_message(reply_id, content="so far, and the end")
+
+            threading.Thread(target=the_other_window_ends_its_reply).start()
+            ask_mod._wait_for_other_windows(session)
+            assert store.get_message(reply_id).status == "complete"  # it waited for the end
+            ask_mod._run(session, "second", pretty=False, output="none")
+            thread = [(m.role, m.content) for m in store.thread(cid)]
+        assert thread == [("user", "first"), ("assistant", "so far, and the end"), ("user", "second"),
+                          ("assistant", "second reply")]
+        assert "waits for it" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_message_stops_waiting_when_nothing_changes_there(isolated_home, monkeypatch, capsys):
+    import sys
+
+    from qwenchat.cli import ask as ask_mod
+    from qwenchat.session import ChatSession
+    from tests.fake_engine import FakeEngine
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cid, _ = _busy_conversation(other.pid)
+        monkeypatch.setattr(ask_mod, "WAIT_POLL_S", 0.02)
+        monkeypatch.setattr(ask_mod, "STUCK_S", 0.2)
+        with Store.open() as store:
+            session = ChatSession(FakeEngine(), store)
+            session.load(cid)
+            ask_mod._wait_for_other_windows(session)  # returns: a hung writer, or a reused pid
+        assert "nothing changed there for 0 s: sending now" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
