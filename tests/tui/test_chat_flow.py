@@ -216,6 +216,34 @@ async def test_a_chat_changed_in_another_window_is_shown_before_sending(store):
         assert [m["content"] for m in seen] == ["hi", "r1", "from elsewhere", "r2", "next"]
 
 
+async def test_a_message_is_not_sent_while_another_window_answers_at_the_end_of_the_chat(store):
+    """Its reply would have followed a reply still being written (or a question with none yet)."""
+    import subprocess
+    import sys
+
+    app, _ = make_app(script=["r1", "r2"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # `ask -c`'s process
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await send(pilot, "hi")
+            cid = app.session.conversation_id
+            asked = store.add_message(cid, "user", "asked elsewhere")
+            pending = store.add_message(cid, "assistant", "so far", parent_id=asked.id, status="pending",
+                                        meta={"pid": other.pid})
+            app.chat.input.text = "mine"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: any("Another window is writing a reply" in n for n in notes(app)))
+            assert app.chat.input.text == "mine" and not app.chat.generating
+            assert [m.content for m in store.thread(cid)][-1] == "so far"  # nothing of ours stored
+            store.finish_message(pending.id, content="so far, done")
+            await send(pilot, "mine")
+            assert [m.content for m in store.thread(cid)][-2:] == ["mine", "r2"]
+    finally:
+        other.kill()
+        other.wait()
+
+
 async def test_user_text_that_looks_like_markup_is_shown_as_written(store):
     store.save_preset("[/]", "You talk like a pirate.")
     cid = stored_chat(store, title="[/] broken [red]title")

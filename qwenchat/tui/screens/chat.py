@@ -248,6 +248,11 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.generating = True
         try:
             await self.sync_conversation()
+            if self.session.answered_elsewhere() is not None:  # its reply would follow a question
+                self.generating = False
+                self.notify("Another window is writing a reply at the end of this chat: send yours once it "
+                            "has ended (your text stays in the box)", severity="warning", markup=False)
+                return
             self.input.take_sent(event.text)
             await self.chatlog.add("user", event.text)
         except BaseException:
