@@ -183,7 +183,8 @@ def _load(settings, flags):
     if is_remote(settings.model):
         ignored = [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY_FLAGS if flags.get(k) is not None]
         if ignored:
-            warn(f"{', '.join(ignored)} apply to a local model only; the server decides those")
+            verb, these = ("applies", "that") if len(ignored) == 1 else ("apply", "those")
+            warn(f"{', '.join(ignored)} {verb} to a local model only; the server decides {these}")
         return _spinning("connecting to the server…", lambda: load_engine(settings))
     resolved = resolve_model(settings.model, progress=RichDownloadProgress())
     return _spinning("loading model…", lambda: load_engine(settings, resolved=resolved))

@@ -92,8 +92,8 @@ def _dropped(chain: list[BaseException]) -> bool:
 def _status(status: int, text: str, ref: RemoteRef, key: str | None, model: str | None, code: str) -> RemoteError:
     server, said = ref.base_url, f" (the server says: {scrub(text, key)})" if text else ""
     if status == 401:
-        if not key:
-            return AuthError(f"{server} needs an API key and none was given{said}", KEY_HINT)
+        if not key:  # what the server says is about the placeholder the client sends (client.NO_KEY)
+            return AuthError(f"{server} needs an API key and none was given", KEY_HINT)
         return AuthError(f"{server} refused the API key (401){said}", "check the key: " + KEY_HINT)
     if status == 403:
         return AuthError(f"{server} does not allow this key to do that (403){said}",

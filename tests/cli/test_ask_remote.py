@@ -127,7 +127,10 @@ def test_schema_becomes_response_format(fake_server, capsys):
 def test_local_engine_flags_are_said_not_to_apply(fake_server, capsys):
     fake_server.reply("ok")
     assert ask("-m", fake_server.url, "--device", "cpu", "--quantize", "int8", "Hello") == 0
-    assert "--device, --quantize apply to a local model only" in capsys.readouterr().err
+    assert "--device, --quantize apply to a local model only; the server decides those" in capsys.readouterr().err
+    fake_server.reply("ok")
+    assert ask("-m", fake_server.url, "--context-limit", "100", "Hello") == 0
+    assert "--context-limit applies to a local model only; the server decides that" in capsys.readouterr().err
 
 
 def test_raw_continuation_goes_through_the_servers_completions(serve, capsys):

@@ -67,9 +67,10 @@ def test_tls_against_a_plain_http_server_says_tls(fake_server):
 
 
 def test_401_without_a_key_says_which_variables_to_set(fake_server):
-    fake_server.routes["GET /v1/models"] = lambda req: error(401, "missing key", code="invalid_api_key")
+    # what a server says then is about the client's placeholder key: qwenchat serve said "wrong"
+    fake_server.routes["GET /v1/models"] = lambda req: error(401, "the API key is wrong", code="invalid_api_key")
     e = failure(lambda: connect(fake_server), errors.AuthError)
-    assert "needs an API key and none was given" in e.message
+    assert "needs an API key and none was given" in e.message and "wrong" not in e.message
     assert "QWENCHAT_API_KEY" in e.hint and "--api-key" in e.hint
 
 
