@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from qwenchat.engine.errors import ModelOutputError, SettingsError
+from qwenchat.engine.errors import ConstraintError, ModelOutputError, SettingsError
 from qwenchat.engine.tokenizer import Tokenizer
 
 JSON_OBJECT = "json_object"  # any JSON object, no schema
@@ -58,7 +58,7 @@ def check_spec(spec: object) -> str:
     elif isinstance(spec, dict):
         schema = spec
     else:
-        raise SettingsError(
+        raise ConstraintError(
             f"the output constraint must be a JSON schema (a JSON object) or {JSON_OBJECT!r}, "
             f"got {type(spec).__name__}",
             'give a schema such as {"type": "object", "properties": {...}}',
@@ -66,22 +66,22 @@ def check_spec(spec: object) -> str:
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=_COMPILE_OPTIONS)
     except (ValueError, TypeError) as e:
-        raise SettingsError(f"invalid JSON schema: {e}", "check it with a JSON Schema validator") from None
+        raise ConstraintError(f"invalid JSON schema: {e}", "check it with a JSON Schema validator") from None
     problem = llguidance.LLMatcher.validate_grammar(grammar)
     if problem:
         raise _schema_error(problem)
     return grammar
 
 
-def _schema_error(problem: str) -> SettingsError:
+def _schema_error(problem: str) -> ConstraintError:
     problem = problem.strip().splitlines()[0]
     if any(problem.startswith(p) for p in _UNSUPPORTED):
-        return SettingsError(
+        return ConstraintError(
             f"the JSON schema uses something structured output cannot enforce: {problem}",
             "remove or rewrite that part of the schema (not, if/then/else, propertyNames and "
             "unknown formats are not supported)",
         )
-    return SettingsError(f"invalid JSON schema: {problem}", "fix the schema (see json-schema.org)")
+    return ConstraintError(f"invalid JSON schema: {problem}", "fix the schema (see json-schema.org)")
 
 
 def _import() -> Any:

@@ -40,6 +40,11 @@ class SettingsError(EngineError):
     """A generation setting (temperature, top_p, ...) or device/dtype choice is invalid."""
 
 
+class ConstraintError(SettingsError):
+    """The output constraint (a JSON schema, or the JSON-object mode) cannot be used as given:
+    the server names `response_format` for it, not the messages."""
+
+
 class ModelOutputError(EngineError):
     """The model's scores for the next token are unusable (NaN or infinite): damaged weights,
     or activations that overflow the dtype."""

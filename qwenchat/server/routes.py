@@ -20,7 +20,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from qwenchat.engine.errors import ContextOverflowError, EngineError, SettingsError, TemplateError
+from qwenchat.engine.errors import ConstraintError, ContextOverflowError, EngineError, SettingsError, TemplateError
 from qwenchat.engine.records import Chunk, Reply
 from qwenchat.errors import QwenchatError
 from qwenchat.server import responses
@@ -247,6 +247,8 @@ async def _events(request: Request, job: Job, first: Any, stamp: Stamp, include_
 def engine_error(e: EngineError, param: str) -> APIError:
     if isinstance(e, ContextOverflowError):
         return APIError(400, e.message, param=param, code="context_length_exceeded")
+    if isinstance(e, ConstraintError):
+        return APIError(400, e.message, param="response_format", code="invalid_value")
     if isinstance(e, (SettingsError, TemplateError)):
         return APIError(400, e.message, param=param, code="invalid_value")
     return APIError(500, e.message, code="server_error")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from qwenchat.server.errors import APIError
 
@@ -25,10 +25,19 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[StrictStr, list[TextPart]]
+    # null for an assistant's turn: what OpenAI accepts, and clients replay history that way
+    content: Union[StrictStr, list[TextPart], None]
     name: StrictStr | None = None
 
+    @model_validator(mode="after")
+    def _content_unless_assistant(self) -> "ChatMessage":
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content (null is for an assistant's turn only)")
+        return self
+
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "\n".join(p.text for p in self.content)
@@ -110,6 +119,8 @@ def _message(err: dict[str, Any], param: str) -> str:
     kind, msg = err.get("type", ""), err.get("msg", "invalid value")
     if kind == "missing":
         return f"'{param}' is required"
+    if kind == "value_error":  # a check of our own: its message says it all
+        return f"{param}: {msg.removeprefix('Value error, ')}"
     if kind == "literal_error" and param.endswith(".role"):
         return f"{param}: unknown role {err.get('input')!r}; use system, user or assistant"
     if kind == "literal_error" and param.endswith(".type"):

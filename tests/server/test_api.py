@@ -177,6 +177,16 @@ def test_content_parts_and_developer_role_read_like_text(client):
     assert parts.choices[0].message.content == plain.choices[0].message.content
 
 
+def test_an_assistant_turn_with_null_content_reads_as_empty_and_only_there(client):
+    """OpenAI accepts it, and clients replay history that way (it was a 400)."""
+    history = [*HI, {"role": "assistant", "content": None}, {"role": "user", "content": "Again?"}]
+    empty = [*HI, {"role": "assistant", "content": ""}, {"role": "user", "content": "Again?"}]
+    assert greedy(client, history).choices[0].message.content == greedy(client, empty).choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as err:
+        greedy(client, [{"role": "user", "content": None}])
+    assert err.value.body["param"] == "messages[0]" and "a user message needs content" in err.value.body["message"]
+
+
 def test_completions_continue_raw_text(client):
     r = client.completions.create(model="tiny", prompt="The quick brown fox", max_tokens=5, temperature=0)
     assert r.object == "text_completion" and r.choices[0].finish_reason in ("stop", "length")

@@ -71,3 +71,4 @@ def test_bad_response_format_is_a_400(client, fmt, needle):
     with pytest.raises(openai.BadRequestError) as err:
         _ask(client, fmt)
     assert needle in str(err.value)
+    assert err.value.body["param"].startswith("response_format")  # an invalid schema named "messages"
