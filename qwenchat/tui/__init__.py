@@ -7,9 +7,15 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+# After SIGTERM or SIGHUP the app has this long to quit before the process ends anyway. A closed
+# terminal (SIGHUP) left Textual's shutdown blocked for good on writes to the gone terminal, and a
+# 1 GB process behind (found in tmux). What a reply had is in the store already (saved as it
+# grows; a reply whose process is gone reads as interrupted).
+QUIT_GRACE_S = 5.0
 
 
 def run_app(session_factory: Any, **kwargs: Any) -> None:
@@ -47,6 +53,11 @@ def need_a_terminal() -> None:
                          'run qwenchat in a terminal; for pipes and scripts use qwenchat ask "..."')
 
 
+def _end_now(signum: int) -> None:
+    """The app did not quit within QUIT_GRACE_S of the signal: end the process as it asked."""
+    os._exit(128 + signum)
+
+
 def _quit_on_termination(app: Any, caught: list[Any]) -> dict[int, Any]:
     """SIGTERM and SIGHUP quit the app as Ctrl+Q does (a streaming reply is stopped and saved
     as interrupted, the terminal restored); the signal is raised again once the app is gone."""
@@ -55,6 +66,9 @@ def _quit_on_termination(app: Any, caught: list[Any]) -> dict[int, Any]:
         if caught:
             return
         caught.append(signum)
+        watchdog = threading.Timer(QUIT_GRACE_S, _end_now, (signum,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not running yet or any more: the re-raise after run() ends it

@@ -76,3 +76,57 @@ def test_sigterm_quits_the_app_and_saves_the_streaming_reply(endless_model, tmp_
         thread = store.thread(conv.id)
     assert [m.role for m in thread] == ["user", "assistant"]
     assert thread[1].status == "interrupted" and thread[1].content
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
+def test_closing_the_terminal_mid_reply_ends_the_app_and_keeps_the_reply(endless_model, tmp_path):
+    """Found in tmux: with its terminal gone (SIGHUP), Textual's shutdown blocked for good on
+    writes to it, and the app stayed behind (1 GB) until killed by hand."""
+    tmux = shutil.which("tmux")
+    assert tmux, "tmux is required for this test (apt-get install -y tmux; scripts/test installs it)"
+    name, home = f"qwenchat-hangup-{os.getpid()}", tmp_path / "home"
+    pid_file = tmp_path / "pid"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(LONG_REPLY)
+    share_kernels(home)
+    app = f"{sys.executable} -m qwenchat chat -m {endless_model} --device cpu --dtype float32"
+    cmd = f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 sh -c 'echo $$ > {pid_file}; exec {app}'"
+    subprocess.run([tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd], check=True)
+
+    def screen() -> str:
+        return subprocess.run([tmux, "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
+
+    def until(cond, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            time.sleep(0.2)
+        raise AssertionError(what)
+
+    pid = None
+    try:
+        until(lambda: "cpu/float32" in screen(), 60, "the model never loaded")
+        pid = int(pid_file.read_text())
+        subprocess.run([tmux, "send-keys", "-t", name, "-l", "Tell a long story"], check=True)
+        subprocess.run([tmux, "send-keys", "-t", name, "Enter"], check=True)
+        until(lambda: reply_saved(home), 60, "no reply text was saved")
+        subprocess.run([tmux, "kill-session", "-t", name], check=True)  # the terminal window closes
+        until(lambda: not _alive(pid), 20, "qwenchat stayed behind its closed terminal")
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", name], capture_output=True)
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    with Store.open(home / "data" / "history.db") as store:
+        (conv,) = store.list_conversations()
+        thread = store.thread(conv.id)
+    assert [m.role for m in thread] == ["user", "assistant"]
+    assert thread[1].status == "interrupted" and thread[1].content
