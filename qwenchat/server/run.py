@@ -50,7 +50,7 @@ def serve(settings: Any, opts: ServeOptions, progress: Any = None, out: TextIO |
     app = create_app(backend, opts.config, log=out)
     queue = app.state.queue
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                    timeout_graceful_shutdown=3), on_exit=queue.close)
+                                    timeout_graceful_shutdown=GRACEFUL_S), on_exit=queue.close)
     _say(out, f"qwenchat serve: listening on {base_url(sock)} (loading the model…)")
     loader = threading.Thread(target=_load, args=(settings, backend, opts.save, server, ImportNote(progress, out), out),
                               name="qwenchat-load", daemon=True)
@@ -67,6 +67,13 @@ def serve(settings: Any, opts: ServeOptions, progress: Any = None, out: TextIO |
         raise backend.error
     _say(out, "qwenchat serve: stopped")
     return 0
+
+
+# How long a stop waits for the reply being streamed to end (cancelled within a token) before
+# uvicorn cuts its connection. 3 s was too short on a loaded 2-core machine, where a decode step can
+# take a second or more: the client lost the connection mid-stream instead of getting the
+# "cancelled, the server is stopping" event, and uvicorn printed an ERROR line.
+GRACEFUL_S = 10
 
 
 class _Server:
