@@ -1,12 +1,16 @@
 """The `openai` client for one server, and what the server offers (`list_models`).
 
-Every client is built with `max_retries=0`: we retry only a 429, ourselves, bounded (see
-engine.py); nothing else is retried behind the user's back. `openai` is imported here, lazily,
+Every client is built with `max_retries=0`: we retry only a server that asks to be asked again
+(a 429, or a 503 with Retry-After: `asks_to_come_back`), ourselves, bounded (engine.py; and
+`list_models` waits up to LOADING_BUDGET_S for a server still loading its model, as `qwenchat
+serve` says it is); nothing else is retried behind the user's back. `openai` is imported here, lazily,
 so `import qwenchat.remote` stays cheap."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +20,7 @@ from qwenchat.remote.reference import RemoteRef
 CONNECT_TIMEOUT_S = 10.0
 PROPS_TIMEOUT_S = 5.0
 NO_KEY = "no-key"  # the client insists on a key; a server without auth ignores this one
+LOADING_BUDGET_S = 120.0  # how long the model list waits for a server that is still loading
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0, cl
     client = make_client(ref, api_key, timeout_s) if own else client
     try:
         try:
-            raw = client.models.with_raw_response.list(timeout=timeout_s).http_response
+            raw = _models_when_ready(client, timeout_s)
             body = _json(raw, ref)
         except Exception as e:
             raise translate(e, ref, api_key, timeout_s=timeout_s) from None
@@ -56,6 +61,40 @@ def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0, cl
             client.close()
     return [ServerModel(m["id"], (served if isinstance(m.get("meta"), dict) else None) or _context(m),
                         m.get("owned_by") if isinstance(m.get("owned_by"), str) else None) for m in data]
+
+
+def _models_when_ready(client: Any, timeout_s: float) -> Any:
+    """GET /models, asked again while the server answers 503 with Retry-After (still loading its
+    model: `ask` right after starting `qwenchat serve` failed at once), for up to LOADING_BUDGET_S."""
+    import openai
+
+    waited = 0.0
+    while True:
+        try:
+            return client.models.with_raw_response.list(timeout=timeout_s).http_response
+        except openai.APIStatusError as e:
+            wait = retry_after(e.response.headers.get("retry-after"), 1.0)
+            if e.status_code != 503 or not asks_to_come_back(e) or waited + wait > LOADING_BUDGET_S:
+                raise
+            time.sleep(wait)
+            waited += wait
+
+
+def asks_to_come_back(e: Any) -> bool:
+    """Whether an error response asks to be sent again later: a 429, or a 503 with Retry-After
+    (qwenchat serve: loading, or its queue full; vLLM and others when overloaded)."""
+    status = getattr(e, "status_code", None)
+    return status == 429 or (status == 503 and "retry-after" in e.response.headers)
+
+
+def retry_after(value: str | None, default: float) -> float:
+    """Seconds a Retry-After header asks to wait: seconds as sent; none, or an HTTP date (rare
+    from these servers), `default`; a value that is not a finite number, forever (not waited)."""
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return max(0.0, seconds) if math.isfinite(seconds) else math.inf
 
 
 def _json(response: Any, ref: RemoteRef) -> Any:

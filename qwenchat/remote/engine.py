@@ -3,14 +3,13 @@ drives it exactly like a local `ChatEngine` (chat, complete, settings, token cou
 
 The server decides the defaults (every sampling field None). `chat()` and `complete()` validate
 at once but send nothing until the first `next()`, so the session has saved the user's message
-before any network failure. A 429 is retried at most `MAX_TRIES` times within `RETRY_BUDGET_S`
-honouring Retry-After; a 400 naming a setting drops that setting and sends once more (reported
+before any network failure. A 429 (or a 503 with Retry-After: a full queue) is retried at most
+`MAX_TRIES` times within `RETRY_BUDGET_S` honouring Retry-After; a 400 naming a setting drops that setting and sends once more (reported
 once through `take_notes()`); nothing else is retried.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from typing import Any
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.records import OPTION_RANGES, Chunk, GenerateOptions, Reply
 from qwenchat.remote import tokens
-from qwenchat.remote.client import ServerModel, list_models, make_client
+from qwenchat.remote.client import ServerModel, asks_to_come_back, list_models, make_client, retry_after
 from qwenchat.remote.errors import BusyError, NotFoundError, RemoteError, scrub
 from qwenchat.remote.failures import refused_param, server_text, translate
 from qwenchat.remote.feed import Feed
@@ -169,8 +168,10 @@ class RemoteEngine:
                 if name is None:
                     raise translate(e, self.ref, self._key, model=self.model.id) from None
                 self._refusals.add(name, said)
-            except openai.RateLimitError as e:
-                wait = _retry_after(e.response.headers.get("retry-after"))
+            except (openai.RateLimitError, openai.InternalServerError) as e:
+                if not asks_to_come_back(e):  # a 5xx that is not "busy, come back later"
+                    raise translate(e, self.ref, self._key, model=self.model.id, timeout_s=self.timeout_s) from None
+                wait = retry_after(e.response.headers.get("retry-after"), DEFAULT_WAIT_S)
                 if tries >= MAX_TRIES or waited + wait > RETRY_BUDGET_S:
                     raise _busy(e, self, tries, wait) from None
                 waited += wait
@@ -207,19 +208,10 @@ def pick(ref: RemoteRef, offered: list[ServerModel]) -> ServerModel:
                       f"name one: -m {ref.base_url}#{offered[0].id}")
 
 
-def _retry_after(value: str | None) -> float:
-    """Seconds a 429 asks to wait (Retry-After in seconds; an HTTP date, rare from these servers,
-    waits the default; nonsense counts as longer than the budget)."""
-    try:
-        seconds = float(value) if value is not None else DEFAULT_WAIT_S
-    except ValueError:
-        return DEFAULT_WAIT_S
-    return max(0.0, seconds) if math.isfinite(seconds) else RETRY_BUDGET_S + 1
-
-
 def _busy(e: Any, engine: RemoteEngine, tries: int, wait: float) -> BusyError:
     said = scrub(server_text(e.body, ""), engine._key)
     asks = f"; it asks to wait {wait:g} s more" if wait > DEFAULT_WAIT_S else ""
-    return BusyError(f"{engine.ref.base_url} is busy (429, too many requests) after {tries} "
+    status = "429, too many requests" if e.status_code == 429 else f"{e.status_code}, unavailable"
+    return BusyError(f"{engine.ref.base_url} is busy ({status}) after {tries} "
                      f"{'try' if tries == 1 else 'tries'}{asks}"
                      + (f" (the server says: {said})" if said else ""), "try again later")

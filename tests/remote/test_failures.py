@@ -157,6 +157,31 @@ def test_429_asking_for_longer_than_the_budget_is_not_waited_for(fake_server):
     assert sum(r.path == "/v1/chat/completions" for r in fake_server.requests) == 1
 
 
+def test_a_server_still_loading_its_model_is_waited_for(fake_server):
+    """`qwenchat serve` answers 503 with Retry-After while it loads: `ask` right after starting it
+    failed at once."""
+    answers = [error(503, "the model is still loading", **{"Retry-After": "0.2"})] * 2
+    fake_server.routes["GET /v1/models"] = lambda req: answers.pop(0) if answers else Response(
+        200, {"object": "list", "data": fake_server.models})
+    t0 = time.monotonic()
+    engine = connect(fake_server)
+    assert engine.model.id == "m" and time.monotonic() - t0 >= 0.4
+    assert sum(r.path == "/v1/models" for r in fake_server.requests) == 3
+
+
+def test_a_full_queue_is_asked_again_like_a_429_and_other_503s_are_not(fake_server):
+    engine = connect(fake_server)
+    answers = [error(503, "the queue is full", **{"Retry-After": "0.2"}), Response(events=reply_events("ok"))]
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: answers.pop(0)
+    assert list(engine.chat(HI))[-1].text == "ok"
+    fake_server.routes["GET /v1/models"] = lambda req: error(503, "down")
+    e = failure(lambda: connect(fake_server), errors.ServerFailedError)  # no Retry-After: not waited for
+    assert "failed (503)" in e.message
+    fake_server.routes["POST /v1/chat/completions"] = lambda req: error(503, "full", **{"Retry-After": "0"})
+    e = failure(lambda: engine.chat(HI), errors.BusyError)
+    assert "busy (503, unavailable) after 3 tries" in e.message
+
+
 def test_cancel_while_waiting_to_retry_ends_the_reply_cancelled(fake_server):
     engine = connect(fake_server)
     cancel = threading.Event()
