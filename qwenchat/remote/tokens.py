@@ -2,8 +2,8 @@
 message's size before sending it.
 
 vLLM (`POST /tokenize` with `prompt`, or with `messages` for the chat template) and llama.cpp's
-server (`POST /tokenize` with `content`) count them; which one a server speaks is found once, at
-connect. Elsewhere (Ollama, `qwenchat serve`, hosted APIs) the counts are estimates and `exact`
+server (`POST /tokenize` with `content`) count them, and `qwenchat serve` speaks vLLM's form; which
+one a server speaks is found once, at connect. Elsewhere (Ollama, hosted APIs) the counts are estimates and `exact`
 is False. Either way the lengths matter and the ids are placeholders. A count that fails later
 (the server went away) falls back to the estimate: counting is for display, never a failure.
 """

@@ -51,6 +51,7 @@ def create_app(backend: Backend, config: ServerConfig | None = None, log: TextIO
             Route("/v1/models/{model:path}", routes.model, methods=["GET"]),
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
             Route("/v1/completions", routes.completions, methods=["POST"]),
+            Route("/tokenize", routes.tokenize, methods=["POST"]),
         ],
         middleware=middleware,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_error, Exception: handle_unexpected},

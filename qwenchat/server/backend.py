@@ -68,3 +68,10 @@ class Backend:
 
     def complete(self, prompt: str, options: GenerateOptions, cancel: threading.Event) -> Events:
         return self.engine.complete(prompt, options, cancel)
+
+    def tokenize(self, messages: list[dict[str, str]] | None, prompt: str | None) -> list[int]:
+        """The token ids of a conversation as the chat template makes it (with the assistant's
+        turn opened, what a reply follows), or of plain text."""
+        if messages is not None:
+            return self.engine.encode_chat(messages)
+        return self.engine.tokenizer.encode_plain(prompt or "")

@@ -1,4 +1,4 @@
-"""The endpoints: /v1/chat/completions, /v1/completions, /v1/models and /health.
+"""The endpoints: /v1/chat/completions, /v1/completions, /v1/models, /tokenize and /health.
 
 Each generation request is checked in the order a client can fix things: the API key (401),
 the body (413, 400), its fields (400), the model (503 while loading, 404 if unknown), then a
@@ -29,7 +29,7 @@ from qwenchat.server.errors import APIError, busy
 from qwenchat.server.jobs import Job, QueueFull, ShuttingDown
 from qwenchat.server.options import generate_options
 from qwenchat.server.responses import Stamp
-from qwenchat.server.schemas import ChatRequest, CompletionRequest, parse
+from qwenchat.server.schemas import ChatRequest, CompletionRequest, TokenizeRequest, parse
 
 
 async def index(request: Request) -> Response:
@@ -97,6 +97,20 @@ async def completions(request: Request) -> Response:
     backend = request.app.state.backend
     job = _submit(request, lambda cancel: backend.complete(prompt, options, cancel))
     return await _respond(request, job, Stamp.new("text", model), req.stream, _include_usage(req), "prompt")
+
+
+async def tokenize(request: Request) -> Response:
+    """POST /tokenize (vLLM's): the token ids of a prompt or of a conversation, so a client's
+    context meter counts exactly (qwenchat's own client asks; without it, it estimated)."""
+    req = await _request(request, TokenizeRequest)
+    _model(request, req.model)
+    messages = None if req.messages is None else [{"role": m.engine_role(), "content": m.text()} for m in req.messages]
+    backend = request.app.state.backend
+    try:
+        ids = await asyncio.to_thread(backend.tokenize, messages, req.prompt)
+    except EngineError as e:
+        raise engine_error(e, "messages" if messages is not None else "prompt") from None
+    return JSONResponse({"count": len(ids), "max_model_len": backend.context_window, "tokens": ids})
 
 
 # -- checks ----------------------------------------------------------------------------------------

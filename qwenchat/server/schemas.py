@@ -92,6 +92,22 @@ class CompletionRequest(Sampling):
     best_of: StrictInt | None = None
 
 
+class TokenizeRequest(BaseModel):
+    """vLLM's POST /tokenize: a prompt, or messages through the chat template (which is how
+    qwenchat's own client counts a conversation for its context meter)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr | None = None
+    prompt: StrictStr | None = None
+    messages: list[ChatMessage] | None = None
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> "TokenizeRequest":
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("send either prompt or messages")
+        return self
+
+
 def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
     """`data` as `model`, or a 400 naming the first bad field."""
     try:

@@ -309,6 +309,28 @@ def test_unknown_route_and_method(server):
     assert r.status_code == 405 and "error" in r.json()
 
 
+def test_tokenize_counts_a_prompt_or_a_conversation_as_the_engine_does(server):
+    """vLLM's POST /tokenize: qwenchat's own client asked it and got a 404, so its context meter
+    against qwenchat serve only estimated."""
+    engine = server.backend.engine
+    r = httpx.post(server.url + "/tokenize", json={"model": "tiny", "prompt": "Hello there"})
+    assert r.status_code == 200 and r.json()["tokens"] == engine.tokenizer.encode_plain("Hello there")
+    assert r.json()["count"] == len(r.json()["tokens"]) and r.json()["max_model_len"] == CONTEXT
+    r = httpx.post(server.url + "/tokenize", json={"model": "tiny", "messages": HI, "add_generation_prompt": True})
+    assert r.json()["tokens"] == engine.encode_chat(HI)
+    r = httpx.post(server.url + "/tokenize", json={"model": "tiny"})
+    assert r.status_code == 400 and "either prompt or messages" in r.json()["error"]["message"]
+
+    from qwenchat.remote.engine import RemoteEngine
+    from qwenchat.remote.reference import RemoteRef
+
+    remote = RemoteEngine.connect(RemoteRef.parse(server.v1 + "#tiny"))
+    try:
+        assert remote.info.exact_tokens and remote.encode_chat(HI) and len(remote.encode_chat(HI)) == len(engine.encode_chat(HI))
+    finally:
+        remote.close()
+
+
 def test_root_and_v1_say_where_the_api_is(server):
     for url in (server.url + "/", server.v1):
         r = httpx.get(url)
