@@ -229,7 +229,7 @@ def _pretty(plain: bool, as_json: bool) -> bool:
 def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn":
     """Generate the reply; `output` is "stream" (as it comes), "end" (when complete) or "none"."""
     # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
-    with closing(session.send(text)) as events:
+    with closing(_turn(session, text)) as events:
         turn = _run_pretty(events, output == "stream") if pretty else _run_plain(events, output)
     _say_how_it_ended(turn.reply, shown=output != "none")
     if turn.note:  # another window wrote to this conversation meanwhile: this reply is on a branch
@@ -256,6 +256,17 @@ def _wait_for_other_windows(session: "ChatSession") -> None:
             return
         time.sleep(WAIT_POLL_S)
         busy = session.answered_elsewhere()
+
+
+def _turn(session: "ChatSession", text: str):
+    """The events of this turn. The same message again, after a failure left it stored without
+    a reply (a server that could not be reached: the message is kept), is answered where it is,
+    not stored a second time: `ask -c "again"` run twice had the conversation say it twice."""
+    session.sync()
+    last = session.entries[-1] if session.entries else None
+    if last is not None and last.role == "user" and last.id is not None and last.content == text:
+        return session.regenerate()
+    return session.send(text)
 
 
 def _say_how_it_ended(reply: "Reply", shown: bool) -> None:

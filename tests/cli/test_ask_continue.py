@@ -102,3 +102,36 @@ def test_a_message_stops_waiting_when_nothing_changes_there(isolated_home, monke
     finally:
         other.kill()
         other.wait()
+
+
+def test_the_same_message_after_a_failed_reply_is_answered_not_stored_twice(isolated_home):
+    """Seen against a server that refused the first try: `ask -c "again"` twice stored "again"
+    twice in a row, and the reply answered both."""
+    from qwenchat.cli import ask as ask_mod
+    from qwenchat.session import ChatSession
+    from tests.fake_engine import FakeEngine
+
+    class FailsOnce(FakeEngine):
+        calls = 0
+
+        def chat(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 2:  # the first "again"
+
+                def events():
+                    raise RuntimeError("the server could not be reached")
+                    yield  # noqa: unreachable - a generator
+                return events()
+            return super().chat(*args, **kwargs)
+
+    with Store.open() as store:
+        session = ChatSession(FailsOnce(script=["first reply", "the answer"]), store)
+        ask_mod._run(session, "first", pretty=False, output="none")
+        try:
+            ask_mod._run(session, "again", pretty=False, output="none")
+        except RuntimeError:
+            pass
+        assert [m.content for m in store.thread(session.conversation_id)][-1] == "again"  # kept, unanswered
+        ask_mod._run(session, "again", pretty=False, output="none")
+        thread = [(m.role, m.content) for m in store.thread(session.conversation_id)]
+    assert thread == [("user", "first"), ("assistant", "first reply"), ("user", "again"), ("assistant", "the answer")]
