@@ -32,6 +32,24 @@ def reply_saved(home) -> bool:
         return any(m.role == "assistant" and m.content for c in store.list_conversations() for m in store.thread(c.id))
 
 
+class Pane:
+    """The tmux session the app runs in: its screen, and waiting on a condition."""
+
+    def __init__(self, tmux: str, name: str) -> None:
+        self.tmux, self.name = tmux, name
+
+    def screen(self) -> str:
+        return subprocess.run([self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+
+    def until(self, cond, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{what}; the terminal shows:\n{self.screen()}")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
 def test_sigterm_quits_the_app_and_saves_the_streaming_reply(endless_model, tmp_path):
     tmux = shutil.which("tmux")
@@ -45,17 +63,8 @@ def test_sigterm_quits_the_app_and_saves_the_streaming_reply(endless_model, tmp_
     cmd = (f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 "
            f"sh -c 'echo $$ > {pid_file}; exec {app}'; echo $? > {status_file}; sleep 60")  # the pane stays to be read
     subprocess.run([tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd], check=True)
-
-    def screen() -> str:
-        return subprocess.run([tmux, "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
-
-    def until(cond, timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{what}; the terminal shows:\n{screen()}")
+    pane = Pane(tmux, name)
+    screen, until = pane.screen, pane.until
 
     try:
         until(lambda: "cpu/float32" in screen(), 60, "the model never loaded")
@@ -100,17 +109,8 @@ def test_closing_the_terminal_mid_reply_ends_the_app_and_keeps_the_reply(endless
     app = f"{sys.executable} -m qwenchat chat -m {endless_model} --device cpu --dtype float32"
     cmd = f"cd {os.getcwd()} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 sh -c 'echo $$ > {pid_file}; exec {app}'"
     subprocess.run([tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd], check=True)
-
-    def screen() -> str:
-        return subprocess.run([tmux, "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
-
-    def until(cond, timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
-            time.sleep(0.2)
-        raise AssertionError(what)
+    pane = Pane(tmux, name)
+    screen, until = pane.screen, pane.until
 
     pid = None
     try:
