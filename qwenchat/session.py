@@ -299,6 +299,8 @@ class ChatSession:
 
     def _stream(self, events: Iterator[Chunk | Reply], continuing: Entry | None = None) -> Iterator[Chunk | Turn]:
         user_id = self.entries[-2].id if continuing else (self.entries[-1].id if self.entries else None)
+        # this turn's own new message carries ANSWERING (see _send_after) until its reply is stored
+        marked = user_id if not continuing and self.entries and ANSWERING in self.entries[-1].meta else None
         writer = ReplyWriter(self, user_id, continuing)
         done = False
         try:
@@ -312,19 +314,22 @@ class ChatSession:
                     text = writer.text if self.raw else event.text
                     msg_id, note = writer.finish(text, status, event)
                     done = True
+                    self._not_answering(marked)
                     yield Turn(event, self.conversation_id, user_id, msg_id, note)
         except BaseException:
             # Ctrl+C, a closed generator or an engine failure mid-reply: keep what was said.
             if not done:
                 if writer.has_text:
                     writer.finish(writer.text, "interrupted", None)
+                    self._not_answering(marked)
                 else:
-                    self._not_answering(user_id)
+                    self._not_answering(marked)
                     self._reread()
             raise
 
     def _not_answering(self, user_id: int | None) -> None:
-        """No reply will be stored for this message: other processes must not wait for one."""
+        """The turn's reply is stored (or none will be): other processes need not wait on the
+        message any more, and its meta holds no process id for good."""
         if self.store is not None and user_id is not None:
             try:
                 self.store.merge_meta(user_id, {ANSWERING: None})

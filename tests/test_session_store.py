@@ -284,6 +284,7 @@ def test_a_question_another_process_is_answering_is_seen_until_its_reply_is_stor
     finish(s.send("setup"))
     assert s.answered_elsewhere() is None
     cid = s.conversation_id
+    assert ANSWERING not in store.thread(cid)[0].meta  # answered: no process id left behind
     asked = store.add_message(cid, "user", "asked elsewhere", meta={ANSWERING: other_process})
     assert s.answered_elsewhere().id == asked.id
     reply = store.add_message(cid, "assistant", "so far", status="pending", meta={"pid": other_process})
