@@ -7,11 +7,13 @@ the final redraw started one line too low, and the reply's first line stayed on 
 (found in tmux, every time). Keys typed meanwhile still reach whatever reads the terminal next
 (the shell), as typeahead.
 
-POSIX terminals only (termios); elsewhere, or when the stream is not a terminal, nothing changes.
+POSIX terminals only (termios); elsewhere, when the stream is not a terminal, or when this process
+runs in the background, nothing changes.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -30,7 +32,12 @@ def quiet_keys(stream: TextIO) -> Iterator[None]:
     try:
         fd = stream.fileno()
         saved = termios.tcgetattr(fd)
+        # a job in the background (`ask ... &`) that changed the terminal's modes would be stopped
+        # by SIGTTOU: the foreground job's keys are not ours to hide then
+        foreground = os.tcgetpgrp(fd) == os.getpgrp()
     except (termios.error, OSError, ValueError, AttributeError):  # not a terminal, or no descriptor
+        foreground = False
+    if not foreground:
         yield
         return
     quiet = list(saved)

@@ -21,6 +21,7 @@ CONNECT_TIMEOUT_S = 10.0
 PROPS_TIMEOUT_S = 5.0
 NO_KEY = "no-key"  # the client insists on a key; a server without auth ignores this one
 LOADING_BUDGET_S = 120.0  # how long the model list waits for a server that is still loading
+DEFAULT_WAIT_S = 1.0  # between tries when a server that asks to come back names no Retry-After
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ def list_models(ref: RemoteRef, api_key: str | None, timeout_s: float = 30.0, cl
 
 
 def _models_when_ready(client: Any, timeout_s: float) -> Any:
-    """GET /models, asked again while the server answers 503 with Retry-After (still loading its
-    model: `ask` right after starting `qwenchat serve` failed at once), for up to LOADING_BUDGET_S."""
+    """GET /models, asked again while the server asks to come back (503 with Retry-After while it
+    loads its model: `ask` right after starting `qwenchat serve` failed at once), for up to
+    LOADING_BUDGET_S."""
     import openai
 
     waited = 0.0
@@ -73,8 +75,8 @@ def _models_when_ready(client: Any, timeout_s: float) -> Any:
         try:
             return client.models.with_raw_response.list(timeout=timeout_s).http_response
         except openai.APIStatusError as e:
-            wait = retry_after(e.response.headers.get("retry-after"), 1.0)
-            if e.status_code != 503 or not asks_to_come_back(e) or waited + wait > LOADING_BUDGET_S:
+            wait = retry_after(e)
+            if not asks_to_come_back(e) or waited + wait > LOADING_BUDGET_S:
                 raise
             time.sleep(wait)
             waited += wait
@@ -87,13 +89,15 @@ def asks_to_come_back(e: Any) -> bool:
     return status == 429 or (status == 503 and "retry-after" in e.response.headers)
 
 
-def retry_after(value: str | None, default: float) -> float:
-    """Seconds a Retry-After header asks to wait: seconds as sent; none, or an HTTP date (rare
-    from these servers), `default`; a value that is not a finite number, forever (not waited)."""
+def retry_after(e: Any) -> float:
+    """Seconds an error response's Retry-After asks to wait: seconds as sent; none, or an HTTP
+    date (rare from these servers), DEFAULT_WAIT_S; a value that is not a finite number, forever
+    (not waited)."""
+    value = e.response.headers.get("retry-after")
     try:
-        seconds = float(value) if value is not None else default
+        seconds = float(value) if value is not None else DEFAULT_WAIT_S
     except ValueError:
-        return default
+        return DEFAULT_WAIT_S
     return max(0.0, seconds) if math.isfinite(seconds) else math.inf
 
 

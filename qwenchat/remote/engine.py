@@ -20,7 +20,7 @@ from typing import Any
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.records import OPTION_RANGES, Chunk, GenerateOptions, Reply
 from qwenchat.remote import tokens
-from qwenchat.remote.client import ServerModel, asks_to_come_back, list_models, make_client, retry_after
+from qwenchat.remote.client import DEFAULT_WAIT_S, ServerModel, asks_to_come_back, list_models, make_client, retry_after
 from qwenchat.remote.errors import BusyError, NotFoundError, RemoteError, scrub
 from qwenchat.remote.failures import refused_param, server_text, translate
 from qwenchat.remote.feed import Feed
@@ -31,7 +31,6 @@ from qwenchat.remote.stream import Clock, read
 Message = dict[str, str]
 MAX_TRIES = 3  # a 429 is sent at most this many times in all
 RETRY_BUDGET_S = 30.0  # and waited for at most this long in all
-DEFAULT_WAIT_S = 1.0  # between tries when the server names no Retry-After
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ class RemoteEngine:
             except (openai.RateLimitError, openai.InternalServerError) as e:
                 if not asks_to_come_back(e):  # a 5xx that is not "busy, come back later"
                     raise translate(e, self.ref, self._key, model=self.model.id, timeout_s=self.timeout_s) from None
-                wait = retry_after(e.response.headers.get("retry-after"), DEFAULT_WAIT_S)
+                wait = retry_after(e)
                 if tries >= MAX_TRIES or waited + wait > RETRY_BUDGET_S:
                     raise _busy(e, self, tries, wait) from None
                 waited += wait

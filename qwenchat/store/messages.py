@@ -82,6 +82,14 @@ def insert_message(
     return int(cur.lastrowid)
 
 
+def _merged_meta(conn: sqlite3.Connection, message_id: int, meta: dict[str, Any]) -> str:
+    """A message's stored meta with `meta` merged in (a key whose value is None removed), as JSON."""
+    row = conn.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no message {message_id}")
+    return dumps({k: v for k, v in (loads(row["meta"]) | meta).items() if v is not None})
+
+
 class MessagesMixin(StoreBase):
     def add_message(
         self,
@@ -165,22 +173,13 @@ class MessagesMixin(StoreBase):
         """Mark a stored reply as being written again (a continuation): "pending" until
         `finish_message`; `meta` is merged into its meta."""
         with self._write() as conn:
-            row = conn.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no message {message_id}")
-            conn.execute(
-                "UPDATE messages SET status = 'pending', meta = ? WHERE id = ?",
-                (dumps(loads(row["meta"]) | (meta or {})), message_id),
-            )
+            conn.execute("UPDATE messages SET status = 'pending', meta = ? WHERE id = ?",
+                         (_merged_meta(conn, message_id, meta or {}), message_id))
 
     def merge_meta(self, message_id: int, meta: dict[str, Any]) -> None:
         """Merge `meta` into a message's stored meta; a key whose value is None is removed."""
         with self._write() as conn:
-            row = conn.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no message {message_id}")
-            merged = {k: v for k, v in (loads(row["meta"]) | meta).items() if v is not None}
-            conn.execute("UPDATE messages SET meta = ? WHERE id = ?", (dumps(merged), message_id))
+            conn.execute("UPDATE messages SET meta = ? WHERE id = ?", (_merged_meta(conn, message_id, meta), message_id))
 
     def get_message(self, message_id: int) -> Message:
         with self._read() as conn:

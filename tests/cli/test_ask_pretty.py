@@ -91,6 +91,24 @@ def test_ctrl_c_in_a_terminal_leaves_the_reply_drawn_once(endless_model, tmp_pat
     assert reply.status == "interrupted" and reply.content
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
+def test_ask_in_the_background_of_a_terminal_is_not_stopped(endless_model, tmp_path):
+    """Hiding typed keys changes the terminal's modes, which stops a background job (SIGTTOU):
+    `ask ... &` stood "Stopped" until brought to the foreground."""
+    home = tmp_path / "home"
+    share_kernels(home)
+    term = Terminal("qwenchat-ask-bg", width=80, height=30)
+    try:
+        term.run(f"cd {ROOT} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 {sys.executable} -m qwenchat ask "
+                 f"-m {endless_model} --device cpu --dtype float32 --max-tokens 5 --no-save 'Hi' & wait $!; "
+                 "echo exit=$?")
+        ended = lambda s: any(line.startswith("exit=") for line in s.splitlines())  # noqa: E731
+        screen = term.until(ended, 60, "the background ask never ended (stopped?)")
+        assert "exit=0" in screen.splitlines() and "Stopped" not in screen, screen
+    finally:
+        term.close()
+
+
 def test_a_reply_moved_to_a_branch_by_another_window_is_said_on_stderr(isolated_home, monkeypatch, capsys):
     """Two `ask -c` at once: the reply of the one whose conversation moved on meanwhile went to a
     branch of its own, and the note saying so (the README's) was printed by the app only."""

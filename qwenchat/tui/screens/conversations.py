@@ -194,30 +194,33 @@ class ConversationActions(Screen[None]):
         return self.has_class("-narrow")
 
     def action_search(self) -> None:
-        self.sidebar.styles.clear_rule("display")  # shown as the width's rules say (action_toggle_sidebar)
-        self.sidebar.refresh(layout=True)
+        self._unhide_sidebar()
         if self.narrow:
             self.add_class("-sidebar-open")
         self.sidebar.search_box.focus()
 
     def action_toggle_sidebar(self) -> None:
         if self.narrow:
-            self.sidebar.styles.clear_rule("display")  # a wide terminal's hiding is not this
+            self._unhide_sidebar()
             self.toggle_class("-sidebar-open")
             shown = self.has_class("-sidebar-open")
         elif self.sidebar.display:
             self.sidebar.display = False  # a wide terminal's hiding: a style of the widget's own
             shown = False
         else:
-            # shown by dropping that style, not by one saying "shown": that would outrank the
-            # stylesheet's hiding below NARROW columns, and the sidebar stayed docked there
-            self.sidebar.styles.clear_rule("display")
-            self.sidebar.refresh(layout=True)
+            self._unhide_sidebar()
             shown = True
         if shown:
             self.sidebar.list_view.focus()
         elif _inside(self.focused, self.sidebar):
             self.input.focus()  # the focus must not stay in a hidden widget
+
+    def _unhide_sidebar(self) -> None:
+        """Drop a wide terminal's hiding (a style of the widget's own): the sidebar then shows as
+        the stylesheet says for the width. A style saying "shown" instead would outrank the
+        stylesheet's hiding below NARROW columns: the sidebar stayed docked there."""
+        self.sidebar.styles.clear_rule("display")
+        self.sidebar.refresh(layout=True)
 
     def close_sidebar_overlay(self) -> None:
         if self.has_class("-sidebar-open"):
