@@ -62,18 +62,22 @@ def test_a_reply_cut_by_the_token_limit_is_said_on_stderr(capsys):
     assert capsys.readouterr().err == ""
 
 
+def ask_command(home, model, args: str) -> str:
+    """A shell line running `qwenchat ask` on `model` in an isolated home (the session's kernels)."""
+    share_kernels(home)
+    return (f"cd {ROOT} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 {sys.executable} -m qwenchat ask "
+            f"-m {model} --device cpu --dtype float32 {args}")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
 def test_ctrl_c_in_a_terminal_leaves_the_reply_drawn_once(endless_model, tmp_path):
     """Found in tmux: Ctrl+C's echoed "^C" after the live reply's full-width last line wrapped
     onto a new line, and rich's final redraw began one line low and left the first line twice.
     The terminal's echo comes back afterwards."""
     home = tmp_path / "home"
-    share_kernels(home)
     term = Terminal("qwenchat-ask-ctrl-c", width=80, height=30)
     try:
-        term.run(f"cd {ROOT} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 {sys.executable} -m qwenchat ask "
-                 f"-m {endless_model} --device cpu --dtype float32 --max-tokens 3000 --temperature 0 "
-                 f"'Tell a long story'; echo exit=$?")
+        term.run(ask_command(home, endless_model, "--max-tokens 3000 --temperature 0 'Tell a long story'; echo exit=$?"))
         term.until(lambda s: len([ln for ln in s.splitlines() if ln.strip()]) > 6, 60, "no reply streamed")
         term.keys("C-c")
         screen = term.until(lambda s: "exit=130" in s, 30, "ask did not stop on Ctrl+C")
@@ -95,13 +99,9 @@ def test_ctrl_c_in_a_terminal_leaves_the_reply_drawn_once(endless_model, tmp_pat
 def test_ask_in_the_background_of_a_terminal_is_not_stopped(endless_model, tmp_path):
     """Hiding typed keys changes the terminal's modes, which stops a background job (SIGTTOU):
     `ask ... &` stood "Stopped" until brought to the foreground."""
-    home = tmp_path / "home"
-    share_kernels(home)
     term = Terminal("qwenchat-ask-bg", width=80, height=30)
     try:
-        term.run(f"cd {ROOT} && QWENCHAT_HOME={home} HF_HUB_OFFLINE=1 {sys.executable} -m qwenchat ask "
-                 f"-m {endless_model} --device cpu --dtype float32 --max-tokens 5 --no-save 'Hi' & wait $!; "
-                 "echo exit=$?")
+        term.run(ask_command(tmp_path / "home", endless_model, "--max-tokens 5 --no-save 'Hi' & wait $!; echo exit=$?"))
         ended = lambda s: any(line.startswith("exit=") for line in s.splitlines())  # noqa: E731
         screen = term.until(ended, 60, "the background ask never ended (stopped?)")
         assert "exit=0" in screen.splitlines() and "Stopped" not in screen, screen
