@@ -116,7 +116,8 @@ def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
         # the deepest error: for a union (content as text or parts) it names the part at fault
         err = max(e.errors(), key=lambda x: len(x.get("loc", ())))
         param = _param(err.get("loc", ()))
-        raise APIError(400, _message(err, param), param=param, code="invalid_value") from None
+        # a check of the whole body (TokenizeRequest: prompt or messages) names no field
+        raise APIError(400, _message(err, param), param=param or None, code="invalid_value") from None
 
 
 def _param(loc: tuple[Any, ...]) -> str:
@@ -136,7 +137,8 @@ def _message(err: dict[str, Any], param: str) -> str:
     if kind == "missing":
         return f"'{param}' is required"
     if kind == "value_error":  # a check of our own: its message says it all
-        return f"{param}: {msg.removeprefix('Value error, ')}"
+        said = msg.removeprefix("Value error, ")
+        return f"{param}: {said}" if param else said
     if kind == "literal_error" and param.endswith(".role"):
         return f"{param}: unknown role {err.get('input')!r}; use system, user or assistant"
     if kind == "literal_error" and param.endswith(".type"):

@@ -320,6 +320,7 @@ def test_tokenize_counts_a_prompt_or_a_conversation_as_the_engine_does(server):
     assert r.json()["tokens"] == engine.encode_chat(HI)
     r = httpx.post(server.url + "/tokenize", json={"model": "tiny"})
     assert r.status_code == 400 and "either prompt or messages" in r.json()["error"]["message"]
+    assert r.json()["error"]["message"] == "send either prompt or messages" and r.json()["error"]["param"] is None
 
     from qwenchat.remote.engine import RemoteEngine
     from qwenchat.remote.reference import RemoteRef
