@@ -37,6 +37,18 @@ class StoreError(QwenchatError):
     """The history database cannot be opened, read or written."""
 
 
+class ConversationChanged(StoreError):
+    """Another process added to a conversation between this one's reading it and writing to it:
+    nothing was written (the caller reads it again and decides)."""
+
+    def __init__(self, conversation_id: int) -> None:
+        super().__init__(
+            f"another window added to conversation {conversation_id} just now; this message was not stored",
+            "send it again once that window's reply has ended",
+        )
+        self.conversation_id = conversation_id
+
+
 class HubError(QwenchatError):
     """A model cannot be found, downloaded or verified."""
 

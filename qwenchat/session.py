@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.errors import StoreError
 from qwenchat.reply_writer import ReplyWriter
+from qwenchat.store.messages import UNCHECKED
 from qwenchat.store.records import pid_alive
 from qwenchat.session_records import (OPTION_FIELDS, SAMPLING_FIELDS, Entry, ModelInfo, Turn, entry_of, options_dict,
                                       overlay)
@@ -138,15 +139,25 @@ class ChatSession:
 
     def sync(self) -> bool:
         """Re-read the stored conversation; True when another process changed it (added to it,
-        moved its branch, changed its system prompt) since this session last read or wrote it.
+        moved its branch, changed its system prompt, wrote more of or ended a reply shown as
+        being written) since this session last read or wrote it.
         `entries` and the system prompt then hold what is stored; the options stay as they are."""
         if self.store is None or self.conversation_id is None:
             return False
         conv = self.store.get_conversation(self.conversation_id)
-        if conv.head_id == self._seen_head and conv.system_prompt == self.system_prompt:
+        if conv.head_id == self._seen_head and conv.system_prompt == self.system_prompt and not self._last_moved_on():
             return False
         self._read(conv, options=False)
         return True
+
+    def _last_moved_on(self) -> bool:
+        """The last entry was a reply being written (by another window) and the store's copy has
+        changed since: more text, or its end."""
+        last = self.entries[-1] if self.entries else None
+        if last is None or last.status != "pending" or last.id is None:
+            return False
+        stored = self.store.get_message(last.id)
+        return (stored.status, stored.content) != (last.status, last.content)
 
     def answered_elsewhere(self) -> Entry | None:
         """The message at the end of this conversation's stored branch when another process is
@@ -273,9 +284,18 @@ class ChatSession:
         self.entries.append(Entry("user", text))
         try:
             events = self._start()
-            saved = self._save("user", text, parent, meta={ANSWERING: os.getpid()})
         except BaseException:
-            self.entries[-1:] = kept  # refused or not saved: as it was
+            self.entries[-1:] = kept  # refused: as it was
+            raise
+        try:
+            # only if nobody added to the conversation since it was read: two windows sending at
+            # once would each have a reply answer both questions
+            saved = self._save("user", text, parent, meta={ANSWERING: os.getpid()}, expect_head=self._seen_head)
+        except BaseException:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            self._reread()  # what is stored: another window's message, or as it was
             raise
         if saved is not None:
             self.entries[-1] = entry_of(saved)
@@ -378,8 +398,9 @@ class ChatSession:
             return self.base_options
 
     def _save(self, role: str, content: str, parent: int | None, status: str = "complete",
-              meta: dict | None = None, reply: Reply | None = None) -> "Message | None":
-        """Commit one message after `parent` (it becomes the stored head)."""
+              meta: dict | None = None, reply: Reply | None = None, expect_head: Any = UNCHECKED) -> "Message | None":
+        """Commit one message after `parent` (it becomes the stored head); `expect_head`: see
+        `Store.add_message`."""
         if self.store is None:
             return None
         if self.conversation_id is None:
@@ -387,10 +408,11 @@ class ChatSession:
                 self.model_label, self.system_prompt, settings=options_dict(self.options)
             )
             self.conversation_id = conv.id
+            expect_head = UNCHECKED  # a new conversation: nobody else can have written to it
         counts = {}
         if reply is not None:
             counts = {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens}
         msg = self.store.add_message(self.conversation_id, role, content, parent_id=parent, status=status,
-                                     meta=meta, **counts)
+                                     meta=meta, expect_head=expect_head, **counts)
         self._seen_head = msg.id
         return msg

@@ -10,6 +10,8 @@ links its home's kernel folder there with `share_kernels(home)`."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,12 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-tokenizer")
     build_tokenizer(out)
     return out
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not this one: the "other window" whose pid a message carries."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()

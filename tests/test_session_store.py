@@ -268,15 +268,6 @@ def test_changing_the_settings_keeps_other_facts_stored_with_them(store):
     assert store.get_conversation(conv.id).settings == {"source": "api", "top_k": 5}
 
 
-@pytest.fixture
-def other_process():
-    """A live process that is not this one: the "other window" whose pid a message carries."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 def test_a_question_another_process_is_answering_is_seen_until_its_reply_is_stored(store, other_process):
     from qwenchat.session import ANSWERING
 
@@ -318,3 +309,45 @@ def test_a_question_whose_process_is_gone_or_whose_reply_failed_is_not_waited_fo
         finish(failing.send("no reply will come"))
     last = store.thread(s.conversation_id)[-1]
     assert last.content == "no reply will come" and ANSWERING not in last.meta  # nobody waits for it
+
+
+def test_a_message_stored_by_another_window_after_this_one_read_refuses_this_ones(store, other_process):
+    """The narrow race of two `ask -c` at once: both read the conversation, then both stored
+    their message after the same head (a branch, with one reply answering two questions)."""
+    from qwenchat.errors import ConversationChanged
+    from qwenchat.session import ANSWERING
+
+    s = ChatSession(FakeEngine(script=["ok"]), store)
+    finish(s.send("setup"))
+    cid = s.conversation_id
+
+    class Racing(FakeEngine):
+        def chat(self, *args, **kwargs):  # between reading the conversation and storing the message
+            with Store.open() as theirs:
+                theirs.add_message(cid, "user", "the other window's", meta={ANSWERING: other_process})
+            return super().chat(*args, **kwargs)
+
+    racing = ChatSession(Racing(), store)
+    racing.load(cid)
+    with pytest.raises(ConversationChanged):
+        racing.send("mine")
+    stored = ["setup", "ok", "the other window's"]
+    assert [m.content for m in store.thread(cid)] == stored
+    assert store.get_conversation(cid).message_count == 3  # no branch: "mine" was not stored
+    assert [e.content for e in racing.entries] == stored  # what is stored, shown
+    assert racing.answered_elsewhere().content == "the other window's"  # so a face waits for it
+
+
+def test_sync_sees_the_end_of_a_reply_another_window_was_writing(store, other_process):
+    """Shown as "pending" when read, it stayed so: the head does not move when a reply ends."""
+    s = ChatSession(FakeEngine(script=["ok"]), store)
+    finish(s.send("setup"))
+    cid = s.conversation_id
+    pending = store.add_message(cid, "assistant", "so far", status="pending", meta={"pid": other_process})
+    assert s.sync() is True and s.entries[-1].status == "pending"
+    assert s.sync() is False  # nothing new
+    store.save_partial(pending.id, "so far, and more")
+    assert s.sync() is True and s.entries[-1].content == "so far, and more"
+    store.finish_message(pending.id, content="so far, and the end")
+    assert s.sync() is True and (s.entries[-1].status, s.entries[-1].content) == ("complete", "so far, and the end")
+    assert s.sync() is False

@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from qwenchat.session import ChatSession, Turn
 
 PRETTY_HZ = 8  # redraws a second of a reply rendered as Markdown on a terminal
-WAIT_POLL_S = 0.25  # how often a message waiting for another window's reply looks again
-STUCK_S = 120.0  # ... and how long nothing may change there before it is sent anyway
+SEND_TRIES = 5  # times a message is sent again after another window's got in first
 
 
 @app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
@@ -99,7 +98,6 @@ def ask(
         # structured replies are printed whole, and only when they are complete JSON
         output = "none" if as_json or constraint is not None else "end" if no_stream else "stream"
         try:
-            _wait_for_other_windows(session)
             turn = _run(session, text, pretty=constraint is None and _pretty(plain, as_json), output=output)
         finally:
             _say_notes(session)  # a setting the server refused: said even when the reply failed
@@ -229,7 +227,7 @@ def _pretty(plain: bool, as_json: bool) -> bool:
 def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn":
     """Generate the reply; `output` is "stream" (as it comes), "end" (when complete) or "none"."""
     # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
-    with closing(_turn(session, text)) as events:
+    with closing(_begin(session, text)) as events:
         turn = _run_pretty(events, output == "stream") if pretty else _run_plain(events, output)
     _say_how_it_ended(turn.reply, shown=output != "none")
     if turn.note:  # another window wrote to this conversation meanwhile: this reply is on a branch
@@ -237,25 +235,36 @@ def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn"
     return turn
 
 
+def _begin(session: "ChatSession", text: str):
+    """The events of this turn, once no other window is answering at the end of the
+    conversation. Two windows that both found it free a moment apart: the store takes the
+    first one's message, and the other waits for that reply and tries again."""
+    from qwenchat.errors import ConversationChanged
+
+    tries = 1
+    while True:
+        _wait_for_other_windows(session)
+        try:
+            return _turn(session, text)
+        except ConversationChanged:
+            if tries == SEND_TRIES:
+                raise
+            tries += 1
+
+
 def _wait_for_other_windows(session: "ChatSession") -> None:
     """Another window is answering at the end of this conversation: wait for its reply to end,
-    so this message follows it (two `ask -c` at once had one reply answer two questions in a
-    row, the other's reply moved to a branch). Waiting stops if nothing there changes for
-    STUCK_S (a writer that hangs, or a process id reused by another program)."""
-    busy = session.answered_elsewhere()
-    if busy is None:
+    so this message follows it (qwenchat/other_window.py)."""
+    from qwenchat import other_window
+
+    wait = other_window.OtherWindowWait(session)
+    if wait.busy() is None:
         return
     warn("another window is writing a reply in this conversation: this message waits for it (Ctrl+C stops)")
-    seen, since = None, time.monotonic()
-    while busy is not None:
-        state = (busy.id, len(busy.content), busy.status)
-        if state != seen:
-            seen, since = state, time.monotonic()
-        elif time.monotonic() - since > STUCK_S:
-            warn(f"nothing changed there for {STUCK_S:.0f} s: sending now")
-            return
-        time.sleep(WAIT_POLL_S)
-        busy = session.answered_elsewhere()
+    while wait.busy() is not None:
+        time.sleep(other_window.POLL_S)
+    if wait.stuck:
+        warn(f"nothing changed there for {other_window.STUCK_S:.0f} s: sending now")
 
 
 def _turn(session: "ChatSession", text: str):

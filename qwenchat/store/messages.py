@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Final
 
-from qwenchat.errors import StoreError
+from qwenchat.errors import ConversationChanged, StoreError
 from qwenchat.store.conversations import fetch_conversation
 from qwenchat.store.db import StoreBase, now
 from qwenchat.store.records import (
@@ -40,6 +40,9 @@ class _Head:
 
 HEAD: Final[Any] = _Head()
 """Default `parent_id`: attach the new message after the conversation's current head."""
+
+UNCHECKED: Final[Any] = object()
+"""Default `expect_head`: the message is added whatever the conversation's head is."""
 
 
 def fetch_message(conn: sqlite3.Connection, message_id: int) -> Message:
@@ -102,12 +105,19 @@ class MessagesMixin(StoreBase):
         meta: dict[str, Any] | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        expect_head: int | None = UNCHECKED,
     ) -> Message:
         """Commit a message after `parent_id` (the head by default; None: a new root) and move
-        the head to it. The first user message of an untitled conversation becomes its title."""
+        the head to it. The first user message of an untitled conversation becomes its title.
+
+        `expect_head`: the head the caller last read. If another process has moved it since,
+        nothing is written and `ConversationChanged` is raised; checked inside the write
+        transaction, so of two processes sending after the same head, one gets through."""
         _check(role, status)
         with self._write() as conn:
             conv = fetch_conversation(conn, conversation_id)
+            if expect_head is not UNCHECKED and conv.head_id != expect_head:
+                raise ConversationChanged(conv.id)
             parent = conv.head_id if parent_id is HEAD else parent_id
             if parent is not None and fetch_message(conn, parent).conversation_id != conv.id:
                 raise StoreError(f"message {parent} is not in conversation {conv.id}")

@@ -45,63 +45,101 @@ def _busy_conversation(other_pid: int):
     return conv.id, reply.id
 
 
-def test_a_message_waits_for_the_reply_another_window_is_writing(isolated_home, monkeypatch, capsys):
+def test_a_message_waits_for_the_reply_another_window_is_writing(isolated_home, monkeypatch, capsys, other_process):
     """Two `ask -c` at once (found hands-on): the second one's message followed the first one's
     unanswered question, its reply answered both, and the first reply went to a branch."""
-    import sys
     import threading
     import time
 
+    from qwenchat import other_window
     from qwenchat.cli import ask as ask_mod
     from qwenchat.session import ChatSession
     from tests.fake_engine import FakeEngine
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        cid, reply_id = _busy_conversation(other.pid)
-        monkeypatch.setattr(ask_mod, "WAIT_POLL_S", 0.02)
-        with Store.open() as store:
-            session = ChatSession(FakeEngine(script=["second reply"]), store)
-            session.load(cid)
+    cid, reply_id = _busy_conversation(other_process)
+    monkeypatch.setattr(other_window, "POLL_S", 0.02)
+    with Store.open() as store:
+        session = ChatSession(FakeEngine(script=["second reply"]), store)
+        session.load(cid)
 
-            def the_other_window_ends_its_reply() -> None:
-                time.sleep(0.3)
-                with Store.open() as theirs:
-                    theirs.finish_message(reply_id, content="so far, and the end")
+        def the_other_window_ends_its_reply() -> None:
+            time.sleep(0.3)
+            with Store.open() as theirs:
+                theirs.finish_message(reply_id, content="so far, and the end")
 
-            threading.Thread(target=the_other_window_ends_its_reply).start()
-            ask_mod._wait_for_other_windows(session)
-            assert store.get_message(reply_id).status == "complete"  # it waited for the end
-            ask_mod._run(session, "second", pretty=False, output="none")
-            thread = [(m.role, m.content) for m in store.thread(cid)]
-        assert thread == [("user", "first"), ("assistant", "so far, and the end"), ("user", "second"),
-                          ("assistant", "second reply")]
-        assert "waits for it" in capsys.readouterr().err
-    finally:
-        other.kill()
-        other.wait()
+        threading.Thread(target=the_other_window_ends_its_reply).start()
+        ask_mod._wait_for_other_windows(session)
+        assert store.get_message(reply_id).status == "complete"  # it waited for the end
+        ask_mod._run(session, "second", pretty=False, output="none")
+        thread = [(m.role, m.content) for m in store.thread(cid)]
+    assert thread == [("user", "first"), ("assistant", "so far, and the end"), ("user", "second"),
+                      ("assistant", "second reply")]
+    assert "waits for it" in capsys.readouterr().err
 
 
-def test_a_message_stops_waiting_when_nothing_changes_there(isolated_home, monkeypatch, capsys):
-    import sys
+def test_a_message_that_loses_the_race_to_another_window_waits_for_its_reply(isolated_home, monkeypatch, capsys, other_process):
+    """Both found the conversation free a moment apart (seen once in three hand-run tries of
+    two `ask -c` at once): the other's message is stored first, so this one waits for its reply
+    and follows it."""
+    import threading
+    import time
 
+    from qwenchat import other_window
+    from qwenchat.cli import ask as ask_mod
+    from qwenchat.session import ANSWERING, ChatSession
+    from tests.fake_engine import FakeEngine
+
+    with Store.open() as store:
+        cid = store.create_conversation("m").id
+        store.add_message(cid, "user", "first", parent_id=None)
+        store.add_message(cid, "assistant", "first reply")
+
+    def the_other_window_answers() -> None:
+        with Store.open() as theirs:
+            question = theirs.add_message(cid, "user", "theirs", meta={ANSWERING: other_process})
+            time.sleep(0.3)
+            theirs.add_message(cid, "assistant", "their reply")
+            theirs.merge_meta(question.id, {ANSWERING: None})
+
+    class Racing(FakeEngine):
+        raced = None
+
+        def chat(self, *args, **kwargs):
+            if self.raced is None:  # it stores its message just after this window read
+                self.raced = threading.Thread(target=the_other_window_answers)
+                self.raced.start()
+                time.sleep(0.1)
+            return super().chat(*args, **kwargs)
+
+    monkeypatch.setattr(other_window, "POLL_S", 0.02)
+    engine = Racing(default="my reply")  # asked twice: the first try is dropped
+    with Store.open() as store:
+        session = ChatSession(engine, store)
+        session.load(cid)
+        ask_mod._run(session, "mine", pretty=False, output="none")
+        engine.raced.join()
+        thread = [(m.role, m.content) for m in store.thread(cid)]
+        assert store.get_conversation(cid).message_count == 6  # no branch
+    assert thread == [("user", "first"), ("assistant", "first reply"), ("user", "theirs"),
+                      ("assistant", "their reply"), ("user", "mine"), ("assistant", "my reply")]
+    assert "waits for it" in capsys.readouterr().err
+
+
+def test_a_message_stops_waiting_when_nothing_changes_there(isolated_home, monkeypatch, capsys, other_process):
+
+    from qwenchat import other_window
     from qwenchat.cli import ask as ask_mod
     from qwenchat.session import ChatSession
     from tests.fake_engine import FakeEngine
 
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        cid, _ = _busy_conversation(other.pid)
-        monkeypatch.setattr(ask_mod, "WAIT_POLL_S", 0.02)
-        monkeypatch.setattr(ask_mod, "STUCK_S", 0.2)
-        with Store.open() as store:
-            session = ChatSession(FakeEngine(), store)
-            session.load(cid)
-            ask_mod._wait_for_other_windows(session)  # returns: a hung writer, or a reused pid
-        assert "nothing changed there for 0 s: sending now" in capsys.readouterr().err
-    finally:
-        other.kill()
-        other.wait()
+    cid, _ = _busy_conversation(other_process)
+    monkeypatch.setattr(other_window, "POLL_S", 0.02)
+    monkeypatch.setattr(other_window, "STUCK_S", 0.2)
+    with Store.open() as store:
+        session = ChatSession(FakeEngine(), store)
+        session.load(cid)
+        ask_mod._wait_for_other_windows(session)  # returns: a hung writer, or a reused pid
+    assert "nothing changed there for 0 s: sending now" in capsys.readouterr().err
 
 
 def test_the_same_message_after_a_failed_reply_is_answered_not_stored_twice(isolated_home):

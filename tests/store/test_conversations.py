@@ -180,3 +180,19 @@ def test_head_can_be_cleared(store: Store) -> None:
     assert store.thread(conv.id) == []
     first = store.add_message(conv.id, "user", "fresh start")
     assert first.parent_id is None
+
+
+def test_a_message_after_a_head_that_moved_is_refused_and_nothing_is_written(store: Store) -> None:
+    from qwenchat.errors import ConversationChanged
+
+    conv, msgs = _chat(store)
+    read = msgs[-1].id  # what this window read
+    other = store.add_message(conv.id, "user", "from another window")
+    with pytest.raises(ConversationChanged) as caught:
+        store.add_message(conv.id, "user", "mine", parent_id=read, expect_head=read)
+    assert "another window" in caught.value.message and caught.value.hint
+    assert store.get_conversation(conv.id).head_id == other.id
+    assert [m.content for m in store.thread(conv.id)][-1] == "from another window"
+    assert store.get_conversation(conv.id).message_count == 5  # "mine" is nowhere
+    mine = store.add_message(conv.id, "user", "mine", expect_head=other.id)  # read again: it goes
+    assert mine.parent_id == other.id

@@ -110,3 +110,43 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path: Pa
     with Store.open(path) as store:
         assert sorted(c.title for c in store.list_conversations()) == ["p0", "p1", "p2", "p3"]
         assert all(c.message_count == 10 for c in store.list_conversations())
+
+
+# Appends to one conversation the way two windows do: read the head, then add after it, but
+# only if it is still the head (`expect_head`); another window's message in between means reading
+# again. Prints how many times that happened.
+APPENDER = r"""
+import sys
+from qwenchat.errors import ConversationChanged
+from qwenchat.store import Store
+path, label, cid, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with Store.open(path) as store:
+    done = clashes = 0
+    while done < n:
+        head = store.get_conversation(cid).head_id
+        try:
+            store.add_message(cid, "user", f"{label} {done}", parent_id=head, expect_head=head)
+            done += 1
+        except ConversationChanged:
+            clashes += 1
+print(clashes, flush=True)
+"""
+
+
+def test_two_processes_appending_after_the_head_they_read_never_branch(tmp_path: Path) -> None:
+    """Two `ask -c` at once read the same head and each stored its message after it: a branch
+    (one reply then answered two questions in a row). The store now refuses the second."""
+    path = tmp_path / "shared.db"
+    with Store.open(path) as store:
+        cid = store.create_conversation("m").id
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(path), label, str(cid), "150"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for label in ("a", "b")]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    with Store.open(path) as store:
+        thread = store.thread(cid)
+        assert len(thread) == 300 == store.get_conversation(cid).message_count  # one chain, no branch
+        assert all(m.parent_id == prev.id for prev, m in zip(thread, thread[1:]))
+        for label in ("a", "b"):
+            assert [m.content for m in thread if m.content.startswith(label)] == [f"{label} {i}" for i in range(150)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from textual.widgets import Input
 
 from qwenchat.engine.records import GenerateOptions
@@ -216,32 +217,92 @@ async def test_a_chat_changed_in_another_window_is_shown_before_sending(store):
         assert [m["content"] for m in seen] == ["hi", "r1", "from elsewhere", "r2", "next"]
 
 
-async def test_a_message_is_not_sent_while_another_window_answers_at_the_end_of_the_chat(store):
-    """Its reply would have followed a reply still being written (or a question with none yet)."""
-    import subprocess
-    import sys
+@pytest.fixture
+def quick_looks(monkeypatch):
+    """A message waiting for another window looks again every 50 ms."""
+    from qwenchat import other_window
 
+    monkeypatch.setattr(other_window, "POLL_S", 0.05)
+
+
+async def test_a_message_waits_while_another_window_answers_at_the_end_of_the_chat(store, quick_looks, other_process):
+    """Sent at once, its reply would have followed a reply still being written (or a question with
+    none yet): it waits in the box and goes once that reply has ended."""
     app, _ = make_app(script=["r1", "r2"])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # `ask -c`'s process
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await ready(pilot)
-            await send(pilot, "hi")
-            cid = app.session.conversation_id
-            asked = store.add_message(cid, "user", "asked elsewhere")
-            pending = store.add_message(cid, "assistant", "so far", parent_id=asked.id, status="pending",
-                                        meta={"pid": other.pid})
-            app.chat.input.text = "mine"
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: any("Another window is writing a reply" in n for n in notes(app)))
-            assert app.chat.input.text == "mine" and not app.chat.generating
-            assert [m.content for m in store.thread(cid)][-1] == "so far"  # nothing of ours stored
-            store.finish_message(pending.id, content="so far, done")
-            await send(pilot, "mine")
-            assert [m.content for m in store.thread(cid)][-2:] == ["mine", "r2"]
-    finally:
-        other.kill()
-        other.wait()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        asked = store.add_message(cid, "user", "asked elsewhere")
+        pending = store.add_message(cid, "assistant", "so far", parent_id=asked.id, status="pending",
+                                    meta={"pid": other_process})
+        app.chat.input.text = "mine"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("yours is sent once it has ended" in n for n in notes(app)))
+        await pilot.pause(0.3)
+        assert app.chat.input.text == "mine" and not app.chat.generating
+        assert "waits for another window" in status_text(app)
+        assert [m.content for m in store.thread(cid)][-1] == "so far"  # nothing of ours stored yet
+        store.save_partial(pending.id, "so far, and more")
+        await wait_for(pilot, lambda: texts(app)[-1][1] == "so far, and more")  # shown as it grows
+        store.finish_message(pending.id, content="so far, done")
+        await wait_for(pilot, lambda: [m.content for m in store.thread(cid)][-2:] == ["mine", "r2"])
+        await wait_for(pilot, lambda: not app.chat.generating)
+        assert [t[1] for t in texts(app)] == ["hi", "r1", "asked elsewhere", "so far, done", "mine", "r2"]
+        assert "waits" not in status_text(app)
+        assert app.chat.input.text == ""
+
+
+async def test_esc_or_a_changed_text_ends_the_wait_and_keeps_the_message(store, quick_looks, other_process):
+    app, _ = make_app(script=["r1", "r2"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        pending = store.add_message(cid, "assistant", "so far", status="pending", meta={"pid": other_process})
+        app.chat.input.text = "mine"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chat.waiting)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: any("Not waiting" in n for n in notes(app)))
+        assert not app.chat.waiting
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chat.waiting)
+        app.chat.input.text = "mine, edited"
+        await wait_for(pilot, lambda: any("The message changed while it waited" in n for n in notes(app)))
+        store.finish_message(pending.id, content="so far, done")
+        await pilot.pause(0.3)
+        assert app.chat.input.text == "mine, edited" and not app.chat.waiting
+        assert [m.content for m in store.thread(cid)][-1] == "so far, done"  # ours was not sent
+
+
+async def test_a_message_another_window_beats_by_a_moment_follows_its_turn(store, quick_looks, other_process):
+    """Both windows found the chat free; the other stored its message first (between this one's
+    reading the chat and storing): the store refuses this one, and it waits and follows."""
+    from qwenchat.session import ANSWERING
+
+    app, factory = make_app(script=["r1"], default="mine answered")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        engine = factory.made[0].engine
+        real_chat, raced = engine.chat, []
+
+        def chat(*args, **kwargs):  # runs after the app read the chat, before it stores "mine"
+            if not raced:
+                raced.append(store.add_message(cid, "user", "theirs", meta={ANSWERING: other_process}))
+            return real_chat(*args, **kwargs)
+
+        engine.chat = chat
+        app.chat.input.text = "mine"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chat.waiting)
+        assert [m.content for m in store.thread(cid)][-1] == "theirs"
+        store.add_message(cid, "assistant", "their reply")
+        store.merge_meta(raced[0].id, {ANSWERING: None})
+        await wait_for(pilot, lambda: [m.content for m in store.thread(cid)][-2:] == ["mine", "mine answered"])
+        assert store.get_conversation(cid).message_count == 6  # one branch
 
 
 async def test_user_text_that_looks_like_markup_is_shown_as_written(store):

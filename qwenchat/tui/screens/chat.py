@@ -5,7 +5,8 @@ app owns loading the session and quitting. Widgets report upward with messages h
 Whole conversations (sidebar, open, rename, delete) are `ConversationActions`; what is done
 with the shown messages (branches, export, attach, code blocks) is `MessageFeatures`; moving
 around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`; the loading
-panel is `ModelLoadingView`; regenerate, continue, edit and copy are `ReplyActions`.
+panel is `ModelLoadingView`; regenerate, continue, edit and copy are `ReplyActions`; a message that
+waits for another window's reply is `WaitingForOtherWindow`.
 
 Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
 the UI thread moves them into the reply's view `FLUSH_HZ` times a second (one paint each, of the
@@ -27,6 +28,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
+from qwenchat.errors import ConversationChanged
 from qwenchat.structured import describe
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
@@ -36,6 +38,7 @@ from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMM
 from qwenchat.tui.screens.model_loading import ModelLoadingView
 from qwenchat.tui.screens.navigation import ChatNavigation
 from qwenchat.tui.screens.reply_actions import ReplyActions
+from qwenchat.tui.screens.waiting import WaitingForOtherWindow
 from qwenchat.tui.streaming import GilHandoff, ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
@@ -50,7 +53,8 @@ def cut_note(tokens: int | None, last: bool) -> str:
     return f"✂ {where}" + (" · F5 continues" if last else "")
 
 
-class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures, ModelLoadingView, ReplyActions):
+class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures, ModelLoadingView, ReplyActions,
+                 WaitingForOtherWindow):
     FLUSH_HZ = 10  # reply updates a second: smooth to read; each costs a repaint of what changed
     STATUS_HZ = 2  # the status bar's live token count and rate: readable, and a repaint less per update
     # listed in help and in the palette
@@ -191,6 +195,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             facts.tokens, facts.tok_s = r.usage.completion_tokens, r.timings.decode_tok_s
         else:
             facts.used = self._context_used()
+        if self.waiting:
+            facts.note = "your message waits for another window's reply (Esc: don't wait)"
         self.query_one(StatusBar).show_facts(facts)
 
     def _context_used(self) -> int | None:
@@ -250,9 +256,9 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             await self.sync_conversation()
             if self.session.answered_elsewhere() is not None:  # its reply would follow a question
                 self.generating = False
-                self.notify("Another window is writing a reply at the end of this chat: send yours once it "
-                            "has ended (your text stays in the box)", severity="warning", markup=False)
+                self.wait_for_other_window(event.text)
                 return
+            self.stop_waiting()
             self.input.take_sent(event.text)
             await self.chatlog.add("user", event.text)
         except BaseException:
@@ -348,6 +354,10 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             self.mark_cut_replies()
         if verb in ("send", "edit") and not self._stored(args[-1]):
             self._give_back(args[-1])
+            if isinstance(event.error, ConversationChanged) and verb == "send" and self.input.text == args[-1]:
+                # another window stored its message first: this one follows that turn
+                await self.on_prompt_input_submitted(PromptInput.Submitted(args[-1]))
+                return
         self.app.show_error(event.error, "Generation failed")
         self.update_status()
         await self.refresh_sidebar()

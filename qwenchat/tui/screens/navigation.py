@@ -71,9 +71,12 @@ class ChatNavigation(Screen[None]):
             self.session.cancel()
 
     async def action_escape(self) -> None:
-        """Stop a streaming reply; otherwise back to the message box (clearing a search)."""
+        """Stop a streaming reply, or a message's wait for another window; otherwise back to the
+        message box (clearing a search)."""
         if self.generating:
             return self.action_stop()
+        if self.waiting:
+            self.stop_waiting("Not waiting for the other window: your message is in the box")
         if self.focused is self.sidebar.search_box:
             await self.clear_search()
         self.close_sidebar_overlay()
