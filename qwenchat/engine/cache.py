@@ -8,7 +8,8 @@ masked position's value still meets a zero weight, where 0 x NaN or 0 x inf (an 
 float16 reply) would poison every later step. The
 model writes new keys/values in place; nothing is concatenated or reallocated per token.
 `tokens` records which token ids the cache holds, so the next turn can reuse the longest common
-prefix and prefill only what changed.
+prefix and prefill only what changed. Each layer of the model is handed its own part,
+`cache.layers[i]` (a `LayerCache`), as in mlx-lm: a layer knows nothing of the others.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class KVCache:
         self.v = alloc(shape, dtype=dtype, device=device)
         self._written = 0  # positions 0.. ever written since the last trim (a cancelled prompt's too)
         self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)  # views, made once
+        self.layers = [LayerCache(self, i) for i in range(n_layers)]
         self.max_len = max_len
         self.tokens: list[int] = []
 
@@ -72,3 +74,14 @@ class KVCache:
                 break
             n += 1
         return n
+
+
+class LayerCache:
+    """One layer's keys/values in a KVCache."""
+
+    def __init__(self, cache: KVCache, layer: int) -> None:
+        self._cache, self._layer = cache, layer
+
+    def update(self, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, Hkv, T, D) at positions pos.. and return the keys/values 0..pos+T."""
+        return self._cache.update(self._layer, pos, k, v)

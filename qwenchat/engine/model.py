@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,7 +35,7 @@ from torch.nn.attention import sdpa_kernel
 from qwenchat.engine.attention import (
     ATTENTION_BACKENDS, apply_rope, chunk_attention, decode_attention, one_query_attention,
 )
-from qwenchat.engine.cache import KVCache
+from qwenchat.engine.cache import KVCache, LayerCache
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine import prefill_blocks as blocks
 from qwenchat.engine.prefill_blocks import PrefillCancelled, Workspace, block_mask, blocked_attention
@@ -108,10 +109,10 @@ class Attention(nn.Module):
         self.o_proj = o_proj
         self.prompt_dtype = prompt_dtype
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x, cos, sin, kv: LayerCache, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: keys/values of every position go to the cache, but only the last position
         attends (its output is all a prompt's final layer needs)."""
-        return self.attend_with(x, cos, sin, lambda k, v: cache.update(layer, pos, k, v), None, last_only)
+        return self.attend_with(x, cos, sin, partial(kv.update, pos), None, last_only)
 
     def attend_with(self, x, cos, sin, store: Store, hidden: torch.Tensor | None = None,
                     last_only: bool = False) -> torch.Tensor:  # fmt: skip
@@ -133,7 +134,7 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, hq * d))
 
     def project(
-        self, x, cos, sin, cache: KVCache, layer: int, pos: int, q_out: torch.Tensor, ws: Workspace
+        self, x, cos, sin, kv: LayerCache, pos: int, q_out: torch.Tensor, ws: Workspace
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows at positions pos.. of a prompt chunk (x (B, b, H), normalized): their keys/values
         to the cache, their rotated queries to q_out (B, Hq, b, D); returns the cache's keys and
@@ -144,7 +145,7 @@ class Attention(nn.Module):
         qkv = qkv.view(B, T, hq + 2 * hkv, d).transpose(1, 2)  # (B, Hq+2Hkv, b, D)
         qk = apply_rope(qkv[:, : hq + hkv], cos, sin)  # q and k rotate together
         q_out.copy_(qk[:, :hq])
-        return cache.update(layer, pos, qk[:, hq:], qkv[:, hq + hkv :])
+        return kv.update(pos, qk[:, hq:], qkv[:, hq + hkv :])
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, ws: Workspace) -> torch.Tensor:
         """A prompt chunk's queries q (B, Hq, T, D) against the cache's keys/values 0..pos+T ->
@@ -188,9 +189,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm, self.self_attn = input_layernorm, self_attn
         self.post_attention_layernorm, self.mlp = post_attention_layernorm, mlp
 
-    def forward(self, x, cos, sin, cache: KVCache, layer: int, pos: int, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x, cos, sin, kv: LayerCache, pos: int, last_only: bool = False) -> torch.Tensor:
         """last_only: returns the last position only (see Attention.forward)."""
-        return self.step_with(x, cos, sin, lambda k, v: cache.update(layer, pos, k, v), None, last_only)
+        return self.step_with(x, cos, sin, partial(kv.update, pos), None, last_only)
 
     def step_with(self, x, cos, sin, store: Store, hidden: torch.Tensor | None = None,
                   last_only: bool = False) -> torch.Tensor:  # fmt: skip
@@ -199,39 +200,39 @@ class DecoderLayer(nn.Module):
         x = (x[:, -1:] if last_only else x) + attn
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def prefill(self, x, cos, sin, cache: KVCache, layer: int, pos: int, mask: torch.Tensor | None, ws: Workspace) -> None:
+    def prefill(self, x, cos, sin, kv: LayerCache, pos: int, mask: torch.Tensor | None, ws: Workspace) -> None:
         """forward() for every position of a prompt chunk at positions pos.., updating x (B, T, H)
         in place. Attention is one pass over all rows (one SDPA call, or a few query blocks on top
         of a cache); everything else goes in row blocks into reused buffers, so memory is bounded
         (the MLP's (rows, 2I) temporary is the largest) and nothing page-faults per layer. Each
         int8 weight is dequantized once for all blocks: o, gate/up and down, used in turn, hold
         separate scratch slots (quantize.Scratch)."""
-        q, k, v = self._project(x, cos, sin, cache, layer, pos, ws)
+        q, k, v = self._project(x, cos, sin, kv, pos, ws)
         y = self.self_attn.attend(q, k, v, mask, ws)  # (B, T, Hq*D)
         for a, b in blocks.row_blocks(x.shape[1]):
             rows = x[:, a:b]
             rows += self.self_attn.o_proj(y[:, a:b], out=ws.get("o", x, x.shape[0], b - a, x.shape[2]))
             rows += self.mlp.blocked(self.post_attention_layernorm(rows), ws)
 
-    def prefill_last(self, x, cos, sin, cache: KVCache, layer: int, pos: int, ws: Workspace) -> torch.Tensor:
+    def prefill_last(self, x, cos, sin, kv: LayerCache, pos: int, ws: Workspace) -> torch.Tensor:
         """The final layer of a last_only prompt chunk: keys/values of every row to the cache (in
         row blocks, like prefill()), the rest for the last row only -> (B, 1, H); what
         forward(last_only=True) computes, without its chunk-sized temporaries."""
-        q, k, v = self._project(x, cos, sin, cache, layer, pos, ws)
+        q, k, v = self._project(x, cos, sin, kv, pos, ws)
         y = one_query_attention(q[:, :, -1:], k, v)  # (B, Hq, 1, D)
         B, hq, _, d = y.shape
         h = x[:, -1:] + self.self_attn.o_proj(y.transpose(1, 2).reshape(B, 1, hq * d))
         return h + self.mlp(self.post_attention_layernorm(h))
 
-    def _project(self, x, cos, sin, cache: KVCache, layer: int, pos: int, ws: Workspace) -> tuple[torch.Tensor, ...]:
+    def _project(self, x, cos, sin, kv: LayerCache, pos: int, ws: Workspace) -> tuple[torch.Tensor, ...]:
         """Keys/values of a chunk's rows to the cache, in row blocks -> rotated queries (B, Hq, T,
         D) in `ws` and the cache's keys/values 0..pos+T (B, Hkv, pos+T, D)."""
         B, T, _ = x.shape
         attn = self.self_attn
         q = ws.get("q", x, B, attn.n_heads, T, attn.head_dim)
         for a, b in blocks.row_blocks(T):
-            kv = attn.project(self.input_layernorm(x[:, a:b]), cos[a:b], sin[a:b], cache, layer, pos + a, q[:, :, a:b], ws)
-        return q, *kv  # the last block's update returns keys/values 0..pos+T
+            keys_values = attn.project(self.input_layernorm(x[:, a:b]), cos[a:b], sin[a:b], kv, pos + a, q[:, :, a:b], ws)
+        return q, *keys_values  # the last block's update returns keys/values 0..pos+T
 
 
 class Backbone(nn.Module):
@@ -278,8 +279,8 @@ class Qwen2ForCausalLM(nn.Module):
             if T > 1 and blocks.layer_major(x.device):
                 return self.model.norm(self._prefill(x, cos, sin, cache, pos, last_only, cancel))
             last = len(self.model.layers) - 1
-            for i, layer in enumerate(self.model.layers):
-                x = layer(x, cos, sin, cache, i, pos, last_only and i == last)
+            for i, (layer, kv) in enumerate(zip(self.model.layers, cache.layers)):
+                x = layer(x, cos, sin, kv, pos, last_only and i == last)
             return self.model.norm(x)
 
     def _prefill(self, x, cos, sin, cache: KVCache, pos: int, last_only: bool, cancel: threading.Event | None) -> torch.Tensor:
@@ -290,12 +291,12 @@ class Qwen2ForCausalLM(nn.Module):
         T = x.shape[1]
         mask = block_mask(pos, T, min(T, blocks.QUERY_BLOCK), x.dtype, x.device) if pos > 0 else None
         last = len(self.model.layers) - 1
-        for i, layer in enumerate(self.model.layers):
+        for i, (layer, kv) in enumerate(zip(self.model.layers, cache.layers)):
             if cancel is not None and cancel.is_set():
                 raise PrefillCancelled
             if last_only and i == last:  # the last position's output only (see forward's last_only)
-                return layer.prefill_last(x, cos, sin, cache, i, pos, ws)
-            layer.prefill(x, cos, sin, cache, i, pos, mask, ws)
+                return layer.prefill_last(x, cos, sin, kv, pos, ws)
+            layer.prefill(x, cos, sin, kv, pos, mask, ws)
         return x
 
     @torch.inference_mode()

@@ -19,7 +19,7 @@ def gpu_like_cache(max_len: int = 16) -> KVCache:
 def written(cache: KVCache, pos: int, n: int, value: float) -> None:
     for layer in range(2):
         kv = torch.full((1, 1, n, 4), value)
-        cache.update(layer, pos, kv, kv)
+        cache.layers[layer].update(pos, kv, kv)  # what each layer of the model is handed
 
 
 def test_positions_given_up_by_trim_are_zeroed_cancelled_ones_too():
