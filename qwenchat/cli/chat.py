@@ -12,6 +12,7 @@ from typing import Any, Optional
 import typer
 
 from qwenchat.cli.app import app
+from qwenchat.errors import UsageError
 
 ModelOpt = typer.Option(None, "-m", "--model", help="Model alias, Hub repo id, local folder, .gguf file, or a server's URL (http://host:8000/v1[#MODEL]).")
 ApiKeyOpt = typer.Option(None, "--api-key", help="Key for a server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY). Never stored.")
@@ -64,6 +65,18 @@ def main_callback(
     """Chat with a local Qwen2/Qwen2.5 model. With no command, opens the chat app."""
     if ctx.invoked_subcommand is None:
         open_tui(model, cont, cid, device, dtype, api_key=api_key)
+        return
+    given = {"-m": model, "--cid": cid, "--device": device, "--dtype": dtype, "--api-key": api_key and "KEY"}
+    given = {flag: value for flag, value in given.items() if value is not None} | ({"-c": ""} if cont else {})
+    if given:  # they were the app's, and silently dropped: `qwenchat -m coder ask` used the default model
+        flag, value = next(iter(given.items()))
+        command = ctx.invoked_subcommand
+        sub = ctx.command.get_command(ctx, command)
+        takes = sub is not None and any(flag in p.opts for p in sub.params)
+        where = f"put it after the command: qwenchat {command} {flag} {value} ..." if takes else \
+            f"`{command}` takes no {flag} (`qwenchat {command} --help` lists its options)"
+        raise UsageError(f"{flag} before the command `{command}` is the chat app's option, not `{command}`'s",
+                         where.replace("  ", " "))
 
 
 @app.command("chat")

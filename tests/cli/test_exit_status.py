@@ -74,3 +74,21 @@ def test_the_chat_app_without_a_terminal_is_a_usage_error(tiny_model, isolated_h
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert out == b"" and b"needs a terminal" in err and b"qwenchat ask" in err and b"Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["-m", "coder", "ask", "hi"], b"put it after the command: qwenchat ask -m coder"),
+        (["-c", "history", "list"], b"`history` takes no -c"),
+        (["--api-key", "sk-secret", "ask", "hi"], b"qwenchat ask --api-key KEY"),
+    ],
+)
+def test_the_chat_apps_options_before_another_command_are_a_usage_error(args, hint, isolated_home):
+    """`qwenchat -m coder ask ...` ran ask on the default model (a download, here a network error):
+    the -m was the app's, silently dropped."""
+    from tests.cli.inprocess import run_cli
+
+    r = run_cli(args, isolated_home)
+    assert r.returncode == 2, r.stderr
+    assert b"is the chat app's option" in r.stderr and hint in r.stderr and b"sk-secret" not in r.stderr
