@@ -35,12 +35,13 @@ def constraint_from_flags(schema: str | None, json_object: bool, no_schema: bool
     return None if schema is None else parse_schema(schema)
 
 
-def parse_schema(value: str) -> dict[str, Any]:
+def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
+    """`name`: what the user typed it into, for the errors (the app's setting is not a flag)."""
     text = value.strip()
     if not text:
-        raise UsageError("--schema is empty", "give a JSON schema, a file holding one, or fields like 'name, age int'")
+        raise UsageError(f"{name} is empty", "give a JSON schema, a file holding one, or fields like 'name, age int'")
     if text.startswith(("{", "[", '"')):
-        return _json(text, "--schema")
+        return _json(text, name)
     path = Path(text).expanduser()
     if path.is_file():
         try:
@@ -50,28 +51,32 @@ def parse_schema(value: str) -> dict[str, Any]:
         return _json(content, str(path))
     if text.endswith(".json") or "/" in text:
         raise UsageError(f"schema file {text} not found", "check the path, or give the schema inline")
-    return concise_schema(text)
+    return concise_schema(text, name)
 
 
-def concise_schema(text: str) -> dict[str, Any]:
+def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
     """llm's concise form -> a JSON schema with every field required."""
     parts = [p.strip() for p in (text.splitlines() if "\n" in text else text.split(","))]
     properties: dict[str, Any] = {}
     for part in filter(None, parts):
         m = _FIELD.match(part)
         if m is None:
-            raise UsageError(f"--schema field {part!r} is not 'name [type][: description]'",
-                             "e.g. --schema 'name, age int, bio: a short bio'")
+            raise UsageError(f"{name} field {part!r} is not 'name [type][: description]'",
+                             f"e.g. {_flag(name)}'name, age int, bio: a short bio'")
         kind = (m["type"] or "str").lower()
         if kind not in _TYPES:
-            raise UsageError(f"--schema field {m['name']!r} has type {kind!r}", f"use one of {', '.join(_TYPES)}")
+            raise UsageError(f"{name} field {m['name']!r} has type {kind!r}", f"use one of {', '.join(_TYPES)}")
         prop: dict[str, Any] = {"type": _TYPES[kind]}
         if m["desc"]:
             prop["description"] = m["desc"].strip()
         properties[m["name"]] = prop
     if not properties:
-        raise UsageError("--schema names no fields", "e.g. --schema 'name, age int'")
+        raise UsageError(f"{name} names no fields", f"e.g. {_flag(name)}'name, age int'")
     return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _flag(name: str) -> str:
+    return f"{name} " if name.startswith("-") else ""
 
 
 def _json(text: str, where: str) -> dict[str, Any]:
@@ -91,7 +96,7 @@ def from_text(text: str) -> dict[str, Any] | str | None:
     text = text.strip()
     if not text:
         return None
-    return JSON_OBJECT if text.lower() in ("json", JSON_OBJECT) else parse_schema(text)
+    return JSON_OBJECT if text.lower() in ("json", JSON_OBJECT) else parse_schema(text, "the JSON output schema")
 
 
 def to_text(constraint: dict[str, Any] | str | None) -> str:

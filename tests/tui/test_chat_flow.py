@@ -305,6 +305,27 @@ async def test_a_message_another_window_beats_by_a_moment_follows_its_turn(store
         assert store.get_conversation(cid).message_count == 6  # one branch
 
 
+@pytest.mark.parametrize(("key", "verb"), [("ctrl+r", "regenerated"), ("f5", "continued"), ("ctrl+g", "edited")])
+async def test_acting_on_a_chat_another_window_changed_shows_it_first_and_does_nothing(store, key, verb):
+    """Found hands-on: after `ask -c` added a turn, Ctrl+R regenerated the other window's reply
+    while the screen showed the new text under the old question, with the old reply's numbers."""
+    app, factory = make_app(script=["r1 cut"], max_new_tokens=2, default="again")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        other = ChatSession(FakeEngine(script=["their reply"]), store, model_label="fake-model")  # `ask -c`
+        other.load(cid)
+        list(other.send("from elsewhere"))
+        await pilot.press(key)
+        await wait_for(pilot, lambda: any(f"Nothing was {verb}" in n for n in notes(app)))
+        await pilot.pause(0.2)
+        assert not app.chat.generating and len(factory.made[0].engine.prompts) == 1  # nothing asked of the model
+        assert [t[1] for t in texts(app)] == ["hi", "r1 cut", "from elsewhere", "their reply"]
+        assert [m.content for m in store.thread(cid)] == ["hi", "r1 cut", "from elsewhere", "their reply"]
+        assert store.get_conversation(cid).message_count == 4
+
+
 async def test_user_text_that_looks_like_markup_is_shown_as_written(store):
     store.save_preset("[/]", "You talk like a pirate.")
     cid = stored_chat(store, title="[/] broken [red]title")

@@ -110,6 +110,16 @@ async def test_ctrl_c_stops_a_streaming_reply_and_otherwise_hints(store):
         await pilot.press("ctrl+c")  # no reply: today's hint
         await wait_for(pilot, lambda: any("quit" in n.lower() for n in notes(app)))
         assert app.is_running
+        app.clear_notifications()
+        app.chat.input.text = "typed"
+        app.chat.input.focus()
+        await pilot.press("ctrl+c")  # in the message box (where the cursor is) it did nothing at all
+        await wait_for(pilot, lambda: any("ctrl+q" in n.lower() for n in notes(app)))
+        app.clear_notifications()
+        app.chat.input.select_all()
+        await pilot.press("ctrl+c")  # with text selected: a copy, no hint
+        await pilot.pause(0.2)
+        assert app.clipboard == "typed" and not notes(app) and app.is_running
     cid = factory.made[0].conversation_id
     assert store.thread(cid)[-1].status == "interrupted"
 

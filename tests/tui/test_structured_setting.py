@@ -3,6 +3,7 @@ with the conversation, shown in the status bar while on."""
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input
 
 from qwenchat.tui.screens.settings import SettingsScreen
@@ -43,3 +44,14 @@ async def test_schema_setting_saved_and_shown_in_status_bar(store):
         assert app.session.options.constraint == "json_object"
     settings = store.get_conversation(factory.made[0].conversation_id).settings
     assert settings["constraint"] == "json_object"
+
+
+@pytest.mark.parametrize("typed", ["{bad", "a b c d", "1x int"])
+def test_a_bad_schema_in_the_app_names_the_setting_not_a_command_line_flag(typed):
+    """The sampling dialog said "--schema is not valid JSON" (found hands-on): no flag is typed there."""
+    from qwenchat.errors import UsageError
+    from qwenchat.structured import from_text
+
+    with pytest.raises(UsageError) as caught:
+        from_text(typed)
+    assert "--schema" not in str(caught.value) and str(caught.value).startswith("the JSON output schema")

@@ -266,22 +266,30 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             raise
         await self._start("send", event.text)
 
-    async def sync_conversation(self) -> None:
-        """Show what another window (`qwenchat ask --cid N`) added to this chat before sending."""
+    async def sync_conversation(self, then: str = "") -> bool:
+        """Show what another window (`qwenchat ask --cid N`) added to this chat before acting on
+        it; True when it had changed. `then`: said after the news (what the user should do now)."""
         before = len(self.session.entries)
         try:
             changed = self.session.sync()
         except Exception as e:
             self.app.show_error(e, "Could not re-read the conversation")
-            return
+            return False
         if not changed:
-            return
+            return False
         await self.show_conversation()
         self.mark_cut_replies()
         added = len(self.session.entries) - before
-        self.notify(f"{added} new message{'s' if added != 1 else ''} from another window" if added > 0
-                    else "This chat was changed in another window: showing what is stored now",
-                    title="Conversation updated")
+        news = (f"{added} new message{'s' if added != 1 else ''} from another window" if added > 0
+                else "This chat was changed in another window: showing what is stored now")
+        self.notify(f"{news}. {then}" if then else news, title="Conversation updated", markup=False)
+        return True
+
+    async def changed_elsewhere(self, what: str, key: str) -> bool:
+        """Before acting on the messages shown (regenerate, continue, edit, switch a branch): if
+        another window changed the chat, it is shown as stored and nothing is done (the action
+        would have hit a message other than the one the user saw)."""
+        return await self.sync_conversation(then=f"Nothing was {what}: {key} again acts on what is shown now")
 
     async def _start(self, verb: str, *args: Any, view: MessageView | None = None) -> None:
         self.generating = True

@@ -125,7 +125,7 @@ class MessageFeatures(Screen[None]):
         return None
 
     async def action_branch(self, step: int) -> None:
-        if self._busy():
+        if self._busy() or await self.changed_elsewhere("switched", "Alt+Left/Right"):
             return
         index = self._branch_target()
         if index is None:

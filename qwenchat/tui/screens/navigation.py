@@ -83,10 +83,14 @@ class ChatNavigation(Screen[None]):
         self.input.focus()
 
     def action_interrupt(self) -> None:
-        """Ctrl+C stops a streaming reply; otherwise it does what it did (copy, the quit hint)."""
-        if not self.generating:
-            raise SkipAction()
-        self.action_stop()
+        """Ctrl+C stops a streaming reply, copies selected text, or else says how to quit (in the
+        message box, where the cursor usually is, it did nothing at all: found hands-on)."""
+        if self.generating:
+            return self.action_stop()
+        selected = getattr(self.focused, "selected_text", None) or self.get_selected_text()
+        if selected:
+            raise SkipAction()  # the focused box's or the screen's copy takes it
+        self.app.action_help_quit()
 
     def action_scroll_chat(self, where: str, only_if_empty: bool = False, anywhere: bool = False) -> None:
         if not anywhere and (self.focused is not self.input or (only_if_empty and self.input.text)):

@@ -3,7 +3,8 @@ token limit cut or Esc stopped, edit a message and answer it again, copy a messa
 reply.
 
 `ReplyActions` is a base of `ChatScreen` (screens/chat.py), which provides `session`, `chatlog`,
-`_busy()`, `_start()` (a turn in a worker) and `copy_code_block()` (MessageFeatures). Its keys are
+`_busy()`, `changed_elsewhere()` (another window changed the chat: shown, nothing done), `_start()`
+(a turn in a worker) and `copy_code_block()` (MessageFeatures). Its keys are
 listed in ChatScreen.ACTIONS with the others.
 """
 
@@ -20,7 +21,7 @@ SEEDED_NOTE = "A fixed seed gives the same reply word for word: clear the seed w
 
 class ReplyActions:
     async def action_regenerate(self) -> None:
-        if self._busy():
+        if self._busy() or await self.changed_elsewhere("regenerated", "Ctrl+R"):
             return
         entries = self.session.entries
         n = len(entries)
@@ -38,7 +39,7 @@ class ReplyActions:
         await self._start("regenerate")
 
     async def action_continue_reply(self) -> None:
-        if self._busy():
+        if self._busy() or await self.changed_elsewhere("continued", "F5"):
             return
         entries, views = self.session.entries, self.chatlog.views
         last = entries[-1] if entries else None
@@ -51,7 +52,7 @@ class ReplyActions:
         await self._start("continue_reply", view=views[-1])
 
     async def edit_message(self, index: int) -> None:
-        if self._busy():
+        if self._busy() or await self.changed_elsewhere("edited", "Ctrl+G"):
             return
         entries = self.session.entries
         while 0 <= index < len(entries) and entries[index].role == "assistant":
