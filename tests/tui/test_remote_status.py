@@ -54,3 +54,10 @@ def test_picker_tags_a_server_used_before_as_a_server():
     label = dict(model_choices(used=["http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct"]))[
         "http://gpu-box:8000/v1#Qwen/Qwen2-72B-Instruct"]
     assert label.endswith("[server]")
+
+
+def test_a_reply_stopped_before_its_first_token_shows_no_time_to_it():
+    """It showed "TTFT 5.94s" (the time until Esc) beside "0 tok" (found hands-on)."""
+    line = status_line(model_facts(remote_info(), ttft=5.94, tokens=0))
+    assert "TTFT" not in line and "0 tok" in line
+    assert "TTFT 0.31s" in status_line(model_facts(remote_info(), ttft=0.31, tokens=1))

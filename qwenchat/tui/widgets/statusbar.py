@@ -85,7 +85,7 @@ def status_line(f: StatusFacts) -> str:
         parts.append(f"ctx {'~' if f.estimated else ''}{f.used or 0}/{f.window}")
     if f.cached is not None and (f.cached or not f.server):  # a server's 0 may mean "not reported"
         parts.append(f"cached {f.cached}")
-    if f.ttft is not None:
+    if f.ttft is not None and f.tokens != 0:  # a reply stopped before its first token had no first token
         parts.append(f"TTFT {f.ttft:.2f}s")
     if f.tokens is not None:
         parts.append(f"{f.tokens} tok")
