@@ -60,7 +60,7 @@ async def test_typing_in_the_model_picker_goes_into_the_path_field(store, tmp_pa
         await pilot.pause()
         assert isinstance(app.screen, ModelPicker)  # not dismissed with a listed model
         assert app.screen.query_one("#path", Input).value == "/no/such"
-        assert "does not exist" in str(app.screen.query_one("#path-error").render())
+        assert "is not a model's name, a folder or a .gguf file" in str(app.screen.query_one("#path-error").render())
         assert len(factory.made) == 1
 
 

@@ -94,12 +94,22 @@ async def test_model_picker_path_field_used_models_and_visible_tags(store, tmp_p
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, ModelPicker)
-        assert "does not exist" in str(app.screen.query_one("#path-error").render())
+        assert "is not a model's name, a folder or a .gguf file" in str(app.screen.query_one("#path-error").render())
         path.value = str(folder)
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(factory.made) == 2)
         await wait_for(pilot, lambda: app.session is factory.made[1])
         assert app.session.model_label == str(folder)
+        # a listed name typed into the field (what a user does, seeing it) is taken, not a path
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPicker))
+        name = next(key for key, _ in app.screen.choices if not key.startswith("/"))
+        path = app.screen.query_one("#path", Input)
+        path.focus()
+        path.value = name
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(factory.made) == 3)
+        assert factory.made[2].model_label == name
 
 
 async def test_the_list_highlights_a_chat_when_focused_and_letters_typed_there_reach_the_message_box(store):

@@ -20,7 +20,7 @@ EXTRA_KEYS = [
     ("Focused message", "ctrl+g", "Edit (your message, or the one a reply answers) and resend"),
     ("Focused message", "up,down", "Previous / next message"),
     ("Anywhere", "alt+up,alt+down", "Previous / next message"),
-    ("Anywhere", "escape", "Stop the reply (or a message's wait for another window); otherwise back to the message box"),
+    ("Anywhere", "escape", "Stop the reply, or a message's wait; else to the message box"),
     ("Anywhere", "ctrl+c", "Stop the reply; else copy the selection (Ctrl+Q quits)"),
     ("Anywhere", "ctrl+p", "Command palette: every action, themes"),
     ("Anywhere", "tab,shift+tab", "Move focus"),

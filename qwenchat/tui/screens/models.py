@@ -83,11 +83,26 @@ def server_models(ref: RemoteRef, key: str | None = None) -> list[Any]:
     return list_models(ref, api_key(key or load_settings().api_key), LIST_TIMEOUT_S)
 
 
+def check_typed(text: str, known: set[str]) -> str | None:
+    """The problem with a typed model (a name as listed, an alias, a Hub repo id, a folder or a
+    .gguf file), or None when it can be loaded, downloaded or imported."""
+    if text in known:
+        return None
+    from qwenchat.models import repo_ref
+
+    try:
+        if repo_ref(text) is not None:
+            return None
+    except Exception:  # noqa: BLE001 - not a well-formed repo id: then a path, checked below
+        pass
+    return check_path(text)
+
+
 def check_path(text: str) -> str | None:
     """The problem with a typed model path, or None when it can be loaded or imported."""
     path = Path(text).expanduser()
     if not path.exists():
-        return f"{text} does not exist"
+        return f"{text} is not a model's name, a folder or a .gguf file"
     if path.is_file() and path.suffix.lower() != ".gguf":
         return f"{text} is a file but not a .gguf file: give a model folder or a .gguf file"
     if path.is_dir() and not (path / "config.json").is_file():
@@ -112,7 +127,7 @@ class ModelPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Choose a model (not yet downloaded ones are fetched first)", classes="title")
-            yield Input(placeholder="…or a folder, a .gguf file or a server URL (http://host:8000/v1), then Enter",
+            yield Input(placeholder="…or type a name, a folder, a .gguf file or a server URL (http://host:8000/v1), then Enter",
                         id="path", select_on_focus=False)  # typing on the list moves here: keep what was typed
             yield Label("", id="path-error", classes="error", markup=False)
             yield Label("", id="path-note", classes="note", markup=False)
@@ -149,10 +164,11 @@ class ModelPicker(ModalScreen[str | None]):
             return
         if is_remote(text):
             return self._server(text)
-        problem = check_path(text)
+        problem = check_typed(text, {key for key, _ in self.choices})
         self._problem(problem)
         if problem is None:
-            self.dismiss(str(Path(text).expanduser()))
+            path = Path(text).expanduser()
+            self.dismiss(str(path) if path.exists() else text)
 
     def _problem(self, problem: str | None, hint: str | None = None) -> None:
         error = self.query_one("#path-error", Label)
