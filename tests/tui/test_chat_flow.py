@@ -306,9 +306,13 @@ async def test_a_message_another_window_beats_by_a_moment_follows_its_turn(store
 
 
 @pytest.mark.parametrize(("key", "verb"), [("ctrl+r", "regenerated"), ("f5", "continued"), ("ctrl+g", "edited")])
-async def test_acting_on_a_chat_another_window_changed_shows_it_first_and_does_nothing(store, key, verb):
+async def test_acting_on_a_chat_another_window_changed_shows_it_first_and_does_nothing(store, key, verb, monkeypatch):
     """Found hands-on: after `ask -c` added a turn, Ctrl+R regenerated the other window's reply
-    while the screen showed the new text under the old question, with the old reply's numbers."""
+    while the screen showed the new text under the old question, with the old reply's numbers.
+    (An idle chat follows other windows every second; here the key comes before it looks.)"""
+    from qwenchat.tui.screens import other_windows
+
+    monkeypatch.setattr(other_windows, "FOLLOW_S", 3600.0)
     app, factory = make_app(script=["r1 cut"], max_new_tokens=2, default="again")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -324,6 +328,33 @@ async def test_acting_on_a_chat_another_window_changed_shows_it_first_and_does_n
         assert [t[1] for t in texts(app)] == ["hi", "r1 cut", "from elsewhere", "their reply"]
         assert [m.content for m in store.thread(cid)] == ["hi", "r1 cut", "from elsewhere", "their reply"]
         assert store.get_conversation(cid).message_count == 4
+
+
+async def test_an_idle_chat_shows_what_another_window_writes_as_it_is_written(store, monkeypatch, other_process):
+    from qwenchat.tui.screens import other_windows
+
+    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
+    app, _ = make_app(script=["r1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        asked = store.add_message(cid, "user", "from elsewhere")
+        await wait_for(pilot, lambda: [t[1] for t in texts(app)] == ["hi", "r1", "from elsewhere"])
+        assert any("1 new message from another window" in n for n in notes(app))
+        reply = store.add_message(cid, "assistant", "so", parent_id=asked.id, status="pending",
+                                  meta={"pid": other_process})
+        await wait_for(pilot, lambda: texts(app)[-1] == ("assistant", "so", "pending"))
+        shown = app.chat.chatlog.views[-1]
+        store.save_partial(reply.id, "so far")
+        await wait_for(pilot, lambda: texts(app)[-1][1] == "so far")
+        assert app.chat.chatlog.views[-1] is shown  # grown in place, not drawn again
+        store.finish_message(reply.id, content="so far, done")
+        await wait_for(pilot, lambda: texts(app)[-1] == ("assistant", "so far, done", "complete"))
+        app.chat.chatlog.views[0].focus()  # the user is doing something there: left alone
+        store.add_message(cid, "user", "later")
+        await pilot.pause(0.3)
+        assert [t[1] for t in texts(app)][-1] == "so far, done"
 
 
 async def test_user_text_that_looks_like_markup_is_shown_as_written(store):

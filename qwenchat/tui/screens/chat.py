@@ -5,8 +5,9 @@ app owns loading the session and quitting. Widgets report upward with messages h
 Whole conversations (sidebar, open, rename, delete) are `ConversationActions`; what is done
 with the shown messages (branches, export, attach, code blocks) is `MessageFeatures`; moving
 around by keyboard is `ChatNavigation`; the settings dialogs are `ChatSettings`; the loading
-panel is `ModelLoadingView`; regenerate, continue, edit and copy are `ReplyActions`; a message that
-waits for another window's reply is `WaitingForOtherWindow`.
+panel is `ModelLoadingView`; regenerate, continue, edit and copy are `ReplyActions`; keeping up with
+other windows on the same chat (following it while idle, a message waiting for their reply) is
+`OtherWindows`.
 
 Threads: every reply runs in a thread worker. Its chunks go into a `ReplyBuffer`; a timer on
 the UI thread moves them into the reply's view `FLUSH_HZ` times a second (one paint each, of the
@@ -38,7 +39,7 @@ from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMM
 from qwenchat.tui.screens.model_loading import ModelLoadingView
 from qwenchat.tui.screens.navigation import ChatNavigation
 from qwenchat.tui.screens.reply_actions import ReplyActions
-from qwenchat.tui.screens.waiting import WaitingForOtherWindow
+from qwenchat.tui.screens.other_windows import OtherWindows
 from qwenchat.tui.streaming import GilHandoff, ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
@@ -54,7 +55,7 @@ def cut_note(tokens: int | None, last: bool) -> str:
 
 
 class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatures, ModelLoadingView, ReplyActions,
-                 WaitingForOtherWindow):
+                 OtherWindows):
     FLUSH_HZ = 10  # reply updates a second: smooth to read; each costs a repaint of what changed
     STATUS_HZ = 2  # the status bar's live token count and rate: readable, and a repaint less per update
     # listed in help and in the palette
@@ -139,6 +140,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         await self.refresh_sidebar()
         self.input.focus()
         self.set_interval(1 / self.FLUSH_HZ, self._drain_reply)
+        self.follow_other_windows()
         cid = self.app.start_conversation
         if cid is None and self.app.continue_last:
             latest = self.store.latest_conversation()
