@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from qwenchat.cli import signals
 from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
 from qwenchat.cli.ask_keep import keep_unsent
@@ -241,6 +242,7 @@ def _begin(session: "ChatSession", text: str):
     first one's message, and the other waits for that reply and tries again."""
     from qwenchat.errors import ConversationChanged
 
+    signals.check()  # a Ctrl+C while the model loaded must not be lost (signals.py)
     tries = 1
     while True:
         _wait_for_other_windows(session)
@@ -295,6 +297,7 @@ def _run_plain(events, output: str) -> "Turn":
     out = sys.stdout
     try:
         for event in events:
+            signals.check()
             if isinstance(event, Chunk):
                 if stream:
                     out.write(event.text)
@@ -336,6 +339,7 @@ def _run_pretty(events, stream: bool) -> "Turn":
                                           vertical_overflow="visible") as live:  # fmt: skip
             try:
                 for event in events:
+                    signals.check()
                     if isinstance(event, Chunk):
                         text += event.text
                         if stream and time.monotonic() - drawn_at >= 1 / PRETTY_HZ:

@@ -7,11 +7,18 @@ parent set to "ignore" (`nohup`) stays ignored.
 
 typer turns a KeyboardInterrupt into a silent exit 130 and a closed pipe into exit 1, before
 qwenchat's own handler sees them; `Stopped` and `OutputClosed` carry them past typer instead.
+
+A signal's exception is raised wherever the main thread is, and Python drops one raised inside
+a weakref callback or `__del__` ("Exception ignored in ..."): Ctrl+C during `import torch` was
+lost that way about one time in three, and the reply ran to its end (after Python's "Exception
+ignored" traceback). So every handled signal is also noted, `check()`, called where a command
+commits to its long work, raises it again, and the dropped exception is not printed.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,19 +61,43 @@ def raise_on_termination() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _noted
+    _noted = None
     previous: dict[int, Any] = {}
     for signum in HANDLED:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue  # nohup and friends: the parent asked us to carry on
         previous[signum] = signal.signal(signum, _raise)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda dropped: None if isinstance(dropped.exc_value, KeyboardInterrupt) else hook(dropped)
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
+_noted: int | None = None  # the signal handled last, in case its exception was dropped
+
+
+def check() -> None:
+    """Raise again a signal whose exception Python may have dropped (see the module's docstring)."""
+    if _noted is not None:
+        raise KeyboardInterrupt() if _noted == signal.SIGINT else Terminated(_noted)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    global _noted
+    _noted = signum
+    raise KeyboardInterrupt()
+
+
 def _raise(signum: int, frame: Any) -> None:
+    global _noted
+    _noted = signum
     for other in HANDLED:  # a second signal must not cut short the saving the first one started
         signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
