@@ -319,39 +319,37 @@ def _run_plain(events, output: str) -> "Turn":
 
 
 def _run_pretty(events, stream: bool) -> "Turn":
-    """Markdown drawn live on the terminal. The growing reply is parsed at most PRETTY_HZ times a
-    second (it was parsed whole at every token, on the engine's own thread: quadratic in the
-    reply), and the engine never waits long for the GIL while rich's refresh thread draws."""
+    """Markdown drawn live on the terminal (cli/live_reply.py). The growing reply is drawn at most
+    PRETTY_HZ times a second (it was parsed whole at every token, on the engine's own thread:
+    quadratic in the reply), and the engine never waits long for the GIL while rich's refresh
+    thread draws."""
     from rich.console import Console
-    from rich.live import Live
 
+    from qwenchat.cli.live_reply import LiveReply
     from qwenchat.cli.quiet_keys import quiet_keys
     from qwenchat.engine.records import Chunk
     from qwenchat.gil_handoff import GilHandoff
-    from qwenchat.markdown_draw import ChatMarkdown as Markdown  # the app's look: line breaks kept
 
-    console = Console()
-    text, turn, drawn_at = "", None, 0.0
+    turn, drawn_at = None, 0.0
     handoff = GilHandoff()
     handoff.start()
     try:
-        with quiet_keys(sys.stdout), Live(Markdown(""), console=console, refresh_per_second=PRETTY_HZ,
-                                          vertical_overflow="visible") as live:  # fmt: skip
+        with quiet_keys(sys.stdout), LiveReply(Console(), PRETTY_HZ) as reply:
             try:
                 for event in events:
                     signals.check()
                     if isinstance(event, Chunk):
-                        text += event.text
-                        if stream and time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
-                            live.update(Markdown(text))
-                            drawn_at = time.monotonic()
+                        if stream:
+                            reply.add(event.text)
+                            if time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
+                                reply.draw()
+                                drawn_at = time.monotonic()
                     else:
                         turn = event
             except KeyboardInterrupt:  # Ctrl+C, SIGTERM: the display ends on all the text that came
-                if stream:
-                    live.update(Markdown(text))
+                reply.finish()
                 raise
-            live.update(Markdown(turn.reply.text if turn else text))
+            reply.finish(turn.reply.text if turn else None)
     finally:
         handoff.stop()
     assert turn is not None

@@ -3,6 +3,7 @@ terminal, and what is said on stderr."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,17 +20,19 @@ from tests.tui.terminal import Terminal
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_growing_reply_is_parsed_at_a_bounded_rate_and_drawn_whole(monkeypatch):
+def test_the_growing_reply_is_parsed_at_a_bounded_rate_and_drawn_whole(monkeypatch, capsys):
     """It was parsed whole at every token, on the engine's thread: quadratic in the reply's length."""
-    parsed: list[str] = []
+    import qwenchat.markdown
 
-    class Counting(qwenchat.markdown_draw.ChatMarkdown):
-        def __init__(self, text: str, *a, **kw) -> None:
-            parsed.append(text)
-            super().__init__(text, *a, **kw)
+    parses: list[str] = []
+    split = qwenchat.markdown.split_blocks
 
-    monkeypatch.setattr(qwenchat.markdown_draw, "ChatMarkdown", Counting)
-    pieces = [f"word{i} " for i in range(400)]
+    def counting(text, *a, **kw):
+        parses.append(text)
+        return split(text, *a, **kw)
+
+    monkeypatch.setattr(qwenchat.markdown, "split_blocks", counting)
+    pieces = [f"word{i} " + ("\n\n" if i % 50 == 49 else "") for i in range(400)]  # 8 paragraphs
     whole = "".join(pieces)
     turn = SimpleNamespace(reply=SimpleNamespace(text=whole))
     before = sys.getswitchinterval()
@@ -39,9 +42,28 @@ def test_the_growing_reply_is_parsed_at_a_bounded_rate_and_drawn_whole(monkeypat
         yield turn
 
     assert ask._run_pretty(events(), stream=True) is turn
-    assert parsed[-1] == whole  # the last draw is the whole reply
-    assert len(parsed) < 40  # 400 tokens in well under a second: a handful of parses, not 400
+    assert len(parses) < 40  # 400 tokens in well under a second: a handful of parses, not 400
+    out = capsys.readouterr().out
+    assert all(len(re.findall(rf"\bword{i}\b", out)) == 1 for i in range(400))  # all of it, each word once
     assert sys.getswitchinterval() == before  # the GIL hand-off is undone
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
+def test_a_reply_taller_than_the_terminal_is_in_its_scrollback_once(endless_model, tmp_path):
+    """Found hands-on: a 60-line reply left 44 copies of its first lines in the scrollback (rich's
+    Live redrew the whole reply, and cannot move the cursor above the screen's top)."""
+    home = tmp_path / "home"
+    term = Terminal("qwenchat-ask-tall", width=60, height=10)
+    try:
+        term.run(ask_command(home, endless_model, "--max-tokens 1500 --temperature 0 'Tell a long story'; echo exit=$?"))
+        term.until(lambda s: "exit=0" in s, 120, "ask did not end")
+        everything = term.screen(history=True)
+        drawn = everything.split("'Tell a long story'; echo exit=$?", 1)[1].split("exit=0", 1)[0]
+        lines = [ln.rstrip() for ln in drawn.splitlines() if ln.strip()]
+        assert len(lines) > 20, drawn  # two screens and more
+        assert [everything.count(line) for line in lines[:3]] == [1, 1, 1], everything  # its start, once
+    finally:
+        term.close()
 
 
 def _reply(finish: str, dropped: int = 0):
