@@ -86,7 +86,8 @@ class ConversationsMixin(StoreBase):
         title = " ".join(title.split())
         if not title:
             raise StoreError("a conversation title cannot be empty", "give a title with some text")
-        return self.update_conversation(conversation_id, title=title)
+        # housekeeping, not use: the chat keeps its place in the list and `-c` does not move to it
+        return self.update_conversation(conversation_id, title=title, touch=False)
 
     def update_conversation(
         self,
@@ -96,8 +97,10 @@ class ConversationsMixin(StoreBase):
         system_prompt: str | None = _UNSET,
         settings: dict[str, Any] | None = _UNSET,
         model: str = _UNSET,
+        touch: bool = True,
     ) -> Conversation:
-        """Change only the fields given (None clears title and system prompt)."""
+        """Change only the fields given (None clears title and system prompt); `touch`: it counts
+        as use of the conversation (`updated_at`: the most recent is what `-c` continues)."""
         changes: dict[str, Any] = {}
         if title is not _UNSET:
             changes["title"] = title
@@ -109,7 +112,8 @@ class ConversationsMixin(StoreBase):
             changes["model"] = model
         with self._write() as conn:
             fetch_conversation(conn, conversation_id)
-            changes["updated_at"] = now()
+            if touch:
+                changes["updated_at"] = now()
             assignments = ", ".join(f"{k} = ?" for k in changes)
             conn.execute(
                 f"UPDATE conversations SET {assignments} WHERE id = ?",

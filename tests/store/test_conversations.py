@@ -196,3 +196,16 @@ def test_a_message_after_a_head_that_moved_is_refused_and_nothing_is_written(sto
     assert store.get_conversation(conv.id).message_count == 5  # "mine" is nowhere
     mine = store.add_message(conv.id, "user", "mine", expect_head=other.id)  # read again: it goes
     assert mine.parent_id == other.id
+
+
+def test_renaming_a_conversation_does_not_make_it_the_latest(store: Store) -> None:
+    """Found hands-on: `history rename 19 ...` then `ask -c` continued conversation 19."""
+    old = store.create_conversation("m")
+    store.add_message(old.id, "user", "old question")
+    new = store.create_conversation("m")
+    store.add_message(new.id, "user", "new question")
+    before = store.get_conversation(old.id).updated_at
+    store.rename_conversation(old.id, "a better title")
+    assert store.latest_conversation().id == new.id
+    assert store.get_conversation(old.id).updated_at == before
+    assert [c.id for c in store.list_conversations()] == [new.id, old.id]
