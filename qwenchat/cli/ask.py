@@ -40,8 +40,8 @@ def ask(
     prompt: Optional[str] = typer.Argument(None, help="The instruction. Piped stdin, if any, follows it."),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, Hub repo id, local directory, .gguf file, or a server's URL (http://host:8000/v1[#MODEL])."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Key for a server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY). Never stored."),
-    system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt of a new conversation."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Use a saved system-prompt preset."),
+    system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt (with -c/--cid: replaces the conversation's)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Use a saved system-prompt preset (as --system)."),
     cont: bool = typer.Option(False, "-c", "--continue", help="Continue the most recent conversation."),
     cid: Optional[int] = typer.Option(None, "--cid", help="Continue the conversation with this id."),
     no_save: bool = typer.Option(False, "-n", "--no-save", help="Store nothing in the history."),
@@ -72,6 +72,8 @@ def ask(
         raise UsageError(f"--truncate is {truncate!r}", "use --truncate head or --truncate tail")
     if cont and cid is not None:
         raise UsageError("--continue and --cid both given", "use one of them")
+    if system is not None and preset is not None:  # the preset won and --system was dropped
+        raise UsageError("--system and --preset both given", "use one of them: a preset is a saved system prompt")
     if no_save and (cont or cid is not None):
         raise UsageError("--no-save cannot continue a stored conversation", "drop --no-save or --continue/--cid")
     check_prompt(prompt, stdin_is_terminal())
@@ -162,7 +164,10 @@ def _session(settings, flags, store, system, cont, cid, raw, stop) -> "ChatSessi
     if conversation is not None:
         session.load(conversation.id)  # its own saved settings; this command line's options win
         session.options = replace(session.options, stop=stop, **flag_overrides(flags))
-        if system is not None:
+        if system is not None and system != session.system_prompt:
+            if session.system_prompt:
+                warn(f"conversation {conversation.id}'s system prompt is replaced by this one "
+                     "(its earlier replies were written under the old one)")
             session.set_system_prompt(system)
     elif not raw and not session.model_info.chat_tuned:
         warn(f"{label} is a base model, not a chat model: continuing your text as raw completion")

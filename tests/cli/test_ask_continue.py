@@ -45,6 +45,27 @@ def _busy_conversation(other_pid: int):
     return conv.id, reply.id
 
 
+def test_system_on_a_continued_conversation_replaces_its_prompt_and_says_so(tiny_model, isolated_home):
+    """It was replaced silently (found hands-on), while --help said "of a new conversation"."""
+    with Store.open() as store:
+        conv = store.create_conversation(str(tiny_model), "talk like a pirate", settings={"max_new_tokens": 2})
+        user = store.add_message(conv.id, "user", "hello", parent_id=None)
+        store.add_message(conv.id, "assistant", "arr", parent_id=user.id)
+    r = ask(["--cid", str(conv.id), "-s", "be brief", "again"], isolated_home)
+    assert r.returncode == 0, r.stderr
+    assert b"system prompt is replaced" in r.stderr
+    with Store.open() as store:
+        assert store.get_conversation(conv.id).system_prompt == "be brief"
+    r = ask(["--cid", str(conv.id), "-s", "be brief", "and again"], isolated_home)
+    assert r.returncode == 0 and b"replaced" not in r.stderr  # the same prompt: nothing to say
+
+
+def test_system_and_preset_together_are_a_usage_error(isolated_home):
+    """The preset won and --system was dropped without a word (found hands-on)."""
+    r = ask(["--preset", "fr", "-s", "other", "hello"], isolated_home)
+    assert r.returncode == 2 and b"--system and --preset both given" in r.stderr
+
+
 def test_a_message_waits_for_the_reply_another_window_is_writing(isolated_home, monkeypatch, capsys, other_process):
     """Two `ask -c` at once (found hands-on): the second one's message followed the first one's
     unanswered question, its reply answered both, and the first reply went to a branch."""
