@@ -235,7 +235,7 @@ def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn"
     # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
     with closing(_begin(session, text)) as events:
         turn = _run_pretty(events, output == "stream") if pretty else _run_plain(events, output)
-    _say_how_it_ended(turn.reply, shown=output != "none")
+    _say_how_it_ended(turn.reply, shown=output != "none", continued=len(session.entries) > 2)
     if turn.note:  # another window wrote to this conversation meanwhile: this reply is on a branch
         warn(turn.note)
     return turn
@@ -285,13 +285,14 @@ def _turn(session: "ChatSession", text: str):
     return session.send(text)
 
 
-def _say_how_it_ended(reply: "Reply", shown: bool) -> None:
+def _say_how_it_ended(reply: "Reply", shown: bool, continued: bool = False) -> None:
     """What the printed reply does not show by itself (on stderr, for the pretty and plain ways)."""
     if reply.dropped_messages:
         warn(f"left out the {reply.dropped_messages} oldest messages to fit the context window")
     if shown and reply.finish_reason == "length":  # a structured reply says so in its own error
+        kept = " (this conversation keeps the limit it was given)" if continued else ""
         warn(f"the reply was cut at the token limit ({reply.usage.completion_tokens} tokens); "
-             "raise it with --max-tokens (a continued conversation keeps the limit it was given)")
+             f"raise it with --max-tokens{kept}")
 
 
 def _run_plain(events, output: str) -> "Turn":

@@ -79,6 +79,9 @@ def test_a_reply_cut_by_the_token_limit_is_said_on_stderr(capsys):
     err = capsys.readouterr().err
     assert "cut at the token limit (12 tokens)" in err and "--max-tokens" in err
     assert "left out the 2 oldest messages" in err
+    assert "keeps the limit" not in err  # a first question: no conversation to keep it
+    ask._say_how_it_ended(_reply("length"), shown=True, continued=True)
+    assert "this conversation keeps the limit it was given" in capsys.readouterr().err
     ask._say_how_it_ended(_reply("stop"), shown=True)
     ask._say_how_it_ended(_reply("length"), shown=False)  # structured output says it in its error
     assert capsys.readouterr().err == ""
