@@ -56,7 +56,10 @@ def _run(argv: list[str] | None) -> int:
     except typer.Abort:  # an aborted confirmation (or end of input at one)
         return _stopped(stopped(KeyboardInterrupt()))
     except CLI_ERROR as e:
+        hint = _unknown_option(e)
         e.show()
+        if hint:
+            sys.stderr.write(f"  hint: {hint}\n")
         return e.exit_code
     except QwenchatError as e:
         report_error(e)
@@ -68,6 +71,24 @@ def _run(argv: list[str] | None) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     return rv if isinstance(rv, int) else 0
+
+
+def _unknown_option(e: Exception) -> str | None:
+    """For an unknown option: the command's options it begins (click suggests look-alikes:
+    `--temp` got "--help, --stop, --system", not --temperature), or, for what reads as text, how
+    to pass text that starts with '-'."""
+    name = getattr(e, "option_name", None)
+    if type(e).__name__ != "NoSuchOption" or not name:
+        return None
+    ctx = getattr(e, "ctx", None)
+    opts = [o for p in (ctx.command.params if ctx else []) for o in getattr(p, "opts", []) if o.startswith(name)]
+    if opts and name.startswith("--"):
+        e.possibilities = opts  # click prints them as "Possible options"
+        return None
+    if not name[1:2].isalpha():  # "-5 plus 3?": a prompt, not an option
+        command = ctx.command_path if ctx else "qwenchat ask"
+        return f"text that starts with '-' goes after `--`: {command} -- \"{name} ...\""
+    return None
 
 
 def _stopped(e: Stopped) -> int:

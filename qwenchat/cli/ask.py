@@ -37,7 +37,7 @@ SEND_TRIES = 5  # times a message is sent again after another window's got in fi
 
 @app.command(help="Ask one question; the reply streams to stdout. Piped stdin is added as material.")
 def ask(
-    prompt: Optional[str] = typer.Argument(None, help="The instruction. Piped stdin, if any, follows it."),
+    words: Optional[list[str]] = typer.Argument(None, metavar="PROMPT", help="The instruction (quoted, or the words as they come). Piped stdin, if any, follows it."),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, Hub repo id, local directory, .gguf file, or a server's URL (http://host:8000/v1[#MODEL])."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="Key for a server (else config api_key, QWENCHAT_API_KEY, OPENAI_API_KEY). Never stored."),
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt (with -c/--cid: replaces the conversation's)."),
@@ -68,6 +68,7 @@ def ask(
     no_schema: bool = typer.Option(False, "--no-schema", help="Reply in free text again: drop the schema a continued conversation saved."),
     usage: bool = typer.Option(False, "-u", "--usage", help="Print token counts and speeds to stderr."),
 ) -> None:
+    prompt = " ".join(words) if words else None  # `ask what is a monad` as `ask "what is a monad"`
     if truncate not in (None, *CUTS):
         raise UsageError(f"--truncate is {truncate!r}", "use --truncate head or --truncate tail")
     if cont and cid is not None:

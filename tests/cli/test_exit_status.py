@@ -117,3 +117,32 @@ def test_a_signal_whose_exception_python_dropped_is_raised_again(signum, capfd):
     assert "Exception ignored" not in capfd.readouterr().err  # no traceback for the dropped one
     with signals.raise_on_termination():
         signals.check()  # the next command starts clean
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["ask", "-5 plus 3?"], b"text that starts with '-' goes after `--`: qwenchat ask -- "),
+        (["ask", "--temp", "0", "hi"], b"(Possible options: --temperature)"),
+        (["ask", "--top", "0", "hi"], b"(Possible options: --top-k, --top-p)"),
+    ],
+)
+def test_an_unknown_option_suggests_what_was_meant(args, said, isolated_home):
+    """Found hands-on: `--temp` suggested "--help, --stop, --system"; a prompt starting with '-'
+    got "No such option: -5" and nothing about `--`."""
+    from tests.cli.inprocess import run_cli
+
+    r = run_cli(args, isolated_home)
+    assert r.returncode == 2 and said in r.stderr, r.stderr
+
+
+def test_a_prompt_of_several_unquoted_words_is_one_prompt(tiny_model, isolated_home):
+    """`ask what is a monad` said "Got unexpected extra argument(s)" (found hands-on)."""
+    from qwenchat.store import Store
+    from tests.cli.inprocess import run_cli
+
+    r = run_cli(["ask", "-m", str(tiny_model), "--max-tokens", "2", "what", "is", "a", "monad"], isolated_home)
+    assert r.returncode == 0, r.stderr
+    with Store.open() as store:
+        conv = store.latest_conversation()
+        assert store.thread(conv.id)[0].content == "what is a monad"
