@@ -31,6 +31,7 @@ from qwenchat.engine.records import Chunk, GenerateOptions, Reply
 from qwenchat.errors import StoreError
 from qwenchat.reply_writer import ReplyWriter
 from qwenchat.store.messages import UNCHECKED
+from qwenchat.structured import instruction
 from qwenchat.store.records import pid_alive
 from qwenchat.session_records import (OPTION_FIELDS, SAMPLING_FIELDS, Entry, ModelInfo, Turn, entry_of, options_dict,
                                       overlay)
@@ -192,9 +193,16 @@ class ChatSession:
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        """The conversation as the engine sees it: system prompt first, then the active branch."""
+        """The conversation as the engine sees it: system prompt first, then the active branch (the
+        last message followed by what a JSON reply must hold, with a constraint set)."""
         head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return head + [{"role": e.role, "content": e.content} for e in self.entries]
+        turns = [{"role": e.role, "content": e.content} for e in self.entries]
+        constraint = self.options.constraint
+        if constraint is not None and turns and turns[-1]["role"] == "user":
+            # what to write, said after the question (the constraint holds the syntax only); not
+            # stored, so the history and its titles hold what the user wrote
+            turns[-1] = {"role": "user", "content": f"{turns[-1]['content']}\n\n{instruction(constraint)}"}
+        return head + turns
 
     # -- branches ---------------------------------------------------------------------------
 

@@ -351,3 +351,19 @@ def test_sync_sees_the_end_of_a_reply_another_window_was_writing(store, other_pr
     store.finish_message(pending.id, content="so far, and the end")
     assert s.sync() is True and (s.entries[-1].status, s.entries[-1].content) == ("complete", "so far, and the end")
     assert s.sync() is False
+
+
+def test_a_json_reply_is_asked_for_after_the_question_and_the_history_keeps_the_question(store):
+    """`ask --schema` stored "Reply with JSON only, matching this JSON schema: {...}" in the
+    user's message: in titles, `history show` and search (found hands-on); the app's JSON
+    setting told the model nothing of the fields."""
+    schema = {"type": "object", "properties": {"size": {"type": "string"}}, "required": ["size"]}
+    s = ChatSession(FakeEngine(script=['{"size": "M"}', '{"size": "L"}']), store)
+    s.set_options(GenerateOptions(constraint=schema))
+    finish(s.send("a shirt"))
+    finish(s.send("another"))
+    seen = s.engine.prompts[-1]
+    assert seen[0]["content"] == "a shirt"  # said once, after the question being answered
+    assert seen[-1]["content"].startswith("another\n\nReply with JSON only") and '"size"' in seen[-1]["content"]
+    assert [m.content for m in store.thread(s.conversation_id) if m.role == "user"] == ["a shirt", "another"]
+    assert store.get_conversation(s.conversation_id).title == "a shirt"

@@ -22,7 +22,7 @@ from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, std
 from qwenchat.cli.ask_keep import keep_unsent
 from qwenchat.cli.ask_report import print_json, print_usage
 from qwenchat.config import QUANTIZE_HELP
-from qwenchat.structured import constraint_from_flags, instruction, parse_reply
+from qwenchat.structured import constraint_from_flags, parse_reply
 from qwenchat.errors import QwenchatError, UsageError
 from qwenchat.remote.errors import RemoteError
 from qwenchat.fit import CUTS
@@ -97,8 +97,6 @@ def ask(
             warn("this conversation replies in JSON (the schema saved with it); --no-schema for free text")
         constraint = session.options.constraint
         text = _message(session, prompt, settings.max_input, truncate)
-        if constraint is not None and not session.raw:
-            text = f"{text}\n\n{instruction(constraint)}"
         # structured replies are printed whole, and only when they are complete JSON
         output = "none" if as_json or constraint is not None else "end" if no_stream else "stream"
         try:
