@@ -68,6 +68,7 @@ class ChatSession:
         self.entries: list[Entry] = []
         self.conversation_id: int | None = None
         self._seen_head: int | None = None  # the stored head when this session last read or wrote
+        self._conversation_model: str | None = None  # the model the stored conversation names
         self._cancel = threading.Event()
 
     # -- what faces show ----------------------------------------------------------------------
@@ -343,6 +344,7 @@ class ChatSession:
                     msg_id, note = writer.finish(text, status, event)
                     done = True
                     self._not_answering(marked)
+                    self._goes_on_with_this_model()
                     yield Turn(event, self.conversation_id, user_id, msg_id, note)
         except BaseException:
             # Ctrl+C, a closed generator or an engine failure mid-reply: keep what was said.
@@ -354,6 +356,18 @@ class ChatSession:
                     self._not_answering(marked)
                     self._reread()
             raise
+
+    def _goes_on_with_this_model(self) -> None:
+        """A conversation continued on another model (`ask -c -m X`, a switch in the app) is
+        stored as that model's: `-c` next time loads the model that answered last, not one that
+        may be gone (a server that failed, an old download)."""
+        if self.store is None or self.conversation_id is None or self._conversation_model == self.model_label:
+            return
+        try:
+            self.store.update_conversation(self.conversation_id, model=self.model_label, touch=False)
+            self._conversation_model = self.model_label
+        except Exception:  # noqa: BLE001 - the reply is stored; the label is a convenience
+            pass
 
     def _not_answering(self, user_id: int | None) -> None:
         """The turn's reply is stored (or none will be): other processes need not wait on the
@@ -385,6 +399,7 @@ class ChatSession:
             self.options = self._saved_options(conv)
         self.entries = [entry_of(m) for m in store.thread(conv.id)]
         self._seen_head = conv.head_id
+        self._conversation_model = conv.model
 
     def _reread(self) -> None:
         """After a failure: entries back to what is stored (never an unsaved message)."""
@@ -415,7 +430,7 @@ class ChatSession:
             conv = self.store.create_conversation(
                 self.model_label, self.system_prompt, settings=options_dict(self.options)
             )
-            self.conversation_id = conv.id
+            self.conversation_id, self._conversation_model = conv.id, conv.model
             expect_head = UNCHECKED  # a new conversation: nobody else can have written to it
         counts = {}
         if reply is not None:

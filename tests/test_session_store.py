@@ -367,3 +367,18 @@ def test_a_json_reply_is_asked_for_after_the_question_and_the_history_keeps_the_
     assert seen[-1]["content"].startswith("another\n\nReply with JSON only") and '"size"' in seen[-1]["content"]
     assert [m.content for m in store.thread(s.conversation_id) if m.role == "user"] == ["a shirt", "another"]
     assert store.get_conversation(s.conversation_id).title == "a shirt"
+
+
+def test_a_conversation_continued_on_another_model_is_stored_as_that_models(store):
+    """Found hands-on: a conversation begun against a server that was down, continued with
+    `ask -c -m coder`, still named the server: the next `ask -c` failed on it again."""
+    first = ChatSession(FakeEngine(script=["hi"]), store, model_label="http://127.0.0.1:8799/v1")
+    finish(first.send("my name is Zed"))
+    cid = first.conversation_id
+    assert store.get_conversation(cid).model == "http://127.0.0.1:8799/v1"
+    updated = store.get_conversation(cid).updated_at
+    other = ChatSession(FakeEngine(script=["Zed"]), store, model_label="coder")
+    other.load(cid)
+    finish(other.send("what is my name?"))
+    conv = store.get_conversation(cid)
+    assert conv.model == "coder" and conv.updated_at > updated
