@@ -20,6 +20,8 @@ class PresetsMixin(StoreBase):
     def save_preset(self, name: str, text: str) -> Preset:
         """Create the preset, or replace the text of the one with this name."""
         name = _clean_name(name)
+        if not text.strip():  # it would set no system prompt at all
+            raise StoreError(f"preset {name!r} would be empty", "give the system prompt it should hold")
         stamp = now()
         with self._write() as conn:
             conn.execute(

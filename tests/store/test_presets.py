@@ -38,3 +38,11 @@ def test_unknown_preset_lists_the_known_ones(store: Store) -> None:
         store.delete_preset("nope")
     with pytest.raises(StoreError):
         store.save_preset("  ", "text")
+
+
+def test_an_empty_preset_is_refused(store):
+    """`preset save empty ""` was accepted (found hands-on): a preset that sets no prompt."""
+    with pytest.raises(StoreError) as caught:
+        store.save_preset("empty", " \n ")
+    assert "would be empty" in caught.value.message and caught.value.hint
+    assert [p.name for p in store.list_presets()] == []
