@@ -16,6 +16,7 @@ from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.tui.conftest import wait_for
 from tests.fake_engine import FakeInfo, engine_factory
+from tests.tui.helpers import notes
 
 SIZE = (110, 34)
 
@@ -120,6 +121,10 @@ async def test_edit_and_resend(store):
         first.focus()
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: isinstance(app.screen, EditMessageScreen))
+        app.screen.query_one(TextArea).text = "  "
+        await pilot.press("ctrl+s")  # empty: said, and the dialog stays
+        await wait_for(pilot, lambda: any("empty message cannot be sent" in n for n in notes(app)))
+        assert isinstance(app.screen, EditMessageScreen)
         app.screen.query_one(TextArea).text = "first, edited"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not app.chat.generating and app.chat.chatlog.views[-1].text == "a3")

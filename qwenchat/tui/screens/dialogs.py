@@ -93,6 +93,7 @@ class EditMessageScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         box = self.query_one(PromptInput)
+        box.placeholder = "The message, edited: Enter resends"
         box.text = self.text
         box.move_cursor(box.document.end)
         box.focus()
@@ -101,6 +102,8 @@ class EditMessageScreen(ModalScreen[str | None]):
         text = self.query_one(PromptInput).text
         if text.strip():
             self.dismiss(text)
+        else:  # Enter did nothing at all (found hands-on)
+            self.notify("An empty message cannot be sent: type one, or Esc to keep the old", severity="warning")
 
     @on(PromptInput.Submitted)
     def _submitted(self, event: PromptInput.Submitted) -> None:
