@@ -107,7 +107,7 @@ class OtherWindows:
         await self.show_conversation()
         self.mark_cut_replies()
         self.update_status()
-        added = len(s.entries) - before
+        added = len(s.entries) - before - (s.entries[-1].status == "pending")  # a reply being written shows itself
         if added > 0:
             self.notify(f"{added} new message{'s' if added != 1 else ''} from another window",
                         title="Conversation updated", markup=False)
