@@ -171,20 +171,23 @@ class MessageFeatures(Screen[None]):
         title = self.store.get_conversation(cid).title
         default = str(chat_export.default_path(cid, title, fmt))
         kind = "Markdown" if fmt == "md" else "JSON"
-        path = await self.app.push_screen_wait(TextPrompt(f"Export this chat as {kind} to:", default))
-        if not path:
-            return
-        overwrite = False
-        if Path(path).expanduser().is_file():
-            overwrite = await self.app.push_screen_wait(ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"))
-            if not overwrite:
+        path = default
+        while True:  # a path that fails is asked again, as typed, to be fixed (or Esc)
+            path = await self.app.push_screen_wait(TextPrompt(f"Export this chat as {kind} to:", path))
+            if not path:
                 return
-        try:
-            written = chat_export.write_export(self.store, cid, path, fmt, overwrite=overwrite)
-        except Exception as e:  # a write error is shown, never raised
-            self.app.show_error(e, "Export failed")
+            overwrite = False
+            if Path(path).expanduser().is_file():
+                overwrite = await self.app.push_screen_wait(ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"))
+                if not overwrite:
+                    return
+            try:
+                written = chat_export.write_export(self.store, cid, path, fmt, overwrite=overwrite)
+            except Exception as e:  # a write error is shown, never raised
+                self.app.show_error(e, "Export failed")
+                continue
+            self.notify(f"Exported to {written}", markup=False)
             return
-        self.notify(f"Exported to {written}", markup=False)
 
     # -- attach ----------------------------------------------------------------------------------
 
