@@ -84,26 +84,51 @@ def _configured_model() -> str | None:
     return str(value).strip() or None if value else None
 
 
+def name_kind(name: str) -> str | None:
+    """What a model name means, from its text and the disk alone (no network): "gguf" (a .gguf
+    file), "local" (a folder), "alias" (the catalog's), "imported" (a GGUF imported before),
+    "hub" (a Hub repo id, maybe not downloaded); None when it names nothing."""
+    candidate = Path(name).expanduser()
+    if name.lower().endswith(".gguf") or candidate.is_file():
+        return "gguf"
+    if candidate.is_dir():
+        return "local"
+    if catalog.lookup(name.partition("@")[0]) is not None:
+        return "alias"
+    if _imported_dir(name) is not None:
+        return "imported"
+    if "/" in name and not name.startswith((".", "/", "~")):
+        return "hub"
+    return None
+
+
+def check_name(name: str | None) -> None:
+    """The error `resolve_model` would give for a name that means no model, without its slow
+    work (a command that starts other things first says it before them)."""
+    name = (name or "").strip() or default_model_name()
+    if name_kind(name) is None:
+        raise _unknown(name)
+
+
 def resolve_model(name: str | None, *, download: bool = True,
                   progress: DownloadProgress | None = None) -> ResolvedModel:
     """Turn a model name into a local HF-format directory, downloading or importing if needed."""
     name = (name or "").strip() or default_model_name()
-    candidate = Path(name).expanduser()
-    if name.lower().endswith(".gguf") or candidate.is_file():
-        return _resolve_gguf(candidate, progress)
-    if candidate.is_dir():
-        return _resolve_local(candidate)
-    alias, _, alias_rev = name.partition("@")
-    entry = catalog.lookup(alias)
-    if entry is not None:
+    kind = name_kind(name)
+    if kind == "gguf":
+        return _resolve_gguf(Path(name).expanduser(), progress)
+    if kind == "local":
+        return _resolve_local(Path(name).expanduser())
+    if kind == "alias":
+        alias, _, alias_rev = name.partition("@")
+        entry = catalog.lookup(alias)
         shown = f"{entry.alias}@{alias_rev}" if alias_rev else entry.alias
         snap = hub.ensure_snapshot(entry.repo_id, alias_rev or None, download=download, progress=progress,
                                    display_name=shown)
         return ResolvedModel(snap.path, shown, entry.repo_id, snap.commit, "alias")
-    imported = _imported_dir(name)
-    if imported is not None:
-        return ResolvedModel(imported, name, None, None, "gguf")
-    if "/" in name and not name.startswith((".", "/", "~")):
+    if kind == "imported":
+        return ResolvedModel(_imported_dir(name), name, None, None, "gguf")
+    if kind == "hub":
         repo_id, revision = hub.parse_repo_ref(name)
         snap = hub.ensure_snapshot(repo_id, revision, download=download, progress=progress, display_name=name)
         return ResolvedModel(snap.path, name, repo_id, snap.commit, "hub")

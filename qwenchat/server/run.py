@@ -43,7 +43,10 @@ def serve(settings: Any, opts: ServeOptions, progress: Any = None, out: TextIO |
     from qwenchat.server.backend import Backend
     from qwenchat.startup import options_from_settings
 
+    from qwenchat.models import check_name
+
     out = out or sys.stderr
+    check_name(settings.model)  # before "listening": a name that means no model (found hands-on)
     check_bind(opts.host, opts.config.api_key, opts.unprotected)
     sock = bind(opts.host, opts.port)
     backend = Backend(options_from_settings(settings))

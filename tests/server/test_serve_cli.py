@@ -92,10 +92,19 @@ def test_missing_extra_is_named(capsys, monkeypatch):
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_its_error(capsys, tmp_path):
-    code = run(["serve", "-m", str(tmp_path / "no-such-model"), "--port", "0"])
+    broken = tmp_path / "broken-model"
+    broken.mkdir()  # a folder, but no model in it: found, then it fails to load
+    code = run(["serve", "-m", str(broken), "--port", "0"])
     err = capsys.readouterr().err
     assert code in (1, 2)
-    assert "listening on http://127.0.0.1:" in err and "no-such-model" in err and "Traceback" not in err
+    assert "listening on http://127.0.0.1:" in err and "broken-model" in err and "Traceback" not in err
+
+
+def test_a_name_that_means_no_model_is_refused_before_listening(capsys, tmp_path):
+    """It said "listening on ..." first (found hands-on)."""
+    code = run(["serve", "-m", "nosuchmodel", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown model 'nosuchmodel'" in err and "listening" not in err
 
 
 # -- a running server ------------------------------------------------------------------------------

@@ -86,16 +86,11 @@ def server_models(ref: RemoteRef, key: str | None = None) -> list[Any]:
 def check_typed(text: str, known: set[str]) -> str | None:
     """The problem with a typed model (a name as listed, an alias, a Hub repo id, a folder or a
     .gguf file), or None when it can be loaded, downloaded or imported."""
-    if text in known:
-        return None
-    from qwenchat.models import repo_ref
+    from qwenchat.models import name_kind
 
-    try:
-        if repo_ref(text) is not None:
-            return None
-    except Exception:  # noqa: BLE001 - not a well-formed repo id: then a path, checked below
-        pass
-    return check_path(text)
+    if text in known or name_kind(text) in ("alias", "imported", "hub"):
+        return None
+    return check_path(text)  # a file or folder: what is wrong with it
 
 
 def check_path(text: str) -> str | None:
