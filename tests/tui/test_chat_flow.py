@@ -357,6 +357,20 @@ async def test_an_idle_chat_shows_what_another_window_writes_as_it_is_written(st
         assert [t[1] for t in texts(app)][-1] == "so far, done"
 
 
+async def test_an_idle_chat_shows_a_system_prompt_another_window_set(store, monkeypatch):
+    from qwenchat.tui.screens import other_windows
+
+    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
+    app, _ = make_app(script=["r1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        store.update_conversation(app.session.conversation_id, system_prompt="be brief")  # `ask --cid N -s`
+        await wait_for(pilot, lambda: app.chat.chatlog.system_prompt_view is not None)
+        assert app.chat.chatlog.system_prompt_view.text == "be brief" and app.is_running
+        assert [t[1] for t in texts(app)] == ["hi", "r1"]
+
+
 async def test_user_text_that_looks_like_markup_is_shown_as_written(store):
     store.save_preset("[/]", "You talk like a pirate.")
     cid = stored_chat(store, title="[/] broken [red]title")

@@ -101,13 +101,13 @@ class OtherWindows:
             return
         if not changed:
             return
-        if [e.id for e in s.entries] == ids and await self._show_more_of(s.entries[-1]):
+        last = s.entries[-1] if s.entries else None
+        if last is not None and [e.id for e in s.entries] == ids and await self._show_more_of(last):
             return  # the same reply, grown
-        before = len(ids)
         await self.show_conversation()
         self.mark_cut_replies()
         self.update_status()
-        added = len(s.entries) - before - (s.entries[-1].status == "pending")  # a reply being written shows itself
+        added = len(s.entries) - len(ids) - (last is not None and last.status == "pending")  # that shows itself
         if added > 0:
             self.notify(f"{added} new message{'s' if added != 1 else ''} from another window",
                         title="Conversation updated", markup=False)
