@@ -137,11 +137,12 @@ def resolve_model(name: str | None, *, download: bool = True,
 
 def repo_ref(name: str) -> tuple[str, str | None, str] | None:
     """(repo_id, revision, display name) when `name` means a Hub model (alias or repo id)."""
-    alias, _, rev = name.partition("@")
-    entry = catalog.lookup(alias)
-    if entry is not None:
+    kind = name_kind(name)
+    if kind == "alias":
+        alias, _, rev = name.partition("@")
+        entry = catalog.lookup(alias)
         return entry.repo_id, rev or None, f"{entry.alias}@{rev}" if rev else entry.alias
-    if "/" in name and not Path(name).expanduser().exists() and not name.startswith((".", "/", "~")):
+    if kind == "hub":
         repo_id, revision = hub.parse_repo_ref(name)
         return repo_id, revision, name
     return None

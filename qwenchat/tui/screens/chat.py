@@ -39,7 +39,7 @@ from qwenchat.tui.screens.message_features import FEATURE_BINDINGS, FEATURE_COMM
 from qwenchat.tui.screens.model_loading import ModelLoadingView
 from qwenchat.tui.screens.navigation import ChatNavigation
 from qwenchat.tui.screens.reply_actions import ReplyActions
-from qwenchat.tui.screens.other_windows import OtherWindows
+from qwenchat.tui.screens.other_windows import OtherWindows, added_news
 from qwenchat.tui.streaming import GilHandoff, ReplyBuffer
 from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
 from qwenchat.tui.widgets.prompt_input import PromptInput
@@ -282,10 +282,12 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         await self.show_conversation()
         self.mark_cut_replies()
         added = len(self.session.entries) - before
-        news = (f"{added} new message{'s' if added != 1 else ''} from another window" if added > 0
-                else "This chat was changed in another window: showing what is stored now")
-        self.notify(f"{news}. {then}" if then else news, title="Conversation updated", markup=False)
+        self.tell_updated(added_news(added) if added > 0 else
+                          "This chat was changed in another window: showing what is stored now", then)
         return True
+
+    def tell_updated(self, news: str, then: str = "") -> None:
+        self.notify(f"{news}. {then}" if then else news, title="Conversation updated", markup=False)
 
     async def changed_elsewhere(self, what: str, key: str) -> bool:
         """Before acting on the messages shown (regenerate, continue, edit, switch a branch): if

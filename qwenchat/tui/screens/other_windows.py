@@ -9,7 +9,7 @@
   box, or opens another chat.
 
 `OtherWindows` is a base of `ChatScreen` (screens/chat.py), which provides `session`, `input`,
-`chatlog`, `generating`, `quitting`, `sync_conversation()` and `update_status()` (which says
+`chatlog`, `generating`, `quitting`, `tell_updated()` and `update_status()` (which says
 the message waits).
 """
 
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 
 FOLLOW_S = 1.0  # an idle chat looks for other windows' changes this often (one small read)
+
+
+def added_news(added: int) -> str:
+    return f"{added} new message{'s' if added != 1 else ''} from another window"
 
 
 class OtherWindows:
@@ -109,8 +113,7 @@ class OtherWindows:
         self.update_status()
         added = len(s.entries) - len(ids) - (last is not None and last.status == "pending")  # that shows itself
         if added > 0:
-            self.notify(f"{added} new message{'s' if added != 1 else ''} from another window",
-                        title="Conversation updated", markup=False)
+            self.tell_updated(added_news(added))
 
     def _idle_at_the_end(self) -> bool:
         """Nothing the user is doing would be disturbed by a redraw of the chat."""
