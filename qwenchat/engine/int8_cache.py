@@ -40,7 +40,7 @@ import torch
 from qwenchat.engine.processes import alive, others_leftovers
 
 FORMAT = "qwenchat-int8/2"
-INT4_FORMAT = "qwenchat-int4/2"  # int4 mode's cache: its own file beside the int8 one (prefetch.INT4_CACHE_FILE)
+INT4_FORMAT = "qwenchat-int4/3"  # int4 mode's cache: its own file beside the int8 one (prefetch.INT4_CACHE_FILE)
 MEMO_FILE = "source.json"
 RACY_NS = 2_000_000_000  # a file changed this close to its stat might change again unseen
 STALE_TMP_S = 24 * 3600  # a temporary file this old is stale even if its pid is in use again

@@ -91,7 +91,7 @@ class Int8Kernel:
         lib.qc_int4_use_generic.argtypes = [ctypes.c_int]
         self._int4_quantize = lib.qc_int4_quantize
         self._int4_quantize.restype = None
-        self._int4_quantize.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr]
+        self._int4_quantize.argtypes = [ptr, i64, i64, i64, ptr, i64, i64, ptr, ptr, ptr]
         self._top = lib.qc_top_logits
         self._top.restype = ctypes.c_int
         self._top.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, ptr, i64]
@@ -126,13 +126,13 @@ class Int8Kernel:
             raise MemoryError("the int4 kernel could not allocate its activation buffer")
         return y
 
-    def int4_quantize(self, w: torch.Tensor, out: "Q4Tensor", fracs: tuple[float, ...]) -> "Q4Tensor":
+    def int4_quantize(self, w: torch.Tensor, out: "Q4Tensor", fracs: tuple[float, ...], steps: int) -> "Q4Tensor":
         """Fill `out` (contiguous rows, as many as w's) with the int4 fit of w (N, K) float32:
         quantize_int4's arithmetic (native/int4_quantize.c)."""
         w = w.to(torch.float32).contiguous()
         f = torch.tensor(fracs, dtype=torch.float32)
         n, k = w.shape
-        self._int4_quantize(w.data_ptr(), n, k, out.group, f.data_ptr(), len(fracs), out.q.data_ptr(),
+        self._int4_quantize(w.data_ptr(), n, k, out.group, f.data_ptr(), len(fracs), steps, out.q.data_ptr(),
                             out.scale.data_ptr(), out.low.data_ptr())  # fmt: skip
         return out
 

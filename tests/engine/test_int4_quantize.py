@@ -1,5 +1,5 @@
 """Group-wise int4 quantization (quantize_int4.py): the packed layout, the rounding bounds, the
-range search, partial groups."""
+range search and the Lloyd steps, partial groups."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_pack_then_unpack_is_the_identity_and_follows_the_chunk_layout():
 @pytest.mark.parametrize(("n", "k"), [(5, 64), (3, 45), (7, 29), (2, 896), (1, 1)])
 def test_without_the_range_search_every_error_is_at_most_half_a_step(monkeypatch, n, k):
     monkeypatch.setattr(q4, "RANGE_SEARCH", (1.0,))
+    monkeypatch.setattr(q4, "REFINE_STEPS", 0)
     w = _w(n, k, k)
     qt = quantize_int4(w)
     assert qt.shape == (n, k) and qt.q.shape == (n, padded(k) // 2) and qt.scale.dtype == torch.bfloat16
@@ -41,19 +42,23 @@ def test_without_the_range_search_every_error_is_at_most_half_a_step(monkeypatch
 
 
 @pytest.mark.parametrize(("n", "k"), [(16, 96), (4, 77)])
-def test_the_range_search_never_raises_a_groups_squared_error(monkeypatch, n, k):
+@pytest.mark.parametrize("knob", ["RANGE_SEARCH", "REFINE_STEPS"])
+def test_the_range_search_and_the_lloyd_steps_never_raise_a_groups_squared_error(monkeypatch, n, k, knob):
+    """Each stage keeps a group's grid unless it finds one with less squared error; on random
+    weights both do find better ones."""
     w = _w(n, k, 3)
-    searched = quantize_int4(w).dequantize()
-    monkeypatch.setattr(q4, "RANGE_SEARCH", (1.0,))
+    if knob == "RANGE_SEARCH":
+        monkeypatch.setattr(q4, "REFINE_STEPS", 0)
+    better = quantize_int4(w).dequantize()
+    monkeypatch.setattr(q4, knob, (1.0,) if knob == "RANGE_SEARCH" else 0)
     plain = quantize_int4(w).dequantize()
+    assert bool((_group_sse(better, w) <= _group_sse(plain, w) * (1 + 1e-6) + 1e-12).all())
+    assert float(_group_sse(better, w).sum()) < float(_group_sse(plain, w).sum())
 
-    def group_sse(d: torch.Tensor) -> torch.Tensor:
-        e = torch.zeros(n, padded(k))
-        e[:, :k] = (d - w) ** 2
-        return e.view(n, -1, GROUP).sum(-1)
 
-    assert bool((group_sse(searched) <= group_sse(plain) * (1 + 1e-6) + 1e-12).all())
-    assert float(group_sse(searched).sum()) < float(group_sse(plain).sum())  # it does find better fits
+def _group_sse(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    n, k = w.shape
+    return torch.nn.functional.pad((d - w) ** 2, (0, padded(k) - k)).view(n, -1, GROUP).sum(-1)
 
 
 def test_the_dequantized_value_is_exactly_scale_times_q_plus_min():
@@ -113,8 +118,7 @@ def test_the_c_quantizer_makes_the_same_fit_as_torch(kernel, n, k):
     ours, theirs = quantize_int4(w, native=kernel), quantize_int4(w)
     same = (ours.scale == theirs.scale) & (ours.low == theirs.low)
     assert float(same.float().mean()) > 0.99
-    err = lambda qt: torch.nn.functional.pad((qt.dequantize() - w) ** 2, (0, padded(k) - k)).view(n, -1, GROUP).sum(-1)  # noqa: E731
-    assert torch.allclose(err(ours), err(theirs), rtol=1e-4, atol=1e-12)
+    assert torch.allclose(_group_sse(ours.dequantize(), w), _group_sse(theirs.dequantize(), w), rtol=1e-4, atol=1e-12)
     rows = q4.empty_q4(n, k)  # written in row blocks, like a checkpoint's matrix
     quantize_int4(w[: n // 2], rows, 0, native=kernel)
     quantize_int4(w[n // 2 :], rows, n // 2, native=kernel)

@@ -157,14 +157,15 @@ def test_int8_perplexity_is_within_2_percent_of_float32(results):
 
 # The issue's bounds for int4 (issue 15). Measured (benchmarks/int4_quality.py, engine-int4-emb8:
 # embedding int8, q/k/v int8, the rest int4, the output projection's top logits from int8 rows):
-# perplexity 1.040x float32's (met; 1.059x with q/k/v int4), greedy replies equal on 1 of 5
-# prompts (not met; 2 of 5 before, a count that moves with any change of rounding). int4 stays an
+# perplexity 1.023x float32's (met; 1.048x before the Lloyd steps of quantize_int4.py), greedy
+# replies equal on 2 of 5 prompts (not met; a count that moves with any change of rounding: two of
+# the five hang on a 0.01-logit lead of float32's, see benchmarks/int4_quality.py). int4 stays an
 # opt-in mode, and the greedy test says so until a format meets it (strict: a pass fails, to be noticed).
 INT4_SAME_REPLIES, INT4_PERPLEXITY = 3, 1.05
 # What the opt-in mode must keep meanwhile: its decode path's choices agree with float32's on
 # 95.5% of its replies' tokens (int8: 99.2%), measured on the development machine; with a margin.
 INT4_KEPT_AGREEMENT = 0.93
-MISSED = pytest.mark.xfail(strict=True, reason="int4's greedy replies equal float32's on 1 of 5 prompts on this 0.5B model")
+MISSED = pytest.mark.xfail(strict=True, reason="int4's greedy replies equal float32's on 2 of 5 prompts on this 0.5B model")
 
 
 @pytest.fixture(scope="module")

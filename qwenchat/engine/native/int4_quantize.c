@@ -3,8 +3,9 @@
  * Why: the range search tries a few grids per group of 32 weights; as torch ops on (rows, groups,
  * 32) views that is a dozen passes over the matrix per grid, minutes for a 0.5B model on two
  * cores. Here each group stays in registers: a few seconds. The float operations are those of
- * the torch version in the same order, except the sum of squared errors (another order), so a
- * near-tie between two grids may rarely go the other way; either choice is a valid fit.
+ * the torch version in the same order, except the sums (another order: the squared errors in
+ * float, the least-squares moments in double), so a near-tie between two grids may rarely go the
+ * other way; either choice is a valid fit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -37,10 +38,52 @@ static inline uint16_t bf16_ceil(float x) { /* x > 0 */
     return from_bf16(b) < x ? (uint16_t)(b + 1) : b;
 }
 
+/* Squared error of the grid (scale, low) over x[0..valid), its codes written to q[0..group). */
+static float fit_grid(const float *x, int64_t valid, int64_t group, float scale, float low, uint8_t *q) {
+    float err = 0.0f;
+    for (int64_t j = 0; j < group; j++) {
+        const float v0 = j < valid ? x[j] : 0.0f;
+        float v = nearbyintf((v0 - low) / scale);
+        v = v < 0 ? 0 : v > 15 ? 15 : v;
+        q[j] = (uint8_t)v;
+        if (j < valid) {
+            const float e = v * scale + low - v0;
+            err += e * e;
+        }
+    }
+    return err;
+}
+
+/* Lloyd steps from the range search's grid: the least-squares (scale, low) for the codes q, rounded
+ * to bfloat16, then the codes for that grid; kept while the squared error falls (quantize_int4.py's
+ * _refine). */
+static void refine(const float *x, int64_t valid, int64_t group, int64_t steps, uint8_t *q, uint16_t *sb,
+                   uint16_t *lb, float *err) {
+    uint8_t cur[256];
+    for (int64_t it = 0; it < steps; it++) {
+        double sq = 0, sx = 0;
+        for (int64_t j = 0; j < valid; j++) sq += q[j], sx += x[j];
+        const double qm = sq / (double)valid, xm = sx / (double)valid;
+        double var = 0, cov = 0;
+        for (int64_t j = 0; j < valid; j++) {
+            var += (q[j] - qm) * (q[j] - qm);
+            cov += (q[j] - qm) * (x[j] - xm);
+        }
+        if (!(var > 0) || !(cov > 0)) return;
+        const double scale = cov / var;
+        const uint16_t s2 = to_bf16((float)scale), l2 = to_bf16((float)(xm - scale * qm));
+        if (!(from_bf16(s2) > 0)) return;
+        const float e2 = fit_grid(x, valid, group, from_bf16(s2), from_bf16(l2), cur);
+        if (!(e2 < *err)) return;
+        *err = e2, *sb = s2, *lb = l2;
+        memcpy(q, cur, (size_t)group);
+    }
+}
+
 /* w (N, K) float32 -> q (N, Kp / 2) packed nibbles, s and l (N, Kp / group) bfloat16; fracs: the
- * fractions of each group's range to try (the first is kept on ties). */
+ * fractions of each group's range to try (the first is kept on ties); steps: refine's at most. */
 void qc_int4_quantize(const float *w, int64_t N, int64_t K, int64_t group, const float *fracs, int64_t nfrac,
-                      uint8_t *q, uint16_t *s, uint16_t *l) {
+                      int64_t steps, uint8_t *q, uint16_t *s, uint16_t *l) {
     const int64_t Kp = (K + group - 1) / group * group, groups = Kp / group;
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -65,22 +108,13 @@ void qc_int4_quantize(const float *w, int64_t N, int64_t K, int64_t group, const
                 step = step < 1e-30f ? 1e-30f : step;
                 const uint16_t sb = bf16_ceil(step);
                 const float scale = from_bf16(sb);
-                float err = 0.0f;
-                for (int64_t j = 0; j < group; j++) {
-                    const float x = j < valid ? wg[j] : 0.0f;
-                    float v = nearbyintf((x - low) / scale);
-                    v = v < 0 ? 0 : v > 15 ? 15 : v;
-                    cur_q[j] = (uint8_t)v;
-                    if (j < valid) {
-                        const float e = v * scale + low - x;
-                        err += e * e;
-                    }
-                }
+                const float err = fit_grid(wg, valid, group, scale, low, cur_q);
                 if (f == 0 || err < best_err) {
                     best_err = err, best_s = sb, best_l = lb;
                     memcpy(best_q, cur_q, (size_t)group);
                 }
             }
+            if (valid > 0) refine(wg, valid, group, steps, best_q, &best_s, &best_l, &best_err);
             s[n * groups + g] = best_s;
             l[n * groups + g] = best_l;
             uint8_t *qg = q + n * (Kp / 2) + g * (group / 2);
