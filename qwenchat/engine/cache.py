@@ -77,7 +77,9 @@ class KVCache:
 
 
 class LayerCache:
-    """One layer's keys/values in a KVCache."""
+    """One layer's keys/values in a KVCache (model.py's KVWriter)."""
+
+    unwritten = None  # every position update returns has been written
 
     def __init__(self, cache: KVCache, layer: int) -> None:
         self._cache, self._layer = cache, layer

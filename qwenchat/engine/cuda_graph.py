@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
@@ -122,21 +121,30 @@ def _on(device: torch.device):
 @torch.inference_mode()
 def static_step(model: nn.Module, inputs: _Inputs, cache: KVCache, span: int) -> torch.Tensor:
     """The decode step with its position in a tensor and attention over `span` cache positions:
-    the model's own layers (DecoderLayer.step_with), fixed shapes throughout -> float32 logits
-    (1, 1, V)."""
+    the model's own layers (DecoderLayer.forward, each writing to a _Span), fixed shapes
+    throughout -> float32 logits (1, 1, V)."""
     backbone = model.model
     x = backbone.embed_tokens(inputs.token)  # (1, 1, H)
     cos, sin = model.rope_cos.index_select(0, inputs.pos), model.rope_sin.index_select(0, inputs.pos)  # (1, D)
-    hidden = torch.arange(span, device=x.device) > inputs.pos  # (span,): positions not yet written
+    unwritten = torch.arange(span, device=x.device) > inputs.pos  # (span,): positions not yet written
     for layer, keys, values in zip(backbone.layers, cache.layer_k, cache.layer_v):
-        x = layer.step_with(x, cos, sin, partial(_store, keys, values, inputs.pos, span), hidden)
+        x = layer(x, cos, sin, _Span(keys, values, inputs.pos, span, unwritten), 0)
     return model.logits(backbone.norm(x))
 
 
-def _store(keys: torch.Tensor, values: torch.Tensor, pos: torch.Tensor, span: int,
-           k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """The new key/value at the position in `pos`, by index (a recorded step cannot slice at a
-    Python position); returns the span attended to."""
-    keys.index_copy_(2, pos, k)
-    values.index_copy_(2, pos, v)
-    return keys[:, :, :span], values[:, :, :span]
+@dataclass
+class _Span:
+    """A layer's keys/values for a recorded step (model.py's KVWriter): the new ones written at the
+    position held in `pos`, by index (a recorded step cannot slice at a Python position); the
+    fixed span attended to, its unwritten positions hidden."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    pos: torch.Tensor
+    span: int
+    unwritten: torch.Tensor
+
+    def update(self, _pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys.index_copy_(2, self.pos, k)
+        self.values.index_copy_(2, self.pos, v)
+        return self.keys[:, :, : self.span], self.values[:, :, : self.span]

@@ -24,7 +24,7 @@ from qwenchat.engine.cache import KVCache
 from qwenchat.engine.constrain import Grammar
 from qwenchat.engine.errors import ModelOutputError, SettingsError
 from qwenchat.engine.model import Qwen2ForCausalLM
-from qwenchat.engine.prefill_blocks import PrefillCancelled
+from qwenchat.engine.layer_major import PrefillCancelled
 from qwenchat.engine.records import OPTION_RANGES, Chunk, FinishReason, Reply, Timings, Usage
 from qwenchat.engine.sampling import INVALID_SCORES, Sampler, SamplingParams
 from qwenchat.engine.threads import ThreadChooser, gpu_host, shared

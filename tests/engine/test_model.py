@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwenchat.engine import prefill_blocks
+from qwenchat.engine import layer_major
 from tests.engine.conftest import load_ours, new_cache
 
 VARIANTS = ["qwen25_05b", "qwen2_15b", "untied", "base"]
@@ -128,7 +128,7 @@ def test_last_only_prefill_equals_the_last_row_of_a_full_one(tiny_models, pos):
     assert torch.equal(last_cache.v[:, :, :, :n], full_cache.v[:, :, :, :n])
 
 
-# -- layer-major prefill (Qwen2ForCausalLM._prefill) against the plain per-layer path ------------
+# -- layer-major prefill (layer_major.prefill) against the plain per-layer path ------------
 
 PLAIN_CHUNK = 1024  # what generate.prefill fed per call before prefill went layer-major
 
@@ -155,7 +155,7 @@ def _plain_prefill(model, cache, ids: torch.Tensor, pos: int, last_only: bool, s
     """The old way: each layer's forward() over `size`-token chunks, those after the first with a
     full additive mask (what other devices still run); the logits of every position, or the last."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(prefill_blocks, "layer_major", lambda device: False)
+        mp.setattr(layer_major, "runs_on", lambda device: False)
         out = []
         for a in range(0, ids.shape[1], size):
             chunk = ids[:, a : a + size]
@@ -178,8 +178,8 @@ def test_layer_major_prefill_equals_the_plain_chunked_one(tiny_models, monkeypat
     generate.prefill did). int8 with torch's kernel rounds each product to bfloat16, so a changed
     summation order can move a value by one bfloat16 step; the other modes differ in the order
     of float32 sums only."""
-    monkeypatch.setattr(prefill_blocks, "ROW_BLOCK", 128)  # 3 row blocks
-    monkeypatch.setattr(prefill_blocks, "QUERY_BLOCK", 128)  # 3 query blocks on top of a cache
+    monkeypatch.setattr(layer_major, "ROW_BLOCK", 128)  # 3 row blocks
+    monkeypatch.setattr(layer_major, "QUERY_BLOCK", 128)  # 3 query blocks on top of a cache
     model, cfg = _load(tiny_models["qwen2_15b"], quantize)
     ids = torch.randint(0, 480, (1, prefix + 333), generator=torch.Generator().manual_seed(prefix + 5))
     plain_cache, cache = new_cache(cfg, 2048), new_cache(cfg, 2048)
@@ -199,7 +199,7 @@ def test_a_prompt_longer_than_a_row_block_and_a_plain_chunk_matches(tiny_models,
     """At the real ROW_BLOCK: ROW_BLOCK + 76 tokens in one layer-major call (two row blocks)
     against the plain path's 1,024-token chunks, on top of a 50-token prefix."""
     model, cfg = _load(tiny_models["qwen25_05b"], quantize, max_len=4096)
-    n = 50 + prefill_blocks.ROW_BLOCK + 76
+    n = 50 + layer_major.ROW_BLOCK + 76
     ids = torch.randint(0, 480, (1, n), generator=torch.Generator().manual_seed(9))
     plain_cache, cache = new_cache(cfg, 4096), new_cache(cfg, 4096)
     _plain_prefill(model, plain_cache, ids[:, :50], 0, True)
@@ -213,7 +213,7 @@ def test_a_prompt_longer_than_a_row_block_and_a_plain_chunk_matches(tiny_models,
 
 @pytest.mark.parametrize(("pos", "T", "block"), [(1, 5, 5), (37, 300, 128), (500, 1000, 256), (3, 129, 128)])
 def test_blocked_attention_equals_one_masked_call(pos, T, block):
-    from qwenchat.engine.prefill_blocks import block_mask, blocked_attention
+    from qwenchat.engine.layer_major import block_mask, blocked_attention
 
     g = torch.Generator().manual_seed(T)
     q = torch.randn(1, 6, T, 32, generator=g)
@@ -226,9 +226,9 @@ def test_blocked_attention_equals_one_masked_call(pos, T, block):
 
 
 def test_row_blocks_cover_the_rows_in_near_equal_blocks(monkeypatch):
-    from qwenchat.engine.prefill_blocks import row_blocks
+    from qwenchat.engine.layer_major import row_blocks
 
-    monkeypatch.setattr(prefill_blocks, "ROW_BLOCK", 1024)
+    monkeypatch.setattr(layer_major, "ROW_BLOCK", 1024)
     assert row_blocks(3417) == [(0, 855), (855, 1710), (1710, 2565), (2565, 3417)]
     assert row_blocks(1024) == [(0, 1024)] and row_blocks(1025) == [(0, 513), (513, 1025)]
     assert row_blocks(2) == [(0, 2)] and row_blocks(300, 128) == [(0, 100), (100, 200), (200, 300)]

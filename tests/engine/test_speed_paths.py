@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import qwenchat.engine.model as model_mod
-from qwenchat.engine import prefill_blocks
+from qwenchat.engine import layer_major
 from qwenchat.engine.cache import KVCache
 from qwenchat.engine.checkpoint import Int8Checkpoint, iter_checkpoint
 from qwenchat.engine.config import Qwen2Config
@@ -115,7 +115,7 @@ def test_a_long_prompt_attends_once_per_layer_or_in_query_blocks_on_a_cache(tiny
     skipped). A prompt on top of a cache: query blocks of at most QUERY_BLOCK rows, each against
     the keys up to its last position with a block-sized mask. The last layer: the last position
     only."""
-    monkeypatch.setattr(prefill_blocks, "QUERY_BLOCK", 128)
+    monkeypatch.setattr(layer_major, "QUERY_BLOCK", 128)
     seen = _spy_sdpa(monkeypatch)
     m, cfg = _load(tiny_models["qwen2_15b"], max_len=1024)
     cache = _cache(cfg, 1024)
@@ -127,7 +127,7 @@ def test_a_long_prompt_attends_once_per_layer_or_in_query_blocks_on_a_cache(tiny
 
 
 def test_a_long_prompt_runs_the_mlp_in_row_blocks_into_one_reused_buffer(tiny_models, monkeypatch):
-    monkeypatch.setattr(prefill_blocks, "ROW_BLOCK", 128)
+    monkeypatch.setattr(layer_major, "ROW_BLOCK", 128)
     m, cfg = _load(tiny_models["qwen2_15b"], max_len=1024)
     rows, ptrs = [], set()
     for layer in m.model.layers:
@@ -141,7 +141,7 @@ def test_a_last_only_prompt_projects_keys_and_values_in_row_blocks_in_its_final_
     """The final layer needs every row's keys/values but only the last row's output: its q/k/v
     products go in row blocks like the other layers' (no chunk-sized temporaries), the rest
     takes one row."""
-    monkeypatch.setattr(prefill_blocks, "ROW_BLOCK", 128)
+    monkeypatch.setattr(layer_major, "ROW_BLOCK", 128)
     m, cfg = _load(tiny_models["qwen2_15b"], max_len=1024)
     qkv_rows, mlp_rows = [], []
     for layer in m.model.layers:
@@ -157,7 +157,7 @@ def test_a_long_prompt_dequantizes_each_int8_matrix_once_per_layer(tiny_models, 
     layer of a last-only prompt dequantizes qkv only (its other products take one row)."""
     from qwenchat.engine.quantize import Scratch
 
-    monkeypatch.setattr(prefill_blocks, "ROW_BLOCK", 128)
+    monkeypatch.setattr(layer_major, "ROW_BLOCK", 128)
     d = tmp_path / "m"
     shutil.copytree(tiny_models["qwen2_15b"], d)
     m, cfg = _load(d, "int8", max_len=1024)
