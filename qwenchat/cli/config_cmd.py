@@ -63,11 +63,33 @@ def set_(
     value: Annotated[str, typer.Argument(metavar="VALUE")],
 ) -> None:
     """Validate VALUE and store it under KEY in the config file."""
+    if config.check_key(key, "config set") == "theme":
+        _check_theme(value.strip())
     stored = config.set_value(key, value, path=_path())
     sys.stderr.write(f"{key} = {config.toml_value(config.shown(key, stored))}  (in {_path()})\n")
     var = config.ENV_VARS.get(key)
     if var and config.read_env().get(key) is not None:
         sys.stderr.write(f"note: {var} is set in the environment and overrides this value\n")
+
+
+def _check_theme(name: str) -> None:
+    """A theme the app knows (Textual's, qwenchat's and the user's theme files), or a ConfigError
+    listing them: the app would only warn at start-up and fall back to its default."""
+    import difflib
+
+    from textual.theme import BUILTIN_THEMES
+
+    from qwenchat.paths import user_themes_dir
+    from qwenchat.tui.themes import load_themes
+
+    known = sorted(set(BUILTIN_THEMES) | set(load_themes().themes))
+    if name and name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise config.ConfigError(
+            f"unknown theme {name!r}",
+            f"{hint}the themes: {', '.join(known)} (your own go in {user_themes_dir()} as TOML files)",
+        )
 
 
 @config_app.command("unset")

@@ -56,6 +56,21 @@ def test_set_invalid_value_and_unknown_key(capsys) -> None:
     assert not config_file().exists()
 
 
+def test_set_theme_takes_only_a_theme_the_app_knows(capsys) -> None:
+    """An unknown name was stored and the app only warned at start-up: now it is refused, with the
+    closest name and the list; qwenchat's own themes and the user's theme files count too."""
+    assert run(["config", "set", "theme", "drakula"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown theme 'drakula'" in err and "did you mean 'dracula'" in err and "qwenchat-dark" in err
+    assert not config_file().exists()
+    assert run(["config", "set", "theme", "qwenchat-light"]) == 0
+    themes = config_file().parent / "themes"
+    themes.mkdir()
+    (themes / "mine.toml").write_text('name = "mine"\nprimary = "#00ff00"\ndark = true\n')
+    assert run(["config", "set", "theme", "mine"]) == 0
+    assert tomllib.loads(config_file().read_text())["theme"] == "mine"
+
+
 def test_unset(capsys) -> None:
     run(["config", "set", "seed", "1"])
     assert run(["config", "unset", "seed"]) == 0
