@@ -103,11 +103,16 @@ def name_kind(name: str) -> str | None:
 
 
 def check_name(name: str | None) -> None:
-    """The error `resolve_model` would give for a name that means no model, without its slow
-    work (a command that starts other things first says it before them)."""
+    """The error `resolve_model` would give for a name that means no model, or a path that holds
+    none, without its slow work (a command that starts other things first says it before them)."""
     name = (name or "").strip() or default_model_name()
-    if name_kind(name) is None:
+    kind = name_kind(name)
+    if kind is None:
         raise _unknown(name)
+    if kind == "local":
+        _check_local(Path(name).expanduser())
+    elif kind == "gguf":
+        _check_gguf(Path(name).expanduser())
 
 
 def resolve_model(name: str | None, *, download: bool = True,
@@ -155,16 +160,24 @@ def _unknown(name: str) -> HubError:
     return HubError(f"unknown model '{name}'", hint=hint)
 
 
-def _resolve_local(folder: Path) -> ResolvedModel:
+def _check_local(folder: Path) -> None:
     if not (folder / "config.json").is_file():
         raise HubError(f"{folder} has no config.json, so it is not a Hugging Face model directory",
                        hint="point at the folder that holds config.json, tokenizer.json and *.safetensors")
+
+
+def _check_gguf(file: Path) -> None:
+    if not file.is_file():
+        raise HubError(f"GGUF file {file} does not exist", hint="check the path")
+
+
+def _resolve_local(folder: Path) -> ResolvedModel:
+    _check_local(folder)
     return ResolvedModel(folder.resolve(), str(folder), None, None, "local")
 
 
 def _resolve_gguf(file: Path, progress: DownloadProgress | None = None) -> ResolvedModel:
-    if not file.is_file():
-        raise HubError(f"GGUF file {file} does not exist", hint="check the path")
+    _check_gguf(file)
     file = file.resolve()
     # The converter is imported only here: a .gguf name is the one case that may need it.
     from qwenchat.engine.gguf import import_gguf, import_is_current

@@ -93,7 +93,8 @@ def test_missing_extra_is_named(capsys, monkeypatch):
 
 def test_a_model_that_cannot_load_stops_the_server_with_its_error(capsys, tmp_path):
     broken = tmp_path / "broken-model"
-    broken.mkdir()  # a folder, but no model in it: found, then it fails to load
+    broken.mkdir()  # a model folder by its config.json, but no weights: found, then it fails to load
+    (broken / "config.json").write_text("{}")
     code = run(["serve", "-m", str(broken), "--port", "0"])
     err = capsys.readouterr().err
     assert code in (1, 2)
@@ -105,6 +106,11 @@ def test_a_name_that_means_no_model_is_refused_before_listening(capsys, tmp_path
     code = run(["serve", "-m", "nosuchmodel", "--port", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "unknown model 'nosuchmodel'" in err and "listening" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = run(["serve", "-m", str(empty), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "has no config.json" in err and "listening" not in err
 
 
 # -- a running server ------------------------------------------------------------------------------
