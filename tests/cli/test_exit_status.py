@@ -94,8 +94,17 @@ def test_the_chat_apps_options_before_another_command_are_a_usage_error(args, hi
     assert b"is the chat app's option" in r.stderr and hint in r.stderr and b"sk-secret" not in r.stderr
 
 
+@pytest.fixture
+def python_sigint():
+    """SIGINT at Python's own handler, as in a terminal: a suite run in the background (`cmd &`
+    from a script) starts with SIGINT ignored, which raise_on_termination rightly leaves alone."""
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_whose_exception_python_dropped_is_raised_again(signum, capfd):
+def test_a_signal_whose_exception_python_dropped_is_raised_again(signum, capfd, python_sigint):
     """Found hands-on: Ctrl+C 0.6-0.8 s after starting `ask` was lost one time in three (its
     KeyboardInterrupt raised inside a weakref callback during `import torch`, which Python only
     prints), and the reply ran to its end with exit status 0."""
