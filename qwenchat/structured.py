@@ -32,7 +32,7 @@ def constraint_from_flags(schema: str | None, json_object: bool, no_schema: bool
         raise UsageError("--no-schema given with --schema or --json-object", "use one of them")
     if json_object:
         return JSON_OBJECT
-    return None if schema is None else parse_schema(schema)
+    return None if schema is None else enforceable(parse_schema(schema), "--schema")
 
 
 def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
@@ -96,7 +96,23 @@ def from_text(text: str) -> dict[str, Any] | str | None:
     text = text.strip()
     if not text:
         return None
-    return JSON_OBJECT if text.lower() in ("json", JSON_OBJECT) else parse_schema(text, "the JSON output schema")
+    if text.lower() in ("json", JSON_OBJECT):
+        return JSON_OBJECT
+    name = "the JSON output schema"
+    return enforceable(parse_schema(text, name), name)
+
+
+def enforceable(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """`schema` when the engine can enforce it (its grammar, checked without a model: about a
+    millisecond), else a UsageError naming `name`: before a model loads, not after."""
+    from qwenchat.engine.errors import ConstraintError
+    from qwenchat.engine.schema_grammar import check_spec
+
+    try:
+        check_spec(schema)
+    except ConstraintError as e:
+        raise UsageError(f"{name}: {e.message}", e.hint) from None
+    return schema
 
 
 def to_text(constraint: dict[str, Any] | str | None) -> str:

@@ -23,76 +23,17 @@ output is complete, so a reply ends with valid JSON or is cut by the token limit
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from qwenchat.engine.errors import ConstraintError, ModelOutputError, SettingsError
+from qwenchat.engine.errors import ModelOutputError, SettingsError
+from qwenchat.engine.schema_grammar import JSON_OBJECT, check_spec, import_llguidance
 from qwenchat.engine.tokenizer import Tokenizer
 
-JSON_OBJECT = "json_object"  # any JSON object, no schema
-# Whitespace between JSON tokens: at most one line break and an indent, so pretty-printed JSON
-# fits but a model cannot spend its whole budget on blank lines.
-_WHITESPACE = r"(\r?\n)?[\x20\x09]{0,24}"
-_COMPILE_OPTIONS = {"whitespace_pattern": _WHITESPACE, "lenient": False}
-_UNSUPPORTED = ("Unimplemented keys", "Unknown format")
-
-
-def describe(spec: object) -> str:
-    """A short name of a constraint for notices and the status bar."""
-    if spec == JSON_OBJECT:
-        return "JSON object"
-    title = spec.get("title") if isinstance(spec, dict) else None
-    return f"JSON schema {title!r}" if isinstance(title, str) and title else "JSON schema"
-
-
-def check_spec(spec: object) -> str:
-    """The llguidance grammar of a constraint spec, or SettingsError naming what is wrong.
-    Needs no vocabulary, so it is cheap enough to run on every settings change."""
-    llguidance = _import()
-    if spec == JSON_OBJECT:
-        schema: dict[str, Any] = {"type": "object"}
-    elif isinstance(spec, dict):
-        schema = spec
-    else:
-        raise ConstraintError(
-            f"the output constraint must be a JSON schema (a JSON object) or {JSON_OBJECT!r}, "
-            f"got {type(spec).__name__}",
-            'give a schema such as {"type": "object", "properties": {...}}',
-        )
-    try:
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=_COMPILE_OPTIONS)
-    except (ValueError, TypeError) as e:
-        raise ConstraintError(f"invalid JSON schema: {e}", "check it with a JSON Schema validator") from None
-    problem = llguidance.LLMatcher.validate_grammar(grammar)
-    if problem:
-        raise _schema_error(problem)
-    return grammar
-
-
-def _schema_error(problem: str) -> ConstraintError:
-    problem = problem.strip().splitlines()[0]
-    if any(problem.startswith(p) for p in _UNSUPPORTED):
-        return ConstraintError(
-            f"the JSON schema uses something structured output cannot enforce: {problem}",
-            "remove or rewrite that part of the schema (not, if/then/else, propertyNames and "
-            "unknown formats are not supported)",
-        )
-    return ConstraintError(f"invalid JSON schema: {problem}", "fix the schema (see json-schema.org)")
-
-
-def _import() -> Any:
-    try:
-        import llguidance
-    except ImportError:
-        raise SettingsError(
-            "structured output needs the llguidance package, which is not installed",
-            "pip install llguidance (it is a dependency of qwenchat: reinstall qwenchat)",
-        ) from None
-    return llguidance
+__all__ = ["JSON_OBJECT", "Constraint", "Grammar", "Guidance", "check_spec"]
 
 
 class Guidance:
@@ -114,7 +55,7 @@ class Guidance:
     def ll_tokenizer(self) -> Any:
         with self._lock:
             if self._ll_tokenizer is None:
-                llguidance = _import()
+                llguidance = import_llguidance()
                 self._ll_tokenizer = llguidance.LLTokenizer(
                     self._tokenizer.backend_json(), eos_token=self._eos_ids or None
                 )
@@ -137,7 +78,7 @@ class Constraint:
     """One reply's grammar state: which tokens may come next."""
 
     def __init__(self, grammar: Grammar, vocab_size: int, device: torch.device) -> None:
-        llguidance = _import()
+        llguidance = import_llguidance()
         tok = grammar.guidance.ll_tokenizer()
         self._matcher = llguidance.LLMatcher(tok, grammar.text, log_level=0)
         self._check()

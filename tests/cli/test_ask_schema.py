@@ -63,7 +63,8 @@ def test_unsupported_schema_is_named_before_generation(model, isolated_home):
     bad = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
     r = qwenchat(["ask", "-m", model, "--schema", json.dumps(bad), "hi"], isolated_home)
     err = r.stderr.decode()
-    assert r.returncode == 1 and "cannot enforce" in err and '"not"' in err and "Traceback" not in err
+    assert r.returncode == 2 and "--schema: the JSON schema uses something structured output cannot enforce" in err
+    assert '"not"' in err and "Traceback" not in err
     assert stored(isolated_home) == []
 
 
@@ -72,8 +73,13 @@ def test_unsupported_schema_is_named_before_generation(model, isolated_home):
     (["--schema", "[1, 2]"], "not an object"),
     (["--schema", "missing/schema.json"], "not found"),
     (["--schema", "x", "--json-object"], "both given"),
+    # found by the grammar's check, before any model is looked for (exit 1 after the load before)
+    (["--schema", '{"type": "strin"}'], "--schema: invalid JSON schema"),
+    (["--schema", '{"properties": {"a": {"if": {}}}}'], "cannot enforce"),
 ])
 def test_bad_schema_argument_is_a_usage_error(isolated_home, args, needle):
+    """Every kind of bad schema is exit status 2, and said before the model is even looked for
+    (-m names no model here)."""
     r = qwenchat(["ask", "-m", "nowhere", *args, "hi"], isolated_home)
     assert r.returncode == 2 and needle in r.stderr.decode() and "Traceback" not in r.stderr.decode()
 

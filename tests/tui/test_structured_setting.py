@@ -46,7 +46,7 @@ async def test_schema_setting_saved_and_shown_in_status_bar(store):
     assert settings["constraint"] == "json_object"
 
 
-@pytest.mark.parametrize("typed", ["{bad", "a b c d", "1x int"])
+@pytest.mark.parametrize("typed", ["{bad", "a b c d", "1x int", '{"type": "strin"}', '{"not": {"type": "string"}}'])
 def test_a_bad_schema_in_the_app_names_the_setting_not_a_command_line_flag(typed):
     """The sampling dialog said "--schema is not valid JSON" (found hands-on): no flag is typed there."""
     from qwenchat.errors import UsageError
@@ -55,3 +55,4 @@ def test_a_bad_schema_in_the_app_names_the_setting_not_a_command_line_flag(typed
     with pytest.raises(UsageError) as caught:
         from_text(typed)
     assert "--schema" not in str(caught.value) and str(caught.value).startswith("the JSON output schema")
+    # the last two are valid JSON the engine cannot use: said in the dialog, not at the next send
