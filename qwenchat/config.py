@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from qwenchat.engine.records import OPTION_RANGES, QUANTIZE_MODES  # torch-free: the options' one declaration
+from qwenchat.engine.records import MIN_CONTEXT, OPTION_RANGES, QUANTIZE_MODES  # torch-free: the options' one declaration
 from qwenchat.errors import ConfigError
 
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -183,7 +183,7 @@ _RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "device": (_device, "auto, cpu, cuda, cuda:N or mps"),
     "dtype": (_dtype, "auto, float32, bfloat16, float16 (or fp32, bf16, fp16)"),
     "quantize": (_quantize, f"one of {', '.join(QUANTIZE_MODES)} (int8/int4: weight-only, lossy, smaller and faster on CPUs)"),
-    "context_limit": (_check(_int, lambda v: v > 0), "a whole number greater than 0"),
+    "context_limit": (_check(_int, lambda v: v >= MIN_CONTEXT), f"a whole number of tokens, at least {MIN_CONTEXT}"),
     "max_input": (_check(_size, lambda v: v > 0), "a number of bytes greater than 0 (K, M, G suffixes allowed)"),
     "kv_budget": (_check(_size, lambda v: v >= 0),
                   "a number of bytes, 0 or more, e.g. 512M or 2G (0: keep only the current conversation's cache)"),

@@ -68,7 +68,8 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
         ("device", "gpu", "auto, cpu, cuda, cuda:N or mps"),
         ("device", "cuda:x", "cuda:N"),
         ("dtype", "int8", "bfloat16"),
-        ("context_limit", "0", "greater than 0"),
+        ("context_limit", "0", "at least 16"),
+        ("context_limit", "10", "at least 16"),  # was stored, then every start failed (found hands-on)
         ("context_limit", "lots", "whole number"),
         ("temperature", "-1", "a number from 0 to 100"),
         ("temperature", "nan", "from 0 to 100"),

@@ -34,7 +34,7 @@ from qwenchat.engine.kv_pool import DEFAULT_BUDGET_BYTES, CachePool
 from qwenchat.engine import model_build
 from qwenchat.engine.model import Qwen2ForCausalLM
 from qwenchat.engine.model_build import matrix_params, weight_kinds
-from qwenchat.engine.records import Chunk, GenerateOptions, Reply
+from qwenchat.engine.records import MIN_CONTEXT, Chunk, GenerateOptions, Reply
 from qwenchat.engine.template import ChatTemplate
 from qwenchat.engine.tokenizer import Tokenizer
 
@@ -259,8 +259,8 @@ class ChatEngine:
 def _context_window(cfg: Qwen2Config, max_context: int | None) -> int:
     if max_context is None:
         return cfg.max_position_embeddings
-    if max_context < 16:
-        raise SettingsError(f"context limit {max_context} is too small", "use at least 16 tokens")
+    if max_context < MIN_CONTEXT:
+        raise SettingsError(f"context limit {max_context} is too small", f"use at least {MIN_CONTEXT} tokens")
     return min(max_context, cfg.max_position_embeddings)
 
 

@@ -114,6 +114,11 @@ OPTION_RANGES: dict[str, OptionRange] = {
 }
 
 
+# The smallest context window (tokens) the engine takes: a chat template's own markup for one short
+# turn is about 10. engine/chat.py enforces it; qwenchat.config checks `context_limit` with it.
+MIN_CONTEXT = 16
+
+
 # The one declaration of the weight formats `quantize` accepts (engine/device.py's
 # choose_quantize decides what each means; qwenchat.config and the command line derive their
 # checks and completions from this, torch-free). "auto": the engine's choice for the device.
