@@ -55,6 +55,7 @@ class QwenchatApp(App[None]):
         self.load_error: BaseException | None = None  # why the last load failed (None: it did not)
         self.chat = ChatScreen()
         self._loader: threading.Thread | None = None
+        self._stand_in_theme: str | None = None  # the theme shown for an unknown configured one
         self._load_seq = 0
 
     def get_driver_class(self) -> type[Driver]:
@@ -87,13 +88,15 @@ class QwenchatApp(App[None]):
                 self.notify(error_text(e)[0], title="Config", severity="warning", markup=False)
         if wanted not in self.available_themes:
             if wanted:
-                self.notify(f"unknown theme {wanted!r}", severity="warning", markup=False)
+                self.notify(f"unknown theme {wanted!r}: using {DEFAULT_THEME} for now", severity="warning", markup=False)
             wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+            self._stand_in_theme = wanted  # not the user's choice: never saved over theirs
         self.theme = wanted
         self.theme_changed_signal.subscribe(self, self._theme_changed)
 
     def _theme_changed(self, theme: Any) -> None:
-        if not self.persist_theme:
+        stand_in, self._stand_in_theme = self._stand_in_theme, None
+        if not self.persist_theme or theme.name == stand_in:
             return
         try:
             from qwenchat.config import set_value

@@ -283,6 +283,25 @@ async def test_theme_change_persists_in_config():
         assert app2.theme == "qwenchat-light"
 
 
+async def test_an_unknown_configured_theme_is_stood_in_for_not_overwritten():
+    """The stand-in theme was saved over the user's "nrod" (a typo, or a theme file not copied yet)
+    within seconds of starting (found hands-on); a theme the user then picks is saved."""
+    from qwenchat.paths import config_file
+
+    config_file().parent.mkdir(parents=True, exist_ok=True)
+    config_file().write_text('theme = "nrod"\n')
+    app = QwenchatApp(engine_factory(), persist_theme=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.theme == "qwenchat-dark"
+        assert any("unknown theme 'nrod'" in n.message for n in app._notifications)
+        await pilot.pause(0.3)
+        assert read_file()["theme"] == "nrod"
+        app.theme = "nord"
+        await pilot.pause()
+    assert read_file()["theme"] == "nord"
+
+
 async def test_help_lists_every_binding_and_palette_has_every_action():
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
