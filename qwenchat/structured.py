@@ -19,6 +19,8 @@ from typing import Any
 from qwenchat.errors import UsageError
 
 JSON_OBJECT = "json_object"  # the engine's name for "any JSON object" (engine/constrain.py)
+ANY_OBJECT_WORDS = ("json", JSON_OBJECT)  # what a SCHEMA may say for "any JSON object"
+OFF_WORDS = ("off", "none")  # the app's setting: no constraint (a field named "off" is not meant)
 _TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?:\s+(?P<type>\w+))?\s*(?::\s*(?P<desc>.*))?$", re.S)
 
@@ -32,7 +34,13 @@ def constraint_from_flags(schema: str | None, json_object: bool, no_schema: bool
         raise UsageError("--no-schema given with --schema or --json-object", "use one of them")
     if json_object:
         return JSON_OBJECT
-    return None if schema is None else enforceable(parse_schema(schema), "--schema")
+    if schema is None:
+        return None
+    word = schema.strip().lower()
+    if word in OFF_WORDS:
+        raise UsageError(f"--schema {schema.strip()} does not turn JSON output off",
+                         "use --no-schema (it also drops the schema a continued conversation keeps)")
+    return JSON_OBJECT if word in ANY_OBJECT_WORDS else enforceable(parse_schema(schema), "--schema")
 
 
 def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
@@ -92,11 +100,12 @@ def _json(text: str, where: str) -> dict[str, Any]:
 
 
 def from_text(text: str) -> dict[str, Any] | str | None:
-    """The app's setting: empty = off, `json` = any JSON object, else a schema (as --schema)."""
+    """The app's setting: empty or `off` = none, `json` = any JSON object, else a schema (as
+    --schema)."""
     text = text.strip()
-    if not text:
+    if not text or text.lower() in OFF_WORDS:
         return None
-    if text.lower() in ("json", JSON_OBJECT):
+    if text.lower() in ANY_OBJECT_WORDS:
         return JSON_OBJECT
     name = "the JSON output schema"
     return enforceable(parse_schema(text, name), name)

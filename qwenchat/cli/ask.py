@@ -63,7 +63,7 @@ def ask(
     plain: bool = typer.Option(False, "--plain", help="Plain text even on a terminal."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the reply when it is complete."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the reply and its stats."),
-    schema: Optional[str] = typer.Option(None, "--schema", metavar="SCHEMA", help="Reply with JSON valid against this JSON Schema: inline JSON, a file, or fields like 'name, age int, bio: a short bio'."),
+    schema: Optional[str] = typer.Option(None, "--schema", metavar="SCHEMA", help="Reply with JSON valid against this JSON Schema: inline JSON, a file, fields like 'name, age int, bio: a short bio', or json (any object)."),
     json_object: bool = typer.Option(False, "--json-object", help="Reply with a JSON object (any keys)."),
     no_schema: bool = typer.Option(False, "--no-schema", help="Reply in free text again: drop the schema a continued conversation saved."),
     usage: bool = typer.Option(False, "-u", "--usage", help="Print token counts and speeds to stderr."),

@@ -68,6 +68,13 @@ def test_unsupported_schema_is_named_before_generation(model, isolated_home):
     assert stored(isolated_home) == []
 
 
+@pytest.mark.parametrize("word", ["json", "JSON", "json_object"])
+def test_schema_json_means_any_json_object_as_in_the_app(word):
+    """`--schema json` made a schema with one field named "json"; the app's field took it as any
+    JSON object. Both mean the same now."""
+    assert constraint_from_flags(word, False) == JSON_OBJECT
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--schema", "{not json"], "not valid JSON"),
     (["--schema", "[1, 2]"], "not an object"),
@@ -76,6 +83,8 @@ def test_unsupported_schema_is_named_before_generation(model, isolated_home):
     # found by the grammar's check, before any model is looked for (exit 1 after the load before)
     (["--schema", '{"type": "strin"}'], "--schema: invalid JSON schema"),
     (["--schema", '{"properties": {"a": {"if": {}}}}'], "cannot enforce"),
+    # "off" made a one-field schema {"off": ...} (found hands-on): it points to --no-schema
+    (["--schema", "off"], "--no-schema"),
 ])
 def test_bad_schema_argument_is_a_usage_error(isolated_home, args, needle):
     """Every kind of bad schema is exit status 2, and said before the model is even looked for

@@ -46,6 +46,15 @@ async def test_schema_setting_saved_and_shown_in_status_bar(store):
     assert settings["constraint"] == "json_object"
 
 
+@pytest.mark.parametrize("typed", ["", "  ", "off", "OFF", "none"])
+def test_the_setting_turns_off_with_what_its_placeholder_says(typed):
+    """The placeholder reads "off; json, ...": typing "off" set a schema with a field "off" and the
+    next reply was {"off": "2"} (found hands-on)."""
+    from qwenchat.structured import from_text
+
+    assert from_text(typed) is None
+
+
 @pytest.mark.parametrize("typed", ["{bad", "a b c d", "1x int", '{"type": "strin"}', '{"not": {"type": "string"}}'])
 def test_a_bad_schema_in_the_app_names_the_setting_not_a_command_line_flag(typed):
     """The sampling dialog said "--schema is not valid JSON" (found hands-on): no flag is typed there."""
