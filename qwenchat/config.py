@@ -229,8 +229,24 @@ def _default_path(path: str | Path | None) -> Path:
 def read_file(path: str | Path | None = None) -> dict[str, Any]:
     """The validated, normalised values in the config file ({} when it does not exist)."""
     p = _default_path(path)
+    source = f"in {p}"
+    out = {}
+    for key, value in read_raw(p).items():
+        try:
+            out[check_key(key, source)] = parse_value(key, value, source=source)
+        except ConfigError as e:
+            fix = (f"fix it with `qwenchat config set {key} VALUE` or `qwenchat config unset {key}`" if key in _RULES
+                   else f"remove it with `qwenchat config unset {key}`")
+            raise ConfigError(e.message, f"{e.hint}; {fix}") from None
+    return out
+
+
+def read_raw(path: str | Path | None = None) -> dict[str, Any]:
+    """The config file's values as written, unchecked: what `config set` / `unset` rewrite, so a
+    bad value can be repaired with them ({} when there is no file)."""
+    p = _default_path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):  # no file (or no folder for one): defaults
         return {}
     except OSError as e:
@@ -239,8 +255,6 @@ def read_file(path: str | Path | None = None) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"the config file {p} is not valid TOML: {e}",
                           f"fix the line it names, or remove {p} to start over") from e
-    source = f"in {p}"
-    return {check_key(k, source): parse_value(k, v, source=source) for k, v in raw.items()}
 
 
 def read_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -300,8 +314,17 @@ def toml_value(value: Any) -> str:
 
 
 def dumps_toml(values: Mapping[str, Any]) -> str:
+    """The file's text: the known keys in their order, then any others the file had (kept as
+    written until the user removes them; a table or list there cannot be rewritten: ConfigError)."""
     lines = ["# qwenchat settings (`qwenchat config set KEY VALUE` rewrites this file)"]
     lines += [f"{k} = {toml_value(values[k])}" for k in KEYS if values.get(k) is not None]
+    for key, value in values.items():
+        if key in KEYS:
+            continue
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"the config file has {key!r}, a {type(value).__name__} qwenchat cannot rewrite",
+                              f"remove {key!r} from the file by hand (it is not a qwenchat setting)")
+        lines.append(f"{toml_value(key) if not re.fullmatch(r'[A-Za-z0-9_-]+', key) else key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -322,16 +345,17 @@ def set_value(key: str, value: Any, path: str | Path | None = None) -> Any:
     """Validate `value`, store it under `key` in the config file, and return the stored value."""
     parsed = parse_value(key, value, source="config set")
     p = _default_path(path)
-    _write(read_file(p) | {key: parsed}, p)
+    _write(read_raw(p) | {key: parsed}, p)
     return parsed
 
 
 def unset_value(key: str, path: str | Path | None = None) -> bool:
-    """Remove `key` from the config file; False when it was not set."""
-    check_key(key, "config unset")
+    """Remove `key` from the config file; False when it was not set. A key qwenchat does not know
+    is removed too when the file has it (a typo there stops every start)."""
     p = _default_path(path)
-    values = read_file(p)
+    values = read_raw(p)
     if key not in values:
+        check_key(key, "config unset")
         return False
     del values[key]
     _write(values, p)

@@ -35,15 +35,27 @@ def path() -> None:
 def show() -> None:
     """Print the effective settings (file < environment), with where each comes from."""
     p = _path()
-    found = config.sources(path=p)
+    raw, env = config.read_raw(p), config.read_env()
     typer.echo(f"# {p}{'' if p.exists() else ' (not created yet)'}")
     for key in config.KEYS:
-        if key in found:
-            value, source = found[key]
-            origin = "config file" if source == "file" else f"environment {source}"
-            typer.echo(f"{key} = {config.toml_value(config.shown(key, value))}  # {origin}")
+        if key in env:
+            typer.echo(f"{key} = {config.toml_value(config.shown(key, env[key]))}  # environment {config.ENV_VARS[key]}")
+        elif key in raw:
+            typer.echo(_file_line(key, raw[key], p))
         else:
             typer.echo(f"# {key} is not set (default)")
+    for key in raw.keys() - set(config.KEYS):
+        typer.echo(f"# {key} in the config file is not a setting: `qwenchat config unset {key}` removes it")
+
+
+def _file_line(key: str, value: object, p) -> str:
+    """A config-file value as `show` prints it: a bad one says so (it stops every start) and how
+    to fix it, where it used to stop `show` itself."""
+    try:
+        value = config.parse_value(key, value, source=f"in {p}")
+    except config.ConfigError as e:
+        return f"{key} = {config.toml_value(value)}  # config file: INVALID, {e.hint}; `qwenchat config set {key} VALUE` fixes it"
+    return f"{key} = {config.toml_value(config.shown(key, value))}  # config file"
 
 
 @config_app.command("get")

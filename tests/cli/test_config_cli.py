@@ -81,7 +81,27 @@ def test_unset(capsys) -> None:
 def test_broken_config_file_is_reported_without_traceback() -> None:
     config_file().parent.mkdir(parents=True)
     config_file().write_text("top_k = 'many'\n")
-    proc = subprocess.run([sys.executable, "-m", "qwenchat", "config", "show"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert "invalid value 'many' for top_k" in proc.stderr and "Traceback" not in proc.stderr
+    run_ = lambda *args: subprocess.run([sys.executable, "-m", "qwenchat", "config", *args], cwd=ROOT,  # noqa: E731
+                                        capture_output=True, text=True, timeout=120)
+    proc = run_("get", "top_k")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "invalid value 'many' for top_k" in proc.stderr and "qwenchat config set top_k VALUE" in proc.stderr
+    proc = run_("show")  # it stopped at the bad value too; now it shows it, marked
+    assert proc.returncode == 0 and "top_k = \"many\"  # config file: INVALID" in proc.stdout
+
+
+def test_a_bad_value_or_unknown_key_in_the_file_is_repaired_with_config_set_and_unset(capsys) -> None:
+    """Every command failed on `temperature = 500` in the file, the ones that would fix it too
+    (found hands-on); other lines are kept as written."""
+    config_file().parent.mkdir(parents=True)
+    config_file().write_text('temperature = 500\ntheme = "nord"\ncolour = "red"\n')
+    assert run(["config", "get", "theme"]) == 1  # every start stops here until it is fixed
+    assert run(["config", "set", "temperature", "0.5"]) == 0
+    assert tomllib.loads(config_file().read_text()) == {"temperature": 0.5, "theme": "nord", "colour": "red"}
+    capsys.readouterr()
+    assert run(["config", "get", "theme"]) == 1
+    assert "remove it with `qwenchat config unset colour`" in capsys.readouterr().err
+    assert run(["config", "unset", "colour"]) == 0
+    assert tomllib.loads(config_file().read_text()) == {"temperature": 0.5, "theme": "nord"}
+    assert run(["config", "get", "theme"]) == 0
+    assert run(["config", "unset", "colr"]) == 1  # not in the file: still a typo to point out
