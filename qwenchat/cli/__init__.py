@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import typer
@@ -56,7 +57,7 @@ def _run(argv: list[str] | None) -> int:
     except typer.Abort:  # an aborted confirmation (or end of input at one)
         return _stopped(stopped(KeyboardInterrupt()))
     except CLI_ERROR as e:
-        hint = _unknown_option(e)
+        hint = _unknown_option(e, sys.argv[1:] if argv is None else argv)
         e.show()
         if hint:
             sys.stderr.write(f"  hint: {hint}\n")
@@ -73,10 +74,10 @@ def _run(argv: list[str] | None) -> int:
     return rv if isinstance(rv, int) else 0
 
 
-def _unknown_option(e: Exception) -> str | None:
+def _unknown_option(e: Exception, argv: list[str]) -> str | None:
     """For an unknown option: the command's options it begins (click suggests look-alikes:
-    `--temp` got "--help, --stop, --system", not --temperature), or, for what reads as text, how
-    to pass text that starts with '-'."""
+    `--temp` got "--help, --stop, --system", not --temperature), or, for what reads as text or a
+    number (`-5 plus 3?`, `config set temperature -1`), the same command with `--` before it."""
     name = getattr(e, "option_name", None)
     if type(e).__name__ != "NoSuchOption" or not name:
         return None
@@ -85,10 +86,11 @@ def _unknown_option(e: Exception) -> str | None:
     if opts and name.startswith("--"):
         e.possibilities = opts  # click prints them as "Possible options"
         return None
-    if not name[1:2].isalpha():  # "-5 plus 3?": a prompt, not an option
-        command = ctx.command_path if ctx else "qwenchat ask"
-        return f"text that starts with '-' goes after `--`: {command} -- \"{name} ...\""
-    return None
+    at = [i for i, arg in enumerate(argv) if arg.startswith(name)]  # click names "-5" of "-5 plus 3?"
+    if name.lstrip("-")[:1].isalpha() or not at:  # a mistyped option (`--temprature`)
+        return None
+    i = at[0]
+    return f"text that starts with '-' goes after `--`: qwenchat {shlex.join(argv[:i] + ['--'] + argv[i:])}"
 
 
 def _stopped(e: Stopped) -> int:

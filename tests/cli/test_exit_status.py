@@ -134,6 +134,8 @@ def test_a_signal_whose_exception_python_dropped_is_raised_again(signum, capfd, 
         (["ask", "-5 plus 3?"], b"text that starts with '-' goes after `--`: qwenchat ask -- "),
         (["ask", "--temp", "0", "hi"], b"(Possible options: --temperature)"),
         (["ask", "--top", "0", "hi"], b"(Possible options: --top-k, --top-p)"),
+        # the command as typed with `--` where it goes (was `qwenchat config set -- "-1 ..."`, which fails)
+        (["config", "set", "temperature", "-1"], b"goes after `--`: qwenchat config set temperature -- -1\n"),
     ],
 )
 def test_an_unknown_option_suggests_what_was_meant(args, said, isolated_home):
@@ -143,6 +145,15 @@ def test_an_unknown_option_suggests_what_was_meant(args, said, isolated_home):
 
     r = run_cli(args, isolated_home)
     assert r.returncode == 2 and said in r.stderr, r.stderr
+
+
+def test_a_mistyped_option_is_not_told_to_go_after_double_dash(isolated_home):
+    """`--temprature` got "text that starts with '-' goes after `--`" (found hands-on): it is an
+    option name with a typo, not text."""
+    from tests.cli.inprocess import run_cli
+
+    r = run_cli(["ask", "--temprature", "1", "hi"], isolated_home)
+    assert r.returncode == 2 and b"--temperature" in r.stderr and b"goes after" not in r.stderr, r.stderr
 
 
 def test_a_prompt_of_several_unquoted_words_is_one_prompt(tiny_model, isolated_home):
