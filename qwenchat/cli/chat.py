@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import typer
 
-from qwenchat.cli.app import app
+from qwenchat.cli.app import app, settings_with_flags
+from qwenchat.config import QUANTIZE_HELP
 from qwenchat.errors import UsageError
 
 ModelOpt = typer.Option(None, "-m", "--model", help="Model alias, Hub repo id, local folder, .gguf file, or a server's URL (http://host:8000/v1[#MODEL]).")
@@ -21,6 +22,7 @@ CidOpt = typer.Option(None, "--cid", help="Continue the conversation with this i
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
 DtypeOpt = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16.")
 ThemeOpt = typer.Option(None, "--theme", help="Theme name (saved choice otherwise).")
+QuantizeOpt = typer.Option(None, "--quantize", help=QUANTIZE_HELP)
 
 
 def make_session_factory(settings: Any) -> Any:
@@ -38,12 +40,11 @@ def make_session_factory(settings: Any) -> Any:
 
 
 def open_tui(model: str | None, cont: bool, cid: int | None, device: str | None, dtype: str | None,
-             theme: str | None = None, api_key: str | None = None) -> None:
-    from qwenchat.config import load_settings
+             theme: str | None = None, api_key: str | None = None, quantize: str | None = None) -> None:
     from qwenchat.startup import choose_start
     from qwenchat.store import Store
 
-    settings = load_settings().merged({"device": device, "dtype": dtype, "api_key": api_key})
+    settings = settings_with_flags({"device": device, "dtype": dtype, "quantize": quantize, "api_key": api_key})
     with Store.open() as store:
         start = choose_start(store, model, cont, cid)  # the conversation's own model unless -m
     from qwenchat.tui import run_app
@@ -60,13 +61,15 @@ def main_callback(
     cid: Optional[int] = CidOpt,
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
+    quantize: Optional[str] = QuantizeOpt,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Chat with a local Qwen2/Qwen2.5 model. With no command, opens the chat app."""
     if ctx.invoked_subcommand is None:
-        open_tui(model, cont, cid, device, dtype, api_key=api_key)
+        open_tui(model, cont, cid, device, dtype, api_key=api_key, quantize=quantize)
         return
-    given = {"-m": model, "--cid": cid, "--device": device, "--dtype": dtype, "--api-key": api_key and "KEY"}
+    given = {"-m": model, "--cid": cid, "--device": device, "--dtype": dtype, "--quantize": quantize,
+             "--api-key": api_key and "KEY"}
     given = {flag: value for flag, value in given.items() if value is not None} | ({"-c": ""} if cont else {})
     if given:  # they were the app's, and silently dropped: `qwenchat -m coder ask` used the default model
         flag, value = next(iter(given.items()))
@@ -86,8 +89,9 @@ def chat(
     cid: Optional[int] = CidOpt,
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
+    quantize: Optional[str] = QuantizeOpt,
     theme: Optional[str] = ThemeOpt,
     api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Open the chat app (F1 lists the keys)."""
-    open_tui(model, cont, cid, device, dtype, theme, api_key)
+    open_tui(model, cont, cid, device, dtype, theme, api_key, quantize)
