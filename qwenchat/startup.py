@@ -131,20 +131,40 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
     rules of engine/device.py's choose_quantize); int4 mode's cache when int4 is asked for. A
     wrong guess costs only that background read."""
     from qwenchat.engine import prefetch
-    from qwenchat.paths import int8_cache_dir
 
+    path = _weight_cache(settings, model_dir)
+    if path is None or not path.is_file():
+        return None
     quantize = (settings.quantize or "auto").strip().lower()
     device = (settings.device or "auto").strip().lower()
     dtype = (settings.dtype or "auto").strip().lower()
-    path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
-    if quantize == "int4":
-        path = path.with_name(prefetch.INT4_CACHE_FILE)
-    if quantize not in ("auto", "int8", "int4") or not path.is_file():  # none, a typo
-        return None
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
     if quantize == "auto" and not (on_cpu and dtype == "auto"):
         return None
     return prefetch.start(path)
+
+
+def _weight_cache(settings: "Settings", model_dir: Path) -> Path | None:
+    """Where the quantized weights of `model_dir` are kept for the quantize setting (int8 mode's,
+    also auto's; int4 mode's), or None for none."""
+    from qwenchat.engine import prefetch
+    from qwenchat.paths import int8_cache_dir
+
+    quantize = (settings.quantize or "auto").strip().lower()
+    if quantize not in ("auto", "int8", "int4"):  # none, a typo
+        return None
+    path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
+    return path.with_name(prefetch.INT4_CACHE_FILE) if quantize == "int4" else path
+
+
+def conversion_note(settings: "Settings", model_dir: Path) -> str | None:
+    """What to say while a load converts the weights first (int8 or int4 asked for, no cache of
+    them yet: ~15-20 s for a 0.5B model on 2 cores, once), or None."""
+    quantize = (settings.quantize or "").strip().lower()
+    path = _weight_cache(settings, model_dir)
+    if quantize not in ("int8", "int4") or path is None or path.is_file():
+        return None
+    return f"converting the weights to {quantize} (once: later starts reuse them)"
 
 
 def _gpu_likely() -> bool:

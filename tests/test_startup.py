@@ -94,6 +94,27 @@ def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_m
     prefetch.discard(ahead)
 
 
+def test_a_first_int4_or_int8_load_says_it_converts_the_weights(tmp_path):
+    """The first `--quantize int4` run sat ~20 s under "loading model..." (found hands-on)."""
+    from qwenchat import startup
+    from qwenchat.config import Settings
+    from qwenchat.engine import prefetch
+    from qwenchat.paths import int8_cache_dir
+
+    d = tmp_path / "m"
+    d.mkdir()
+    assert startup.conversion_note(Settings(quantize="int4"), d) == \
+        "converting the weights to int4 (once: later starts reuse them)"
+    assert "int8" in startup.conversion_note(Settings(quantize="int8"), d)
+    assert startup.conversion_note(Settings(), d) is None  # auto may keep float weights: not said
+    assert startup.conversion_note(Settings(quantize="none"), d) is None
+    path = prefetch.int8_cache_path(int8_cache_dir(), d).with_name(prefetch.INT4_CACHE_FILE)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\0" * 64)
+    assert startup.conversion_note(Settings(quantize="int4"), d) is None  # converted before
+    assert startup.conversion_note(Settings(quantize="int8"), d) is not None  # int8 mode's file is another
+
+
 @pytest.mark.parametrize("mode", ["int8", "int4"])
 def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_model, tmp_path, monkeypatch, mode):
     """Every front end (ask and the TUI) gets the read-ahead: load_engine starts it, the engine's

@@ -181,7 +181,7 @@ def _load(settings, flags):
     from qwenchat.cli.models import RichDownloadProgress
     from qwenchat.models import resolve_model
     from qwenchat.remote.reference import is_remote
-    from qwenchat.startup import load_engine
+    from qwenchat.startup import conversion_note, load_engine
 
     if is_remote(settings.model):
         ignored = [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY_FLAGS if flags.get(k) is not None]
@@ -190,7 +190,9 @@ def _load(settings, flags):
             warn(f"{', '.join(ignored)} {verb} to a local model only; the server decides {these}")
         return _spinning("connecting to the server…", lambda: load_engine(settings))
     resolved = resolve_model(settings.model, progress=RichDownloadProgress())
-    return _spinning("loading model…", lambda: load_engine(settings, resolved=resolved))
+    converting = conversion_note(settings, resolved.path)
+    return _spinning(f"loading model… {converting}" if converting else "loading model…",
+                     lambda: load_engine(settings, resolved=resolved))
 
 
 LOCAL_ONLY_FLAGS = ("device", "dtype", "quantize", "context_limit")
