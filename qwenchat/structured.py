@@ -11,6 +11,7 @@ with type str (the default), int, float or bool, all required:
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ JSON_OBJECT = "json_object"  # the engine's name for "any JSON object" (engine/c
 ANY_OBJECT_WORDS = ("json", JSON_OBJECT)  # what a SCHEMA may say for "any JSON object"
 OFF_WORDS = ("off", "none")  # the app's setting: no constraint (a field named "off" is not meant)
 _TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+_JSON_TYPE_NAMES = {v: v for v in _TYPES.values()}  # JSON Schema's own names are taken too
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?:\s+(?P<type>\w+))?\s*(?::\s*(?P<desc>.*))?$", re.S)
 
 
@@ -72,9 +74,12 @@ def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
             raise UsageError(f"{name} field {part!r} is not 'name [type][: description]'",
                              f"e.g. {_flag(name)}'name, age int, bio: a short bio'")
         kind = (m["type"] or "str").lower()
-        if kind not in _TYPES:
-            raise UsageError(f"{name} field {m['name']!r} has type {kind!r}", f"use one of {', '.join(_TYPES)}")
-        prop: dict[str, Any] = {"type": _TYPES[kind]}
+        types = _TYPES | _JSON_TYPE_NAMES
+        if kind not in types:
+            close = difflib.get_close_matches(kind, list(types), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"{name} field {m['name']!r} has type {kind!r}", f"{hint}use one of {', '.join(_TYPES)}")
+        prop: dict[str, Any] = {"type": types[kind]}
         if m["desc"]:
             prop["description"] = m["desc"].strip()
         properties[m["name"]] = prop

@@ -105,10 +105,19 @@ def test_concise_form() -> None:
     assert constraint_from_flags(None, True) == JSON_OBJECT and constraint_from_flags(None, False) is None
 
 
-@pytest.mark.parametrize("value", ["age integer", "", "name, 9lives"])
+@pytest.mark.parametrize("value", ["age integr", "", "name, 9lives"])
 def test_concise_form_errors(value: str) -> None:
     with pytest.raises(UsageError):
         parse_schema(value)
+
+
+def test_concise_form_takes_json_schemas_type_names_and_suggests_for_a_typo() -> None:
+    """`age integer` was refused with "use one of str, int, float, bool" (found hands-on)."""
+    props = parse_schema("age integer, ok boolean, x number, s string")["properties"]
+    assert [p["type"] for p in props.values()] == ["integer", "boolean", "number", "string"]
+    with pytest.raises(UsageError) as caught:
+        parse_schema("age integr")
+    assert "did you mean 'integer'?" in str(caught.value)
 
 
 def test_a_saved_schema_is_said_on_continuing_and_no_schema_drops_it(model, isolated_home):
