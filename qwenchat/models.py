@@ -154,6 +154,9 @@ def repo_ref(name: str) -> tuple[str, str | None, str] | None:
 
 
 def _unknown(name: str) -> HubError:
+    if name.startswith(("/", "./", "../", "~")):  # a path, not a name: say so (found hands-on)
+        return HubError(f"{name} does not exist (no such file or folder)",
+                        hint="check the path; a model folder holds config.json, or give a .gguf file")
     close = catalog.suggest(name, extra=[p.name for p in _imported_dirs()])
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     hint += "`qwenchat models` lists the aliases; a Hub repo is owner/name; a path must exist"

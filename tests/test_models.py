@@ -54,6 +54,14 @@ def test_unknown_name_suggests_close_aliases() -> None:
     assert "did you mean qwen2.5-0.5b-instruct" in err.value.hint
 
 
+@pytest.mark.parametrize("path", ["/tmp/no/such/model", "./nope", "~/nope-model"])
+def test_a_missing_path_is_said_to_be_missing_not_an_unknown_model(path: str) -> None:
+    """`serve -m /tmp/nope` said "unknown model '/tmp/nope'" with alias suggestions (found hands-on)."""
+    with pytest.raises(HubError, match="does not exist") as err:
+        resolve_model(path)
+    assert "unknown model" not in str(err.value) and "check the path" in err.value.hint
+
+
 def test_bad_repo_id() -> None:
     with pytest.raises(HubError, match="not a Hub repo id"):
         resolve_model("acme/tiny@")
