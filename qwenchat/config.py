@@ -235,10 +235,15 @@ def read_file(path: str | Path | None = None) -> dict[str, Any]:
         try:
             out[check_key(key, source)] = parse_value(key, value, source=source)
         except ConfigError as e:
-            fix = (f"fix it with `qwenchat config set {key} VALUE` or `qwenchat config unset {key}`" if key in _RULES
-                   else f"remove it with `qwenchat config unset {key}`")
-            raise ConfigError(e.message, f"{e.hint}; {fix}") from None
+            raise ConfigError(e.message, f"{e.hint}; {repair_hint(key)}") from None
     return out
+
+
+def repair_hint(key: str) -> str:
+    """How to mend `key` in the config file from the shell (config set/unset rewrite a bad file)."""
+    if key in _RULES:
+        return f"fix it with `qwenchat config set {key} VALUE` or `qwenchat config unset {key}`"
+    return f"remove it with `qwenchat config unset {key}`"
 
 
 def read_raw(path: str | Path | None = None) -> dict[str, Any]:

@@ -97,9 +97,14 @@ def name_kind(name: str) -> str | None:
         return "alias"
     if _imported_dir(name) is not None:
         return "imported"
-    if "/" in name and not name.startswith((".", "/", "~")):
+    if "/" in name and not _looks_like_path(name):
         return "hub"
     return None
+
+
+def _looks_like_path(name: str) -> bool:
+    """Text that can only mean a file or folder (never an alias or a Hub id)."""
+    return name.startswith((".", "/", "~"))
 
 
 def check_name(name: str | None) -> None:
@@ -154,7 +159,7 @@ def repo_ref(name: str) -> tuple[str, str | None, str] | None:
 
 
 def _unknown(name: str) -> HubError:
-    if name.startswith(("/", "./", "../", "~")):  # a path, not a name: say so (found hands-on)
+    if _looks_like_path(name):  # a path, not a name: say so (found hands-on)
         return HubError(f"{name} does not exist (no such file or folder)",
                         hint="check the path; a model folder holds config.json, or give a .gguf file")
     close = catalog.suggest(name, extra=[p.name for p in _imported_dirs()])

@@ -17,13 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from qwenchat.engine.records import JSON_OBJECT  # torch-free: the engine's name for any JSON object
 from qwenchat.errors import UsageError
 
-JSON_OBJECT = "json_object"  # the engine's name for "any JSON object" (engine/constrain.py)
 ANY_OBJECT_WORDS = ("json", JSON_OBJECT)  # what a SCHEMA may say for "any JSON object"
 OFF_WORDS = ("off", "none")  # the app's setting: no constraint (a field named "off" is not meant)
 _TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
-_JSON_TYPE_NAMES = {v: v for v in _TYPES.values()}  # JSON Schema's own names are taken too
+_TYPE_NAMES = _TYPES | {v: v for v in _TYPES.values()}  # JSON Schema's own names are taken too
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?:\s+(?P<type>\w+))?\s*(?::\s*(?P<desc>.*))?$", re.S)
 
 
@@ -42,7 +42,7 @@ def constraint_from_flags(schema: str | None, json_object: bool, no_schema: bool
     if word in OFF_WORDS:
         raise UsageError(f"--schema {schema.strip()} does not turn JSON output off",
                          "use --no-schema (it also drops the schema a continued conversation keeps)")
-    return JSON_OBJECT if word in ANY_OBJECT_WORDS else enforceable(parse_schema(schema), "--schema")
+    return _constraint(schema, "--schema")
 
 
 def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
@@ -74,12 +74,11 @@ def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
             raise UsageError(f"{name} field {part!r} is not 'name [type][: description]'",
                              f"e.g. {_flag(name)}'name, age int, bio: a short bio'")
         kind = (m["type"] or "str").lower()
-        types = _TYPES | _JSON_TYPE_NAMES
-        if kind not in types:
-            close = difflib.get_close_matches(kind, list(types), n=1)
+        if kind not in _TYPE_NAMES:
+            close = difflib.get_close_matches(kind, list(_TYPE_NAMES), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UsageError(f"{name} field {m['name']!r} has type {kind!r}", f"{hint}use one of {', '.join(_TYPES)}")
-        prop: dict[str, Any] = {"type": types[kind]}
+        prop: dict[str, Any] = {"type": _TYPE_NAMES[kind]}
         if m["desc"]:
             prop["description"] = m["desc"].strip()
         properties[m["name"]] = prop
@@ -110,9 +109,14 @@ def from_text(text: str) -> dict[str, Any] | str | None:
     text = text.strip()
     if not text or text.lower() in OFF_WORDS:
         return None
-    if text.lower() in ANY_OBJECT_WORDS:
+    return _constraint(text, "the JSON output schema")
+
+
+def _constraint(text: str, name: str) -> dict[str, Any] | str:
+    """A SCHEMA as typed (`json`, or what parse_schema takes) -> the constraint the engine can
+    enforce; `name`: where it was typed, for the errors."""
+    if text.strip().lower() in ANY_OBJECT_WORDS:
         return JSON_OBJECT
-    name = "the JSON output schema"
     return enforceable(parse_schema(text, name), name)
 
 

@@ -86,10 +86,11 @@ def _unknown_option(e: Exception, argv: list[str]) -> str | None:
     if opts and name.startswith("--"):
         e.possibilities = opts  # click prints them as "Possible options"
         return None
-    at = [i for i, arg in enumerate(argv) if arg.startswith(name)]  # click names "-5" of "-5 plus 3?"
-    if name.lstrip("-")[:1].isalpha() or not at:  # a mistyped option (`--temprature`)
+    if name.lstrip("-")[:1].isalpha():  # a mistyped option (`--temprature`), not text
         return None
-    i = at[0]
+    i = next((i for i, arg in enumerate(argv) if arg.startswith(name)), None)  # click names "-5" of "-5 plus 3?"
+    if i is None:
+        return None
     return f"text that starts with '-' goes after `--`: qwenchat {shlex.join(argv[:i] + ['--'] + argv[i:])}"
 
 

@@ -45,7 +45,7 @@ def show() -> None:
         else:
             typer.echo(f"# {key} is not set (default)")
     for key in raw.keys() - set(config.KEYS):
-        typer.echo(f"# {key} in the config file is not a setting: `qwenchat config unset {key}` removes it")
+        typer.echo(f"# {key} in the config file is not a setting: {config.repair_hint(key)}")
 
 
 def _file_line(key: str, value: object, p) -> str:
@@ -54,7 +54,7 @@ def _file_line(key: str, value: object, p) -> str:
     try:
         value = config.parse_value(key, value, source=f"in {p}")
     except config.ConfigError as e:
-        return f"{key} = {config.toml_value(value)}  # config file: INVALID, {e.hint}; `qwenchat config set {key} VALUE` fixes it"
+        return f"{key} = {config.toml_value(value)}  # config file: INVALID, {e.hint}; {config.repair_hint(key)}"
     return f"{key} = {config.toml_value(config.shown(key, value))}  # config file"
 
 

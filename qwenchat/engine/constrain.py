@@ -30,10 +30,8 @@ from typing import Any
 import torch
 
 from qwenchat.engine.errors import ModelOutputError, SettingsError
-from qwenchat.engine.schema_grammar import JSON_OBJECT, check_spec, import_llguidance
+from qwenchat.engine.schema_grammar import check_spec, import_llguidance
 from qwenchat.engine.tokenizer import Tokenizer
-
-__all__ = ["JSON_OBJECT", "Constraint", "Grammar", "Guidance", "check_spec"]
 
 
 class Guidance:

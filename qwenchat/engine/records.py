@@ -114,6 +114,11 @@ OPTION_RANGES: dict[str, OptionRange] = {
 }
 
 
+# The output constraint that means any JSON object (no schema): GenerateOptions.constraint's one
+# value that is not a schema (engine/schema_grammar.py builds its grammar).
+JSON_OBJECT = "json_object"
+
+
 # The smallest context window (tokens) the engine takes: a chat template's own markup for one short
 # turn is about 10. engine/chat.py enforces it; qwenchat.config checks `context_limit` with it.
 MIN_CONTEXT = 16

@@ -9,8 +9,7 @@ import json
 from typing import Any
 
 from qwenchat.engine.errors import ConstraintError, SettingsError
-
-JSON_OBJECT = "json_object"  # any JSON object, no schema
+from qwenchat.engine.records import JSON_OBJECT
 # Whitespace between JSON tokens: at most one line break and an indent, so pretty-printed JSON
 # fits but a model cannot spend its whole budget on blank lines.
 _WHITESPACE = r"(\r?\n)?[\x20\x09]{0,24}"

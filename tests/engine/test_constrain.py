@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from qwenchat.engine.chat import ChatEngine
-from qwenchat.engine.constrain import JSON_OBJECT, check_spec
+from qwenchat.engine.schema_grammar import JSON_OBJECT, check_spec
 from qwenchat.engine.errors import SettingsError
 from qwenchat.engine.records import GenerateOptions, Reply
 
