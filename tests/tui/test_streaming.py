@@ -65,7 +65,8 @@ async def test_streamed_reply_updates_at_a_bounded_rate_and_ends_as_a_redraw_sho
         assert screen_text(app) == streamed
 
 
-async def test_the_gil_changes_hands_quickly_only_while_a_reply_streams():
+async def test_only_while_a_reply_streams_the_gil_changes_hands_quickly_and_the_cursor_holds_still():
+    """Both spare the engine the UI thread's time: a blinking cursor is two repaints a second."""
     hold = threading.Event()
     app, _ = make_app(hold=hold)
     sys.setswitchinterval(0.005)  # Python's default, whatever an earlier test left
@@ -78,10 +79,13 @@ async def test_the_gil_changes_hands_quickly_only_while_a_reply_streams():
             await pilot.press("enter")
             await wait_for(pilot, lambda: chat.buffer.tokens == 1, timeout=30)  # held after its first word
             assert sys.getswitchinterval() == pytest.approx(STREAMING_SWITCH_INTERVAL)  # stored in µs
+            box = chat.input
+            assert box.has_focus and not box.cursor_blink and box._draw_cursor  # shown, not blinking
         finally:
             hold.set()  # never leave the worker waiting (the app's exit would wait for it)
         await wait_for(pilot, lambda: not chat.generating, timeout=30)
         assert sys.getswitchinterval() == before
+        assert box.cursor_blink
 
 
 async def test_nothing_animates_out_of_sight_while_a_reply_streams():

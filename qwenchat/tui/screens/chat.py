@@ -299,12 +299,23 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.generating = True
         self._ctx_start = self._context_used() or 0  # until the worker has built the new prompt
         self.buffer.reset()
-        self.handoff.start()
+        self._streaming(True)
         self._turn = (verb, args)
         self._reply_view = view or await self.chatlog.add("assistant", "", "pending")
         self.chatlog.anchor()  # follow the reply, through resizes, until the user scrolls up
         self.update_status()
         self._run_turn(verb, args)
+
+    def _streaming(self, on: bool) -> None:
+        """While a reply streams the UI thread's every millisecond is taken from a decode step
+        (two cores): the engine thread gets the GIL back at once (`GilHandoff`), and the message
+        box's cursor holds still, as its blinking cost two extra repaints a second (measured, app
+        against `ask`: BENCHMARKS.md, sixteenth session)."""
+        if on:
+            self.handoff.start()
+        else:
+            self.handoff.stop()
+        self.input.cursor_blink = not on
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _run_turn(self, verb: str, args: tuple) -> None:
@@ -336,7 +347,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     async def on_reply_done(self, event: msg.ReplyDone) -> None:
         if self.quitting:
             return
-        self.handoff.stop()
+        self._streaming(False)
         await self._drain_reply()
         reply = event.turn.reply
         if self._reply_view is not None:
@@ -353,7 +364,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     async def on_reply_failed(self, event: msg.ReplyFailed) -> None:
         if self.quitting:
             return
-        self.handoff.stop()
+        self._streaming(False)
         await self._drain_reply()
         view, self._reply_view, self.generating = self._reply_view, None, False
         self.last_reply = None  # the status bar must not show the previous reply's numbers as this one's
