@@ -8,15 +8,28 @@ value qwenchat would refuse at start-up. Imports no torch.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from qwenchat import config
 from qwenchat.cli.app import app
+from qwenchat.errors import UsageError
 
 config_app = typer.Typer(help="Show and change settings (the config file).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+
+
+@contextmanager
+def _typed() -> Iterator[None]:
+    """A key or value typed on the command line that is refused is a usage error (exit status 2,
+    as the same value given to `ask` as a flag); trouble with the file itself stays exit 1."""
+    try:
+        yield
+    except config.ConfigError as e:
+        raise UsageError(e.message, e.hint) from None
 
 
 def _path():
@@ -61,7 +74,8 @@ def _file_line(key: str, value: object, p) -> str:
 @config_app.command("get")
 def get(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
     """Print one effective value (empty output and exit status 1 when unset)."""
-    key = config.check_key(key, "config get")
+    with _typed():
+        key = config.check_key(key, "config get")
     found = config.sources(path=_path())
     if key not in found:
         sys.stderr.write(f"{key} is not set\n")
@@ -75,8 +89,10 @@ def set_(
     value: Annotated[str, typer.Argument(metavar="VALUE")],
 ) -> None:
     """Validate VALUE and store it under KEY in the config file."""
-    if config.check_key(key, "config set") == "theme":
-        _check_theme(value.strip())
+    with _typed():
+        config.parse_value(key, value, source="config set")
+        if key == "theme":
+            _check_theme(value.strip())
     stored = config.set_value(key, value, path=_path())
     sys.stderr.write(f"{key} = {config.toml_value(config.shown(key, stored))}  (in {_path()})\n")
     var = config.ENV_VARS.get(key)
@@ -107,5 +123,8 @@ def _check_theme(name: str) -> None:
 @config_app.command("unset")
 def unset(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
     """Remove KEY from the config file (its default applies again)."""
+    if key not in config.read_raw(_path()):
+        with _typed():
+            config.check_key(key, "config unset")
     removed = config.unset_value(key, path=_path())
     sys.stderr.write(f"{key} {'removed' if removed else 'was not set'}\n")

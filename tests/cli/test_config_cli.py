@@ -45,13 +45,14 @@ def test_get_unset_key_exits_1(capsys) -> None:
 
 
 def test_set_invalid_value_and_unknown_key(capsys) -> None:
-    assert run(["config", "set", "top_p", "3"]) == 1
+    """Usage errors (exit status 2), as the same value given to `ask` as a flag is."""
+    assert run(["config", "set", "top_p", "3"]) == 2
     err = capsys.readouterr().err
     assert "error: invalid value '3' for top_p" in err and "at most 1" in err
-    assert run(["config", "set", "colour", "red"]) == 1
+    assert run(["config", "set", "colour", "red"]) == 2
     err = capsys.readouterr().err
     assert "unknown setting 'colour'" in err and "did you mean 'model'" not in err
-    assert run(["config", "set", "devise", "cpu"]) == 1
+    assert run(["config", "set", "devise", "cpu"]) == 2
     assert "did you mean 'device'" in capsys.readouterr().err
     assert not config_file().exists()
 
@@ -59,7 +60,7 @@ def test_set_invalid_value_and_unknown_key(capsys) -> None:
 def test_set_theme_takes_only_a_theme_the_app_knows(capsys) -> None:
     """An unknown name was stored and the app only warned at start-up: now it is refused, with the
     closest name and the list; qwenchat's own themes and the user's theme files count too."""
-    assert run(["config", "set", "theme", "drakula"]) == 1
+    assert run(["config", "set", "theme", "drakula"]) == 2
     err = capsys.readouterr().err
     assert "unknown theme 'drakula'" in err and "did you mean 'dracula'" in err and "qwenchat-dark" in err
     assert not config_file().exists()
@@ -104,4 +105,5 @@ def test_a_bad_value_or_unknown_key_in_the_file_is_repaired_with_config_set_and_
     assert run(["config", "unset", "colour"]) == 0
     assert tomllib.loads(config_file().read_text()) == {"temperature": 0.5, "theme": "nord"}
     assert run(["config", "get", "theme"]) == 0
-    assert run(["config", "unset", "colr"]) == 1  # not in the file: still a typo to point out
+    assert run(["config", "unset", "colr"]) == 2  # not in the file: still a typo to point out
+    assert run(["config", "get", "colr"]) == 2
