@@ -4,9 +4,11 @@ reply is checked afterwards. Torch-free (the engine enforces it: engine/constrai
 
 SCHEMA is a JSON Schema given inline (it starts with `{`), a path to a file holding one, or
 simonw/llm's concise form: fields separated by commas (or lines), each `name [type][: description]`
-with type str (the default), int, float or bool, all required:
+with a one-word name and type str (the default), int, float or bool, all required:
 
     'name, age int, bio: a short bio'
+
+A description holding a comma needs the form with one field a line (a newline after each).
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ ANY_OBJECT_WORDS = ("json", JSON_OBJECT)  # what a SCHEMA may say for "any JSON 
 OFF_WORDS = ("off", "none")  # the app's setting: no constraint (a field named "off" is not meant)
 _TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
 _TYPE_NAMES = _TYPES | {v: v for v in _TYPES.values()}  # JSON Schema's own names are taken too
+_TYPO = 0.65  # how close an unknown type must be to a type's name to be taken for a typo of it:
+# 'integr' -> integer (0.92), 'itn' -> int (0.67), but 'name' (0.6 to number) in 'my name' is a word
+_EXPECTED = "a JSON Schema file, the schema inline (a JSON object), or fields like 'name, age int'"
+_COMMA_HINT = {  # by where the schema was typed: a flag can hold lines, the app's one-line field cannot
+    True: "write one field a line (a newline after each), e.g. --schema $'bio: short, plain\\nage int' in bash or zsh",
+    False: "give a JSON schema to keep commas in a description, "
+           'e.g. {"type": "object", "properties": {"bio": {"type": "string", "description": "short, plain"}}}',
+}
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(?:\s+(?P<type>\w+))?\s*(?::\s*(?P<desc>.*))?$", re.S)
 
 
@@ -49,7 +59,7 @@ def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
     """`name`: what the user typed it into, for the errors (the app's setting is not a flag)."""
     text = value.strip()
     if not text:
-        raise UsageError(f"{name} is empty", "give a JSON schema, a file holding one, or fields like 'name, age int'")
+        raise UsageError(f"{name} is empty", f"give {_EXPECTED}")
     if text.startswith(("{", "[", '"')):
         return _json(text, name)
     path = Path(text).expanduser()
@@ -59,25 +69,31 @@ def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"cannot read the schema file {path}: {e}", "check the path and its permissions") from None
         return _json(content, str(path))
-    if text.endswith(".json") or "/" in text:
+    if _names_a_file(text):
+        if path.is_dir():
+            raise UsageError(f"{text} is a directory, not a schema file", f"give {_EXPECTED}")
         raise UsageError(f"schema file {text} not found", "check the path, or give the schema inline")
-    return concise_schema(text, name)
+    return concise_schema(value, name)  # unstripped: a trailing newline keeps a one-field form per line
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether a SCHEMA that is no file was meant as one (else it is the concise form, whose
+    descriptions may hold a '/': 'url: a link, https://...')."""
+    return text.endswith(".json") or ("/" in text and not any(c in text for c in ",:\n"))
 
 
 def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
     """llm's concise form -> a JSON schema with every field required."""
-    parts = [p.strip() for p in (text.splitlines() if "\n" in text else text.split(","))]
+    one_line = "\n" not in text
+    parts = [p.strip() for p in (text.split(",") if one_line else text.splitlines())]
+    parts = [p for p in parts if p]
     properties: dict[str, Any] = {}
-    for part in filter(None, parts):
+    for i, part in enumerate(parts):
         m = _FIELD.match(part)
-        if m is None:
-            raise UsageError(f"{name} field {part!r} is not 'name [type][: description]'",
-                             f"e.g. {_flag(name)}'name, age int, bio: a short bio'")
-        kind = (m["type"] or "str").lower()
+        kind = (m["type"] or "str").lower() if m else None
         if kind not in _TYPE_NAMES:
-            close = difflib.get_close_matches(kind, list(_TYPE_NAMES), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UsageError(f"{name} field {m['name']!r} has type {kind!r}", f"{hint}use one of {', '.join(_TYPES)}")
+            after_description = one_line and any(":" in p for p in parts[:i])
+            raise _field_error(part, kind, name, after_description)
         prop: dict[str, Any] = {"type": _TYPE_NAMES[kind]}
         if m["desc"]:
             prop["description"] = m["desc"].strip()
@@ -85,6 +101,36 @@ def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
     if not properties:
         raise UsageError(f"{name} names no fields", f"e.g. {_flag(name)}'name, age int'")
     return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _field_error(part: str, kind: str | None, name: str, after_description: bool) -> UsageError:
+    """Why `part` is no field: its type `kind` is unknown (None: it is not even
+    `name [type][: description]`). `after_description`: it follows a description on one line,
+    so most likely that description's comma split it off ('bio: short, plain spoken')."""
+    close = difflib.get_close_matches(kind, list(_TYPE_NAMES), n=1, cutoff=_TYPO) if kind else []
+    if close:  # 'age integr'
+        return UsageError(f"{name} field {part!r} has type {kind!r}",
+                          f"did you mean {close[0]!r}? use one of {', '.join(_TYPES)}")
+    if after_description:
+        return UsageError(f"{name}: {part!r} is not a field; on one line commas separate fields, "
+                          "so a description cannot hold a comma", _COMMA_HINT[name.startswith("-")])
+    words = part.partition(":")[0].split()
+    if len(words) > 1 and all(_FIELD.match(w) for w in words):  # 'my name', 'my name int'
+        return _one_word_error(part, words, name)
+    if kind is not None:
+        return UsageError(f"{name} field {part!r} has type {kind!r}", f"use one of {', '.join(_TYPES)}")
+    return UsageError(f"{name} field {part!r} is not 'name [type][: description]'",
+                      f"e.g. {_flag(name)}'name, age int, bio: a short bio'")
+
+
+def _one_word_error(part: str, words: list[str], name: str) -> UsageError:
+    """`part`'s name is `words` (the last one perhaps a type): the fix joins them with '_'."""
+    typed = words[-1].lower() in _TYPE_NAMES
+    joined = "_".join(words[:-1]) + f" {words[-1]}" if typed else "_".join(words)
+    problem = "" if typed else f", and {words[-1]!r} is not a type"
+    fixed = joined + "".join(part.partition(":")[1:])  # the description as it was
+    return UsageError(f"{name} field {part!r}: a field name is one word{problem}",
+                      f"join the words: {fixed!r}; a type after the name is one of {', '.join(_TYPES)}")
 
 
 def _flag(name: str) -> str:

@@ -369,6 +369,23 @@ def test_a_json_reply_is_asked_for_after_the_question_and_the_history_keeps_the_
     assert store.get_conversation(s.conversation_id).title == "a shirt"
 
 
+def test_a_continued_conversation_keeps_its_schemas_field_order(store):
+    """`ask --schema 'zeta, alpha int'` replied {"zeta", "alpha"}; `ask -c` then {"alpha", "zeta"}:
+    the settings were stored with sorted keys, so the schema came back alphabetical and the
+    grammar (which writes the properties in order) and the instruction followed it."""
+    schema = {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}},
+              "required": ["zeta", "alpha"]}
+    first = ChatSession(FakeEngine(script=['{"zeta": "z", "alpha": 1}']), store)
+    first.set_options(GenerateOptions(constraint=schema))
+    finish(first.send("invent"))
+    again = ChatSession(FakeEngine(script=['{"zeta": "y", "alpha": 2}']), store)
+    again.load(first.conversation_id)
+    assert list(again.options.constraint["properties"]) == ["zeta", "alpha"]
+    finish(again.send("again"))
+    told = again.engine.prompts[-1][-1]["content"]
+    assert told.index('"zeta"') < told.index('"alpha"')
+
+
 def test_a_conversation_continued_on_another_model_is_stored_as_that_models(store):
     """Found hands-on: a conversation begun against a server that was down, continued with
     `ask -c -m coder`, still named the server: the next `ask -c` failed on it again."""

@@ -80,7 +80,11 @@ def loads(text: str | None) -> dict[str, Any]:
 
 
 def dumps(value: dict[str, Any] | None) -> str:
-    return json.dumps(value or {}, ensure_ascii=False, sort_keys=True)
+    """Settings or meta as stored: the top-level keys sorted (the same facts give the same text),
+    nested objects in their own order, which can be meaningful: a JSON schema's `properties`
+    order is the order the reply's fields are written in (sort_keys=True lost it)."""
+    value = value or {}
+    return json.dumps({k: value[k] for k in sorted(value)}, ensure_ascii=False)
 
 
 def conversation_from_row(row: sqlite3.Row) -> Conversation:

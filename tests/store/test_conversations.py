@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 import pytest
 
 from qwenchat.errors import StoreError
@@ -125,6 +128,30 @@ def test_update_conversation_changes_only_given_fields(store: Store) -> None:
     assert got.system_prompt == "s" and got.model == "m1"
     got = store.update_conversation(conv.id, system_prompt=None, model="m2")
     assert got.system_prompt is None and got.model == "m2"
+
+
+def test_settings_keep_the_order_of_the_objects_inside_them(store: Store) -> None:
+    """Settings were stored with sort_keys=True: a schema's properties came back alphabetical, and
+    the reply's fields changed order on the next turn (`ask -c`, the app's restored chat)."""
+    schema = {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}},
+              "required": ["zeta", "alpha"]}
+    conv = store.create_conversation("m", settings={"constraint": schema, "temperature": 0.5})
+    assert list(store.get_conversation(conv.id).settings["constraint"]["properties"]) == ["zeta", "alpha"]
+    store.update_conversation(conv.id, settings={"top_k": 5, "constraint": schema})
+    got = store.get_conversation(conv.id).settings
+    assert list(got["constraint"]["properties"]) == ["zeta", "alpha"]
+    assert got == {"constraint": schema, "top_k": 5}  # compared as values: order does not matter here
+    imported = store.import_conversation(json.loads(json.dumps(store.export_conversation(conv.id))))
+    assert list(imported.settings["constraint"]["properties"]) == ["zeta", "alpha"]
+
+
+def test_settings_stored_sorted_by_an_older_version_still_load(store: Store) -> None:
+    conv = store.create_conversation("m")
+    old = json.dumps({"constraint": {"properties": {"zeta": {}, "alpha": {}}}, "top_k": 5}, sort_keys=True)
+    with sqlite3.connect(store.path) as conn:  # as an older version wrote it
+        conn.execute("UPDATE conversations SET settings = ? WHERE id = ?", (old, conv.id))
+    conn.close()
+    assert store.get_conversation(conv.id).settings == {"constraint": {"properties": {"alpha": {}, "zeta": {}}}, "top_k": 5}
 
 
 def test_missing_conversation_error_names_it_and_the_fix(store: Store) -> None:
