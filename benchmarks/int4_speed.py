@@ -75,7 +75,7 @@ def _load(name: str, args: argparse.Namespace) -> ChatEngine:
         engine = ChatEngine.load(args.model, device="cpu", quantize=name[:4], max_context=2048,
                                  kernel_dir=Path("/tmp/qwenchat-int4-bench-kernels"),
                                  int8_cache_dir=args.cache / name if setting else args.cache)  # fmt: skip
-        print(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; {engine.info.placement_reason}", flush=True)
+        print(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; {engine.info.placement_reason.replace(chr(10), '; ')}", flush=True)
         return engine
     finally:
         if setting:

@@ -142,4 +142,4 @@ def test_load_engine_reads_the_int8_cache_ahead_and_the_engine_takes_it(tiny_mod
     path = prefetch.int8_cache_path(int8_cache_dir(), d)
     assert started == [path if mode == "int8" else path.with_name(prefetch.INT4_CACHE_FILE)]
     assert any(c is not None for c in claimed) and not prefetch._pending
-    assert engine.info.quantize == mode and "; cache" in engine.info.placement_reason
+    assert engine.info.quantize == mode and "; read from the weight cache" in engine.info.placement_reason

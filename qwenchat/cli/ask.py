@@ -21,6 +21,7 @@ from qwenchat.cli.app import app, settings_with_flags, warn
 from qwenchat.cli.ask_input import check_prompt, nothing_to_ask, read_stdin, stdin_is_terminal
 from qwenchat.cli.ask_keep import keep_unsent
 from qwenchat.cli.ask_report import print_json, print_usage
+from qwenchat.cli.ask_spinner import spinner
 from qwenchat.config import QUANTIZE_HELP
 from qwenchat.structured import constraint_from_flags, parse_reply
 from qwenchat.errors import QwenchatError, UsageError
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from qwenchat.session import ChatSession, Turn
 
 PRETTY_HZ = 8  # redraws a second of a reply rendered as Markdown on a terminal
+JSON_WAIT = "generating JSON…"  # on stderr while a JSON reply (--schema, --json-object, --json) is written
 SEND_TRIES = 5  # times a message is sent again after another window's got in first
 
 
@@ -199,12 +201,8 @@ LOCAL_ONLY_FLAGS = ("device", "dtype", "quantize", "context_limit")
 
 
 def _spinning(what: str, work):
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        with Console(stderr=True).status(what):
-            return work()
-    return work()
+    with spinner(what):
+        return work()
 
 
 def _say_notes(session: "ChatSession") -> None:
@@ -300,17 +298,21 @@ def _run_plain(events, output: str) -> "Turn":
     from qwenchat.engine.records import Chunk
 
     stream = output == "stream"
-    turn = None
+    turn, chunks = None, 0
     out = sys.stdout
     try:
-        for event in events:
-            signals.check()
-            if isinstance(event, Chunk):
-                if stream:
-                    out.write(event.text)
-                    out.flush()
-            else:
-                turn = event
+        # "none": stdout shows nothing until the JSON is complete, so stderr says work goes on
+        with spinner(JSON_WAIT, when=output == "none") as say:
+            for event in events:
+                signals.check()
+                if isinstance(event, Chunk):
+                    chunks += 1  # a token's text each (rarely two tokens' when one held back a broken character)
+                    say(f"{JSON_WAIT} {chunks} token{'' if chunks == 1 else 's'}")
+                    if stream:
+                        out.write(event.text)
+                        out.flush()
+                else:
+                    turn = event
     except KeyboardInterrupt:
         if stream:
             out.write("\n")

@@ -62,12 +62,21 @@ def usage_lines(reply: "Reply", info: "ModelInfo") -> str:
             f"time: connect {info.load_s:.2f}s, first token {t.ttft_s:.2f}s, decode {t.decode_tok_s:.1f} tok/s\n"
         )
     return (
-        f"model: {info.label} on {info.device}, {info.dtype} ({info.placement_reason})\n"
-        f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
+        f"model: {info.label} on {info.device}, {precision(info)}\n"
+        + "".join(f"  {line}\n" for line in info.placement_reason.splitlines())  # device, weights, kernels: why
+        + f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
         f" completion {u.completion_tokens}; finish: {reply.finish_reason}\n"
         f"time: load {info.load_s:.2f}s, first token {t.ttft_s:.2f}s, prefill {t.prefill_tok_s:.1f} tok/s,"
         f" decode {t.decode_tok_s:.1f} tok/s\n"
     )
+
+
+def precision(info: "ModelInfo") -> str:
+    """What the model computes in, as loaded: "int4 weights (float32 activations)", or "float32"
+    when the weights are not quantized (info.precision is then the dtype)."""
+    if info.precision == info.dtype:
+        return info.dtype
+    return f"{info.precision} weights ({info.dtype} activations)"
 
 
 def print_usage(reply: "Reply", info: "ModelInfo") -> None:

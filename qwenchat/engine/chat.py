@@ -48,7 +48,7 @@ class EngineInfo:
     path: Path
     device: str
     dtype: str
-    placement_reason: str
+    placement_reason: str  # why: a "device: …", "weights: …" and (quantized) "kernels: …" line
     context_window: int
     has_chat_template: bool
     chat_tuned: bool  # False for base models: they continue raw text (`complete`)
@@ -105,18 +105,21 @@ class ChatEngine:
         if defaults.max_new_tokens is None:  # the instruct repos leave it out; never run unbounded
             defaults = replace(defaults, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         notes: list[str] = []
+        kernels: list[str] = []  # what runs the quantized products
         if quant in ("int8", "int4"):
             native = None
             if placement.device.type == "cpu" and placement.dtype == torch.float32:
                 status = int8_kernel.load(kernel_dir)
-                native, quant_reason = status.kernel, f"{quant_reason}; {status.reason}"
+                native = status.kernel
+                kernels.append(status.reason)
                 notes += [status.note] if status.note else []
             tensors = Int8Checkpoint(model_dir, cfg, weight_kinds(cfg, quant, native is not None), int8_cache_dir, native)
             amx = amx_prompts(placement, quant, tiles=native is not None and native.amx)
             model = model_build.from_tensors(
                 cfg, tensors, placement.device, window, placement.dtype, quant, native, amx
             )
-            quant_reason += f"; {tensors.source}" + (f"; prompt products on the CPU's matrix units ({AMX_PROMPTS_ENV}=0 for float32)" if amx else "")
+            quant_reason += "; read from the weight cache" if tensors.source == "cache" else f"; {tensors.source}"
+            kernels += [f"prompt products on the CPU's matrix units ({AMX_PROMPTS_ENV}=0 for float32)"] if amx else []
             notes += [tensors.note] if tensors.note else []
         else:
             tensors = iter_checkpoint(model_dir, cfg, placement.dtype)
@@ -129,7 +132,7 @@ class ChatEngine:
             path=model_dir,
             device=str(placement.device),
             dtype=placement.dtype_name,
-            placement_reason=f"{placement.reason}; {quant_reason}",
+            placement_reason=_reasons(device=placement.reason, weights=quant_reason, kernels="; ".join(kernels)),
             context_window=window,
             has_chat_template=template is not None,
             chat_tuned=_chat_tuned(template, tokenizer, defaults),
@@ -254,6 +257,12 @@ class ChatEngine:
                 f"but the context window holds {window}",
                 "shorten the input, lower --max-tokens, or raise the context limit (up to the model's maximum)",
             )
+
+
+def _reasons(**why: str) -> str:
+    """EngineInfo.placement_reason: one "aspect: why" line per aspect with something to say
+    (they were one line of nested parentheses that `ask -u` printed, hard to read)."""
+    return "\n".join(f"{aspect}: {text}" for aspect, text in why.items() if text)
 
 
 def _context_window(cfg: Qwen2Config, max_context: int | None) -> int:

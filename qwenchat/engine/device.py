@@ -69,9 +69,9 @@ def choose_quantize(
     if req in ("int8", "int4"):
         how = "" if placement.device.type == "cpu" else "; dequantized per product on this device"
         what = "weight-only, per row" if req == "int8" else "group-wise, 32 columns a scale and a minimum"
-        return req, f"{req} weights requested (lossy, {what}{how})"
+        return req, f"{req} weights, as requested (lossy, {what}{how})"
     if req == "none":
-        return "none", "full-precision weights requested"
+        return "none", "full-precision weights, as requested"
     dtype_auto = (dtype_requested or "auto").strip().lower() == "auto"
     if placement.device.type == "cpu" and dtype_auto and CPU_DEFAULT_QUANTIZE == "int8":
         if n_params >= INT8_MIN_PARAMS:

@@ -92,7 +92,7 @@ def test_int4_engine_equals_its_dequantized_float_twin(tiny_models, kernel_dir, 
     engine = ChatEngine.load(tiny_models[variant], device="cpu", quantize="int4", kernel_dir=kernel_dir)
     assert isinstance(engine.model.model.embed_tokens, Int4Embedding if embedding == "int4" else Int8Embedding)
     model = engine.model
-    assert engine.info.quantize == "int4" and "int4 weights requested" in engine.info.placement_reason
+    assert engine.info.quantize == "int4" and "weights: int4 weights, as requested" in engine.info.placement_reason
     assert model.fused is not None  # decode runs the C step on the int4 matrices
     qkv = Int4Linear if embedding == "int4" else Int8Linear  # INT4_QKV = "int8" by default
     assert all(isinstance(layer.self_attn.qkv_proj, qkv) for layer in model.model.layers)

@@ -162,7 +162,7 @@ def test_int8_without_a_writable_directory_still_loads(tiny_models, tmp_path):
 
 def test_engine_quantize_option_and_reason(tiny_model):
     e = ChatEngine.load(tiny_model, device="cpu", quantize="int8")
-    assert e.info.quantize == "int8" and "int8 weights requested" in e.info.placement_reason
+    assert e.info.quantize == "int8" and "weights: int8 weights, as requested" in e.info.placement_reason
     assert ChatEngine.load(tiny_model, device="cpu", quantize="none").info.quantize == "none"
     auto = ChatEngine.load(tiny_model, device="cpu")  # a tiny model keeps exact weights by default
     assert auto.info.quantize == "none" and "small model" in auto.info.placement_reason
