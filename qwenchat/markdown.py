@@ -1,5 +1,6 @@
 """How replies are read as Markdown: the parser every face renders with, a reply's top-level
-blocks as it grows, and the code blocks a user can copy.
+blocks as it grows (or the one block of a reply that is code as a whole: JSON output), and the
+code blocks a user can copy.
 
 Replies are parsed as GitHub-flavoured Markdown except that a single line break stays a line
 break (a "soft break" becomes a hard one, as in chat apps and GitHub comments): a poem, an
@@ -90,6 +91,31 @@ class GrowingDocument:
         self.done.extend(final)
         self.tail = blocks[len(final):]
         return len(final)
+
+
+class CodeDocument:
+    """A reply that is code as a whole, never read as Markdown (a JSON reply, written under an
+    output constraint: Markdown would drop its indentation): one code block of all its text, in
+    `language`. The same face as `GrowingDocument`; its one block stays open while text comes."""
+
+    def __init__(self, language: str, text: str = "") -> None:
+        self.language = language
+        self.text = ""
+        self.done: list[Block] = []  # never any: the block is the whole reply
+        self.tail: list[Block] = []
+        self.append(text)
+
+    @property
+    def blocks(self) -> list[Block]:
+        return self.tail
+
+    def append(self, text: str) -> int:
+        """Add `text`; no block ever becomes final (returns 0)."""
+        self.text += text
+        fence = Token("fence", "code", 0, info=self.language, content=self.text, markup="```",
+                      map=[0, self.text.count("\n") + 1], block=True)
+        self.tail = [Block(self.text, (fence,))] if self.text.strip() else []
+        return 0
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,15 @@ class DownloadNote(Message):
         self.text = text
 
 
+class LoadingNote(Message):
+    """What the load does besides finding the model, for the loading panel (converting the weights
+    to int4 first: `startup.conversion_note`)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
 class ReplyDone(Message):
     """A reply ended (complete, cut by length, or stopped): `turn` is the session's `Turn`."""
 
@@ -86,3 +95,7 @@ class DownloadReporter:
 
     def on_note(self, text: str) -> None:
         self.target.post_message(DownloadNote(text))  # never to stderr: it would draw over the app
+
+    def on_loading(self, text: str) -> None:
+        """What the load is doing, said by the app's session factory once the model is found."""
+        self.target.post_message(LoadingNote(text))

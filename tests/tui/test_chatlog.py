@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from textual.app import App, ComposeResult
 from textual.widgets import Collapsible
 
-from qwenchat.tui.widgets.chatlog import ChatLog, MessageView, SystemPromptView, code_blocks
+from qwenchat.tui.widgets.chatlog import ChatLog, MessageView, SystemPromptView, code_blocks, stored_language
 from tests.tui.screen_text import screen_lines, screen_text
 
 
@@ -134,3 +134,30 @@ async def test_code_blocks_in_order_fenced_and_unclosed():
     text = "a\n```py\nx = 1\n```\nb\n~~~\ny\n~~~\n```sh\necho open"
     assert code_blocks(text) == ["x = 1", "y", "echo open"]
     assert MessageView("assistant", text).text == text
+
+
+JSON_REPLY = '{\n  "fruits": [\n    "apple",\n    "banana"\n  ]\n}'
+
+
+def json_settings(constraint) -> dict:
+    """A reply's meta as the session stores it: the settings it was written with."""
+    return {"model": "m", "settings": {"temperature": 0.7, "constraint": constraint}}
+
+
+async def test_a_reply_written_under_a_json_constraint_is_shown_as_json_when_reopened():
+    schema = {"type": "object", "properties": {"fruits": {"type": "array"}}, "required": ["fruits"]}
+    entries = [entry("user", "fruits?"), entry("assistant", JSON_REPLY, meta=json_settings("json_object")),
+               entry("user", "again"), entry("assistant", JSON_REPLY, meta=json_settings(schema)),
+               entry("user", "as text"), entry("assistant", JSON_REPLY, meta={"settings": {"temperature": 0.7}})]
+    app, lines = await shown(entries, size=(70, 60))
+    assert [stored_language(e) for e in entries] == [None, "json", None, "json", None, None]
+    apples = [i for i, line in enumerate(lines) if line.strip() == '"apple",']
+    # each reply's '"apple",' against its '{' two rows up: JSON keeps its indentation, Markdown not
+    assert [lines[i].index('"') - lines[i - 2].index("{") for i in apples] == [4, 4, 0]
+
+
+def test_a_json_reply_copies_as_one_code_block_exactly():
+    view = MessageView("assistant", JSON_REPLY + "\n", language="json")
+    assert [(b.info, b.code) for b in view.code_blocks()] == [("json", JSON_REPLY + "\n")]
+    assert view.code_blocks()[0].label.startswith("json: {")
+    assert MessageView("assistant", JSON_REPLY).code_blocks() == []  # Markdown: no fence, no block

@@ -21,20 +21,20 @@ REPLY = ("## Reading a CSV\n\nHere is a function:\nit keeps *your* line breaks.\
 
 
 class ReplyApp(App[None]):
-    def __init__(self, text: str = "", streaming: bool = False) -> None:
+    def __init__(self, text: str = "", streaming: bool = False, language: str | None = None) -> None:
         super().__init__()
-        self.text, self.streaming = text, streaming
+        self.text, self.streaming, self.language = text, streaming, language
 
     def compose(self) -> ComposeResult:
-        yield ReplyView(self.text, streaming=self.streaming)
+        yield ReplyView(self.text, streaming=self.streaming, language=self.language)
 
 
 def texts(view: ReplyView) -> list[str]:
     return [line.text for line in view._lines]
 
 
-async def drawn_at_once(text: str, size=(70, 40)) -> list[str]:
-    app = ReplyApp(text)
+async def drawn_at_once(text: str, size=(70, 40), language: str | None = None) -> list[str]:
+    app = ReplyApp(text, language=language)
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         return texts(app.query_one(ReplyView))
@@ -193,3 +193,58 @@ async def test_a_growing_code_block_is_not_lexed_whole_at_every_update_but_ends_
             assert styles == [[seg.style for seg in line] for line in fresh.query_one(ReplyView)._lines]
         long = [n for n in lexed if n > len(code) // 2]
         assert len(long) < len(lexed) / 3  # most updates lexed only the block's last lines
+
+
+JSON_REPLY = '{\n  "fruits": [\n    "apple",\n    "banana"\n  ],\n  "note": "# not a *heading*"\n}'
+
+
+async def test_a_json_reply_is_one_code_block_that_keeps_its_indentation():
+    """Drawn as Markdown a JSON reply lost its indentation (found hands-on with JSON output on)."""
+    shown = await drawn_at_once(JSON_REPLY, language="json")
+    code = [line[2:].rstrip() for line in shown[1:-1]]  # inside the box: a blank row above and below
+    assert code == JSON_REPLY.split("\n") and not shown[0].strip() and not shown[-1].strip()
+    as_markdown = await drawn_at_once(JSON_REPLY)
+    assert '    "apple",' not in [line.rstrip() for line in as_markdown]  # what it was
+
+
+async def test_a_json_reply_streams_cheaply_and_ends_as_drawn_at_once():
+    whole = await drawn_at_once(JSON_REPLY, language="json")
+    app = ReplyApp(streaming=True, language="json")
+    async with app.run_test(size=(70, 40)) as pilot:
+        view = app.query_one(ReplyView)
+        last = JSON_REPLY.index("heading")
+        for at in range(0, last, 5):
+            view.append(JSON_REPLY[at:min(at + 5, last)])
+            await pilot.pause()
+        before = list(view._lines)
+        painted = []
+        view.refresh = lambda *regions, **kw: painted.append((regions, kw))  # type: ignore[method-assign]
+        view.append("head")  # the last line grows: only its row is drawn and painted again
+        assert all(new is old for new, old in zip(view._lines[:-2], before[:-2]))
+        (regions, kw), = painted
+        assert not kw.get("layout") and [(r.y, r.height) for r in regions] == [(len(before) - 2, 1)]
+        del view.refresh
+        view.append(JSON_REPLY[last + 4:])
+        view.streaming = False
+        await pilot.pause()
+        assert texts(view) == whole and view.source == JSON_REPLY
+
+
+async def test_a_json_reply_is_highlighted_as_json():
+    app = ReplyApp(JSON_REPLY, language="json")
+    async with app.run_test(size=(70, 40)) as pilot:
+        await pilot.pause()
+        line = next(s for s in app.query_one(ReplyView)._lines if "apple" in s.text)
+        styles = {seg.text.strip(): seg.style for seg in line if seg.text.strip()}
+        assert styles['"apple"'].color != styles[","].color  # a string is not punctuation
+
+
+async def test_a_reply_continued_under_another_output_setting_is_drawn_anew():
+    app = ReplyApp(JSON_REPLY, streaming=True)
+    async with app.run_test(size=(70, 40)) as pilot:
+        await pilot.pause()
+        view = app.query_one(ReplyView)
+        view.language = "json"  # F5 with JSON output turned on since: shown as it will be stored
+        view.streaming = False
+        await pilot.pause()
+        assert texts(view) == await drawn_at_once(JSON_REPLY, language="json")

@@ -3,11 +3,14 @@ with the conversation, shown in the status bar while on."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from textual.widgets import Input
 
 from qwenchat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import wait_for
+from tests.tui.screen_text import screen_lines
 from tests.tui.test_app import SIZE, make_app, ready, send
 
 
@@ -65,3 +68,52 @@ def test_a_bad_schema_in_the_app_names_the_setting_not_a_command_line_flag(typed
         from_text(typed)
     assert "--schema" not in str(caught.value) and str(caught.value).startswith("the JSON output schema")
     # the last two are valid JSON the engine cannot use: said in the dialog, not at the next send
+
+
+JSON_REPLY = '{\n  "fruits": [\n    "apple",\n    "banana"\n  ]\n}'
+
+
+def apple_indents(app) -> list[int]:
+    """For each reply on screen: how far '"apple",' is indented from its '{' (0: Markdown ate it)."""
+    lines = [line.split("▕")[-1] for line in screen_lines(app)]  # the chat, right of the sidebar
+    return [lines[i].index('"') - lines[i - 2].index("{") for i, line in enumerate(lines) if line.strip() == '"apple",']
+
+
+async def test_a_json_reply_is_shown_and_copied_as_json_while_streaming_and_when_reopened(store):
+    """With JSON output on, the reply was drawn as Markdown and lost its indentation (found hands-on)."""
+    hold = threading.Event()
+    hold.set()
+    app, _ = make_app(script=[JSON_REPLY, JSON_REPLY], hold=hold)
+    copied: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.copy_to_clipboard = copied.append  # OSC 52 has no terminal here
+        await ready(pilot)
+        await send(pilot, "fruits, no JSON output")  # written freely: Markdown, as it was
+        screen = await _open(pilot)
+        screen.query_one("#constraint", Input).value = "json"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        hold.clear()  # the reply stops after its first word, streaming
+        app.chat.input.text = "fruits as JSON"
+        await pilot.press("enter")
+        try:
+            await wait_for(pilot, lambda: app.chat._reply_view is not None and app.chat._reply_view.text)
+            streaming = app.chat._reply_view
+            assert streaming.language == "json" and streaming.reply.language == "json"
+        finally:
+            hold.set()  # a failure must not leave the reply's thread waiting
+        await wait_for(pilot, lambda: not app.chat.generating)
+        await pilot.pause()
+        assert apple_indents(app) == [0, 4]
+        await pilot.press("f9")  # from the input: the last reply with code, which is all of it
+        await wait_for(pilot, lambda: copied)
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: len(copied) == 2)
+        assert copied == [JSON_REPLY, JSON_REPLY]
+        cid = app.session.conversation_id
+        await pilot.press("ctrl+n")
+        await app.chat.open_conversation(cid)  # from history: each reply as it was written
+        await pilot.pause()
+        assert [v.language for v in app.chat.chatlog.views] == [None, None, None, "json"]
+        assert apple_indents(app) == [0, 4]

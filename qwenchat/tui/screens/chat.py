@@ -41,7 +41,7 @@ from qwenchat.tui.screens.navigation import ChatNavigation
 from qwenchat.tui.screens.reply_actions import ReplyActions
 from qwenchat.tui.screens.other_windows import OtherWindows, added_news
 from qwenchat.tui.streaming import GilHandoff, ReplyBuffer
-from qwenchat.tui.widgets.chatlog import ChatLog, MessageView
+from qwenchat.tui.widgets.chatlog import ChatLog, MessageView, reply_language
 from qwenchat.tui.widgets.prompt_input import PromptInput
 from qwenchat.tui.widgets.sidebar import Sidebar
 from qwenchat.tui.widgets.statusbar import StatusBar, model_facts
@@ -107,6 +107,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
                 yield ChatLog(id="log")
                 with Vertical(id="loading"):
                     yield Label("Loading model…", id="loading-label", markup=False)
+                    yield Label("", id="loading-note", markup=False)
                     yield ProgressBar(id="download", show_eta=False)
                     yield LoadingIndicator()
                 yield PromptInput(id="input")
@@ -132,8 +133,8 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         return self.query_one("#input", PromptInput)
 
     async def on_mount(self) -> None:
-        self.query_one("#download").display = False
-        self.query_one("#mode-note").display = False
+        for hidden in ("#download", "#loading-note", "#mode-note"):
+            self.query_one(hidden).display = False
         self.query_one(StatusBar).show(model=self.app.model or "", note="loading…")
         self._fit(self.app.size.width, self.app.size.height)
         await self.chatlog.show([])
@@ -301,7 +302,10 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         self.buffer.reset()
         self._streaming(True)
         self._turn = (verb, args)
-        self._reply_view = view or await self.chatlog.add("assistant", "", "pending")
+        language = reply_language(self.session.options.constraint)  # as its stored settings will say
+        if view is not None:
+            view.set_language(language)
+        self._reply_view = view or await self.chatlog.add("assistant", "", "pending", language)
         self.chatlog.anchor()  # follow the reply, through resizes, until the user scrolls up
         self.update_status()
         self._run_turn(verb, args)

@@ -23,7 +23,7 @@ from textual.widgets.option_list import Option
 from qwenchat import attach, chat_export
 from qwenchat.errors import QwenchatError
 from qwenchat.tui import messages as msg
-from qwenchat.markdown import CodeBlock, code_blocks
+from qwenchat.markdown import CodeBlock
 from qwenchat.tui.screens.dialogs import DIALOG_CSS, ConfirmScreen, TextPrompt
 from qwenchat.tui.widgets.chatlog import MessageView
 
@@ -234,7 +234,7 @@ class MessageFeatures(Screen[None]):
         view = view or self._focused_view()
         if view is not None:
             return view
-        return next((v for v in reversed(self.chatlog.views) if code_blocks(v.text)), None)
+        return next((v for v in reversed(self.chatlog.views) if v.code_blocks()), None)
 
     def action_copy_code_block(self) -> None:
         self.copy_code_block(None)
@@ -242,7 +242,7 @@ class MessageFeatures(Screen[None]):
     @work
     async def copy_code_block(self, view: MessageView | None) -> None:
         source = self._code_source(view)
-        blocks = code_blocks(source.text) if source is not None else []
+        blocks = source.code_blocks() if source is not None else []  # a JSON reply: all of it
         if not blocks:
             self.notify("No code block to copy" + (" in this message" if source is not None else " yet"),
                         severity="warning")

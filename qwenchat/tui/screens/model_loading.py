@@ -1,11 +1,12 @@
 """What the chat screen shows while the app loads a model: the loading panel (its label, spinner
-and download bar) and what changes once a session has loaded or failed to.
+and download bar, and a note of what else the load does: converting the weights first) and what
+changes once a session has loaded or failed to.
 
 `ModelLoadingView` is a base of `ChatScreen` (screens/chat.py), which provides `session`,
 `viewing`, `input`, `send_when_ready`, `open_conversation()`, `show_conversation()`,
 `update_status()` and `on_prompt_input_submitted()`. The app does the loading itself
 (`QwenchatApp.begin_loading`) and calls `show_loading`, `session_loaded` and `session_failed`;
-a download's progress arrives as messages (tui/messages.py).
+a download's progress and the load's note arrive as messages (tui/messages.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ModelLoadingView:
         what = ("Connecting to" if is_remote(model) else
                 "Importing" if model and model.lower().endswith(".gguf") else "Loading")
         self.query_one("#loading-label", Label).update(f"{what} {model or 'the default model'}…")
+        self.query_one("#loading-note").display = False  # a note of the load this one replaces
 
     def _loading_panel(self, shown: bool) -> None:
         """Hidden, its spinner and its bar stop animating: their timers (16 and 15 a second)
@@ -74,6 +76,11 @@ class ModelLoadingView:
 
     def on_download_advanced(self, event: msg.DownloadAdvanced) -> None:
         self.query_one("#download", ProgressBar).update(total=max(1, event.total), progress=event.done)
+
+    def on_loading_note(self, event: msg.LoadingNote) -> None:
+        note = self.query_one("#loading-note", Label)
+        note.update(event.text)  # under "Loading coder…": "converting the weights to int4 (once: …)"
+        note.display = True
 
     def on_download_note(self, event: msg.DownloadNote) -> None:
         self.app.notify(event.text, title="Download", severity="warning", timeout=10, markup=False)

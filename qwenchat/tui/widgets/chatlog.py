@@ -3,10 +3,13 @@ per entry of the session's active branch.
 
 A user's message is shown exactly as written: plain text, never parsed as Markdown or markup,
 so line breaks, leading spaces and `[brackets]` stay. Assistant replies are Markdown (code
-blocks highlighted) where a single line break stays a line break (`qwenchat/markdown.py`), drawn
-by `ReplyView` (`widgets/reply.py`), and grow by `append` while they stream; the screen batches
-the appends, so this widget never sees one call per token. Each message has a header (who, and `< 2/3 >` when it has siblings: other
-regenerations or edits) and a dim details line (time, model, tokens, speed: `tui/details.py`).
+blocks highlighted) where a single line break stays a line break (`qwenchat/markdown.py`),
+except a reply written under a JSON output constraint: JSON, shown as written in one code block
+(`reply_language`; a stored reply's own settings say which). `ReplyView` (`widgets/reply.py`)
+draws both; they grow by `append` while they stream; the screen batches the appends, so this
+widget never sees one call per token. Each message has a header (who, and `< 2/3 >` when it has
+siblings: other regenerations or edits) and a dim details line (time, model, tokens, speed:
+`tui/details.py`).
 The widget only shows what it is given; the screen asks the session.
 """
 
@@ -23,6 +26,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Collapsible, Static
 
+from qwenchat.markdown import CodeBlock
 from qwenchat.markdown import code_blocks as _blocks
 from qwenchat.tui.details import details as details_of
 from qwenchat.tui.widgets.reply import ReplyView
@@ -33,6 +37,21 @@ Branch = tuple[int, int]  # (1-based position among siblings, number of siblings
 def code_blocks(text: str) -> list[str]:
     """The code of every code block in `text`, in order."""
     return [b.code for b in _blocks(text)]
+
+
+def reply_language(constraint: Any) -> str | None:
+    """How a reply written under output constraint `constraint` is shown: "json" (a code block of
+    JSON, as written) for any constraint, None (Markdown) for none."""
+    return None if constraint is None else "json"
+
+
+def stored_language(entry: Any) -> str | None:
+    """`reply_language` of a stored reply: the settings it was written with are in its meta (a
+    reply whose process died before it ended has none: Markdown then, nothing is guessed)."""
+    if getattr(entry, "role", "") != "assistant":
+        return None
+    settings = (getattr(entry, "meta", None) or {}).get("settings")
+    return reply_language(settings.get("constraint") if isinstance(settings, dict) else None)
 
 
 def branch_label(branch: Branch | None) -> str:
@@ -77,10 +96,11 @@ class MessageView(Vertical, can_focus=True):
             self.view, self.action = view, action
 
     def __init__(self, role: str, text: str = "", status: str = "complete", *,
-                 details: str = "", branch: Branch | None = None) -> None:
+                 details: str = "", branch: Branch | None = None, language: str | None = None) -> None:
+        """`language`: a reply that is code as a whole (`reply_language`); None: Markdown."""
         super().__init__(classes=role)
         self.role, self.text, self.status = role, text, status
-        self.details, self.branch = details, branch
+        self.details, self.branch, self.language = details, branch, language
 
     def compose(self) -> ComposeResult:
         label = {"user": "You", "assistant": "Assistant", "system": "System"}.get(self.role, self.role)
@@ -88,7 +108,7 @@ class MessageView(Vertical, can_focus=True):
             yield Static(label, classes="role", markup=False)
             yield BranchSwitch(branch_label(self.branch), classes="branch", markup=False)
         if self.role == "assistant":
-            yield ReplyView(self.text, streaming=self.status == "pending")
+            yield ReplyView(self.text, streaming=self.status == "pending", language=self.language)
         else:  # as typed: no Markdown reflow, no markup
             yield Static(self.text, classes="plain", markup=False)
         yield Static(self.details, classes="details", markup=False)
@@ -121,6 +141,19 @@ class MessageView(Vertical, can_focus=True):
         line = self.query_one(".status", Static)
         line.update(text)
         line.display = bool(text)  # no blank line under every message
+
+    def set_language(self, language: str | None) -> None:
+        """A reply continued under another output setting is shown as it will be stored."""
+        self.language = language
+        if self.role == "assistant":
+            self.reply.language = language
+
+    def code_blocks(self) -> list[CodeBlock]:
+        """The code blocks a user can copy: a JSON reply's whole text, exactly, else each block
+        of the Markdown."""
+        if self.language is not None and self.text.strip():
+            return [CodeBlock(self.language, self.text)]
+        return _blocks(self.text)
 
     def set_details(self, text: str) -> None:
         self.details = text
@@ -204,7 +237,7 @@ class ChatLog(VerticalScroll):
         branches = list(branches or [])
         await self.mount_all([
             MessageView(e.role, e.content, e.status, details=details_of(e),
-                        branch=branches[i] if i < len(branches) else None)
+                        branch=branches[i] if i < len(branches) else None, language=stored_language(e))
             for i, e in enumerate(entries)
         ])
         self.scroll_end(animate=False)
@@ -232,14 +265,14 @@ class ChatLog(VerticalScroll):
             first = self.children[0] if self.children else None
             await self.mount(SystemPromptView(text), before=first)
 
-    async def add(self, role: str, text: str = "", status: str = "complete") -> MessageView:
+    async def add(self, role: str, text: str = "", status: str = "complete", language: str | None = None) -> MessageView:
         async with self._turn:
-            return await self._add(role, text, status)
+            return await self._add(role, text, status, language)
 
-    async def _add(self, role: str, text: str, status: str) -> MessageView:
+    async def _add(self, role: str, text: str, status: str, language: str | None) -> MessageView:
         for placeholder in self.query_children(".empty"):
             await placeholder.remove()
-        view = MessageView(role, text, status)
+        view = MessageView(role, text, status, language=language)
         await self.mount(view)
         self.scroll_end(animate=False)
         return view

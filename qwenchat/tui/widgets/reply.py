@@ -15,6 +15,10 @@ moves up a step at a time instead of a line at every update. The room goes when 
 Every block is drawn alone, so a reply drawn at once from history looks line for line as it did
 when it streamed.
 
+A reply written under a JSON output constraint is not Markdown (its indentation would go): given
+a `language` it is drawn as one code block of all its text (`markdown.CodeDocument`), which grows
+as a fenced block of a Markdown reply grows, at the same cost.
+
 Colours come from the app's theme: the Markdown styles below are Textual style strings over the
 theme's variables, and code is highlighted with Textual's highlighter's token styles on a shaded
 background (`code_box.py`), as Textual's Markdown widget draws it.
@@ -35,7 +39,7 @@ from textual.strip import Strip
 from textual.style import Style
 from textual.widget import Widget
 
-from qwenchat.markdown import Block, GrowingDocument
+from qwenchat.markdown import Block, CodeDocument, GrowingDocument
 from qwenchat.markdown_draw import ChatMarkdown, drawable
 from qwenchat.tui.widgets.code_box import CodeBox
 
@@ -81,13 +85,18 @@ def _highlight(line: Strip, start: int, end: int, style: RichStyle) -> Strip:
     return Strip([seg for seg in out if seg.text], line.cell_length)
 
 
+def _document(text: str, language: str | None) -> GrowingDocument | CodeDocument:
+    return GrowingDocument(text) if language is None else CodeDocument(language, text)
+
+
 class ReplyView(Widget):
     DEFAULT_CSS = "ReplyView { height: auto; }"
 
-    def __init__(self, text: str = "", *, streaming: bool = False, **kwargs) -> None:
+    def __init__(self, text: str = "", *, streaming: bool = False, language: str | None = None, **kwargs) -> None:
+        """`language`: the reply is code as a whole, in that language ("json"); None: Markdown."""
         super().__init__(**kwargs)
         self._streaming = streaming
-        self._doc = GrowingDocument(drawable(text))
+        self._doc = _document(drawable(text), language)
         self._key: tuple | None = None  # (width, theme) the blocks below were drawn for
         self._drawn: list[tuple[str, list[Strip], bool]] = []  # each block's source, lines, and if final
         self._lines: list[Strip] = []  # all of them, a blank line between blocks
@@ -98,6 +107,16 @@ class ReplyView(Widget):
     def source(self) -> str:
         """The text drawn: the reply's, less the control characters a terminal would act on."""
         return self._doc.text
+
+    @property
+    def language(self) -> str | None:
+        return getattr(self._doc, "language", None)
+
+    @language.setter
+    def language(self, value: str | None) -> None:
+        if value != self.language:  # a reply continued under another output setting
+            self._doc, self._drawn, self._stale = _document(self._doc.text, value), [], True
+            self.refresh(layout=True)
 
     @property
     def streaming(self) -> bool:
