@@ -3,10 +3,12 @@ blocks as it grows (or the one block of a reply that is code as a whole: JSON ou
 code blocks a user can copy.
 
 Replies are parsed as GitHub-flavoured Markdown except that a single line break stays a line
-break (a "soft break" becomes a hard one, as in chat apps and GitHub comments): a poem, an
-address or a list written without markers keeps its lines. Code blocks are untouched (they are
-never reflowed). Pure functions over markdown-it (which Rich and Textual already depend on);
-drawing is `markdown_draw.py`'s.
+break (a "soft break" becomes a hard one, as in chat apps and GitHub comments) and a line of a
+paragraph keeps its leading whitespace beyond the paragraph's own indentation (CommonMark drops
+it): a poem, an address, a list written without markers or code written without a fence keeps
+its lines and their indentation (tabs: to stops of 4 columns, as CommonMark counts them). Code
+blocks are untouched (they are never reflowed). Pure functions over markdown-it (which Rich and
+Textual already depend on); drawing is `markdown_draw.py`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
+from markdown_it.parser_inline import RuleFuncInlineType
 from markdown_it.rules_core import StateCore
+from markdown_it.rules_inline import StateInline, escape, newline
 from markdown_it.token import Token
 
 
@@ -25,9 +29,31 @@ def _soft_breaks_are_hard(state: StateCore) -> None:
                 child.type, child.tag = "hardbreak", "br"
 
 
+def _keeping_indent(rule: RuleFuncInlineType) -> RuleFuncInlineType:
+    """`rule`, one that reads a line break (markdown-it's `newline`, or `escape` for a backslash
+    one), but the next line's leading whitespace, which it skips, is kept as text. The block
+    parser has taken the paragraph's own indentation off by then (a list item's, a block
+    quote's `> `), so what is left is the line's as written; done once per line at parse time."""
+
+    def keeping(state: StateInline, silent: bool) -> bool:
+        start = state.pos
+        if not rule(state, silent):
+            return False
+        read = state.src[start:state.pos]
+        if not silent and "\n" in read:
+            # plain spaces, not no-break ones: Rich keeps a line's leading spaces, and a line copied
+            # from the screen pastes as written (Python would refuse U+00A0)
+            state.pending += read.rpartition("\n")[2].expandtabs(4)
+        return True
+
+    return keeping
+
+
 def chat_parser() -> MarkdownIt:
     md = MarkdownIt("gfm-like")
     md.core.ruler.push("soft_breaks_are_hard", _soft_breaks_are_hard)
+    md.inline.ruler.at("newline", _keeping_indent(newline))
+    md.inline.ruler.at("escape", _keeping_indent(escape))
     return md
 
 

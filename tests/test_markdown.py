@@ -68,3 +68,17 @@ def test_a_list_is_not_final_while_its_next_item_may_be_arriving():
     doc.append(". c\n\nAfter.\n")
     assert [b.source for b in doc.blocks] == ["Steps:\n\n", "1. a\n2. b\n\n3. c\n\n", "After.\n"]
     assert len(doc.done) == 2  # the list is final once a paragraph started on a whole line after it
+
+
+def test_a_paragraph_line_keeps_its_indentation_beyond_the_paragraphs_own():
+    """Code written without a fence lost its indentation (CommonMark drops a paragraph line's
+    leading whitespace; found hands-on with the coder model)."""
+    def lines(text: str) -> list[list[str]]:
+        inline = [t for t in chat_parser().parse(text) if t.type == "inline"]
+        return [[c.content for c in t.children if c.type == "text"] for t in inline]
+
+    assert lines("def add(a, b):\n    return a + b") == [["def add(a, b):", "    return a + b"]]
+    assert lines("- item\n  cont\n      deeper") == [["item", "cont", "    deeper"]]  # the item's 2 go
+    assert lines("> q1\n>    q2\n> q3") == [["q1", "   q2", "q3"]]  # the quote's `> ` goes
+    assert lines("a\\\n  b  \n  c *d\n  e*") == [["a", "  b", "  c ", "d", "  e"]]  # after any line break
+    assert lines("x\n\tx\n  \ty") == [["x", "    x", "    y"]]  # tabs to stops of 4

@@ -45,3 +45,33 @@ def test_code_blocks_go_to_the_given_drawer():
 def test_control_characters_are_not_drawn():
     lines = drawn(ChatMarkdown("a \x1b[2J b\x1b]0;title\x07 c"))
     assert lines == ["a [2J b]0;title c"]
+
+
+def test_a_paragraph_line_keeps_its_indentation():
+    """Code written without a fence was drawn with its indentation gone: wrong Python."""
+    assert drawn(ChatMarkdown("def add_numbers(a, b):\n    return a + b")) == [
+        "def add_numbers(a, b):", "    return a + b"]
+    assert drawn(ChatMarkdown("Roses\n  are red\n    violets\n  are blue")) == [
+        "Roses", "  are red", "    violets", "  are blue"]
+    assert drawn(ChatMarkdown("> quoted\n>     indented")) == ["", "▌ quoted", "▌     indented"]
+
+
+def test_a_long_indented_line_wraps_after_its_indentation():
+    assert drawn(ChatMarkdown("x:\n    one two three four five six"), width=20) == [
+        "x:", "    one two three", "four five six"]
+
+
+def test_lists_quotes_and_code_blocks_draw_as_before():
+    assert drawn(ChatMarkdown("- item\n  continued\n  - nested\n    more\n- next")) == [
+        "", " • item", "   continued", "    • nested", "      more", " • next"]
+    assert drawn(ChatMarkdown("1. one\n   two")) == ["", " 1. one", "    two"]
+    assert drawn(ChatMarkdown("> quoted\n> continued\nlazy")) == [
+        "", "▌ quoted", "▌ continued", "▌ lazy"]
+    seen = []
+
+    def draw(code: str, language: str) -> Text:
+        seen.append(code)
+        return Text(code)
+
+    drawn(ChatMarkdown("Code:\n\n    def f():\n        return 1", draw_code=draw))
+    assert seen == ["def f():\n    return 1"]  # an indented code block after a blank line

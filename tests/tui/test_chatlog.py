@@ -152,8 +152,9 @@ async def test_a_reply_written_under_a_json_constraint_is_shown_as_json_when_reo
     app, lines = await shown(entries, size=(70, 60))
     assert [stored_language(e) for e in entries] == [None, "json", None, "json", None, None]
     apples = [i for i, line in enumerate(lines) if line.strip() == '"apple",']
-    # each reply's '"apple",' against its '{' two rows up: JSON keeps its indentation, Markdown not
-    assert [lines[i].index('"') - lines[i - 2].index("{") for i in apples] == [4, 4, 0]
+    # each reply's '{' two rows up from its '"apple",': JSON is drawn in a code box, 2 further in
+    assert [lines[i - 2].index("{") for i in apples] == [4, 4, 2]
+    assert [lines[i].index('"') - lines[i - 2].index("{") for i in apples] == [4, 4, 4]  # indentation kept
 
 
 def test_a_json_reply_copies_as_one_code_block_exactly():

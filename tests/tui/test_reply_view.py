@@ -62,6 +62,25 @@ async def test_streamed_in_any_pieces_it_ends_as_drawn_at_once():
             assert texts(view) == whole
 
 
+
+async def test_code_written_without_a_fence_keeps_its_indentation_streamed_or_not():
+    """The coder model's reply 'def add_numbers(a, b):\n    return a + b' was shown with its second
+    line at the first's column: wrong Python."""
+    text = "Here:\n\ndef add_numbers(a, b):\n    total = a + b\n\treturn total\n\n- item\n  - nested"
+    whole = await drawn_at_once(text)
+    code = [line.rstrip() for line in whole[2:5]]
+    assert code == ["def add_numbers(a, b):", "    total = a + b", "    return total"]
+    app = ReplyApp(streaming=True)
+    async with app.run_test(size=(70, 40)) as pilot:
+        view = app.query_one(ReplyView)
+        for ch in text:  # a piece may end inside a line's indentation
+            view.append(ch)
+            await pilot.pause()
+        view.streaming = False
+        await pilot.pause()
+        assert texts(view) == whole
+
+
 async def test_an_update_repaints_only_the_lines_that_changed():
     app = ReplyApp("First paragraph, long enough to be a line of its own.\n\nSecond", streaming=True)
     async with app.run_test(size=(70, 40)) as pilot:
@@ -204,7 +223,8 @@ async def test_a_json_reply_is_one_code_block_that_keeps_its_indentation():
     code = [line[2:].rstrip() for line in shown[1:-1]]  # inside the box: a blank row above and below
     assert code == JSON_REPLY.split("\n") and not shown[0].strip() and not shown[-1].strip()
     as_markdown = await drawn_at_once(JSON_REPLY)
-    assert '    "apple",' not in [line.rstrip() for line in as_markdown]  # what it was
+    # what it was (its indentation is kept as Markdown now, but not its asterisks)
+    assert '  "note": "# not a *heading*"' not in [line.rstrip() for line in as_markdown]
 
 
 async def test_a_json_reply_streams_cheaply_and_ends_as_drawn_at_once():

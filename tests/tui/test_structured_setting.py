@@ -73,10 +73,12 @@ def test_a_bad_schema_in_the_app_names_the_setting_not_a_command_line_flag(typed
 JSON_REPLY = '{\n  "fruits": [\n    "apple",\n    "banana"\n  ]\n}'
 
 
-def apple_indents(app) -> list[int]:
-    """For each reply on screen: how far '"apple",' is indented from its '{' (0: Markdown ate it)."""
+def apple_indents(app) -> list[tuple[int, int]]:
+    """For each reply on screen: the column of its '{' (2 further in when drawn in a code box, as
+    JSON) and how far '"apple",' is indented from it."""
     lines = [line.split("▕")[-1] for line in screen_lines(app)]  # the chat, right of the sidebar
-    return [lines[i].index('"') - lines[i - 2].index("{") for i, line in enumerate(lines) if line.strip() == '"apple",']
+    return [(lines[i - 2].index("{"), lines[i].index('"') - lines[i - 2].index("{"))
+            for i, line in enumerate(lines) if line.strip() == '"apple",']
 
 
 async def test_a_json_reply_is_shown_and_copied_as_json_while_streaming_and_when_reopened(store):
@@ -105,7 +107,7 @@ async def test_a_json_reply_is_shown_and_copied_as_json_while_streaming_and_when
             hold.set()  # a failure must not leave the reply's thread waiting
         await wait_for(pilot, lambda: not app.chat.generating)
         await pilot.pause()
-        assert apple_indents(app) == [0, 4]
+        assert apple_indents(app) == [(2, 4), (4, 4)]  # Markdown, then JSON in its box
         await pilot.press("f9")  # from the input: the last reply with code, which is all of it
         await wait_for(pilot, lambda: copied)
         await pilot.press("f8")
@@ -116,4 +118,4 @@ async def test_a_json_reply_is_shown_and_copied_as_json_while_streaming_and_when
         await app.chat.open_conversation(cid)  # from history: each reply as it was written
         await pilot.pause()
         assert [v.language for v in app.chat.chatlog.views] == [None, None, None, "json"]
-        assert apple_indents(app) == [0, 4]
+        assert apple_indents(app) == [(2, 4), (4, 4)]  # Markdown, then JSON in its box
