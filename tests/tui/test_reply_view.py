@@ -62,7 +62,6 @@ async def test_streamed_in_any_pieces_it_ends_as_drawn_at_once():
             assert texts(view) == whole
 
 
-
 async def test_code_written_without_a_fence_keeps_its_indentation_streamed_or_not():
     """The coder model's reply 'def add_numbers(a, b):\n    return a + b' was shown with its second
     line at the first's column: wrong Python."""
