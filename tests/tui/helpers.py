@@ -38,3 +38,16 @@ def notes(app) -> list[str]:
 
 def status_text(app) -> str:
     return str(app.query_one("#status").render())
+
+
+async def burst(pilot, keys: str) -> None:
+    """Deliver `keys`, as a terminal sends them ("\\x7f" is Backspace, "\\x1b[D" Left), in one read:
+    every key is queued before the app handles the first, as from a fast typist, a paste of
+    keystrokes or a laggy SSH link. (`pilot.press` waits for each key to be handled, which hides
+    any disorder.) The driver's own parser and hand-off, as the Linux driver uses them."""
+    from textual._xterm_parser import XTermParser
+
+    driver = pilot.app._driver
+    for event in XTermParser().feed(keys):
+        driver.process_message(event)
+    await pilot.pause()

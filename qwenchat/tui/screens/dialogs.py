@@ -11,6 +11,7 @@ from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from qwenchat.tui.widgets.prompt_input import PromptInput
+from qwenchat.tui.widgets.text_fields import LineInput
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -54,7 +55,7 @@ class TextPrompt(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.title_text, classes="title", markup=False)
-            yield Input(self.value, id="value")
+            yield LineInput(self.value, id="value")
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("OK", id="ok", variant="primary")

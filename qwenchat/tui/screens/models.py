@@ -24,6 +24,7 @@ from textual.widgets.option_list import Option
 from qwenchat.remote.reference import RemoteRef, is_remote
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.dialogs import DIALOG_CSS
+from qwenchat.tui.widgets.text_fields import LineInput
 
 LIST_TIMEOUT_S = 30.0  # asking a server for its models (connection refused is at once)
 
@@ -122,7 +123,7 @@ class ModelPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Choose a model (not yet downloaded ones are fetched first)", classes="title")
-            yield Input(placeholder="…or type a name, a folder, a .gguf file or a server URL (http://host:8000/v1), then Enter",
+            yield LineInput(placeholder="…or type a name, a folder, a .gguf file or a server URL (http://host:8000/v1), then Enter",
                         id="path", select_on_focus=False)  # typing on the list moves here: keep what was typed
             yield Label("", id="path-error", classes="error", markup=False)
             yield Label("", id="path-note", classes="note", markup=False)

@@ -24,6 +24,7 @@ from textual.widgets import Button, Input, Label
 from qwenchat.config import parse_value
 from qwenchat.errors import ConfigError, QwenchatError
 from qwenchat.structured import from_text, to_text
+from qwenchat.tui.widgets.text_fields import LineInput
 
 # option field -> (label, config key used for validation)
 FIELDS: dict[str, tuple[str, str]] = {
@@ -107,7 +108,7 @@ class SettingsScreen(ModalScreen[dict | None]):
                     yield Label(label)
                     value = self.current.get(name)
                     default = self.defaults.get(name)
-                    yield Input(_text(name, value), id=name, compact=True,
+                    yield LineInput(_text(name, value), id=name, compact=True,
                                 placeholder=_placeholder(name, default, self.server is not None))
                     yield Label("", id=f"{name}-error", classes="error", markup=False)  # may quote the input
             with Horizontal():

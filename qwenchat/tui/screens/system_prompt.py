@@ -18,6 +18,7 @@ from textual.widgets import Button, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
 from qwenchat.tui.screens.dialogs import ConfirmScreen, TextPrompt
+from qwenchat.tui.widgets.text_fields import TextEditor
 
 
 class SystemPromptScreen(ModalScreen[str | None]):
@@ -40,7 +41,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("System prompt for this conversation (Ctrl+S applies)", classes="title")
-            yield TextArea(self.text, id="prompt", soft_wrap=True)
+            yield TextEditor(self.text, id="prompt", soft_wrap=True)
             yield Label("Presets", classes="title")
             yield OptionList(id="presets", markup=False)  # preset names are user text
             with Horizontal():

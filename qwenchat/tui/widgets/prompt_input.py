@@ -1,11 +1,9 @@
 """The message box: a multi-line TextArea where Enter sends and Ctrl+J / Shift+Enter break the
 line. It stays editable while a reply streams; the app decides whether a send is accepted.
 
-Keys arriving in one burst (a paste of keystrokes, a laggy SSH link) keep their order: Textual
-runs a widget's key bindings (Backspace, the arrows, Ctrl+W...) only after the key has bubbled
-up to the app, by which time the printable keys behind it were already typed ("hello", Backspace,
-"p me" gave "hellop m"), so the box runs its own bindings as their keys arrive. Text typed after
-Enter, before the send was taken, stays in the box (`take_sent`)."""
+Keys arriving in one burst (a paste of keystrokes, a laggy SSH link) keep their order, as in every
+text field of the app ("hello", Backspace, "p me" gave "hellop m"; widgets/text_fields.py says
+why). Text typed after Enter, before the send was taken, stays in the box (`take_sent`)."""
 
 from __future__ import annotations
 
@@ -15,8 +13,10 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
+from qwenchat.tui.widgets.text_fields import KeysInOrder
 
-class PromptInput(TextArea):
+
+class PromptInput(KeysInOrder, TextArea):
     DEFAULT_CSS = """
     PromptInput { height: auto; min-height: 3; max-height: 10; border: round $border-blurred; }
     PromptInput:focus { border: round $border; }
@@ -42,14 +42,7 @@ class PromptInput(TextArea):
             event.stop()
             event.prevent_default()
             self.insert("\n")
-            return
-        bindings = self._bindings.key_to_bindings.get(event.key)
-        if bindings and not event.is_printable:
-            event.stop()
-            event.prevent_default()
-            await self.run_action(bindings[0].action)
-            return
-        await super()._on_key(event)
+        # any other key: Textual goes on to KeysInOrder's handler (the bindings), then TextArea's
 
     def take_sent(self, sent: str) -> None:
         """Empty the box of a message that was sent, keeping what was typed after Enter: the box

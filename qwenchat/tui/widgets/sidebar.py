@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
 from qwenchat.model_label import short_model
+from qwenchat.tui.widgets.text_fields import LineInput
 
 
 def day_label(stamp: str | None, today: date | None = None) -> str:
@@ -75,7 +76,7 @@ class Sidebar(Vertical):
         self._rows: list[tuple] = []  # what the list shows: ("day", label) and ("chat", id, title, model)
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="Search chats…", id="search")
+        yield LineInput(placeholder="Search chats…", id="search")
         yield ListView(id="conversations")
 
     @property

@@ -1,0 +1,42 @@
+"""The app's text fields: every place the user types is one of these (or PromptInput, the message
+box, which shares their key handling), never a bare Textual `Input` or `TextArea`.
+
+Keys arriving in one burst (a fast typist, a paste of keystrokes, a laggy SSH link) keep their
+order. Textual runs a widget's key bindings (Backspace, Delete, the arrows, Home/End, Ctrl+W,
+Ctrl+U...) only after the key has bubbled up to the app, while the widget types a printable key
+at once; so a letter behind a Backspace in the same burst was typed first and then deleted
+(40 Backspaces then "name, year int" in the sampling dialog gave "name, yt"). A field here runs
+its own bindings as their keys arrive. Priority bindings (the app's and the screen's) still come
+first: Textual checks them before the key reaches the field. A binding whose action steps aside
+(Ctrl+C with nothing selected) lets the key go on to the screen and the app, as before."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.widgets import Input, TextArea
+
+
+class KeysInOrder:
+    """Mixin for a Textual text widget: its own key bindings run when their key arrives."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        # No super() call: Textual calls `_on_key` of every class in the MRO itself (Input's, then
+        # Widget's) until a handler prevents the default, as a run binding does here.
+        if not event.is_printable and await self._run_own_binding(event.key):
+            event.stop()
+            event.prevent_default()
+
+    async def _run_own_binding(self, key: str) -> bool:
+        """Run this widget's binding for `key` as Textual would at the app; False if none ran."""
+        for binding in self._bindings.key_to_bindings.get(key, ()):
+            if not binding.priority and await self.app.run_action(binding.action, self):
+                return True
+        return False
+
+
+class LineInput(KeysInOrder, Input):
+    """A one-line field (dialog fields, the chat search): Textual's Input, keys in order."""
+
+
+class TextEditor(KeysInOrder, TextArea):
+    """A multi-line editor (the system prompt): Textual's TextArea, keys in order."""

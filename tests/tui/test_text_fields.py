@@ -1,0 +1,153 @@
+"""Every text field keeps the order of keys that arrive in one burst (qwenchat/tui/widgets/
+text_fields.py): 40 Backspaces then "name, year int, rivers: a list" in the sampling dialog's JSON
+output field gave "name, yt, rivers: a" (found in tmux), as the letters were typed before the
+Backspaces ran. The fields otherwise behave as Textual's: Enter submits, Tab moves on, Escape
+closes the dialog, a field's validation shows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from textual.widgets import Input, TextArea
+
+import qwenchat.tui
+from qwenchat.tui.screens.dialogs import TextPrompt
+from qwenchat.tui.screens.models import ModelPicker
+from qwenchat.tui.screens.settings import SettingsScreen
+from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+from qwenchat.tui.widgets.text_fields import LineInput, TextEditor
+from tests.tui.conftest import wait_for
+from tests.tui.helpers import SIZE, burst, make_app, ready, send
+from tests.tui.test_structure import shadowed
+
+BACKSPACE, DELETE, LEFT, HOME, END = "\x7f", "\x1b[3~", "\x1b[D", "\x1b[H", "\x1b[F"
+CTRL_W, CTRL_U = "\x17", "\x15"
+
+
+async def open_sampling(pilot) -> SettingsScreen:
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+    return pilot.app.screen
+
+
+async def test_the_json_output_field_keeps_a_burst_in_order(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_sampling(pilot)
+        await pilot.press(*["tab"] * 7)  # Tab moves from field to field, as before
+        field = screen.query_one("#constraint", Input)
+        assert app.focused is field and isinstance(field, LineInput)
+        await pilot.press(*"city str")
+        await burst(pilot, BACKSPACE * 40 + "name, year int, rivers: a list")
+        assert field.value == "name, year int, rivers: a list"
+        await burst(pilot, BACKSPACE * 4 + "lisx" + BACKSPACE + "t" + CTRL_W + "list")
+        assert field.value == "name, year int, rivers: a list"
+        await burst(pilot, CTRL_U + "name, year integr")  # checked as typed: flagged under the field
+        assert field.value == "name, year integr" and field.has_class("-invalid")
+        assert "integr" in str(screen.query_one("#constraint-error").render())
+        await burst(pilot, BACKSPACE * 3)
+        assert field.value == "name, year int" and not field.has_class("-invalid")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.session.options.constraint["required"] == ["name", "year"]
+
+
+async def test_a_number_field_keeps_a_burst_in_order_and_escape_closes(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_sampling(pilot)
+        field = screen.query_one("#temperature", Input)
+        assert app.focused is field
+        await burst(pilot, "0.95" + LEFT + BACKSPACE + "8" + END + BACKSPACE + "7" + HOME + "-")
+        assert field.value == "-0.87" and field.has_class("-invalid")
+        await burst(pilot, HOME + DELETE)
+        assert field.value == "0.87" and not field.has_class("-invalid")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.session.options.temperature != 0.87
+
+
+async def test_the_chat_search_keeps_a_burst_in_order(store):
+    app, _ = make_app(script=["r1", "r2"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "apples")
+        await pilot.press("ctrl+n")
+        await send(pilot, "pears")
+        await pilot.press("ctrl+f")
+        search = app.chat.sidebar.search_box
+        assert app.focused is search and isinstance(search, LineInput)
+        await pilot.press(*"pears")
+        await burst(pilot, BACKSPACE * 10 + "apple")
+        assert search.value == "apple"
+        await wait_for(pilot, lambda: len(app.chat.sidebar.conversation_ids) == 1)
+
+
+async def test_the_rename_dialog_keeps_a_burst_in_order_and_enter_submits(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "to be renamed")
+        cid = app.session.conversation_id
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        field = app.screen.query_one(Input)
+        await burst(pilot, BACKSPACE * 30 + "Rivers of Europe")
+        assert field.value == "Rivers of Europe"
+        await burst(pilot, "\r")
+        await wait_for(pilot, lambda: store.get_conversation(cid).title == "Rivers of Europe")
+
+
+async def test_the_model_path_field_keeps_a_burst_in_order(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.push_screen(ModelPicker(None, []))
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPicker))
+        field = app.screen.query_one("#path", Input)
+        field.focus()
+        await pilot.press(*"/tmp/moddel")
+        await burst(pilot, BACKSPACE * 3 + "el.ggfu" + BACKSPACE * 2 + "uf")
+        assert field.value == "/tmp/model.gguf"
+
+
+async def test_the_system_prompt_editor_keeps_a_burst_in_order(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+        editor = app.screen.query_one("#prompt", TextArea)
+        assert isinstance(editor, TextEditor)
+        editor.focus()
+        await pilot.press(*"Be long.")
+        await burst(pilot, BACKSPACE * 20 + "Be brief." + LEFT + BACKSPACE * 5 + "short")
+        assert editor.text == "Be short."
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.session.system_prompt == "Be short.")
+
+
+async def test_the_message_box_keeps_a_burst_in_order(store):
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await burst(pilot, "hello" + BACKSPACE + "p me, abc" + LEFT + "X")
+        assert app.chat.input.text == "hellp me, abXc"
+
+
+def test_no_bare_textual_text_field_in_the_app():
+    """A field written as Textual's own Input or TextArea would garble a burst again."""
+    root = Path(qwenchat.tui.__file__).parent
+    bare = [f"{path.relative_to(root)}:{node.lineno}"
+            for path in root.rglob("*.py")
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Input", "TextArea")]
+    assert bare == []
+
+
+def test_the_fields_shadow_no_private_textual_name():
+    assert shadowed(LineInput, Input) == [] and shadowed(TextEditor, TextArea) == []
