@@ -51,3 +51,12 @@ async def burst(pilot, keys: str) -> None:
     for event in XTermParser().feed(keys):
         driver.process_message(event)
     await pilot.pause()
+
+
+async def open_sampling(pilot):
+    """Ctrl+S: the sampling settings dialog (SettingsScreen), once it is up."""
+    from qwenchat.tui.screens.settings import SettingsScreen
+
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
+    return pilot.app.screen

@@ -11,13 +11,8 @@ from textual.widgets import Input
 from qwenchat.tui.screens.settings import SettingsScreen
 from tests.tui.conftest import wait_for
 from tests.tui.screen_text import screen_lines
+from tests.tui.helpers import open_sampling
 from tests.tui.test_app import SIZE, make_app, ready, send
-
-
-async def _open(pilot):
-    await pilot.press("ctrl+s")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
-    return pilot.app.screen
 
 
 async def test_schema_setting_saved_and_shown_in_status_bar(store):
@@ -26,7 +21,7 @@ async def test_schema_setting_saved_and_shown_in_status_bar(store):
         await ready(pilot)
         await send(pilot, "hi")
         assert "JSON" not in str(app.query_one("#status").render())
-        screen = await _open(pilot)
+        screen = await open_sampling(pilot)
         field = screen.query_one("#constraint", Input)
         field.value = "name, age integr"  # not a type the concise form knows
         await pilot.pause()
@@ -38,7 +33,7 @@ async def test_schema_setting_saved_and_shown_in_status_bar(store):
         schema = app.session.options.constraint
         assert schema["required"] == ["name", "age"] and schema["properties"]["age"] == {"type": "integer"}
         assert "JSON schema" in str(app.query_one("#status").render())
-        screen = await _open(pilot)  # shown again as editable JSON
+        screen = await open_sampling(pilot)  # shown again as editable JSON
         assert '"age"' in screen.query_one("#constraint", Input).value
         screen.query_one("#constraint", Input).value = "json"
         await pilot.pause()
@@ -91,7 +86,7 @@ async def test_a_json_reply_is_shown_and_copied_as_json_while_streaming_and_when
         app.copy_to_clipboard = copied.append  # OSC 52 has no terminal here
         await ready(pilot)
         await send(pilot, "fruits, no JSON output")  # written freely: Markdown, as it was
-        screen = await _open(pilot)
+        screen = await open_sampling(pilot)
         screen.query_one("#constraint", Input).value = "json"
         await pilot.pause()
         await pilot.press("ctrl+s")

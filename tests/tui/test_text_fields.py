@@ -18,17 +18,11 @@ from qwenchat.tui.screens.settings import SettingsScreen
 from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.text_fields import LineInput, TextEditor
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import SIZE, burst, make_app, ready, send
+from tests.tui.helpers import SIZE, burst, make_app, open_sampling, ready, send
 from tests.tui.test_structure import shadowed
 
 BACKSPACE, DELETE, LEFT, HOME, END = "\x7f", "\x1b[3~", "\x1b[D", "\x1b[H", "\x1b[F"
 CTRL_W, CTRL_U = "\x17", "\x15"
-
-
-async def open_sampling(pilot) -> SettingsScreen:
-    await pilot.press("ctrl+s")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
-    return pilot.app.screen
 
 
 async def test_the_json_output_field_keeps_a_burst_in_order(store):
