@@ -81,7 +81,7 @@ def test_the_apps_api_key_reaches_its_sessions(monkeypatch, isolated_home, argv)
     seen: dict[str, Any] = {}
     monkeypatch.setattr(tui, "run_app", lambda factory, **kw: seen.update(factory=factory))
     monkeypatch.setattr(qwenchat.startup, "load_engine",
-                        lambda settings, progress=None: (_ for _ in ()).throw(RuntimeError(settings.api_key)))
+                        lambda settings, progress=None, resolved=None: (_ for _ in ()).throw(RuntimeError(settings.api_key)))
     result = CliRunner().invoke(app, ["-m", "http://h:1/v1", *argv] if argv[0] != "chat" else argv)
     assert result.exit_code == 0, result.output
     with pytest.raises(RuntimeError, match="K3Y"):

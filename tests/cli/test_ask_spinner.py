@@ -9,6 +9,7 @@ import _thread
 import io
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -142,11 +143,18 @@ def test_nothing_is_written_to_stderr_that_is_not_a_terminal(monkeypatch, termin
 
 
 def test_ctrl_c_erases_the_spinner_before_saying_interrupted(monkeypatch, terminal_env):
+    # Python's own handler, as a terminal's `qwenchat` has it: a suite started as a background job
+    # inherits SIGINT ignored, and interrupt_main() then does nothing (the reply waited forever)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def press_ctrl_c(err: _Stream) -> None:
         _until(lambda: _counting(err), "no spinner with a token count while the reply was generated")
         _thread.interrupt_main()  # what Ctrl+C does: KeyboardInterrupt in the main thread
 
-    code, out, err = ask_json(monkeypatch, FakeEngine(script=[REPLY]), stderr_tty=True, while_held=press_ctrl_c)
+    try:
+        code, out, err = ask_json(monkeypatch, FakeEngine(script=[REPLY]), stderr_tty=True, while_held=press_ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130 and out == ""
     assert [line for line in screen(err) if line] == ["interrupted"], repr(err)
 

@@ -26,10 +26,11 @@ NOTE = "converting the weights to int4 (once: later starts reuse them)"
 
 
 @pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
+def model_dir(tmp_path: Path, monkeypatch) -> Path:
     folder = tmp_path / "tiny"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)  # named ./tiny: a temporary folder's path wraps on the panel
     return folder
 
 
@@ -51,7 +52,7 @@ def held_load(monkeypatch):
 
 async def loading_panel(model_dir: Path, held_load, quantize: str) -> tuple[str, str]:
     """What the screen says while the model loads, and once it has."""
-    app = QwenchatApp(make_session_factory(Settings(quantize=quantize)), model=str(model_dir),
+    app = QwenchatApp(make_session_factory(Settings(quantize=quantize)), model=f"./{model_dir.name}",
                       theme="qwenchat-dark", persist_theme=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: held_load.seen)
@@ -65,7 +66,7 @@ async def loading_panel(model_dir: Path, held_load, quantize: str) -> tuple[str,
 async def test_a_first_int4_load_says_on_the_panel_that_it_converts_the_weights(model_dir, held_load):
     assert startup.conversion_note(Settings(quantize="int4"), model_dir) == NOTE  # one source for the words
     during, after = await loading_panel(model_dir, held_load, "int4")
-    assert f"Loading {model_dir}…" in during and NOTE in during
+    assert f"Loading ./{model_dir.name}…" in during and NOTE in during
     assert held_load.seen[0].path == model_dir.resolve()  # found once: the load was handed it
     assert NOTE not in after and "Loading" not in after
 
@@ -75,8 +76,8 @@ async def test_no_note_when_the_converted_weights_are_kept_or_not_asked_for(mode
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"\0" * 64)  # converted at an earlier start
     during, _ = await loading_panel(model_dir, held_load, "int4")
-    assert f"Loading {model_dir}…" in during and "converting" not in during
+    assert f"Loading ./{model_dir.name}…" in during and "converting" not in during
     held_load.clear()
     held_load.seen.clear()
     during, _ = await loading_panel(model_dir, held_load, "none")
-    assert f"Loading {model_dir}…" in during and "converting" not in during
+    assert f"Loading ./{model_dir.name}…" in during and "converting" not in during
