@@ -85,7 +85,7 @@ def _names_a_file(text: str) -> bool:
 def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
     """llm's concise form -> a JSON schema with every field required."""
     one_line = "\n" not in text
-    parts = [p.strip() for p in (text.split(",") if one_line else text.splitlines())]
+    parts = [p.strip() for line in (text.split(",") if one_line else text.splitlines()) for p in _fields(line)]
     parts = [p for p in parts if p]
     properties: dict[str, Any] = {}
     for i, part in enumerate(parts):
@@ -101,6 +101,15 @@ def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
     if not properties:
         raise UsageError(f"{name} names no fields", f"e.g. {_flag(name)}'name, age int'")
     return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _fields(line: str) -> list[str]:
+    """A line of the form with one field a line, or of the comma form among them ('name, age int'
+    with a newline after it, as a script may pass it): a line that is no field by itself but
+    splits at its commas into fields is read that way."""
+    if "," not in line or _FIELD.match(line.strip()):
+        return [line]
+    return line.split(",")
 
 
 def _field_error(part: str, kind: str | None, name: str, after_description: bool) -> UsageError:

@@ -67,3 +67,10 @@ def test_a_slash_in_a_description_is_not_taken_for_a_path() -> None:
     """'url: ... https://...' was "schema file ... not found"."""
     schema = parse_schema("title, url: the page (https://example.org)")
     assert list(schema["properties"]) == ["title", "url"]
+
+
+def test_the_comma_form_with_a_newline_after_it_is_still_the_comma_form() -> None:
+    """'name, age int\n' (as a script may pass it) was "field 'name, age int' is not a field"
+    once a newline made the form one field a line."""
+    assert parse_schema("name, age int\n") == parse_schema("name, age int")
+    assert list(parse_schema("name, age int\nbio: short, plain")["properties"]) == ["name", "age", "bio"]
