@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qwenchat.engine.records import MIN_CONTEXT, OPTION_RANGES, QUANTIZE_MODES  # torch-free: the options' one declaration
-from qwenchat.errors import ConfigError
+from qwenchat.errors import ConfigError, ValueRefused
 
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -201,7 +201,7 @@ def check_key(key: str, source: str = "value") -> str:
         return key
     close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"unknown setting {key!r} ({source})", f"{hint}known keys: {', '.join(KEYS)}")
+    raise ValueRefused(f"unknown setting {key!r} ({source})", f"{hint}known keys: {', '.join(KEYS)}")
 
 
 def parse_value(key: str, value: Any, *, source: str = "value") -> Any:
@@ -210,7 +210,7 @@ def parse_value(key: str, value: Any, *, source: str = "value") -> Any:
     try:
         return parse(value)
     except (TypeError, ValueError):
-        raise ConfigError(
+        raise ValueRefused(
             f"invalid value {value!r} for {key} ({source})", f"{key} must be {allowed}"
         ) from None
 

@@ -33,6 +33,11 @@ class ConfigError(QwenchatError):
     """The config file or an environment variable holds an invalid value."""
 
 
+class ValueRefused(ConfigError):
+    """A setting's name or value that its check refuses, wherever it came from (`config set` turns
+    it into a usage error: it was typed on the command line)."""
+
+
 class StoreError(QwenchatError):
     """The history database cannot be opened, read or written."""
 

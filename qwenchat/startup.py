@@ -135,7 +135,7 @@ def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | N
     path = _weight_cache(settings, model_dir)
     if path is None or not path.is_file():
         return None
-    quantize = (settings.quantize or "auto").strip().lower()
+    quantize = _quantize_mode(settings)
     device = (settings.device or "auto").strip().lower()
     dtype = (settings.dtype or "auto").strip().lower()
     on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
@@ -150,7 +150,7 @@ def _weight_cache(settings: "Settings", model_dir: Path) -> Path | None:
     from qwenchat.engine import prefetch
     from qwenchat.paths import int8_cache_dir
 
-    quantize = (settings.quantize or "auto").strip().lower()
+    quantize = _quantize_mode(settings)
     if quantize not in ("auto", "int8", "int4"):  # none, a typo
         return None
     path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
@@ -160,11 +160,25 @@ def _weight_cache(settings: "Settings", model_dir: Path) -> Path | None:
 def conversion_note(settings: "Settings", model_dir: Path) -> str | None:
     """What to say while a load converts the weights first (int8 or int4 asked for, no cache of
     them yet: ~15-20 s for a 0.5B model on 2 cores, once), or None."""
-    quantize = (settings.quantize or "").strip().lower()
+    quantize = _quantize_mode(settings)
     path = _weight_cache(settings, model_dir)
     if quantize not in ("int8", "int4") or path is None or path.is_file():
         return None
     return f"converting the weights to {quantize} (once: later starts reuse them)"
+
+
+def _quantize_mode(settings: "Settings") -> str:
+    return (settings.quantize or "auto").strip().lower()
+
+
+def find_local(settings: "Settings", progress: Any = None) -> tuple["ResolvedModel", str | None]:
+    """The local model `settings` name, found (downloaded if needed) before the load begins, so a
+    face can show the download and then say what the load will do besides loading
+    (`conversion_note`); pass the first to `load_engine(resolved=...)`."""
+    from qwenchat.models import resolve_model
+
+    resolved = resolve_model(settings.model, progress=progress)
+    return resolved, conversion_note(settings, resolved.path)
 
 
 def _gpu_likely() -> bool:

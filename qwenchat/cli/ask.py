@@ -181,9 +181,8 @@ def _load(settings, flags):
     terminal). One after the other: rich draws one live display at a time. A server's URL is
     connected to instead: the local engine's flags do not apply there, and are said so."""
     from qwenchat.cli.models import RichDownloadProgress
-    from qwenchat.models import resolve_model
     from qwenchat.remote.reference import is_remote
-    from qwenchat.startup import conversion_note, load_engine
+    from qwenchat.startup import find_local, load_engine
 
     if is_remote(settings.model):
         ignored = [f"--{k.replace('_', '-')}" for k in LOCAL_ONLY_FLAGS if flags.get(k) is not None]
@@ -191,8 +190,7 @@ def _load(settings, flags):
             verb, these = ("applies", "that") if len(ignored) == 1 else ("apply", "those")
             warn(f"{', '.join(ignored)} {verb} to a local model only; the server decides {these}")
         return _spinning("connecting to the server…", lambda: load_engine(settings))
-    resolved = resolve_model(settings.model, progress=RichDownloadProgress())
-    converting = conversion_note(settings, resolved.path)
+    resolved, converting = find_local(settings, RichDownloadProgress())
     return _spinning(f"loading model… {converting}" if converting else "loading model…",
                      lambda: load_engine(settings, resolved=resolved))
 

@@ -29,16 +29,15 @@ def make_session_factory(settings: Any) -> Any:
     """A factory the app calls in a worker: (model name, store, progress) -> ChatSession."""
 
     def factory(model: str | None, store: Any, progress: Any) -> Any:
-        from qwenchat.models import resolve_model
         from qwenchat.remote.reference import is_remote
         from qwenchat.session import ChatSession
-        from qwenchat.startup import conversion_note, load_engine, options_from_settings
+        from qwenchat.startup import find_local, load_engine, options_from_settings
 
         s = settings.merged({"model": model}) if model else settings
         resolved = None
         if not is_remote(s.model):  # found (downloaded) first, so the panel can say what the load does
-            resolved = resolve_model(s.model, progress=progress)
-            if converting := conversion_note(s, resolved.path):
+            resolved, converting = find_local(s, progress)
+            if converting:
                 progress.on_loading(converting)
         engine, label = load_engine(s, progress=progress, resolved=resolved)
         return ChatSession(engine, store, model_label=label, options=options_from_settings(s))

@@ -16,7 +16,7 @@ import typer
 
 from qwenchat import config
 from qwenchat.cli.app import app
-from qwenchat.errors import UsageError
+from qwenchat.errors import UsageError, ValueRefused
 
 config_app = typer.Typer(help="Show and change settings (the config file).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -28,7 +28,7 @@ def _typed() -> Iterator[None]:
     as the same value given to `ask` as a flag); trouble with the file itself stays exit 1."""
     try:
         yield
-    except config.ConfigError as e:
+    except ValueRefused as e:
         raise UsageError(e.message, e.hint) from None
 
 
@@ -89,11 +89,10 @@ def set_(
     value: Annotated[str, typer.Argument(metavar="VALUE")],
 ) -> None:
     """Validate VALUE and store it under KEY in the config file."""
+    if key == "theme":
+        _check_theme(value.strip())
     with _typed():
-        config.parse_value(key, value, source="config set")
-        if key == "theme":
-            _check_theme(value.strip())
-    stored = config.set_value(key, value, path=_path())
+        stored = config.set_value(key, value, path=_path())
     sys.stderr.write(f"{key} = {config.toml_value(config.shown(key, stored))}  (in {_path()})\n")
     var = config.ENV_VARS.get(key)
     if var and config.read_env().get(key) is not None:
@@ -101,7 +100,7 @@ def set_(
 
 
 def _check_theme(name: str) -> None:
-    """A theme the app knows (Textual's, qwenchat's and the user's theme files), or a ConfigError
+    """A theme the app knows (Textual's, qwenchat's and the user's theme files), or a UsageError
     listing them: the app would only warn at start-up and fall back to its default."""
     import difflib
 
@@ -114,7 +113,7 @@ def _check_theme(name: str) -> None:
     if name and name not in known:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise config.ConfigError(
+        raise UsageError(
             f"unknown theme {name!r}",
             f"{hint}the themes: {', '.join(known)} (your own go in {user_themes_dir()} as TOML files)",
         )
@@ -123,8 +122,6 @@ def _check_theme(name: str) -> None:
 @config_app.command("unset")
 def unset(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
     """Remove KEY from the config file (its default applies again)."""
-    if key not in config.read_raw(_path()):
-        with _typed():
-            config.check_key(key, "config unset")
-    removed = config.unset_value(key, path=_path())
+    with _typed():
+        removed = config.unset_value(key, path=_path())
     sys.stderr.write(f"{key} {'removed' if removed else 'was not set'}\n")

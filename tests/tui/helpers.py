@@ -60,3 +60,15 @@ async def open_sampling(pilot):
     await pilot.press("ctrl+s")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen))
     return pilot.app.screen
+
+
+async def open_rename(pilot) -> int:
+    """A conversation of one exchange, then F2: its rename dialog (TextPrompt) is up. Its id."""
+    from qwenchat.tui.screens.dialogs import TextPrompt
+
+    await ready(pilot)
+    await send(pilot, "to be renamed")
+    cid = pilot.app.session.conversation_id
+    await pilot.press("f2")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, TextPrompt))
+    return cid

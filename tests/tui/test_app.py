@@ -16,7 +16,7 @@ from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.tui.conftest import wait_for
 from tests.fake_engine import FakeInfo, engine_factory
-from tests.tui.helpers import notes
+from tests.tui.helpers import notes, open_rename
 
 SIZE = (110, 34)
 
@@ -159,11 +159,7 @@ async def test_switch_conversations_and_continue(store):
 async def test_rename_and_delete_with_confirmation(store):
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        await send(pilot, "to be renamed")
-        cid = app.session.conversation_id
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        cid = await open_rename(pilot)
         app.screen.query_one(Input).value = "My chat"
         await pilot.press("enter")
         await wait_for(pilot, lambda: store.get_conversation(cid).title == "My chat")

@@ -12,13 +12,12 @@ from pathlib import Path
 from textual.widgets import Input, TextArea
 
 import qwenchat.tui
-from qwenchat.tui.screens.dialogs import TextPrompt
 from qwenchat.tui.screens.models import ModelPicker
 from qwenchat.tui.screens.settings import SettingsScreen
 from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.text_fields import LineInput, TextEditor
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import SIZE, burst, make_app, open_sampling, ready, send
+from tests.tui.helpers import SIZE, burst, make_app, open_rename, open_sampling, ready, send
 from tests.tui.test_structure import shadowed
 
 BACKSPACE, DELETE, LEFT, HOME, END = "\x7f", "\x1b[3~", "\x1b[D", "\x1b[H", "\x1b[F"
@@ -83,11 +82,7 @@ async def test_the_chat_search_keeps_a_burst_in_order(store):
 async def test_the_rename_dialog_keeps_a_burst_in_order_and_enter_submits(store):
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        await send(pilot, "to be renamed")
-        cid = app.session.conversation_id
-        await pilot.press("f2")
-        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        cid = await open_rename(pilot)
         field = app.screen.query_one(Input)
         await burst(pilot, BACKSPACE * 30 + "Rivers of Europe")
         assert field.value == "Rivers of Europe"
