@@ -26,6 +26,7 @@ from qwenchat.tui.screens.chat import ChatScreen
 from qwenchat.tui.screens.help import HelpScreen
 from qwenchat.tui.screens.models import model_picker
 from qwenchat.tui.themes import DEFAULT_THEME, load_themes
+from qwenchat.tui.widgets.reply import warm_up
 
 # (model name or None for the default, store, download progress) -> ChatSession; may be slow
 SessionFactory = Callable[[str | None, Any, Any], Any]
@@ -134,6 +135,7 @@ class QwenchatApp(App[None]):
         except BaseException as e:  # noqa: BLE001 - shown to the user, app keeps running
             self.post_message(msg.SessionFailed(e, model, seq))
             return
+        warm_up()  # here, while the screen waits for the model anyway
         self.post_message(msg.SessionReady(session, model, seq))
 
     async def on_session_ready(self, event: msg.SessionReady) -> None:

@@ -33,11 +33,16 @@ def texts(view: ReplyView) -> list[str]:
     return [line.text for line in view._lines]
 
 
-async def drawn_at_once(text: str, size=(70, 40), language: str | None = None) -> list[str]:
+def segments(view: ReplyView) -> list[list[tuple]]:
+    """Each line's pieces: text and style."""
+    return [[(seg.text, seg.style) for seg in line] for line in view._lines]
+
+
+async def drawn_at_once(text: str, size=(70, 40), language: str | None = None, read=texts) -> list:
     app = ReplyApp(text, language=language)
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
-        return texts(app.query_one(ReplyView))
+        return read(app.query_one(ReplyView))
 
 
 async def test_streamed_in_any_pieces_it_ends_as_drawn_at_once():
@@ -267,3 +272,22 @@ async def test_a_reply_continued_under_another_output_setting_is_drawn_anew():
         view.streaming = False
         await pilot.pause()
         assert texts(view) == await drawn_at_once(JSON_REPLY, language="json")
+
+
+async def test_a_code_block_drawn_directly_is_line_for_line_as_rich_draws_it():
+    """A block that is one code block skips Rich's Markdown (its cost at every update of a growing
+    block); the lines must not change for it."""
+    import qwenchat.tui.widgets.reply as reply
+
+    wide = "x = " + " + ".join(str(i) for i in range(60))
+    texts_ = ["```python\ndef f(a):\n\treturn a  # tab\n\n\n```", f"```\n{wide}\n```", "```rust extra words\nfn main() {}\n",
+              "    indented(code)\n    more", "```\n```", "```nosuchlanguage\n  a\n b\n```"]
+    for text in texts_:
+        direct = await drawn_at_once(f"Intro.\n\n{text}\n\nOutro.", size=(50, 40), read=segments)
+        real = reply._code_of
+        reply._code_of = lambda block: None  # type: ignore[assignment]
+        try:
+            through_rich = await drawn_at_once(f"Intro.\n\n{text}\n\nOutro.", size=(50, 40), read=segments)
+        finally:
+            reply._code_of = real
+        assert direct == through_rich, text

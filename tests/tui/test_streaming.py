@@ -12,7 +12,7 @@ from qwenchat.tui import streaming
 from qwenchat.tui.screens.chat import ChatScreen
 from qwenchat.tui.streaming import STREAMING_SWITCH_INTERVAL, ReplyBuffer
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import make_app, ready
+from tests.tui.helpers import SIZE, make_app, ready
 from tests.tui.screen_text import screen_text
 
 # Markdown of every kind a reply has (a heading, a list, a fenced code block, a table), long
@@ -103,3 +103,23 @@ async def test_nothing_animates_out_of_sight_while_a_reply_streams():
         assert animated == []
         app.chat.show_loading("other")
         assert panel.display and panel.query_one(LoadingIndicator).auto_refresh
+
+
+
+async def test_what_a_first_reply_would_compile_is_made_while_the_model_loads(monkeypatch):
+    """The first code block of a session stalled the screen (and the engine's step) for ~50-80 ms
+    while the Markdown parser's link patterns and Python's lexer were compiled: they are made
+    before the session is handed to the screen."""
+    from qwenchat.tui.widgets import code_box, reply
+
+    parsed: list[str] = []
+    monkeypatch.setattr(reply, "split_blocks", lambda text, *a: parsed.append(text) or [])
+    code_box._lexer.cache_clear()
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert len(parsed) == 1 and "https://" in parsed[0] and "```python" in parsed[0]
+        before = code_box._lexer.cache_info()
+        code_box._lexer("python"), code_box._lexer("json")
+        after = code_box._lexer.cache_info()
+        assert (after.hits - before.hits, after.misses - before.misses) == (2, 0)  # both made already

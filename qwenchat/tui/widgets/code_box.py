@@ -106,15 +106,22 @@ class DrawnCode:
     def __init__(self, box: CodeBox, lines: list[Line]) -> None:
         self.box, self.lines = box, lines
 
+    def rows(self, width: int, console: Console) -> list[list[Segment]]:
+        blank = [Segment(" " * width, self.box.box)]
+        return [blank, *(row for line in self.lines for row in self.box.rows(line, width, console)), blank]
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        blank = Segment(" " * width, self.box.box)
-        yield from (blank, Segment.line())
-        for line in self.lines:
-            for row in self.box.rows(line, width, console):
-                yield from row
-                yield Segment.line()
-        yield from (blank, Segment.line())
+        for row in self.rows(options.max_width, console):
+            yield from row
+            yield Segment.line()
+
+
+def warm_up(languages: tuple[str, ...] = ("python", "json")) -> None:
+    """Make the lexers of the languages replies most often hold: Pygments compiles a lexer's
+    patterns when its first one is made (~30 ms for Python's here), which would otherwise stall the
+    screen, and the engine beside it, at the first code block of a session."""
+    for language in languages:
+        _lexer(language)
 
 
 @lru_cache(maxsize=32)
