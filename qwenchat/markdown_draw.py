@@ -40,6 +40,11 @@ class _LeftHeading(Heading):
         yield text
 
 
+def code_language(token: Token) -> str:
+    """The language a code block's token names: its info string's first word ("" for none)."""
+    return (token.info or "").partition(" ")[0]
+
+
 class _Code(CodeBlock):
     draw: DrawCode | None = None
 
@@ -47,7 +52,7 @@ class _Code(CodeBlock):
     def create(cls, markdown: Markdown, token: Token) -> CodeBlock:
         block = super().create(markdown, token)
         block.draw = getattr(markdown, "draw_code", None)
-        block.language = (token.info or "").partition(" ")[0]
+        block.language = code_language(token)
         return block
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:

@@ -40,7 +40,7 @@ from textual.style import Style
 from textual.widget import Widget
 
 from qwenchat.markdown import Block, CodeDocument, GrowingDocument, split_blocks
-from qwenchat.markdown_draw import ChatMarkdown, drawable
+from qwenchat.markdown_draw import ChatMarkdown, code_language, drawable
 from qwenchat.tui.widgets import code_box
 from qwenchat.tui.widgets.code_box import CodeBox
 
@@ -106,7 +106,7 @@ def _code_of(block: Block) -> tuple[str, str] | None:
     if len(block.tokens) != 1 or block.tokens[0].type not in ("fence", "code_block"):
         return None
     token = block.tokens[0]
-    return token.content.rstrip(), (token.info or "").partition(" ")[0]
+    return token.content.rstrip(), code_language(token)  # what `markdown_draw._Code` hands its drawer
 
 
 def _document(text: str, language: str | None) -> GrowingDocument | CodeDocument:
