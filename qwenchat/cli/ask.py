@@ -116,6 +116,7 @@ def ask(
         sys.stdout.flush()
     if usage:
         print_usage(turn.reply, session.model_info)
+    signals.check()  # a Ctrl+C that stopped the reply: exit 130 now that its counts are out
     if not complete:
         raise _incomplete(turn)
 
@@ -229,8 +230,10 @@ def _pretty(plain: bool, as_json: bool) -> bool:
 
 def _run(session: "ChatSession", text: str, pretty: bool, output: str) -> "Turn":
     """Generate the reply; `output` is "stream" (as it comes), "end" (when complete) or "none"."""
-    # closing() makes an interrupted reply (Ctrl+C, closed pipe) get saved while the store is open
-    with closing(_begin(session, text)) as events:
+    # a first Ctrl+C (or SIGTERM) stops the reply within a token and it ends as a cancelled one,
+    # counted and saved as interrupted (signals.cancelling); closing() saves it while the store is
+    # open when it ends otherwise (a second signal, a closed pipe)
+    with closing(_begin(session, text)) as events, signals.cancelling(session.cancel):
         turn = _run_pretty(events, output == "stream") if pretty else _run_plain(events, output)
     _say_how_it_ended(turn.reply, shown=output != "none", continued=len(session.entries) > 2)
     if turn.note:  # another window wrote to this conversation meanwhile: this reply is on a branch

@@ -13,6 +13,11 @@ a weakref callback or `__del__` ("Exception ignored in ..."): Ctrl+C during `imp
 lost that way about one time in three, and the reply ran to its end (after Python's "Exception
 ignored" traceback). So every handled signal is also noted, `check()`, called where a command
 commits to its long work, raises it again, and the dropped exception is not printed.
+
+While a reply streams (`cancelling`), the first signal does not raise: it stops the reply within a
+token, so the reply ends as a cancelled one, with its token counts and timings (`ask -u` prints
+them), and is saved from there; `check()` then raises the signal as above. A second signal raises
+at once (an engine that does not stop, a server that hangs).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,6 +86,35 @@ def raise_on_termination() -> Iterator[None]:
 
 
 _noted: int | None = None  # the signal handled last, in case its exception was dropped
+
+
+@contextmanager
+def cancelling(cancel: Callable[[], None]) -> Iterator[None]:
+    """While inside, the first Ctrl+C, SIGTERM or SIGHUP calls `cancel` instead of raising (where
+    `raise_on_termination` made them raise); after the block, `check()` raises it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+    got: list[int] = []
+
+    def soft(signum: int, frame: Any) -> None:
+        got.append(signum)
+        for other, handler in previous.items():  # the next one raises
+            signal.signal(other, handler)
+        cancel()
+
+    for signum in (signal.SIGINT, *HANDLED):
+        if signal.getsignal(signum) in (_interrupt, _raise):
+            previous[signum] = signal.signal(signum, soft)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if got:
+            global _noted
+            _noted = got[0]
 
 
 def check() -> None:

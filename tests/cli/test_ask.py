@@ -235,3 +235,22 @@ def test_bad_option_values_and_unknown_options_are_usage_errors_without_tracebac
         assert (b"--max-tokens" if args[0] == "--max-tokens" else b"--bogus") in r.stderr
     r = qwenchat(["no-such-command"], isolated_home)
     assert r.returncode == 2 and b"no-such-command" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_sigint_mid_reply_stops_it_with_its_counts_and_saves_what_was_shown(endless_model, isolated_home):
+    """`ask -u` interrupted with Ctrl+C printed no token counts: the interrupt was raised inside the
+    reply's stream, so no final reply came. The first Ctrl+C now stops the reply within a token."""
+    args = ["Tell a long story", "--max-tokens", "3000", "--temperature", "0", "-u"]
+    proc = start(["ask", "-m", str(endless_model), *args], isolated_home)
+    shown = wait_for_output(proc)
+    assert shown and proc.poll() is None, "the reply ended before the signal could be sent"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    text, err = (shown + out).decode(), err.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().endswith("interrupted")
+    counts = re.search(r"completion (\d+); finish: cancelled", err)
+    assert counts and int(counts.group(1)) > 0, err
+    msgs = stored(isolated_home)
+    assert msgs[1][0] == "assistant" and msgs[1][2] == "interrupted"
+    assert msgs[1][1] == text.rstrip("\n")  # the reply as saved is the reply as shown

@@ -177,13 +177,13 @@ def test_an_error_while_generating_erases_the_spinner_before_the_error(monkeypat
 
 @pytest.mark.skipif(sys.platform == "win32", reason="tmux is POSIX only")
 def test_ctrl_c_in_a_real_terminal_leaves_no_spinner_and_no_echo(endless_model, tmp_path):
-    """As tried by hand: the spinner counts in a terminal (stdout too), and Ctrl+C leaves only
-    'interrupted' below the command: no frame of the spinner, no '^C'. Keys typed meanwhile are not
+    """As tried by hand: the spinner counts in a terminal (stdout too), and Ctrl+C leaves the
+    stopped reply's JSON and 'interrupted' below the command: no frame of the spinner, no '^C'. Keys typed meanwhile are not
     echoed: an Enter (echoed, it moved the cursor down) left a frame of the spinner behind."""
     from tests.cli.test_ask_pretty import ask_command
     from tests.tui.terminal import Terminal
 
-    term = Terminal("qwenchat-ask-spinner", width=80, height=20)
+    term = Terminal("qwenchat-ask-spinner", width=80, height=60)  # room for the stopped reply's JSON
     try:
         term.run(ask_command(tmp_path / "home", endless_model, "-n --json --max-tokens 3000 --temperature 0 'Hi'; "
                              "echo exit=$?"))
@@ -193,6 +193,10 @@ def test_ctrl_c_in_a_real_terminal_leaves_no_spinner_and_no_echo(endless_model, 
         term.keys("C-c")
         screen = term.until(lambda s: "exit=130" in s, 30, "ask did not stop on Ctrl+C")
         below = [line for line in screen.split("echo exit=$?", 1)[1].splitlines() if line.strip()]
-        assert below[:2] == ["interrupted", "exit=130"], screen
+        end = below.index("exit=130")
+        assert below[end - 1] == "interrupted", screen
+        assert not any("generating JSON" in line or "^C" in line or "x" == line.strip() for line in below), screen
+        # what came before the note is the stopped reply, as --json reports one (signals.cancelling)
+        assert re.search(r'"finish_reason":\s*"cancelled"', "".join(below[:end - 1])), screen
     finally:
         term.close()

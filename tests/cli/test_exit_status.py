@@ -183,3 +183,23 @@ def test_the_chat_app_takes_quantize_like_ask(args, monkeypatch, isolated_home):
     assert run(args) == 0
     assert got["settings"].quantize == "int4"
     assert run(["--quantize", "int5"]) == 2  # a bad value is a usage error, as for ask
+
+
+def test_while_a_reply_streams_a_first_signal_cancels_and_a_second_raises(python_sigint):
+    import os
+
+    from qwenchat.cli import signals
+
+    cancelled = []
+    with signals.raise_on_termination():
+        with signals.cancelling(lambda: cancelled.append(1)):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert cancelled == [1]  # no exception: the reply ends by itself
+            signals.check()  # and nothing raises it while the reply is still ending
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # a second one does not wait
+        with pytest.raises(KeyboardInterrupt):
+            signals.check()  # after the reply: the first one ends the command (exit 130)
+        assert signal.getsignal(signal.SIGINT) is signals._interrupt
+    with signals.raise_on_termination():
+        signals.check()  # the next command starts clean
