@@ -53,20 +53,23 @@ def print_json(session: "ChatSession", turn: "Turn", extra: dict[str, Any]) -> N
 
 def usage_lines(reply: "Reply", info: "ModelInfo") -> str:
     u, t = reply.usage, reply.timings
+    first = f"first token {t.ttft_s:.2f}s"
+    if reply.finish_reason == "cancelled" and not u.completion_tokens:
+        first = f"stopped before the first token, at {t.ttft_s:.2f}s"
     if info.server is not None:
         window = f"context window {info.context_window}" if info.context_window else "context window not reported"
         return (
             f"server: {info.server}, model {model_id(info)} ({window})\n"
             f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}), completion {u.completion_tokens};"
             f" finish: {reply.finish_reason}\n"
-            f"time: connect {info.load_s:.2f}s, first token {t.ttft_s:.2f}s, decode {t.decode_tok_s:.1f} tok/s\n"
+            f"time: connect {info.load_s:.2f}s, {first}, decode {t.decode_tok_s:.1f} tok/s\n"
         )
     return (
         f"model: {info.label} on {info.device}, {precision(info)}\n"
         + "".join(f"  {line}\n" for line in info.placement_reason.splitlines())  # device, weights, kernels: why
         + f"tokens: prompt {u.prompt_tokens} (cached {u.cached_tokens}, prefilled {u.prefilled_tokens}),"
         f" completion {u.completion_tokens}; finish: {reply.finish_reason}\n"
-        f"time: load {info.load_s:.2f}s, first token {t.ttft_s:.2f}s, prefill {t.prefill_tok_s:.1f} tok/s,"
+        f"time: load {info.load_s:.2f}s, {first}, prefill {t.prefill_tok_s:.1f} tok/s,"
         f" decode {t.decode_tok_s:.1f} tok/s\n"
     )
 

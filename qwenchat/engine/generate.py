@@ -113,8 +113,9 @@ def stream(
     chooser.begin()
     logits = prefill(model, cache, new_ids, cancel)
     t_prefill_end = time.perf_counter()
-    if logits is None:
-        finish = "cancelled"
+    prefilled = len(new_ids)
+    if logits is None:  # stopped while reading the prompt: count what the cache took of it
+        finish, prefilled = "cancelled", cache.length - cached
     while logits is not None and len(out) < budget:
         if cancel is not None and cancel.is_set():
             finish = "cancelled"
@@ -153,8 +154,8 @@ def stream(
     yield Reply(
         text=stops.text,
         finish_reason=finish,
-        usage=Usage(len(prompt_ids), cached, len(new_ids), len(out)),
-        timings=_timings(t0, t_prefill_end, t_first, t_end, len(new_ids), len(out)),
+        usage=Usage(len(prompt_ids), cached, prefilled, len(out)),
+        timings=_timings(t0, t_prefill_end, t_first, t_end, prefilled, len(out)),
         token_ids=out,
         dropped_messages=dropped_messages,
     )

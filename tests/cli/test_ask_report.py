@@ -26,6 +26,15 @@ def test_the_model_line_says_what_is_in_use_and_each_reason_has_a_line():
     assert lines[4].startswith("tokens: prompt 5") and lines[5].startswith("time: load")
 
 
+def test_a_reply_stopped_before_its_first_token_has_no_first_token_time():
+    info = ModelInfo(label="m", device="cpu", dtype="float32", precision="int8", context_window=4096,
+                     chat_tuned=True, placement_reason="")
+    stopped = Reply("", "cancelled", Usage(13065, 0, 4096, 0), Timings(2.4, 2.4, 0.0, 1706.7, 0.0))
+    time_line = usage_lines(stopped, info).splitlines()[-1]
+    assert "stopped before the first token, at 2.40s" in time_line and "first token 2.40s" not in time_line
+    assert "first token 0.10s" in usage_lines(REPLY, info)  # a reply that had one says so
+
+
 def test_full_precision_weights_are_named_once():
     info = ModelInfo(label="m", device="cuda", dtype="bfloat16", precision="bfloat16", context_window=4096,
                      chat_tuned=True, placement_reason="device: CUDA GPU found\nweights: full-precision weights")

@@ -201,3 +201,26 @@ def test_switching_between_conversations_reuses_each_ones_cache(engine):
     turn(b)  # another conversation takes the working cache
     again = turn(a + [{"role": "assistant", "content": ra.text}, {"role": "user", "content": "more"}])
     assert again.usage.cached_tokens >= ra.usage.prompt_tokens  # a's turn was not prefilled again
+
+
+def test_a_reply_stopped_while_its_prompt_is_read_counts_only_what_was_read(engine, monkeypatch):
+    """Stopped 5 s into a 13k-token prompt (found hands-on), `ask -u` said 'prefilled 13065' and
+    a prefill rate of 5,446 tok/s from the time of the stop, and the store kept those figures;
+    the cache held 4,096 of the tokens."""
+    from qwenchat.engine import generate
+
+    monkeypatch.setattr(generate, "PREFILL_CHUNK", 8)
+    cache = engine.cache
+
+    class AfterTwoChunks(threading.Event):
+        def is_set(self) -> bool:  # set once the cache has taken two chunks of the prompt
+            return cache.length >= 16
+
+    engine.reset_cache()
+    prompt = engine.encode_chat(TURN1)
+    assert len(prompt) > 24
+    *_, reply = engine.chat(TURN1, GenerateOptions(max_new_tokens=5), AfterTwoChunks())
+    assert reply.finish_reason == "cancelled" and reply.usage.completion_tokens == 0
+    assert reply.usage.prefilled_tokens == cache.length == 16 < len(prompt)
+    assert reply.usage.prompt_tokens == len(prompt)
+    assert reply.timings.prefill_tok_s == pytest.approx(16 / reply.timings.prefill_s)
