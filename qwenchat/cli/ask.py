@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 PRETTY_HZ = 8  # redraws a second of a reply rendered as Markdown on a terminal
 JSON_WAIT = "generating JSON…"  # on stderr while a JSON reply (--schema, --json-object, --json) is written
+REPLY_WAIT = "generating…"  # on stderr while a --no-stream reply is written (shown once it is whole)
 SEND_TRIES = 5  # times a message is sent again after another window's got in first
 
 
@@ -296,35 +297,47 @@ def _say_how_it_ended(reply: "Reply", shown: bool, continued: bool = False) -> N
 
 
 def _run_plain(events, output: str) -> "Turn":
+    if output != "stream":  # stdout shows nothing until the reply is whole
+        turn = _whole(events, JSON_WAIT if output == "none" else REPLY_WAIT)
+        if output == "end":
+            sys.stdout.write(turn.reply.text + "\n")
+            sys.stdout.flush()
+        return turn
     from qwenchat.engine.records import Chunk
 
-    stream = output == "stream"
-    turn, chunks = None, 0
-    out = sys.stdout
+    turn, out = None, sys.stdout
     try:
-        # "none": stdout shows nothing until the JSON is complete, so stderr says work goes on
-        with spinner(JSON_WAIT, when=output == "none") as say:
-            for event in events:
-                signals.check()
-                if isinstance(event, Chunk):
-                    chunks += 1  # a token's text each (rarely two tokens' when one held back a broken character)
-                    say(f"{JSON_WAIT} {chunks} token{'' if chunks == 1 else 's'}")
-                    if stream:
-                        out.write(event.text)
-                        out.flush()
-                else:
-                    turn = event
+        for event in events:
+            signals.check()
+            if isinstance(event, Chunk):
+                out.write(event.text)
+                out.flush()
+            else:
+                turn = event
     except KeyboardInterrupt:
-        if stream:
-            out.write("\n")
-            out.flush()
-        raise
-    assert turn is not None
-    if output == "end":
-        out.write(turn.reply.text)
-    if output != "none":
         out.write("\n")
         out.flush()
+        raise
+    assert turn is not None
+    out.write("\n")
+    out.flush()
+    return turn
+
+
+def _whole(events, wait: str) -> "Turn":
+    """The reply's end; meanwhile stderr says work goes on: `wait` and the tokens so far."""
+    from qwenchat.engine.records import Chunk
+
+    turn, chunks = None, 0
+    with spinner(wait) as say:
+        for event in events:
+            signals.check()
+            if isinstance(event, Chunk):
+                chunks += 1  # a token's text each (rarely two tokens' when one held back a broken character)
+                say(f"{wait} {chunks} token{'' if chunks == 1 else 's'}")
+            else:
+                turn = event
+    assert turn is not None
     return turn
 
 
@@ -344,16 +357,20 @@ def _run_pretty(events, stream: bool) -> "Turn":
     handoff = GilHandoff()
     handoff.start()
     try:
+        if not stream:  # --no-stream: the spinner while it is written, then the reply drawn once
+            turn = _whole(events, REPLY_WAIT)
+            with quiet_keys(sys.stdout), LiveReply(Console(), PRETTY_HZ) as reply:
+                reply.finish(turn.reply.text)
+            return turn
         with quiet_keys(sys.stdout), LiveReply(Console(), PRETTY_HZ) as reply:
             try:
                 for event in events:
                     signals.check()
                     if isinstance(event, Chunk):
-                        if stream:
-                            reply.add(event.text)
-                            if time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
-                                reply.draw()
-                                drawn_at = time.monotonic()
+                        reply.add(event.text)
+                        if time.monotonic() - drawn_at >= 1 / PRETTY_HZ:
+                            reply.draw()
+                            drawn_at = time.monotonic()
                     else:
                         turn = event
             except KeyboardInterrupt:  # Ctrl+C, SIGTERM: the display ends on all the text that came

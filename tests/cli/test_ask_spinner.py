@@ -77,8 +77,9 @@ def terminal_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def ask_json(monkeypatch: pytest.MonkeyPatch, engine: FakeEngine, stderr_tty: bool,
-             while_held: Callable[[_Stream], None] | None = None) -> tuple[int, str, str]:
-    """`qwenchat ask -n --json-object hi` on `engine` (stdout a pipe; stderr a terminal or not):
+             while_held: Callable[[_Stream], None] | None = None,
+             flag: str = "--json-object") -> tuple[int, str, str]:
+    """`qwenchat ask -n FLAG hi` on `engine` (stdout a pipe; stderr a terminal or not):
     (exit status, stdout, stderr). With `while_held`, the reply pauses after its first token
     (FakeEngine.hold) and `while_held(stderr)` runs in a thread meanwhile."""
     monkeypatch.setattr(ask, "_load", lambda settings, flags: (engine, "fake-model"))
@@ -100,7 +101,7 @@ def ask_json(monkeypatch: pytest.MonkeyPatch, engine: FakeEngine, stderr_tty: bo
         helper = threading.Thread(target=watch)
         helper.start()
     try:
-        code = run(["ask", "-n", "--json-object", "hi"])
+        code = run(["ask", "-n", flag, "hi"])
     finally:
         if helper is not None:
             engine.hold.set()
@@ -135,6 +136,23 @@ def test_a_json_reply_shows_a_spinner_with_its_token_count_then_only_the_json(mo
     assert seen and re.fullmatch(r". generating JSON… 1 token", seen[0]), seen  # the count of the first token
     assert out == REPLY + "\n" and json.loads(out)  # stdout is the JSON alone
     assert screen(err) == [], repr(err)  # the spinner's line is erased, nothing left on it
+
+
+def test_a_reply_printed_once_whole_shows_the_spinner_meanwhile_too(monkeypatch, terminal_env):
+    """`ask --no-stream` on a terminal stayed blank while the reply was written (found by a
+    new-user run: 'a new user may think it hung')."""
+    seen: list[str] = []
+
+    def look(err: _Stream) -> None:
+        _until(lambda: re.search(r"generating… \d+ tokens?", err.text()) is not None, "no spinner")
+        seen.append(screen(err.text())[-1])
+        engine.hold.set()
+
+    engine = FakeEngine(script=["Plain words, printed once whole."])
+    code, out, err = ask_json(monkeypatch, engine, stderr_tty=True, while_held=look, flag="--no-stream")
+    assert code == 0, err
+    assert seen and re.fullmatch(r". generating… 1 token", seen[0]), seen
+    assert out == "Plain words, printed once whole.\n" and screen(err) == [], repr(err)
 
 
 def test_nothing_is_written_to_stderr_that_is_not_a_terminal(monkeypatch, terminal_env):
