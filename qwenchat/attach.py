@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,16 +127,33 @@ def insert_into(message: str, attachment: Attachment) -> str:
     return f"{head}\n\n{attachment.block}\n" if head.strip() else f"{attachment.block}\n"
 
 
-def parse_file_command(text: str) -> tuple[str, str] | None:
+def parse_file_command(text: str, is_file: Callable[[str], bool] = lambda p: Path(p).expanduser().is_file()
+                       ) -> tuple[str, str] | None:
     """`/file PATH` on the first line of the input: (PATH, the rest of the message), or None
-    when the input does not start with the command. PATH may be quoted; an empty PATH is ""."""
+    when the input does not start with the command. PATH may be quoted; an empty PATH is "".
+    Words after PATH on its line begin the message (`/file notes.md summarise this`): PATH is
+    the quoted part, else the longest run of the line's first words that `is_file`, else the
+    whole line (so the error names what was typed)."""
     m = _FILE_COMMAND.match(text)
     if m is None:
         return None
-    path = (m.group("path") or "").strip()
-    if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":
-        path = path[1:-1]
-    return path, (m.group("rest") or "")
+    line, rest = (m.group("path") or "").strip(), m.group("rest") or ""
+    quoted = re.match(r"""(['"])(.+?)\1(?:\s+(.*))?\Z""", line, re.S)
+    if quoted:
+        return quoted.group(2), _joined(quoted.group(3), rest)
+    if not line or is_file(line):
+        return line, rest
+    words = line.split()
+    for n in range(len(words) - 1, 0, -1):
+        path = " ".join(words[:n])
+        if is_file(path):
+            return path, _joined(" ".join(words[n:]), rest)
+    return line, rest
+
+
+def _joined(words: str | None, rest: str) -> str:
+    """The words typed after PATH on its line, then the message's next lines."""
+    return "\n".join(part for part in (words, rest) if part)
 
 
 def _normalise(text: str) -> str:

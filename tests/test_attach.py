@@ -100,6 +100,19 @@ def test_insert_into_keeps_what_was_typed():
     assert insert_into("Summarise:\n", _att("x.txt", "hi")) == "Summarise:\n\n" + a + "\n"
 
 
+def test_words_after_the_path_on_its_line_begin_the_message(tmp_path):
+    """`/file /path/README.md summarise this` said 'no such file: /path/README.md summarise this'
+    (a new-user run): the words after an existing file's path are the message."""
+    (tmp_path / "notes.md").write_text("n")
+    (tmp_path / "my notes.md").write_text("m")
+    f, spaced = str(tmp_path / "notes.md"), str(tmp_path / "my notes.md")
+    assert parse_file_command(f"/file {f} summarise this") == (f, "summarise this")
+    assert parse_file_command(f"/file {f} summarise\nin French") == (f, "summarise\nin French")
+    assert parse_file_command(f"/file {spaced} and more") == (spaced, "and more")  # the longest that exists
+    assert parse_file_command(f"/file '{spaced}' and more") == (spaced, "and more")
+    assert parse_file_command(f"/file {tmp_path}/missing.md summarise") == (f"{tmp_path}/missing.md summarise", "")
+
+
 def test_parse_file_command():
     assert parse_file_command("/file src/app.py") == ("src/app.py", "")
     assert parse_file_command("/file 'my file.txt'\nwhat does it do?") == ("my file.txt", "what does it do?")

@@ -244,6 +244,21 @@ async def test_file_command_expands_into_the_input_without_sending(store, tmp_pa
         assert any("Latin-1" in n for n in notes(app))
 
 
+async def test_file_command_with_the_message_on_the_same_line(store, tmp_path):
+    """`/file PATH summarise this` on one line (a new-user run): the path, then the message."""
+    f = tmp_path / "notes.txt"
+    f.write_text("notes\n")
+    app, factory = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.chat.input.text = f"/file {f} summarise this"
+        app.chat.input.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.chat.input.text == "summarise this\n\n```notes.txt\nnotes\n```\n"
+        assert factory.made[0].entries == []  # not sent
+
+
 async def test_attach_refuses_binary_missing_and_too_large_files(store, tmp_path):
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\0\1\2" * 100)
