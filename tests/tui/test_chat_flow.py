@@ -178,6 +178,30 @@ async def test_a_cut_reply_is_marked_and_continues_in_place(store):
     assert [(m.role, m.content) for m in thread] == [("user", "count"), ("assistant", "one two three five six")]
 
 
+async def test_a_continued_reply_hides_its_old_figures_while_it_goes_on(store):
+    """F5: the reply's details line said '3 tokens · ...' of the first part all through the
+    continuation (a new-user run); it is hidden until the reply ends, then says the new figures."""
+    hold = threading.Event()
+    hold.set()
+    app, factory = make_app(max_new_tokens=3, script=["one two three four", "five six"], hold=hold)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "count")
+        view = app.chat.chatlog.views[-1]
+        details = view.query_one(".details")
+        assert details.display and "3 tokens" in str(details.render())
+        hold.clear()
+        try:
+            await pilot.press("f5")
+            await wait_for(pilot, lambda: "five" in view.text)  # paused after its first token
+            assert not details.display
+        finally:
+            hold.set()
+        await wait_for(pilot, lambda: not app.chat.generating)
+        await pilot.pause()
+        assert details.display and "5 tokens" in str(details.render())
+
+
 async def test_status_bar_meter_on_open_live_count_precision_and_no_rate_for_one_token(store):
     hold = threading.Event()
     app, factory = make_app(script=["ok", "alpha beta gamma delta"], hold=hold)

@@ -49,6 +49,7 @@ class ReplyActions:
                         severity="warning")
             return
         views[-1].set_status("pending")
+        views[-1].set_details("")  # the first part's figures: the whole reply's come when it ends
         await self._start("continue_reply", view=views[-1])
 
     async def edit_message(self, index: int) -> None:
