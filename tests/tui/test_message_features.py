@@ -229,34 +229,32 @@ async def test_ctrl_t_attaches_a_file_as_a_fenced_block_and_it_is_sent(store, tm
         assert "```hello.py\ndef hello():\n    print('hi')\n```" in sent
 
 
-async def test_file_command_expands_into_the_input_without_sending(store, tmp_path):
+async def typed_file_command(tmp_path, content: bytes, typed: str) -> tuple[str, list, list[str]]:
+    """`typed` ("{f}": notes.txt holding `content`) and Enter: (the message box's text, what was
+    sent, the notes shown)."""
     f = tmp_path / "notes.txt"
-    f.write_bytes("caf\xe9\n".encode("latin-1"))
+    f.write_bytes(content)
     app, factory = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        app.chat.input.text = f"/file {f}\nWhat is this?"
+        app.chat.input.text = typed.format(f=f)
         app.chat.input.focus()
         await pilot.press("enter")
         await pilot.pause()
-        assert app.chat.input.text == "What is this?\n\n```notes.txt\ncaf\xe9\n```\n"
-        assert factory.made[0].entries == [] and not app.chat.generating  # not sent
-        assert any("Latin-1" in n for n in notes(app))
+        return app.chat.input.text, factory.made[0].entries, notes(app)
+
+
+async def test_file_command_expands_into_the_input_without_sending(store, tmp_path):
+    box, sent, said = await typed_file_command(tmp_path, "caf\xe9\n".encode("latin-1"), "/file {f}\nWhat is this?")
+    assert box == "What is this?\n\n```notes.txt\ncaf\xe9\n```\n"
+    assert sent == []  # not sent
+    assert any("Latin-1" in n for n in said)
 
 
 async def test_file_command_with_the_message_on_the_same_line(store, tmp_path):
     """`/file PATH summarise this` on one line (a new-user run): the path, then the message."""
-    f = tmp_path / "notes.txt"
-    f.write_text("notes\n")
-    app, factory = make_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        app.chat.input.text = f"/file {f} summarise this"
-        app.chat.input.focus()
-        await pilot.press("enter")
-        await pilot.pause()
-        assert app.chat.input.text == "summarise this\n\n```notes.txt\nnotes\n```\n"
-        assert factory.made[0].entries == []  # not sent
+    box, sent, _ = await typed_file_command(tmp_path, b"notes\n", "/file {f} summarise this")
+    assert box == "summarise this\n\n```notes.txt\nnotes\n```\n" and sent == []
 
 
 async def test_attach_refuses_binary_missing_and_too_large_files(store, tmp_path):
