@@ -59,7 +59,11 @@ class Attachment:
 
 
 def read_attachment(path: str | Path, max_bytes: int = MAX_BYTES) -> Attachment:
-    p = Path(path).expanduser()
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:  # `~name/...` where no user has that name
+        raise AttachError(f"no such file: {path} (no user's home folder is named so)",
+                          "check the path (~ alone is your home folder)") from None
     if not p.exists():
         raise AttachError(f"no such file: {p}", "check the path (a relative path starts in the folder qwenchat runs in)")
     if p.is_dir():
@@ -127,8 +131,14 @@ def insert_into(message: str, attachment: Attachment) -> str:
     return f"{head}\n\n{attachment.block}\n" if head.strip() else f"{attachment.block}\n"
 
 
-def parse_file_command(text: str, is_file: Callable[[str], bool] = lambda p: Path(p).expanduser().is_file()
-                       ) -> tuple[str, str] | None:
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).expanduser().is_file()
+    except RuntimeError:  # `~someone` with no such user: not a file (read_attachment says why)
+        return False
+
+
+def parse_file_command(text: str, is_file: Callable[[str], bool] = _is_file) -> tuple[str, str] | None:
     """`/file PATH` on the first line of the input: (PATH, the rest of the message), or None
     when the input does not start with the command. PATH may be quoted; an empty PATH is "".
     Words after PATH on its line begin the message (`/file notes.md summarise this`): PATH is

@@ -62,6 +62,15 @@ async def open_sampling(pilot):
     return pilot.app.screen
 
 
+async def open_system_prompt(pilot):
+    """F4: the system prompt editor (SystemPromptScreen), once it is up."""
+    from qwenchat.tui.screens.system_prompt import SystemPromptScreen
+
+    await pilot.press("f4")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SystemPromptScreen))
+    return pilot.app.screen
+
+
 async def open_rename(pilot) -> int:
     """A conversation of one exchange, then F2: its rename dialog (TextPrompt) is up. Its id."""
     from qwenchat.tui.screens.dialogs import TextPrompt

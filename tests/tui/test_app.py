@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from textual.widgets import Input, OptionList, TextArea
+from textual.widgets import Input, TextArea
 
 from qwenchat.config import read_file
 from qwenchat.engine.errors import SettingsError
@@ -12,11 +12,10 @@ from qwenchat.tui.app import QwenchatApp
 from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, PickScreen, TextPrompt
 from qwenchat.tui.screens.help import HelpScreen
 from qwenchat.tui.screens.settings import SettingsScreen
-from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.tui.conftest import wait_for
 from tests.fake_engine import FakeInfo, engine_factory
-from tests.tui.helpers import notes, open_rename
+from tests.tui.helpers import notes, open_rename, open_system_prompt
 
 SIZE = (110, 34)
 
@@ -193,8 +192,7 @@ async def test_system_prompt_editor_and_presets(store):
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await send(pilot, "hi")
-        await pilot.press("f4")
-        await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+        await open_system_prompt(pilot)
         screen = app.screen
         screen.query_one("#prompt", TextArea).text = "Be brief."
         screen.save()

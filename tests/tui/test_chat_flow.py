@@ -18,7 +18,7 @@ from qwenchat.tui.screens.settings import SettingsScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.fake_engine import FakeEngine, FakeInfo
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import SIZE, make_app, notes, ready, send, status_text, texts
+from tests.tui.helpers import SIZE, make_app, notes, open_system_prompt, ready, send, status_text, texts
 
 
 async def open_settings(pilot) -> SettingsScreen:
@@ -459,11 +459,9 @@ async def test_markup_typed_into_dialogs_is_shown_as_written(store):
         assert screen.query_one("#top_p", Input).has_class("-invalid") and app.is_running
         await close_settings(pilot)
         store.save_preset("x", "text")
-        from qwenchat.tui.screens.system_prompt import SystemPromptScreen
         from qwenchat.tui.screens.dialogs import TextPrompt
 
-        await pilot.press("f4")
-        await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+        await open_system_prompt(pilot)
         app.screen.query_one("#prompt").text = "Be brief."
         app.screen.save()
         await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))

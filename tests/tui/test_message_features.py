@@ -15,6 +15,7 @@ from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, TextP
 from qwenchat.tui.screens.message_features import CodeBlockPicker
 from tests.fake_engine import engine_factory
 from tests.tui.conftest import wait_for
+from tests.tui.helpers import open_system_prompt
 from tests.tui.screen_text import screen_lines, screen_text
 
 SIZE = (110, 40)
@@ -362,14 +363,11 @@ async def test_palette_lists_and_runs_the_message_features(store, home):
 
 
 async def test_system_prompt_set_with_f4_appears_and_clearing_removes_it(store):
-    from qwenchat.tui.screens.system_prompt import SystemPromptScreen
-
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         for text in ("Be [i]brief[/i].", ""):
-            await pilot.press("f4")
-            await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+            await open_system_prompt(pilot)
             app.screen.dismiss(text)
             await wait_for(pilot, lambda: (app.chat.chatlog.system_prompt_view is not None) == bool(text))
             await pilot.pause()

@@ -14,10 +14,9 @@ from textual.widgets import Input, TextArea
 import qwenchat.tui
 from qwenchat.tui.screens.models import ModelPicker
 from qwenchat.tui.screens.settings import SettingsScreen
-from qwenchat.tui.screens.system_prompt import SystemPromptScreen
 from qwenchat.tui.widgets.text_fields import LineInput, TextEditor
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import SIZE, burst, make_app, open_rename, open_sampling, ready, send
+from tests.tui.helpers import SIZE, burst, make_app, open_rename, open_sampling, open_system_prompt, ready, send
 from tests.tui.test_structure import shadowed
 
 BACKSPACE, DELETE, LEFT, HOME, END = "\x7f", "\x1b[3~", "\x1b[D", "\x1b[H", "\x1b[F"
@@ -108,8 +107,7 @@ async def test_the_system_prompt_editor_keeps_a_burst_in_order(store):
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await send(pilot, "hi")
-        await pilot.press("f4")
-        await wait_for(pilot, lambda: isinstance(app.screen, SystemPromptScreen))
+        await open_system_prompt(pilot)
         editor = app.screen.query_one("#prompt", TextArea)
         assert isinstance(editor, TextEditor)
         editor.focus()
