@@ -124,6 +124,32 @@ async def test_ctrl_c_stops_a_streaming_reply_and_otherwise_hints(store):
     assert store.thread(cid)[-1].status == "interrupted"
 
 
+def footer_keys(app) -> dict[str, str]:
+    """The footer's entries now: key -> description."""
+    return {key: active.binding.description for key, active in app.screen.active_bindings.items()
+            if active.binding.show}
+
+
+async def test_the_footer_offers_esc_only_while_a_reply_streams_and_esc_still_stops_it(store):
+    hold = threading.Event()
+    app, factory = make_app(hold=hold, default="partial answer that never ends")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "escape" not in footer_keys(app)  # an idle chat showed "esc Stop reply"
+        app.chat.input.text = "go"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chat.chatlog.views[-1].text == "partial")
+        assert footer_keys(app)["escape"] == "Stop reply"
+        app.chat.chatlog.views[0].focus()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.chat.generating)
+        assert "escape" not in footer_keys(app)
+        assert texts(app)[-1] == ("assistant", "partial", "interrupted")
+        await pilot.press("escape")  # idle: Esc goes back to the message box as before
+        assert app.focused is app.chat.input
+    assert store.thread(factory.made[0].conversation_id)[-1].status == "interrupted"
+
+
 async def test_ctrl_b_from_the_search_box_keeps_focus_visible():
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:

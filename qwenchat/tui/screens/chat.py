@@ -60,7 +60,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     STATUS_HZ = 2  # the status bar's live token count and rate: readable, and a repaint less per update
     # listed in help and in the palette
     ACTIONS = [
-        Binding("escape", "escape", "Stop reply"),
+        Binding("escape", "stop", "Stop reply"),  # in the footer only while a reply streams
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+r", "regenerate", "Regenerate"),
         Binding("f5", "continue_reply", "Continue the reply"),
@@ -74,7 +74,9 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         Binding("f8", "copy_reply", "Copy last reply", show=False),
         *FEATURE_BINDINGS,  # branches, attach, copy a code block (message_features.py)
     ]
-    BINDINGS = ACTIONS  # moving around: ChatNavigation.BINDINGS
+    # Esc's other binding sits in the same list as "stop": a subclass's binding of a key replaces
+    # its bases'. Moving around: ChatNavigation.BINDINGS.
+    BINDINGS = [*ACTIONS, Binding("escape", "escape", show=False)]
     # palette entries without a key of their own: action -> (title, help)
     COMMANDS_EXTRA = {
         "clear_chat": ("Clear conversation", "Start a new, empty conversation"),
@@ -84,7 +86,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
 
     def __init__(self) -> None:
         super().__init__()
-        self.generating = False
+        self._generating = False
         self.quitting = False
         self.send_when_ready = False  # Enter pressed while the model loads: send it once loaded
         self.last_reply: Any = None
@@ -115,6 +117,16 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         yield Footer()
         yield Static(f"The terminal is too small: make it at least {TOO_SMALL[0]}x{TOO_SMALL[1]}.",
                      id="too-small", markup=False)
+
+    @property
+    def generating(self) -> bool:
+        return self._generating
+
+    @generating.setter
+    def generating(self, value: bool) -> None:
+        if value != self._generating:
+            self._generating = value
+            self.refresh_bindings()  # Esc's footer entry (ChatNavigation.check_action)
 
     @property
     def session(self) -> Any:

@@ -70,11 +70,18 @@ class ChatNavigation(Screen[None]):
         if self.generating and self.session is not None:
             self.session.cancel()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc is "stop" while a reply streams and "escape" otherwise, so the footer offers "Stop
+        reply" only when there is one to stop (it showed it on an idle chat)."""
+        if action == "stop":
+            return self.generating
+        if action == "escape":
+            return not self.generating
+        return True
+
     async def action_escape(self) -> None:
-        """Stop a streaming reply, or a message's wait for another window; otherwise back to the
-        message box (clearing a search)."""
-        if self.generating:
-            return self.action_stop()
+        """Stop a message's wait for another window; back to the message box (clearing a
+        search)."""
         if self.waiting:
             self.stop_waiting("Not waiting for the other window: your message is in the box")
         if self.focused is self.sidebar.search_box:
