@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from textual.widgets import Input, TextArea
+from textual.widgets import Input, Label, TextArea
 
 from qwenchat.config import read_file
 from qwenchat.engine.errors import SettingsError
 from qwenchat.tui.app import QwenchatApp
 from qwenchat.tui.screens.dialogs import ConfirmScreen, EditMessageScreen, PickScreen, TextPrompt
-from qwenchat.tui.screens.help import HelpScreen
+from qwenchat.tui.screens.help import HelpScreen, key_label
 from qwenchat.tui.screens.settings import SettingsScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.tui.conftest import wait_for
@@ -302,9 +302,11 @@ async def test_help_lists_every_binding_and_palette_has_every_action():
         await ready(pilot)
         await pilot.press("f1")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
-        shown = str(app.screen.query_one("VerticalScroll Static").render())
+        rows = [(str(r.query_one(".key", Label).render()), str(r.query_one(".what", Label).render()))
+                for r in app.screen.query(".row")]
         for b in app.all_bindings():
-            assert b.description in shown
+            assert (key_label(b.key), b.description) in rows
+        assert ("Ctrl+Q", "Quit") in rows and ("Alt+←", "Previous branch") in rows
         await pilot.press("escape")
         titles = {c.title for c in app.get_system_commands(app.screen)}
         for b in app.all_bindings():

@@ -6,9 +6,9 @@ import re
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Label, Static
+from textual.widgets import Label
 
 EXTRA_KEYS = [
     ("Message box", "enter", "Send the message"),
@@ -27,15 +27,15 @@ EXTRA_KEYS = [
 ]
 
 
+KEY_NAMES = {"escape": "Esc", "delete": "Del", "pageup": "PgUp", "pagedown": "PgDn", "left": "←", "right": "→"}
+
+
 def key_label(key: str) -> str:
-    out = []
-    for k in key.split(","):
-        k = k.strip().replace("ctrl+", "Ctrl+").replace("shift+", "Shift+").replace("alt+", "Alt+")
-        k = {"escape": "Esc", "enter": "Enter", "delete": "Del", "pageup": "PgUp", "pagedown": "PgDn"}.get(k, k)
-        if re.fullmatch(r"f\d+", k):
-            k = k.upper()
-        out.append(k)
-    return " / ".join(out)
+    """ "ctrl+home,shift+enter" -> "Ctrl+Home / Shift+Enter": one spelling for every key."""
+    def one(k: str) -> str:
+        return "+".join(KEY_NAMES.get(part, part.upper() if len(part) == 1 or re.fullmatch(r"f\d+", part)
+                                      else part.capitalize()) for part in k.strip().split("+"))
+    return " / ".join(one(k) for k in key.split(","))
 
 
 class HelpScreen(ModalScreen[None]):
@@ -43,7 +43,11 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen { align: center middle; }
     HelpScreen > Vertical { width: 72; max-width: 100%; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
     HelpScreen .title { text-style: bold; padding: 1 0; }
-    HelpScreen Static { width: 1fr; }
+    HelpScreen .group { text-style: bold; padding: 1 0 0 0; }
+    HelpScreen .group.first { padding: 0; }
+    HelpScreen .row { height: auto; padding-left: 2; }
+    HelpScreen .key { width: 23; text-style: bold; color: $accent; }
+    HelpScreen .what { width: 1fr; }
     """
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
 
@@ -52,13 +56,15 @@ class HelpScreen(ModalScreen[None]):
         self.rows = [("Application", key, desc) for key, desc in bindings] + EXTRA_KEYS
 
     def compose(self) -> ComposeResult:
-        lines, group = [], None
-        for where, key, desc in self.rows:
-            if where != group:
-                lines.append(f"\n[b]{where}[/b]" if lines else f"[b]{where}[/b]")
-                group = where
-            lines.append(f"  [b $accent]{key_label(key):<22}[/] {desc}")
         with Vertical():
             yield Label("Keys (Esc closes)", classes="title")
             with VerticalScroll():
-                yield Static("\n".join(lines))
+                group = None
+                for where, key, desc in self.rows:
+                    if where != group:
+                        yield Label(where, classes="group" if group else "group first", markup=False)
+                        group = where
+                    # a description that wraps stays in its column, clear of the keys
+                    with Horizontal(classes="row"):
+                        yield Label(key_label(key), classes="key", markup=False)
+                        yield Label(desc, classes="what", markup=False)
