@@ -23,7 +23,7 @@ from textual.screen import Screen
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.chat import ChatScreen
-from qwenchat.tui.screens.help import HelpScreen
+from qwenchat.tui.screens.help import HelpScreen, key_label
 from qwenchat.tui.screens.models import model_picker
 from qwenchat.tui.themes import DEFAULT_THEME, load_themes
 from qwenchat.tui.widgets.reply import warm_up
@@ -218,7 +218,7 @@ class QwenchatApp(App[None]):
         for b in self.all_bindings():
             if b.action in ("quit",):
                 continue
-            yield SystemCommand(b.description, f"{b.description} ({b.key})", self._runner(b.action))
+            yield SystemCommand(b.description, f"{b.description} ({key_label(b.key)})", self._runner(b.action))
         for action, (title, help_text) in ChatScreen.COMMANDS_EXTRA.items():
             yield SystemCommand(title, help_text, self._runner(action))
 

@@ -308,7 +308,9 @@ async def test_help_lists_every_binding_and_palette_has_every_action():
             assert (key_label(b.key), b.description) in rows
         assert ("Ctrl+Q", "Quit") in rows and ("Alt+←", "Previous branch") in rows
         await pilot.press("escape")
-        titles = {c.title for c in app.get_system_commands(app.screen)}
+        commands = list(app.get_system_commands(app.screen))
+        titles = {c.title for c in commands}
+        assert "New chat (Ctrl+N)" in {c.help for c in commands}  # keys spelt as help spells them
         for b in app.all_bindings():
             if b.action != "quit":
                 assert b.description in titles
