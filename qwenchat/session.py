@@ -197,7 +197,11 @@ class ChatSession:
         """The conversation as the engine sees it: system prompt first, then the active branch (the
         last message followed by what a JSON reply must hold, with a constraint set)."""
         head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        turns = [{"role": e.role, "content": e.content} for e in self.entries]
+        # A reply stopped before its first word stays stored (the user stopped it), but shown to
+        # the model it reads as an empty answer, a habit a small model picks up; the last entry
+        # stays (F5 continues an empty reply as a fresh one).
+        turns = [{"role": e.role, "content": e.content} for i, e in enumerate(self.entries)
+                 if e.content or e.role != "assistant" or i == len(self.entries) - 1]
         constraint = self.options.constraint
         if constraint is not None and turns and turns[-1]["role"] == "user":
             # what to write, said after the question (the constraint holds the syntax only); not

@@ -10,6 +10,7 @@ from qwenchat.engine.chat import ChatEngine, GenerateOptions
 from qwenchat.engine.errors import ContextOverflowError
 from qwenchat.engine.generate import Chunk
 from qwenchat.session import ChatSession, Turn
+from qwenchat.session_records import Entry
 from qwenchat.store import Store
 
 
@@ -87,6 +88,19 @@ def test_cancel_saves_the_partial_reply_as_interrupted(engine, store):
     assert turn.reply.finish_reason == "cancelled"
     msg = store.get_message(turn.message_id)
     assert msg.status == "interrupted" and msg.content == turn.reply.text
+
+
+def test_a_reply_stopped_before_its_first_word_is_kept_but_not_shown_to_the_model(engine, store):
+    s = ChatSession(engine, store, options=OPTS)
+    t = finish(s.send("Hello"))
+    asked = store.add_message(t.conversation_id, "user", "Again", parent_id=t.message_id)
+    store.add_message(t.conversation_id, "assistant", "", parent_id=asked.id, status="interrupted")
+    other = ChatSession(engine, store)
+    other.load(t.conversation_id)
+    assert [(e.role, e.content) for e in other.entries][-2:] == [("user", "Again"), ("assistant", "")]
+    assert other.messages[-1] == {"role": "assistant", "content": ""}  # last: F5 continues it
+    other.entries.append(Entry(role="user", content="Third"))
+    assert [m["content"] for m in other.messages] == ["Hello", t.reply.text, "Again", "Third"]
 
 
 def test_closing_the_stream_mid_reply_saves_what_was_said(engine, store):
