@@ -178,6 +178,26 @@ async def test_a_cut_reply_is_marked_and_continues_in_place(store):
     assert [(m.role, m.content) for m in thread] == [("user", "count"), ("assistant", "one two three five six")]
 
 
+async def test_a_cut_reply_keeps_its_mark_after_switching_versions(store):
+    """A new-user run: after Alt+Left/Right the version shown lost its '✂ cut at N tokens' line
+    (reopening the chat brought it back)."""
+    app, _ = make_app(max_new_tokens=3, script=["one two three four", "five six seven eight"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "count")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.chat.generating and "five" in app.chat.chatlog.views[-1].text)
+
+        def mark() -> str:
+            return str(app.chat.chatlog.views[-1].query_one(".status").render())
+
+        assert "cut at 3 tokens" in mark()
+        app.chat.chatlog.views[-1].focus()
+        await pilot.press("alt+left")
+        await wait_for(pilot, lambda: "one" in app.chat.chatlog.views[-1].text)
+        assert "cut at 3 tokens" in mark() and "F5" in mark()
+
+
 async def test_a_continued_reply_hides_its_old_figures_while_it_goes_on(store):
     """F5: the reply's details line said '3 tokens · ...' of the first part all through the
     continuation (a new-user run); it is hidden until the reply ends, then says the new figures."""

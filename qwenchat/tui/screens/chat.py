@@ -293,7 +293,6 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if not changed:
             return False
         await self.show_conversation()
-        self.mark_cut_replies()
         added = len(self.session.entries) - before
         self.tell_updated(added_news(added) if added > 0 else
                           "This chat was changed in another window: showing what is stored now", then)
@@ -390,7 +389,6 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         if verb in ("send", "edit") or view is None or not view.text:
             # show what is stored: a refused message (never stored) leaves no bubble behind
             await self.show_conversation()
-            self.mark_cut_replies()
         if verb in ("send", "edit") and not self._stored(args[-1]):
             self._give_back(args[-1])
             if isinstance(event.error, ConversationChanged) and verb == "send" and self.input.text == args[-1]:

@@ -3,9 +3,9 @@ chat (read-only from the store while no model is loaded: browsing needs no model
 presets, rename, delete, and showing or hiding the sidebar.
 
 `ConversationActions` is a base of `ChatScreen` (screens/chat.py), which provides `session`,
-`store`, `chatlog`, `input`, `generating`, `last_reply`, `_busy()`, `update_status()`,
-`show_conversation()` and `mark_cut_replies()`. Titles and preset names are user text: every
-notification that shows one is plain text (`markup=False`).
+`store`, `chatlog`, `input`, `generating`, `last_reply`, `_busy()`, `update_status()` and
+`show_conversation()`. Titles and preset names are user text: every notification that shows one
+is plain text (`markup=False`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,6 @@ class ConversationActions(Screen[None]):
         self.viewing = None
         self.last_reply = None
         await self.show_conversation()
-        self.mark_cut_replies()
         self.update_status()
         await self.refresh_sidebar()
 

@@ -3,7 +3,8 @@ prompt, branch indicators and details; switch between branches; export the chat 
 attach a file to the message being written; copy one code block of a reply.
 
 `MessageFeatures` is a base of `ChatScreen` (screens/chat.py), which provides `session`,
-`store`, `chatlog`, `input`, `generating`, `_busy()`, `update_status()` and `refresh_sidebar()`.
+`store`, `chatlog`, `input`, `generating`, `_busy()`, `update_status()`, `mark_cut_replies()` and
+`refresh_sidebar()`.
 Its keys and palette entries are `FEATURE_BINDINGS` / `FEATURE_COMMANDS`, which ChatScreen lists
 with its own (every key is modified: no single letter fires an action while the user types).
 The work itself lives in torch- and textual-free modules: `qwenchat.attach`, `qwenchat.chat_export`.
@@ -79,6 +80,7 @@ class MessageFeatures(Screen[None]):
             await self.chatlog.show([])
             return
         await self.chatlog.show(s.entries, system_prompt=s.system_prompt, branches=self.branches())
+        self.mark_cut_replies()  # every way here (a branch switch too) keeps "✂ cut at N tokens"
 
     def annotate_messages(self) -> None:
         if self.session is not None:
