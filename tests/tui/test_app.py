@@ -15,7 +15,7 @@ from qwenchat.tui.screens.settings import SettingsScreen
 from qwenchat.tui.widgets.sidebar import ConversationItem
 from tests.tui.conftest import wait_for
 from tests.fake_engine import FakeInfo, engine_factory
-from tests.tui.helpers import notes, open_rename, open_system_prompt
+from tests.tui.helpers import notes, open_rename, open_system_prompt, status_text
 
 SIZE = (110, 34)
 
@@ -168,9 +168,11 @@ async def test_rename_and_delete_with_confirmation(store):
         assert store.get_conversation(cid)
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "tok/s" in status_text(app)  # the reply's figures
         await pilot.click("#yes")
         await wait_for(pilot, lambda: store.list_conversations() == [])
         assert app.session.conversation_id is None and app.chat.chatlog.views == []
+        assert "tok/s" not in status_text(app)  # the deleted chat's figures stayed on
 
 
 async def test_new_chat_with_preset(store):

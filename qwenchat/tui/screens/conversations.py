@@ -99,6 +99,11 @@ class ConversationActions(Screen[None]):
             self.app.show_error(e, "Could not open the conversation")
             return
         self.viewing = None
+        await self.show_session_chat()
+
+    async def show_session_chat(self) -> None:
+        """Show the chat the session just opened or started, with the status bar's figures reset
+        (they are the last reply's: a deleted chat's stayed) and the sidebar's highlight on it."""
         self.last_reply = None
         await self.show_conversation()
         self.update_status()
@@ -121,10 +126,7 @@ class ConversationActions(Screen[None]):
         if self._busy():
             return
         self.session.new(system_prompt)
-        self.last_reply = None
-        await self.show_conversation()
-        self.update_status()
-        await self.refresh_sidebar()
+        await self.show_session_chat()
         self.input.focus()
 
     async def action_clear_chat(self) -> None:
@@ -173,17 +175,18 @@ class ConversationActions(Screen[None]):
         conv = self.store.get_conversation(cid)
         if not await self.app.push_screen_wait(ConfirmScreen(f"Delete “{conv.display_title}” and all its messages?")):
             return
-        if self.session is not None and self.session.conversation_id == cid:
-            if self.generating:
-                return self.notify("Stop the reply first (Esc)", severity="warning")
-            self.session.new(None)
-            self.last_reply = None
-            await self.show_conversation()
-        elif self.viewing == cid:
-            self.viewing = None
-            await self.chatlog.show([])
+        is_open = self.session is not None and self.session.conversation_id == cid
+        if is_open and self.generating:
+            return self.notify("Stop the reply first (Esc)", severity="warning")
         self.store.delete_conversation(cid)
-        await self.refresh_sidebar()
+        if is_open:
+            self.session.new(None)
+            await self.show_session_chat()
+        else:
+            if self.viewing == cid:
+                self.viewing = None
+                await self.chatlog.show([])
+            await self.refresh_sidebar()
         self.notify(f"Deleted “{conv.display_title}”", markup=False)
 
     # -- showing the sidebar ---------------------------------------------------------------------
