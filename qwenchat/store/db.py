@@ -191,6 +191,12 @@ class StoreBase:
             except sqlite3.Error as e:
                 raise translate(e, self.path) from e
 
+    def others_version(self) -> int:
+        """A number that changes when another connection (`qwenchat ask`, another window) has
+        committed to the history since it was last read; this handle's own writes leave it."""
+        with self._read() as conn:
+            return conn.execute("PRAGMA data_version").fetchone()[0]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

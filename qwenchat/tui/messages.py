@@ -56,6 +56,10 @@ class LoadingNote(Message):
         self.text = text
 
 
+class TurnStored(Message):
+    """The turn's message is stored and its reply begins: a new chat exists from here."""
+
+
 class ReplyDone(Message):
     """A reply ended (complete, cut by length, or stopped): `turn` is the session's `Turn`."""
 

@@ -236,3 +236,13 @@ def test_renaming_a_conversation_does_not_make_it_the_latest(store: Store) -> No
     assert store.latest_conversation().id == new.id
     assert store.get_conversation(old.id).updated_at == before
     assert [c.id for c in store.list_conversations()] == [new.id, old.id]
+
+
+def test_others_version_changes_with_another_connections_writes_only(store: Store) -> None:
+    start = store.others_version()
+    store.create_conversation("m")  # this handle's own write
+    assert store.others_version() == start
+    with Store.open(store.path) as other:  # `qwenchat ask` in another terminal
+        other.create_conversation("m")
+    seen = store.others_version()
+    assert seen != start and store.others_version() == seen

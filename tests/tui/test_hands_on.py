@@ -47,7 +47,7 @@ def test_a_crashed_app_exits_with_a_failure_status(monkeypatch):
 async def test_typing_in_the_model_picker_goes_into_the_path_field(store, tmp_path):
     """Ctrl+O, a typed path and Enter (seen hands-on): the list had the focus, the letters went
     nowhere and Enter picked the first model of the list, starting a download nobody asked for."""
-    from textual.widgets import Input, OptionList
+    from textual.widgets import Input
 
     from qwenchat.tui.screens.models import ModelPicker
 

@@ -3,6 +3,7 @@ model picker (a path field, the models used before, tags shown as written)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 
 from textual import events
@@ -157,3 +158,39 @@ async def test_a_sidebar_refresh_that_changes_nothing_keeps_the_rows(store):
         await pilot.pause()
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.session.conversation_id == cid)
+
+
+async def test_a_new_chat_is_listed_and_highlighted_as_its_reply_begins(store):
+    """A new-user run: the chat appeared in the sidebar only once its first reply had ended."""
+    hold = threading.Event()
+    app, _ = make_app(hold=hold, default="partial answer that never ends")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        try:
+            app.chat.input.text = "a first question"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.chat.chatlog.views[-1].text == "partial")
+            cid = app.session.conversation_id
+            await wait_for(pilot, lambda: app.chat.sidebar.conversation_ids == [cid])
+            assert app.chat.sidebar.highlighted_id == cid and app.chat.generating
+        finally:
+            hold.set()
+        await wait_for(pilot, lambda: not app.chat.generating)
+
+
+async def test_chats_another_window_makes_or_answers_show_in_an_idle_sidebar(store, monkeypatch):
+    """`qwenchat ask` in another terminal: its chat was listed only after the next reply here."""
+    from qwenchat.tui.screens import other_windows
+
+    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
+    app, _ = make_app(script=["r1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "mine")
+        mine = app.session.conversation_id
+        theirs = store.create_conversation("fake-model", None, title="from ask")  # another connection
+        store.add_message(theirs.id, "user", "from ask")
+        await wait_for(pilot, lambda: app.chat.sidebar.conversation_ids == [theirs.id, mine])
+        store.add_message(mine, "user", "ask -c in another terminal")  # moves to the top
+        await wait_for(pilot, lambda: app.chat.sidebar.conversation_ids == [mine, theirs.id])
+        assert app.chat.sidebar.highlighted_id == mine  # the open chat stays highlighted

@@ -338,6 +338,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             events = getattr(self.session, verb)(*args)
             # the prompt is built (the new message in, a regenerated reply out): the meter grows from here
             self._ctx_start = self._context_used() or 0
+            self.post_message(msg.TurnStored())
             for event in events:
                 if hasattr(event, "reply"):  # the Turn that ends the stream
                     self._ctx_after = self._context_used()  # here, off the UI thread
@@ -358,6 +359,12 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
                 await self._reply_view.append(text)
                 if self.buffer.updates % (self.FLUSH_HZ // self.STATUS_HZ) == 1:
                     self.update_status()
+
+    async def on_turn_stored(self, _: msg.TurnStored) -> None:
+        # a new chat is listed (and highlighted) as its reply begins; an older one moves to the top
+        ids = self.sidebar.conversation_ids
+        if not self.quitting and (not ids or ids[0] != self.session.conversation_id):
+            await self.refresh_sidebar()
 
     async def on_reply_done(self, event: msg.ReplyDone) -> None:
         if self.quitting:

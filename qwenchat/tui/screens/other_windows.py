@@ -8,9 +8,10 @@
   gives up). The wait ends without sending when the user presses Esc, changes the text in the
   box, or opens another chat.
 
-`OtherWindows` is a base of `ChatScreen` (screens/chat.py), which provides `session`, `input`,
-`chatlog`, `generating`, `quitting`, `tell_updated()` and `update_status()` (which says
-the message waits).
+`OtherWindows` is a base of `ChatScreen` (screens/chat.py), which provides `session`, `store`,
+`input`, `chatlog`, `generating`, `quitting`, `tell_updated()`, `refresh_sidebar()` and
+`update_status()` (which says the message waits). Chats other windows made or changed show in the
+sidebar within FOLLOW_S, whatever is open.
 """
 
 from __future__ import annotations
@@ -92,9 +93,11 @@ class OtherWindows:
         return True
 
     def follow_other_windows(self) -> None:
+        self._list_version: int | None = None
         self.set_interval(FOLLOW_S, self._follow)
 
     async def _follow(self) -> None:
+        await self._follow_list()
         if not self._idle_at_the_end():
             return
         s = self.session
@@ -113,6 +116,19 @@ class OtherWindows:
         added = len(s.entries) - len(ids) - (last is not None and last.status == "pending")  # that shows itself
         if added > 0:
             self.tell_updated(added_news(added))
+
+    async def _follow_list(self) -> None:
+        """Chats another window made, answered or renamed show in the sidebar (they appeared
+        only after the next reply here)."""
+        if self.generating or self.quitting:  # the sidebar is refreshed when the reply ends
+            return
+        try:
+            version = self.store.others_version()
+        except Exception:  # noqa: BLE001 - the next action on the store says what is wrong
+            return
+        if self._list_version is not None and version != self._list_version:
+            await self.refresh_sidebar()
+        self._list_version = version
 
     def _idle_at_the_end(self) -> bool:
         """Nothing the user is doing would be disturbed by a redraw of the chat."""
