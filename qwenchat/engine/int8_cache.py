@@ -37,13 +37,12 @@ from pathlib import Path
 
 import torch
 
-from qwenchat.engine.processes import alive, others_leftovers
+from qwenchat.engine.processes import remove_leftovers
 
 FORMAT = "qwenchat-int8/2"
 INT4_FORMAT = "qwenchat-int4/3"  # int4 mode's cache: its own file beside the int8 one (prefetch.INT4_CACHE_FILE)
 MEMO_FILE = "source.json"
 RACY_NS = 2_000_000_000  # a file changed this close to its stat might change again unseen
-STALE_TMP_S = 24 * 3600  # a temporary file this old is stale even if its pid is in use again
 HASH_CHUNK = 8 << 20
 _TMP = re.compile(r"^\.(.+)\.(?P<pid>\d+)\.tmp$")
 DTYPE_NAMES = {torch.float32: "F32", torch.int8: "I8", torch.uint8: "U8", torch.bfloat16: "BF16"}
@@ -154,12 +153,7 @@ def temp_path(target: Path) -> Path:
 
 def remove_stale_temps(folder: Path) -> None:
     """Delete temporary files of processes that are gone (killed mid-write)."""
-    for entry, pid in others_leftovers(folder, _TMP):
-        try:
-            if time.time() - entry.stat().st_mtime > STALE_TMP_S or not alive(pid):
-                entry.unlink()
-        except OSError:
-            pass
+    remove_leftovers(folder, _TMP)
 
 
 def write_atomically(target: Path, data: bytes) -> None:

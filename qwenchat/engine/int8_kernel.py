@@ -37,6 +37,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -47,6 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from qwenchat.engine.processes import remove_leftovers
 
 if TYPE_CHECKING:
     from qwenchat.engine.quantize_int4 import Q4Tensor
@@ -272,6 +275,7 @@ def _build_and_open(compiler: str, cache_dir: Path, checked: bool = True) -> Ker
     if checked:
         check_private(cache_dir, "the int8 kernel's cache folder")
     path = cache_dir / f"int8_kernel-{build_key(compiler, [p.read_bytes() for p in SOURCES])}.so"
+    remove_leftovers(cache_dir, _BUILDING)  # an app quit mid-build leaves its temporary file (a listdir)
     if not path.exists():
         _build(compiler, path)
     if checked:
@@ -296,10 +300,13 @@ def check_private(path: Path, what: str) -> None:
         raise UnsafeCache(f"{what} {path} is writable by other users (fix: chmod go-w {path})")
 
 
+_BUILDING = re.compile(r"^int8_kernel-[0-9a-f]+\.(?P<pid>\d+)\.tmp\.so$")  # _build's temporary files
+
+
 def _build(compiler: str, path: Path) -> None:
     """Compile into a temporary name beside `path`, then rename: processes building at the same
     time never load a half-written file."""
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.so")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.so")  # _BUILDING
     try:
         for extra in ([OPENMP], []):
             cmd = [compiler, *FLAGS, *extra, *map(str, SOURCES), "-o", str(tmp), "-lm"]

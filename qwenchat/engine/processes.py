@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+STALE_S = 24 * 3600  # a leftover this old is stale even if its pid is in use again
 
 
 def alive(pid: int) -> bool:
@@ -30,3 +33,14 @@ def others_leftovers(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[P
         m = pattern.match(entry.name)
         if m is not None and int(m.group("pid")) != os.getpid():
             yield entry, int(m.group("pid"))
+
+
+def remove_leftovers(folder: Path, pattern: re.Pattern[str]) -> None:
+    """Delete the files `pattern` matches that processes now gone left behind (killed, or quit
+    while a daemon thread was writing)."""
+    for entry, pid in others_leftovers(folder, pattern):
+        try:
+            if time.time() - entry.stat().st_mtime > STALE_S or not alive(pid):
+                entry.unlink()
+        except OSError:
+            pass

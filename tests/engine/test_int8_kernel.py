@@ -240,6 +240,22 @@ def test_an_unwritable_cache_folder_still_gives_a_kernel(tmp_path, fresh, prebui
 
 
 @needs_kernel
+@needs_kernel
+def test_a_build_a_quit_cut_short_leaves_nothing_behind(tmp_path, fresh, prebuilt):
+    """The app quit during the first load (the build runs on a daemon thread): its temporary
+    library stayed in the cache folder for good (a new-user run)."""
+    folder = tmp_path / "kernels"
+    folder.mkdir(mode=0o700)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dead = folder / f"int8_kernel-0123456789abcdef.{gone}.tmp.so"
+    live = folder / f"int8_kernel-0123456789abcdef.{os.getppid()}.tmp.so"  # our parent: still building
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    assert int8_kernel.load(folder).kernel is not None
+    assert not dead.exists() and live.exists()
+
+
 def test_a_group_writable_cache_folder_is_refused(tmp_path, fresh, prebuilt):
     """Another user who can write the folder could put their own library there: it is not
     loaded from (nor built into); the kernel is built in a private temporary folder, with a note."""
