@@ -139,50 +139,50 @@ def connect_remote(settings: "Settings") -> tuple["RemoteEngine", str]:
 
 
 def _read_ahead(settings: "Settings", model_dir: Path) -> "prefetch.Prefetch | None":
-    """Start reading the model's int8 weight cache on another core while torch is imported (a
-    third of a second of a cold start), when the engine will most likely use it: int8 asked for
-    (any device), or left to the engine on a CPU-only machine with the dtype left to it too (the
-    rules of engine/device.py's choose_quantize); int4 mode's cache when int4 is asked for. A
+    """Start reading the model's weight cache on another core while torch is imported (a third
+    of a second of a cold start), when the engine will most likely use it (`_cached_mode`). A
     wrong guess costs only that background read."""
     from qwenchat.engine import prefetch
 
     path = _weight_cache(settings, model_dir)
     if path is None or not path.is_file():
         return None
-    quantize = _quantize_mode(settings)
-    device = (settings.device or "auto").strip().lower()
-    dtype = (settings.dtype or "auto").strip().lower()
-    on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
-    if quantize == "auto" and not (on_cpu and dtype == "auto"):
-        return None
     return prefetch.start(path)
 
 
+def _cached_mode(settings: "Settings") -> str | None:
+    """"int8" or "int4" when the load will most likely use (or first write) that weight cache:
+    the mode asked for (any device), or int8 left to the engine on a CPU-only machine with the
+    dtype left to it too (the rules of engine/device.py's choose_quantize); else None."""
+    quantize = (settings.quantize or "auto").strip().lower()
+    if quantize in ("int8", "int4"):
+        return quantize
+    device = (settings.device or "auto").strip().lower()
+    dtype = (settings.dtype or "auto").strip().lower()
+    on_cpu = device == "cpu" or (device == "auto" and not _gpu_likely())
+    return "int8" if quantize == "auto" and on_cpu and dtype == "auto" else None
+
+
 def _weight_cache(settings: "Settings", model_dir: Path) -> Path | None:
-    """Where the quantized weights of `model_dir` are kept for the quantize setting (int8 mode's,
-    also auto's; int4 mode's), or None for none."""
+    """Where the quantized weights of `model_dir` are kept for the load `settings` ask for, or
+    None when it uses none."""
     from qwenchat.engine import prefetch
     from qwenchat.paths import int8_cache_dir
 
-    quantize = _quantize_mode(settings)
-    if quantize not in ("auto", "int8", "int4"):  # none, a typo
+    mode = _cached_mode(settings)
+    if mode is None:
         return None
     path = prefetch.int8_cache_path(int8_cache_dir(), model_dir)
-    return path.with_name(prefetch.INT4_CACHE_FILE) if quantize == "int4" else path
+    return path.with_name(prefetch.INT4_CACHE_FILE) if mode == "int4" else path
 
 
 def conversion_note(settings: "Settings", model_dir: Path) -> str | None:
-    """What to say while a load converts the weights first (int8 or int4 asked for, no cache of
-    them yet: ~15-20 s for a 0.5B model on 2 cores, once), or None."""
-    quantize = _quantize_mode(settings)
+    """What to say while a load converts the weights first (no cache of them yet: ~15-20 s for a
+    0.5B model on 2 cores, once; the default on a CPU is int8), or None."""
     path = _weight_cache(settings, model_dir)
-    if quantize not in ("int8", "int4") or path is None or path.is_file():
+    if path is None or path.is_file():
         return None
-    return f"converting the weights to {quantize} (once: later starts reuse them)"
-
-
-def _quantize_mode(settings: "Settings") -> str:
-    return (settings.quantize or "auto").strip().lower()
+    return f"converting the weights to {_cached_mode(settings)} (once: later starts reuse them)"
 
 
 def find_local(settings: "Settings", progress: Any = None) -> tuple["ResolvedModel", str | None]:

@@ -94,8 +94,9 @@ def test_int8_cache_is_read_ahead_only_when_the_engine_will_likely_use_it(tiny_m
     prefetch.discard(ahead)
 
 
-def test_a_first_int4_or_int8_load_says_it_converts_the_weights(tmp_path):
-    """The first `--quantize int4` run sat ~20 s under "loading model..." (found hands-on)."""
+def test_a_first_int4_or_int8_load_says_it_converts_the_weights(tmp_path, monkeypatch):
+    """The first `--quantize int4` run sat ~20 s under "loading model..." (found hands-on), and so
+    did a first start with the defaults, int8 on a CPU (a new-user run)."""
     from qwenchat import startup
     from qwenchat.config import Settings
     from qwenchat.engine import prefetch
@@ -106,7 +107,10 @@ def test_a_first_int4_or_int8_load_says_it_converts_the_weights(tmp_path):
     assert startup.conversion_note(Settings(quantize="int4"), d) == \
         "converting the weights to int4 (once: later starts reuse them)"
     assert "int8" in startup.conversion_note(Settings(quantize="int8"), d)
-    assert startup.conversion_note(Settings(), d) is None  # auto may keep float weights: not said
+    monkeypatch.setattr(startup, "_gpu_likely", lambda: False)
+    assert startup.conversion_note(Settings(), d) == "converting the weights to int8 (once: later starts reuse them)"
+    assert startup.conversion_note(Settings(dtype="bfloat16"), d) is None  # auto keeps float weights then
+    assert startup.conversion_note(Settings(device="cuda"), d) is None
     assert startup.conversion_note(Settings(quantize="none"), d) is None
     path = prefetch.int8_cache_path(int8_cache_dir(), d).with_name(prefetch.INT4_CACHE_FILE)
     path.parent.mkdir(parents=True)
