@@ -121,6 +121,29 @@ async def test_a_failed_load_says_so_on_every_send():
             assert app.chat.input.text == "hello?"
 
 
+async def test_a_model_picked_after_a_failed_load_shows_loading_in_the_status_bar():
+    """Ctrl+O after a failed start: the panel said 'Loading ...' while the status bar still said
+    'no model loaded' (a new-user run)."""
+    gate = threading.Event()
+
+    def factory(model, store_, progress):
+        if model is None:
+            return failing_factory(model, store_, progress)
+        gate.wait(10)
+        return ChatSession(FakeEngine(), store_, model_label="picked")
+
+    app = QwenchatApp(factory, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.load_error is not None)
+        assert "no model loaded" in status_text(app)
+        app.begin_loading("picked")  # what Ctrl+O does with the model picked
+        await pilot.pause()
+        assert status_text(app) == "picked │ loading…"
+        gate.set()
+        await ready(pilot)
+        assert status_text(app).startswith("picked")
+
+
 async def test_a_refused_message_leaves_no_bubble_and_comes_back_to_the_box(store):
     app, factory = make_app(info=FakeInfo(context_window=64), script=["fine"])
     long = " ".join(["word"] * 80)

@@ -147,7 +147,6 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     async def on_mount(self) -> None:
         for hidden in ("#download", "#loading-note", "#mode-note"):
             self.query_one(hidden).display = False
-        self.query_one(StatusBar).show(model=self.app.model or "", note="loading…")
         self._fit(self.app.size.width, self.app.size.height)
         await self.chatlog.show([])
         await self.refresh_sidebar()

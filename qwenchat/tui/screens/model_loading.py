@@ -28,6 +28,8 @@ class ModelLoadingView:
                 "Importing" if model and model.lower().endswith(".gguf") else "Loading")
         self.query_one("#loading-label", Label).update(f"{what} {model or 'the default model'}…")
         self.query_one("#loading-note").display = False  # a note of the load this one replaces
+        if self.session is None:  # else the chat in use stays usable, its facts shown, until the new one is ready
+            self.query_one(StatusBar).show(model=model or "", note="loading…")  # was "no model loaded" after a failure
 
     def _loading_panel(self, shown: bool) -> None:
         """Hidden, its spinner and its bar stop animating: their timers (16 and 15 a second)
