@@ -65,7 +65,8 @@ def read_attachment(path: str | Path, max_bytes: int = MAX_BYTES) -> Attachment:
         raise AttachError(f"no such file: {path} (no user's home folder is named so)",
                           "check the path (~ alone is your home folder)") from None
     if not p.exists():
-        raise AttachError(f"no such file: {p}", "check the path (a relative path starts in the folder qwenchat runs in)")
+        raise AttachError(f"no such file: {p}", "check the path (a relative path starts in the folder qwenchat runs in; "
+                          "quote a path with spaces: /file \"my notes.md\")")
     if p.is_dir():
         raise AttachError(f"{p} is a folder, not a file", "attach one file at a time")
     try:
@@ -143,7 +144,7 @@ def parse_file_command(text: str, is_file: Callable[[str], bool] = _is_file) -> 
     when the input does not start with the command. PATH may be quoted; an empty PATH is "".
     Words after PATH on its line begin the message (`/file notes.md summarise this`): PATH is
     the quoted part, else the longest run of the line's first words that `is_file`, else the
-    whole line (so the error names what was typed)."""
+    first word (the error names that path, not the whole line; its fix mentions quotes)."""
     m = _FILE_COMMAND.match(text)
     if m is None:
         return None
@@ -158,7 +159,7 @@ def parse_file_command(text: str, is_file: Callable[[str], bool] = _is_file) -> 
         path = " ".join(words[:n])
         if is_file(path):
             return path, _joined(" ".join(words[n:]), rest)
-    return line, rest
+    return words[0], _joined(" ".join(words[1:]), rest)
 
 
 def _joined(words: str | None, rest: str) -> str:

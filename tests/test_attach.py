@@ -110,8 +110,11 @@ def test_words_after_the_path_on_its_line_begin_the_message(tmp_path):
     assert parse_file_command(f"/file {f} summarise\nin French") == (f, "summarise\nin French")
     assert parse_file_command(f"/file {spaced} and more") == (spaced, "and more")  # the longest that exists
     assert parse_file_command(f"/file '{spaced}' and more") == (spaced, "and more")
-    assert parse_file_command(f"/file {tmp_path}/missing.md summarise") == (f"{tmp_path}/missing.md summarise", "")
-    assert parse_file_command("/file ~nosuchuser0/a.md b") == ("~nosuchuser0/a.md b", "")  # no exception
+    # none exists: the error names the first word, not the whole line (a new-user run)
+    assert parse_file_command(f"/file {tmp_path}/missing.md summarise\nthis") == (f"{tmp_path}/missing.md", "summarise\nthis")
+    assert parse_file_command("/file ~nosuchuser0/a.md b") == ("~nosuchuser0/a.md", "b")  # no exception
+    with pytest.raises(AttachError, match="quote a path with spaces"):
+        read_attachment(f"{tmp_path}/missing.md")
     with pytest.raises(AttachError, match="no user's home folder"):
         read_attachment("~nosuchuser0/a.md")
 
