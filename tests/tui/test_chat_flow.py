@@ -86,6 +86,29 @@ async def test_browsing_needs_no_model(store):
         assert app.chat.viewing == cid and app.is_running
 
 
+async def test_a_chat_opened_after_a_failed_load_loads_the_model_it_used(store):
+    """No model (the default failed offline): a chat picked in the sidebar loads its own model, as
+    `qwenchat -c` does (its messages asked for Ctrl+O: a new-user run)."""
+    cid = stored_chat(store)
+    asked: list[str | None] = []
+
+    def factory(model, store_, progress):
+        asked.append(model)
+        if model != "some-model":
+            return failing_factory(model, store_, progress)
+        return ChatSession(FakeEngine(), store_, model_label="some-model")
+
+    app = QwenchatApp(factory, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.load_error is not None)
+        await pilot.click(list(app.query(ConversationItem))[0])
+        await ready(pilot)
+        assert asked == [None, "some-model"] and any("the model this chat used" in n for n in notes(app))
+        assert app.session.conversation_id == cid and len(app.chat.chatlog.views) == 2
+        await send(pilot, "and now?")
+    assert [m.content for m in store.thread(cid)][-2:] == ["and now?", "Hello from the fake model."]
+
+
 async def test_continue_shows_the_stored_chat_while_the_model_loads(store):
     cid = stored_chat(store)
     gate = threading.Event()

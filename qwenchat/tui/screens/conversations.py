@@ -79,6 +79,7 @@ class ConversationActions(Screen[None]):
             return
         if self.session is None:
             await self.view_stored(conversation_id)
+            self._load_its_model(conversation_id)
         else:
             await self.open_conversation(conversation_id)
         self.close_sidebar_overlay()
@@ -108,6 +109,22 @@ class ConversationActions(Screen[None]):
         await self.show_conversation()
         self.update_status()
         await self.refresh_sidebar()
+
+    def _load_its_model(self, conversation_id: int) -> None:
+        """No model, as the last load failed (offline, a typo): a chat opened from the sidebar
+        loads the model it was answered with, as `qwenchat -c` would (its messages then asked for
+        Ctrl+O). A load in progress is left alone."""
+        app = self.app
+        if app.load_error is None or app.loading:
+            return
+        try:
+            model = self.store.get_conversation(conversation_id).model
+        except Exception:  # noqa: BLE001 - view_stored has said what is wrong
+            return
+        if model and model != app.model:
+            app.model = model
+            app.begin_loading(model)
+            self.notify(f"Loading {model}, the model this chat used", markup=False)
 
     async def view_stored(self, conversation_id: int) -> None:
         """Show a stored conversation without a session (no model loaded, or its load failed);
