@@ -62,6 +62,9 @@ def test_settings_dialog_refuses_out_of_range_values():
         ("--repetition-penalty", "0", "repetition_penalty must be a number from 0.01 to 100"),
         ("--top-k", "1" + "0" * 30, "top_k must be a whole number from 0 to 1,000,000"),
         ("--seed", str(2**64), "seed must be a whole number from 0 to 18,446,744,073,709,551,615"),
+        # not even a number: the value and the range, not typer's "Input should be a valid number"
+        ("--temperature", "abc", "'abc': temperature must be a number from 0 to 100"),
+        ("--max-tokens", "1.5", "'1.5': max_tokens must be a whole number from 1 to 10,000,000"),
     ],
 )
 def test_out_of_range_flag_is_a_usage_error(flag, value, expected, tmp_path):

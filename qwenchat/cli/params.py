@@ -60,12 +60,28 @@ def _attach(cmd: Any, name: str, group: str) -> None:
     for param in cmd.params:
         if param.name in config.KEYS and param.callback is None and not getattr(param, "is_flag", False):
             param.callback = _checker(param.name)
+            param.process_value = _explained(param.process_value, param.callback)
         completer = IN_GROUP.get((group, param.name)) or BY_NAME.get(param.name)
         if completer is not None:
             # click's hook for a parameter's own completion (what `shell_complete=` sets)
             param._custom_shell_complete = _completion(completer)
     for sub_name, sub in getattr(cmd, "commands", {}).items():
         _attach(sub, sub_name, name)
+
+
+def _explained(process: Callable[[Any, Any], Any], check: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """`process` (the option's own parsing, then `check`), where a value that does not even parse
+    as the option's type is refused by the setting's rule, which names the value and the range
+    (typer said "Input should be a valid number, unable to parse string as a number")."""
+    def process_value(ctx: Any, value: Any) -> Any:
+        try:
+            return process(ctx, value)
+        except typer.BadParameter as e:
+            if isinstance(value, str) and e.param is not None:
+                check(ctx, e.param, value)  # raises the setting's own message
+            raise
+
+    return process_value
 
 
 def _checker(key: str) -> Callable[[Any, Any, Any], Any]:
