@@ -96,7 +96,8 @@ def _unknown_option(e: Exception, argv: list[str]) -> str | None:
 
 def _stopped(e: Stopped) -> int:
     try:
-        sys.stderr.write(f"\n{e.note}\n")
+        # on a terminal the echoed ^C leaves the line unfinished; a log file starts clean
+        sys.stderr.write(f"{chr(10) if sys.stderr.isatty() else ''}{e.note}\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # SIGHUP: the terminal may be gone
         pass

@@ -159,6 +159,7 @@ def test_sigint_mid_reply_saves_the_partial_reply_as_interrupted(endless_model, 
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert err.decode().strip().endswith("interrupted")  # the note typer used to swallow
+    assert not err.decode().startswith("\n") and "\n\ninterrupted" not in err.decode()  # no blank line in a log
     msgs = stored(isolated_home)
     assert msgs[0][:2] == ("user", "Tell a long story")
     assert msgs[1][0] == "assistant" and msgs[1][2] == "interrupted" and msgs[1][1]
