@@ -7,7 +7,7 @@ import threading
 from datetime import date
 
 from textual import events
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, Label, OptionList
 
 from qwenchat.tui.screens.models import ModelPicker
 from qwenchat.tui.widgets.sidebar import ConversationItem, DayHeader, day_label
@@ -58,6 +58,21 @@ async def test_search_enter_opens_the_first_match_and_escape_clears(store):
         await pilot.press("ctrl+f", "escape")
         await wait_for(pilot, lambda: len(app.chat.sidebar.conversation_ids) == 2)
         assert app.chat.sidebar.search_box.value == "" and app.focused is app.chat.input
+
+
+async def test_a_search_that_matches_nothing_says_so(store):
+    """An empty list with no word of why (a new-user run)."""
+    app, _ = make_app(script=["r1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "about apples")
+        app.chat.sidebar.search_box.value = "pirates"
+        await wait_for(pilot, lambda: app.chat.sidebar.conversation_ids == [])
+        lines = [str(label.render()) for label in app.chat.sidebar.list_view.query(Label)]
+        assert lines == ["No chat matches"]
+        app.chat.sidebar.search_box.value = ""
+        await wait_for(pilot, lambda: len(app.chat.sidebar.conversation_ids) == 1)
+        assert "No chat matches" not in [str(label.render()) for label in app.chat.sidebar.list_view.query(Label)]
 
 
 async def test_a_search_never_hides_a_chat_created_after_it(store):

@@ -54,7 +54,7 @@ class ConversationActions(Screen[None]):
                 newer = [c for c in self.store.list_conversations(limit=50)
                          if c.id > self._query_floor and c.id not in shown]
                 convs = sorted(convs + newer, key=lambda c: (c.updated_at, c.id), reverse=True)
-            await self.sidebar.set_conversations(convs, current)
+            await self.sidebar.set_conversations(convs, current, empty="No chat matches" if self._query else "")
 
     async def on_sidebar_search_changed(self, event: Sidebar.SearchChanged) -> None:
         query = event.query.strip()

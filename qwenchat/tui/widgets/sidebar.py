@@ -96,11 +96,11 @@ class Sidebar(Vertical):
     def conversation_ids(self) -> list[int]:
         return [i.conversation_id for i in self.list_view.query_children(ConversationItem)]
 
-    async def set_conversations(self, conversations: list[Any], current: int | None) -> None:
-        """Show these chats, `current` highlighted. The rows are rebuilt only when what they show
-        changed: a rebuild blanks the list for a moment, and a key pressed then (Enter on a chat
-        just after Ctrl+N) was lost."""
-        rows: list[tuple] = []
+    async def set_conversations(self, conversations: list[Any], current: int | None, empty: str = "") -> None:
+        """Show these chats, `current` highlighted (`empty`: the line shown for none). The rows are
+        rebuilt only when what they show changed: a rebuild blanks the list for a moment, and a key
+        pressed then (Enter on a chat just after Ctrl+N) was lost."""
+        rows: list[tuple] = [("day", empty)] if empty and not conversations else []
         day = None
         for c in conversations:
             label = day_label(c.updated_at)
