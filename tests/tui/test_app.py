@@ -316,7 +316,7 @@ async def test_help_lists_every_binding_and_palette_has_every_action():
         for b in app.all_bindings():
             if b.action != "quit":
                 assert b.description in titles
-        assert {"Theme", "Quit", "Clear conversation", "New chat with preset"} <= titles
+        assert {"Theme", "Quit", "Clear the screen: a new, empty chat", "New chat with preset"} <= titles
 
 
 async def test_copy_reply_and_code_block(store):

@@ -79,7 +79,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
     BINDINGS = [*ACTIONS, Binding("escape", "escape", show=False)]
     # palette entries without a key of their own: action -> (title, help)
     COMMANDS_EXTRA = {
-        "clear_chat": ("Clear conversation", "Start a new, empty conversation"),
+        "clear_chat": ("Clear the screen: a new, empty chat", "The chat shown now stays in the sidebar (F3 deletes it)"),
         "new_chat_with_preset": ("New chat with preset", "Start a conversation with a saved system prompt"),
         **FEATURE_COMMANDS,
     }
