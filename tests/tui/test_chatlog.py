@@ -45,6 +45,18 @@ async def test_user_message_keeps_its_lines_and_indentation():
     assert [line[indent:] for line in got] == typed.split("\n")
 
 
+async def test_a_tab_takes_as_many_columns_as_in_the_message_box():
+    """A pasted tab was 4 columns wide in the box and 8 once sent (a new-user run)."""
+    from qwenchat.tui.widgets.prompt_input import TAB_WIDTH
+
+    _, lines = await shown([entry("user", "start\n\tTabbed\nab\tc")])
+    start = next(i for i, line in enumerate(lines) if line.strip() == "start")
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    assert [line[indent:].rstrip() for line in lines[start + 1:start + 3]] == [
+        " " * TAB_WIDTH + "Tabbed", "ab" + " " * (TAB_WIDTH - 2) + "c"]
+    assert TAB_WIDTH == 4
+
+
 async def test_user_text_is_never_markup():
     typed = "a [bold]b[/bold] c [/] d [link=x]e[/link] *f* `g`"
     _, lines = await shown([entry("user", typed)])

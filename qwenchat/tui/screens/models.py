@@ -123,7 +123,7 @@ class ModelPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Choose a model (not yet downloaded ones are fetched first)", classes="title")
-            yield LineInput(placeholder="…or type a name, a folder, a .gguf file or a server URL (http://host:8000/v1), then Enter",
+            yield LineInput(placeholder="…or type a name, folder, .gguf file or server URL (http://host:8000/v1)",
                         id="path", select_on_focus=False)  # typing on the list moves here: keep what was typed
             yield Label("", id="path-error", classes="error", markup=False)
             yield Label("", id="path-note", classes="note", markup=False)

@@ -29,6 +29,7 @@ from textual.widgets import Collapsible, Static
 from qwenchat.markdown import CodeBlock
 from qwenchat.markdown import code_blocks as _blocks
 from qwenchat.tui.details import details as details_of
+from qwenchat.tui.widgets.prompt_input import TAB_WIDTH
 from qwenchat.tui.widgets.reply import ReplyView
 
 Branch = tuple[int, int]  # (1-based position among siblings, number of siblings)
@@ -110,7 +111,7 @@ class MessageView(Vertical, can_focus=True):
         if self.role == "assistant":
             yield ReplyView(self.text, streaming=self.status == "pending", language=self.language)
         else:  # as typed: no Markdown reflow, no markup
-            yield Static(self.text, classes="plain", markup=False)
+            yield Static(self.text.expandtabs(TAB_WIDTH), classes="plain", markup=False)  # as the box showed it
         yield Static(self.details, classes="details", markup=False)
         yield Static(self._status_text(), classes="status")
 
@@ -130,7 +131,7 @@ class MessageView(Vertical, can_focus=True):
         if self.role == "assistant":
             self.reply.append(text)
         else:
-            self.query_one(".plain", Static).update(self.text)
+            self.query_one(".plain", Static).update(self.text.expandtabs(TAB_WIDTH))
 
     def set_status(self, status: str, note: str | None = None) -> None:
         """`note` replaces the status's own words (a reply cut at the token limit)."""
@@ -188,7 +189,8 @@ class SystemPromptView(Collapsible):
 
     def __init__(self, text: str, collapsed: bool = False) -> None:
         self.text = text
-        super().__init__(Static(text, classes="prompt", markup=False), title="System prompt", collapsed=collapsed)
+        super().__init__(Static(text.expandtabs(TAB_WIDTH), classes="prompt", markup=False), title="System prompt",
+                         collapsed=collapsed)
 
 
 class ChatLog(VerticalScroll):

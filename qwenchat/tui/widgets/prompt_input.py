@@ -16,6 +16,9 @@ from textual.widgets import TextArea
 from qwenchat.tui.widgets.text_fields import KeysInOrder
 
 
+TAB_WIDTH = 4  # columns a tab takes in the box, and in the message once sent (chatlog.py)
+
+
 class PromptInput(KeysInOrder, TextArea):
     DEFAULT_CSS = """
     PromptInput { height: auto; min-height: 3; max-height: 10; border: round $border-blurred; }
@@ -28,7 +31,7 @@ class PromptInput(KeysInOrder, TextArea):
             self.text = text
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
+        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", indent_width=TAB_WIDTH, **kwargs)
         self.placeholder = "Type a message: Enter sends, Ctrl+J starts a new line"
 
     async def _on_key(self, event: events.Key) -> None:
