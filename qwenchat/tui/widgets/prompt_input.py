@@ -31,7 +31,8 @@ class PromptInput(KeysInOrder, TextArea):
             self.text = text
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", indent_width=TAB_WIDTH, **kwargs)
+        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
+        self.indent_width = TAB_WIDTH  # how wide a pasted tab is drawn
         self.placeholder = "Type a message: Enter sends, Ctrl+J starts a new line"
 
     async def _on_key(self, event: events.Key) -> None:
