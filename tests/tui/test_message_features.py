@@ -258,6 +258,24 @@ async def test_file_command_with_the_message_on_the_same_line(store, tmp_path):
     assert box == "summarise this\n\n```notes.txt\nnotes\n```\n" and sent == []
 
 
+async def test_a_sent_attachment_ends_at_its_fence(store, tmp_path):
+    """The line left after the block for typing on was sent too: a blank line closed the message
+    (a new-user run)."""
+    f = tmp_path / "notes.txt"
+    f.write_text("notes\n")
+    app, factory = make_app(script=["ok"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.chat.input.text = f"/file {f} summarise this"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.chat.input.text.endswith("```\n"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.chat.generating and len(app.chat.chatlog.views) == 2)
+        assert app.chat.chatlog.views[0].text == "summarise this\n\n```notes.txt\nnotes\n```"
+        assert app.chat.input.text == ""
+    assert store.thread(factory.made[0].conversation_id)[0].content == "summarise this\n\n```notes.txt\nnotes\n```"
+
+
 async def test_attach_refuses_binary_missing_and_too_large_files(store, tmp_path):
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\0\1\2" * 100)

@@ -274,11 +274,12 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
                 return
             self.stop_waiting()
             self.input.take_sent(event.text)
-            await self.chatlog.add("user", event.text)
+            text = event.text.rstrip()  # the blank line an attached file leaves for typing on says nothing
+            await self.chatlog.add("user", text)
         except BaseException:
             self.generating = False
             raise
-        await self._start("send", event.text)
+        await self._start("send", text)
 
     async def sync_conversation(self, then: str = "") -> bool:
         """Show what another window (`qwenchat ask --cid N`) added to this chat before acting on
