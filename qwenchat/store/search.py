@@ -1,8 +1,9 @@
 """Full-text search over message text (the FTS5 index from migration 2).
 
 User text is never passed to FTS5 as query syntax: each word becomes a quoted term, and all
-terms must match (so `C++ "foo` cannot raise a syntax error). The last word also matches as a
-prefix, so a search works while the word is being typed.
+terms must match (so `C++ "foo` cannot raise a syntax error). Words joined without a space
+(`2+2`, `os.path`) are one phrase: they match side by side, not anywhere apart. The last word
+also matches as a prefix, so a search works while the word is being typed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def fts_query(text: str) -> str:
-    """A safe FTS5 MATCH expression for free text: every word, the last one as a prefix."""
-    words = _WORD.findall(text)
-    if not words:
+    """A safe FTS5 MATCH expression for free text: every space-separated chunk as a phrase of
+    its words, the last word a prefix."""
+    terms = [f'"{" ".join(words)}"' for chunk in text.split() if (words := _WORD.findall(chunk))]
+    if not terms:
         return '""'
-    terms = [f'"{w}"' for w in words]
     terms[-1] += "*"
     return " ".join(terms)
 

@@ -35,6 +35,19 @@ def test_search_text_with_query_syntax_does_not_error(store: Store) -> None:
     assert store.search("   ") == [] and store.search("!!!") == []
 
 
+def test_words_joined_without_a_space_match_side_by_side(store: Store) -> None:
+    """`2+2` found every message holding a 2 (a new-user run)."""
+    conv = store.create_conversation("m")
+    sum_ = store.add_message(conv.id, "user", "what is 2+2?")
+    store.add_message(conv.id, "user", "give me 2 apples and 7 pears, 2 each")
+    path = store.add_message(conv.id, "user", "use os.path.join here")
+    store.add_message(conv.id, "user", "the os module has a path attribute")
+    assert [h.message_id for h in store.search("2+2")] == [sum_.id]
+    assert [h.message_id for h in store.search("os.path")] == [path.id]
+    assert [h.message_id for h in store.search("os.pa")] == [path.id]  # still a prefix while typed
+    assert len(store.search("os path")) == 2  # words apart: anywhere
+
+
 def test_index_follows_finish_message_and_delete(store: Store) -> None:
     conv = store.create_conversation("m")
     store.add_message(conv.id, "user", "q")
