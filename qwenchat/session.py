@@ -33,8 +33,8 @@ from qwenchat.reply_writer import ReplyWriter
 from qwenchat.store.messages import UNCHECKED
 from qwenchat.structured import instruction
 from qwenchat.store.records import pid_alive
-from qwenchat.session_records import (OPTION_FIELDS, SAMPLING_FIELDS, Entry, ModelInfo, Turn, entry_of, options_dict,
-                                      overlay)
+from qwenchat.session_records import (OPTION_FIELDS, SAMPLING_FIELDS, Entry, ModelInfo, Turn, branch_of, entry_of,
+                                      options_dict, overlay)
 
 if TYPE_CHECKING:
     from qwenchat.engine.chat import ChatEngine
@@ -214,11 +214,7 @@ class ChatSession:
     def branch(self, index: int) -> tuple[int, int]:
         """(position from 1, count) of `entries[index]` among its alternatives (regenerations,
         edits); (1, 1) when it has none or nothing is stored."""
-        entry = self.entries[index]
-        if self.store is None or entry.id is None:
-            return 1, 1
-        ids = [m.id for m in self.store.siblings(entry.id)]
-        return ids.index(entry.id) + 1, len(ids)
+        return branch_of(self.store, self.entries[index])
 
     def switch_branch(self, index: int, step: int) -> None:
         """Make the previous (step -1) or next (+1) alternative of `entries[index]` the active

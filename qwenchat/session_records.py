@@ -70,3 +70,12 @@ def options_dict(options: GenerateOptions) -> dict[str, Any]:
 
 def entry_of(m: "Message") -> Entry:
     return Entry(m.role, m.content, m.id, m.status, m.created_at, dict(m.meta))
+
+
+def branch_of(store: Any, entry: Entry) -> tuple[int, int]:
+    """(position from 1, count) of a stored `entry` among its alternatives (regenerations,
+    edits); (1, 1) when it has none or is not stored."""
+    if store is None or entry.id is None:
+        return 1, 1
+    ids = [m.id for m in store.siblings(entry.id)]
+    return ids.index(entry.id) + 1, len(ids)

@@ -128,6 +128,29 @@ async def test_continue_shows_the_stored_chat_while_the_model_loads(store):
         assert [m.content for m in store.thread(cid)][-2:] == ["and now?", "Hello from the fake model."]
 
 
+async def test_a_chat_shown_while_the_model_loads_has_its_branch_markers(store):
+    """`qwenchat -c`: the `< 2/2 >` of a regenerated reply appeared only once the model was loaded."""
+    conv = store.create_conversation("some-model")
+    user = store.add_message(conv.id, "user", "q")
+    store.add_message(conv.id, "assistant", "first", parent_id=user.id)
+    store.add_message(conv.id, "assistant", "second", parent_id=user.id)  # a regeneration
+    gate = threading.Event()
+
+    def slow_factory(model, store_, progress):
+        gate.wait(10)
+        return ChatSession(FakeEngine(), store_, model_label="fake-model")
+
+    app = QwenchatApp(slow_factory, continue_last=True, theme="qwenchat-dark", persist_theme=False)
+    async with app.run_test(size=SIZE) as pilot:
+        try:
+            await wait_for(pilot, lambda: len(app.chat.chatlog.views) == 2)
+            assert app.session is None and app.chat.chatlog.views[1].branch == (2, 2)
+        finally:
+            gate.set()
+        await ready(pilot)
+        assert app.chat.chatlog.views[1].branch == (2, 2)
+
+
 async def test_a_failed_load_says_so_on_every_send():
     app = QwenchatApp(failing_factory, theme="qwenchat-dark", persist_theme=False)
     async with app.run_test(size=SIZE) as pilot:

@@ -17,16 +17,14 @@ from textual import work
 from textual.screen import Screen
 from textual.widget import Widget
 
+from qwenchat.session_records import branch_of, entry_of
 from qwenchat.tui.screens.dialogs import ConfirmScreen, PickScreen, TextPrompt
 from qwenchat.tui.widgets.sidebar import Sidebar
 
 
 def stored_entries(store: Any, conversation_id: int) -> list[Any]:
     """The active branch of a stored conversation as session `Entry`s (no model needed)."""
-    from qwenchat.session import Entry
-
-    return [Entry(m.role, m.content, m.id, m.status, m.created_at, dict(m.meta))
-            for m in store.thread(conversation_id)]
+    return [entry_of(m) for m in store.thread(conversation_id)]
 
 
 class ConversationActions(Screen[None]):
@@ -136,7 +134,8 @@ class ConversationActions(Screen[None]):
             self.app.show_error(e, "Could not open the conversation")
             return
         self.viewing = conversation_id
-        await self.chatlog.show(entries, system_prompt=conv.system_prompt)
+        branches = [branch_of(self.store, e) for e in entries]  # `< 1/2 >` as once the model is loaded
+        await self.chatlog.show(entries, system_prompt=conv.system_prompt, branches=branches)
         await self.refresh_sidebar()
 
     async def action_new_chat(self, system_prompt: str | None = None) -> None:
