@@ -174,3 +174,20 @@ def test_a_json_reply_copies_as_one_code_block_exactly():
     assert [(b.info, b.code) for b in view.code_blocks()] == [("json", JSON_REPLY + "\n")]
     assert view.code_blocks()[0].label.startswith("json: {")
     assert MessageView("assistant", JSON_REPLY).code_blocks() == []  # Markdown: no fence, no block
+
+
+async def test_a_redraw_after_the_log_was_taken_down_ends_quietly(monkeypatch):
+    """Ctrl+N then Ctrl+Q at once: the new chat's redraw met a log the closing app had already
+    detached, and the app's last screen was a MountError traceback (tests/tui/test_terminal.py
+    caught it)."""
+    app = LogApp()
+    async with app.run_test() as pilot:
+        log = app.query_one(ChatLog)
+        await log.show([entry("user", "hi")])
+        monkeypatch.setattr(ChatLog, "is_attached", property(lambda self: False))  # as while the app closes
+        await log.show([entry("user", "hi"), entry("assistant", "there")])  # no MountError
+        await log.show([])
+        await log.set_system_prompt("be brief")
+        monkeypatch.undo()
+        await pilot.pause()
+        assert log.is_attached

@@ -3,8 +3,8 @@ chat (read-only from the store while no model is loaded: browsing needs no model
 presets, rename, delete, and showing or hiding the sidebar.
 
 `ConversationActions` is a base of `ChatScreen` (screens/chat.py), which provides `session`,
-`store`, `chatlog`, `input`, `generating`, `last_reply`, `_busy()`, `update_status()` and
-`show_conversation()`. Titles and preset names are user text: every notification that shows one
+`store`, `chatlog`, `input`, `generating`, `quitting`, `last_reply`, `_busy()`, `update_status()`
+and `show_conversation()`. Titles and preset names are user text: every notification that shows one
 is plain text (`markup=False`).
 """
 
@@ -42,6 +42,8 @@ class ConversationActions(Screen[None]):
     # -- the list ------------------------------------------------------------------------------
 
     async def refresh_sidebar(self) -> None:
+        if self.quitting:  # nothing to list on a screen being taken down
+            return
         if self._sidebar_lock is None:
             self._sidebar_lock = asyncio.Lock()
         async with self._sidebar_lock:  # two refreshes at once would interleave clear and extend
@@ -105,6 +107,8 @@ class ConversationActions(Screen[None]):
         (they are the last reply's: a deleted chat's stayed) and the sidebar's highlight on it."""
         self.last_reply = None
         await self.show_conversation()
+        if self.quitting:  # Ctrl+Q while it redrew: the screen is being taken down
+            return
         self.update_status()
         await self.refresh_sidebar()
 

@@ -16,13 +16,15 @@ The widget only shows what it is given; the screen asks the session.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import MountError
 from textual.message import Message
 from textual.widgets import Collapsible, Static
 
@@ -211,6 +213,17 @@ class ChatLog(VerticalScroll):
             self._lock = asyncio.Lock()
         return self._lock
 
+    @asynccontextmanager
+    async def _redraw(self) -> AsyncIterator[None]:
+        """A turn for a redraw; one that meets the log already taken down (Ctrl+N, then Ctrl+Q
+        at once: the key's action ran on while the app closed) ends quietly, not in a traceback."""
+        async with self._turn:
+            try:
+                yield
+            except MountError:
+                if self.is_attached:
+                    raise
+
     @property
     def views(self) -> list[MessageView]:
         return list(self.query_children(MessageView))
@@ -224,7 +237,7 @@ class ChatLog(VerticalScroll):
                    branches: Sequence[Branch | None] | None = None) -> None:
         """Show a conversation from scratch: `entries` are session `Entry`s; `branches[i]` is
         `session.branch(i)` (None or missing: no indicator)."""
-        async with self._turn:
+        async with self._redraw():
             await self._show(entries, system_prompt, branches)
 
     async def _show(self, entries: Sequence[Any], system_prompt: str | None,
@@ -254,7 +267,7 @@ class ChatLog(VerticalScroll):
             view.set_branch(branches[i] if i < len(branches) else None)
 
     async def set_system_prompt(self, text: str | None) -> None:
-        async with self._turn:
+        async with self._redraw():
             await self._set_system_prompt(text)
 
     async def _set_system_prompt(self, text: str | None) -> None:
@@ -281,7 +294,7 @@ class ChatLog(VerticalScroll):
 
     async def truncate(self, n: int) -> None:
         """Keep only the first `n` message views."""
-        async with self._turn:
+        async with self._redraw():
             extra = self.views[n:]
             if extra:
                 await self.remove_children(extra)
