@@ -17,6 +17,7 @@ from typing import Any
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.driver import Driver
 from textual.screen import Screen
 
@@ -213,12 +214,25 @@ class QwenchatApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen([(b.key, b.description) for b in self.all_bindings()]))
 
+    def action_command_palette(self) -> None:
+        """Ctrl+P on the chat only: over a dialog its actions ran under it, and a dialog left
+        there acted on the chat the palette had changed (a preset's new chat lost its system
+        prompt to the old F4 dialog's Ctrl+S)."""
+        if self.screen is self.chat:
+            super().action_command_palette()
+        elif not isinstance(self.screen, CommandPalette):
+            self.notify("Close this dialog first (Esc), then Ctrl+P", severity="warning")
+
     def get_system_commands(self, screen: Screen) -> Any:
-        yield from super().get_system_commands(screen)
+        """Every action of the app (the key as help), and Textual's theme picker; not Textual's
+        own Keys, Maximize and Screenshot entries, which are about widgets, not chats."""
+        yield SystemCommand("Theme", "Change the colours (saved)", self.action_change_theme)
+        yield SystemCommand("Quit", f"{key_label('ctrl+q')}: a reply in progress is stopped and saved",
+                            self.action_quit)
         for b in self.all_bindings():
-            if b.action in ("quit",):
+            if b.action == "quit" or self.chat.check_action(b.action, ()) is False:  # "Stop reply": none streams
                 continue
-            yield SystemCommand(b.description, f"{b.description} ({key_label(b.key)})", self._runner(b.action))
+            yield SystemCommand(b.description, key_label(b.key), self._runner(b.action))
         for action, (title, help_text) in ChatScreen.COMMANDS_EXTRA.items():
             yield SystemCommand(title, help_text, self._runner(action))
 

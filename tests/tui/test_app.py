@@ -312,11 +312,30 @@ async def test_help_lists_every_binding_and_palette_has_every_action():
         await pilot.press("escape")
         commands = list(app.get_system_commands(app.screen))
         titles = {c.title for c in commands}
-        assert "New chat (Ctrl+N)" in {c.help for c in commands}  # keys spelt as help spells them
+        assert ("New chat", "Ctrl+N") in {(c.title, c.help) for c in commands}  # keys spelt as help spells them
         for b in app.all_bindings():
-            if b.action != "quit":
+            if b.action not in ("quit", "stop"):
                 assert b.description in titles
+        assert "Stop reply" not in titles  # no reply streams: it would do nothing, silently
+        assert not {"Keys", "Maximize", "Screenshot"} & titles  # Textual's, about widgets
         assert {"Theme", "Quit", "Clear the screen: a new, empty chat", "New chat with preset"} <= titles
+
+
+async def test_the_palette_opens_on_the_chat_not_over_a_dialog(store):
+    """F4, then Ctrl+P's "New chat with preset", then Ctrl+S in the F4 dialog left underneath:
+    the preset's new chat lost its system prompt (a new-user run)."""
+    from textual.command import CommandPalette
+
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_system_prompt(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert app.screen is dialog and any("Close this dialog first" in n for n in notes(app))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.chat)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
 
 
 async def test_copy_reply_and_code_block(store):
