@@ -8,6 +8,7 @@ value qwenchat would refuse at start-up. Imports no torch.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -91,12 +92,34 @@ def set_(
     """Validate VALUE and store it under KEY in the config file."""
     if key == "theme":
         _check_theme(value.strip())
+    if key == "model":
+        value = _checked_model(value.strip())
     with _typed():
         stored = config.set_value(key, value, path=_path())
     sys.stderr.write(f"{key} = {config.toml_value(config.shown(key, stored))}  (in {_path()})\n")
     var = config.ENV_VARS.get(key)
     if var and config.read_env().get(key) is not None:
         sys.stderr.write(f"note: {var} is set in the environment and overrides this value\n")
+
+
+def _checked_model(name: str) -> str:
+    """`name` if it means a model (an alias, a Hub repo id, a model folder, a .gguf file, an
+    imported GGUF or a server's URL), a relative path made absolute (it is read from any folder
+    later), or a UsageError saying why not: every later `ask` and app start would fail on it
+    ("unknown model ..."). Nothing is downloaded or loaded here."""
+    from qwenchat.errors import QwenchatError
+    from qwenchat.models import check_name, name_kind
+    from qwenchat.remote.reference import is_remote
+
+    if not name or is_remote(name):
+        return name
+    try:
+        check_name(name)
+    except QwenchatError as e:
+        raise UsageError(e.message, e.hint) from None
+    if name_kind(name) in ("local", "gguf") and not name.startswith(("/", "~")):
+        return str(Path(name).resolve())
+    return name
 
 
 def _check_theme(name: str) -> None:

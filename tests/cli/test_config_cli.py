@@ -72,6 +72,24 @@ def test_set_theme_takes_only_a_theme_the_app_knows(capsys) -> None:
     assert tomllib.loads(config_file().read_text())["theme"] == "mine"
 
 
+def test_set_model_takes_only_a_name_that_means_a_model(capsys, tmp_path, monkeypatch) -> None:
+    """`config set model nosuch-alias` was stored, and every later `ask` failed on it (a new-user
+    run); a relative folder is stored absolute, as it is read from any folder later."""
+    assert run(["config", "set", "model", "nosuch-alias"]) == 2
+    assert "unknown model 'nosuch-alias'" in capsys.readouterr().err
+    assert run(["config", "set", "model", str(tmp_path / "gone")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not config_file().exists()
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    for name, stored in (("./mine", str(folder.resolve())), ("Qwen/Qwen2.5-0.5B-Instruct", None),
+                         ("http://gpu-box:8000/v1", None)):
+        assert run(["config", "set", "model", name]) == 0, capsys.readouterr().err
+        assert tomllib.loads(config_file().read_text())["model"] == (stored or name)
+
+
 def test_unset(capsys) -> None:
     run(["config", "set", "seed", "1"])
     assert run(["config", "unset", "seed"]) == 0
