@@ -321,6 +321,21 @@ async def test_help_lists_every_binding_and_palette_has_every_action():
         assert {"Theme", "Quit", "Clear the screen: a new, empty chat", "New chat with preset"} <= titles
 
 
+async def test_the_preset_buttons_act_without_an_arrow_key_first(store):
+    """Tab to 'Use' and Enter did nothing until a preset had been highlighted with the arrow keys
+    (a new-user run); with no preset at all, the buttons say why they do nothing."""
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        dialog = await open_system_prompt(pilot)
+        await pilot.click("#use")
+        await wait_for(pilot, lambda: any("No presets yet" in n for n in notes(app)))
+        await pilot.press("escape")
+        store.save_preset("pirate", "You talk like a pirate.")
+        dialog = await open_system_prompt(pilot)
+        await pilot.click("#use")
+        await wait_for(pilot, lambda: dialog.query_one("#prompt", TextArea).text == "You talk like a pirate.")
+
+
 async def test_the_palette_opens_on_the_chat_not_over_a_dialog(store):
     """F4, then Ctrl+P's "New chat with preset", then Ctrl+S in the F4 dialog left underneath:
     the preset's new chat lost its system prompt (a new-user run)."""

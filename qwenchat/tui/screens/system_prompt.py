@@ -62,8 +62,8 @@ class SystemPromptScreen(ModalScreen[str | None]):
         presets = self.store.list_presets()
         ol.add_options([Option(p.name, id=p.name) for p in presets])
         names = [p.name for p in presets]
-        if select in names:
-            ol.highlighted = names.index(select)
+        if names:  # one is always highlighted: Use/Rename/Delete did nothing until an arrow key
+            ol.highlighted = names.index(select) if select in names else 0
 
     @property
     def selected(self) -> str | None:
@@ -72,15 +72,20 @@ class SystemPromptScreen(ModalScreen[str | None]):
             return None
         return ol.get_option_at_index(ol.highlighted).id
 
+    def _picked(self) -> str | None:
+        """The highlighted preset, or None with a note saying why nothing happens."""
+        if self.selected is None:
+            self.notify("No presets yet: write a system prompt, then Save as…", title="Presets", markup=False)
+        return self.selected
+
     def _fail(self, err: Exception) -> None:
         self.notify(getattr(err, "message", str(err)), title="Presets", severity="error", markup=False)
 
     @on(OptionList.OptionSelected, "#presets")
     @on(Button.Pressed, "#use")
     def use(self) -> None:
-        if self.selected is None:
-            return
-        self.query_one("#prompt", TextArea).text = self.store.get_preset(self.selected).text
+        if (name := self._picked()) is not None:
+            self.query_one("#prompt", TextArea).text = self.store.get_preset(name).text
 
     @on(Button.Pressed, "#save")
     @work
@@ -97,7 +102,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#rename")
     @work
     async def rename(self) -> None:
-        old = self.selected
+        old = self._picked()
         if old is None:
             return
         new = await self.app.push_screen_wait(TextPrompt(f"Rename preset {old!r} to:", old))
@@ -111,7 +116,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#delete")
     @work
     async def delete(self) -> None:
-        name = self.selected
+        name = self._picked()
         if name is None:
             return
         if await self.app.push_screen_wait(ConfirmScreen(f"Delete preset {name!r}?")):
