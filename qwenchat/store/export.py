@@ -16,7 +16,7 @@ from qwenchat.store.conversations import fetch_conversation
 from qwenchat.store.db import StoreBase
 from qwenchat.store.import_check import FORMAT_ALL, FORMAT_ONE, FORMAT_VERSION, bad, validate
 from qwenchat.store.messages import insert_message
-from qwenchat.store.records import Conversation, Message, dumps, message_from_row
+from qwenchat.store.records import Conversation, Message, dumps, message_from_row, written_as_json
 
 _MESSAGE_FIELDS = ("id", "parent_id", "role", "content", "status", "created_at", "finished_at",
                    "prompt_tokens", "completion_tokens", "meta")
@@ -125,7 +125,11 @@ def to_markdown(conv: Conversation, thread: list[Message]) -> str:
     for m in thread:
         # Replies are Markdown already; what a person typed is plain text, whose line breaks
         # and indentation a Markdown reader would otherwise collapse (or read as headings).
-        body = m.content.rstrip() if m.role == "assistant" else _verbatim(m.content)
+        # A JSON reply is fenced too: bare, a Markdown reader runs it into one paragraph.
+        if written_as_json(m.role, m.meta):
+            body = _verbatim(m.content, "json")
+        else:
+            body = m.content.rstrip() if m.role == "assistant" else _verbatim(m.content)
         lines += [f"## {m.role.capitalize()}", "", body]
         if m.status != "complete":
             lines += ["", f"*({m.status})*"]
@@ -133,9 +137,9 @@ def to_markdown(conv: Conversation, thread: list[Message]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _verbatim(text: str) -> str:
+def _verbatim(text: str, info: str = "text") -> str:
     """`text` as a fenced block that shows it exactly: the fence is longer than any run of
     backticks inside, so no line of the text can close it."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}text\n{text.rstrip(chr(10))}\n{fence}"
+    return f"{fence}{info}\n{text.rstrip(chr(10))}\n{fence}"

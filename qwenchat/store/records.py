@@ -54,6 +54,13 @@ class Message:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def written_as_json(role: str, meta: dict[str, Any] | None) -> bool:
+    """A reply written under an output constraint (JSON): the settings stored in its meta hold
+    one. A reply whose process died before it ended has none: Markdown then, nothing guessed."""
+    settings = (meta or {}).get("settings")
+    return role == "assistant" and isinstance(settings, dict) and settings.get("constraint") is not None
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str

@@ -135,6 +135,24 @@ def test_markdown_keeps_what_the_user_typed_exactly(store: Store) -> None:
     assert any(t.type == "inline" and "**bold** reply" in t.content for t in tokens)  # replies stay Markdown
 
 
+def test_markdown_fences_a_json_reply(store: Store) -> None:
+    """A reply written under a JSON constraint was written bare: a Markdown reader ran it into one
+    paragraph (a new-user run). A Markdown reply stays Markdown."""
+    from markdown_it import MarkdownIt
+
+    conv = store.create_conversation("m")
+    user = store.add_message(conv.id, "user", "invent a person")
+    json_reply = '{\n  "name": "Ada",\n  "age": 36\n}'
+    store.add_message(conv.id, "assistant", json_reply, parent_id=user.id,
+                      meta={"settings": {"constraint": {"type": "object"}}})
+    again = store.add_message(conv.id, "user", "and in words?")
+    store.add_message(conv.id, "assistant", "Ada is **36**.", parent_id=again.id, meta={"settings": {}})
+    tokens = MarkdownIt().parse(to_markdown(store.get_conversation(conv.id), store.thread(conv.id)))
+    fences = [(t.info, t.content) for t in tokens if t.type == "fence"]
+    assert ("json", json_reply + "\n") in fences
+    assert any(t.type == "inline" and "Ada is **36**." in t.content for t in tokens)
+
+
 # --------------------------------------------------------------------------- issue 12 item 15
 
 

@@ -30,6 +30,7 @@ from textual.widgets import Collapsible, Static
 
 from qwenchat.markdown import CodeBlock
 from qwenchat.markdown import code_blocks as _blocks
+from qwenchat.store.records import written_as_json
 from qwenchat.tui.details import details as details_of
 from qwenchat.tui.widgets.prompt_input import TAB_WIDTH
 from qwenchat.tui.widgets.reply import ReplyView
@@ -51,10 +52,7 @@ def reply_language(constraint: Any) -> str | None:
 def stored_language(entry: Any) -> str | None:
     """`reply_language` of a stored reply: the settings it was written with are in its meta (a
     reply whose process died before it ended has none: Markdown then, nothing is guessed)."""
-    if getattr(entry, "role", "") != "assistant":
-        return None
-    settings = (getattr(entry, "meta", None) or {}).get("settings")
-    return reply_language(settings.get("constraint") if isinstance(settings, dict) else None)
+    return "json" if written_as_json(getattr(entry, "role", ""), getattr(entry, "meta", None)) else None
 
 
 def branch_label(branch: Branch | None) -> str:
