@@ -97,6 +97,8 @@ def concise_schema(text: str, name: str = "--schema") -> dict[str, Any]:
         prop: dict[str, Any] = {"type": _TYPE_NAMES[kind]}
         if m["desc"]:
             prop["description"] = m["desc"].strip()
+        if m["name"] in properties:  # JSON has one value a key: the second silently replaced the first
+            raise UsageError(f"{name} names the field {m['name']!r} twice", "give each field once, or rename one")
         properties[m["name"]] = prop
     if not properties:
         raise UsageError(f"{name} names no fields", f"e.g. {_flag(name)}'name, age int'")

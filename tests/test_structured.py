@@ -74,3 +74,10 @@ def test_the_comma_form_with_a_newline_after_it_is_still_the_comma_form() -> Non
     once a newline made the form one field a line."""
     assert parse_schema("name, age int\n") == parse_schema("name, age int")
     assert list(parse_schema("name, age int\nbio: short, plain")["properties"]) == ["name", "age", "bio"]
+
+
+@pytest.mark.parametrize("value", ["name, name", "name\nage int\nname: again"])
+def test_a_field_named_twice_is_refused(value: str) -> None:
+    """`--schema 'name, name'` printed {"name": ...} and exit 0: the second replaced the first."""
+    e = _error(value)
+    assert e.message == "--schema names the field 'name' twice" and "once" in e.hint
