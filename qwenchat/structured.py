@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qwenchat.engine.records import JSON_OBJECT  # torch-free: the engine's name for any JSON object
-from qwenchat.errors import UsageError
+from qwenchat.errors import QwenchatError, UsageError
 
 ANY_OBJECT_WORDS = ("json", JSON_OBJECT)  # what a SCHEMA may say for "any JSON object"
 OFF_WORDS = ("off", "none")  # the app's setting: no constraint (a field named "off" is not meant)
@@ -191,10 +191,38 @@ def enforceable(schema: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def to_text(constraint: dict[str, Any] | str | None) -> str:
-    """The inverse of `from_text`, for editing."""
+    """The inverse of `from_text`, for editing: the concise form when it says the same schema
+    ('name, age int' came back as 130 characters of JSON in a one-line field), else JSON."""
     if constraint is None:
         return ""
-    return "json" if constraint == JSON_OBJECT else json.dumps(constraint, ensure_ascii=False)
+    if constraint == JSON_OBJECT:
+        return "json"
+    concise = _concise_text(constraint)
+    return concise if concise is not None else json.dumps(constraint, ensure_ascii=False)
+
+
+_SHORT_TYPES = {long: short for short, long in _TYPES.items()}
+
+
+def _concise_text(schema: Any) -> str | None:
+    """'name, age int, bio: a short bio' for a schema of that form, checked by reading it back."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict) or not props:
+        return None
+    parts = []
+    for key, prop in props.items():
+        kind = _SHORT_TYPES.get(prop.get("type")) if isinstance(prop, dict) else None
+        if kind is None:
+            return None
+        part = key if kind == "str" else f"{key} {kind}"
+        if "description" in prop:
+            part += f": {prop['description']}"
+        parts.append(part)
+    text = ", ".join(parts)
+    try:
+        return text if from_text(text) == schema else None
+    except QwenchatError:  # a description with a comma, a name the form cannot hold
+        return None
 
 
 def describe(constraint: dict[str, Any] | str | None) -> str:

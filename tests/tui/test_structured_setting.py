@@ -33,8 +33,8 @@ async def test_schema_setting_saved_and_shown_in_status_bar(store):
         schema = app.session.options.constraint
         assert schema["required"] == ["name", "age"] and schema["properties"]["age"] == {"type": "integer"}
         assert "JSON schema" in str(app.query_one("#status").render())
-        screen = await open_sampling(pilot)  # shown again as editable JSON
-        assert '"age"' in screen.query_one("#constraint", Input).value
+        screen = await open_sampling(pilot)  # shown again as typed (it came back as 130 characters of JSON)
+        assert screen.query_one("#constraint", Input).value == "name, age int"
         screen.query_one("#constraint", Input).value = "json"
         await pilot.pause()
         await pilot.press("ctrl+s")
@@ -114,3 +114,15 @@ async def test_a_json_reply_is_shown_and_copied_as_json_while_streaming_and_when
         await pilot.pause()
         assert [v.language for v in app.chat.chatlog.views] == [None, None, None, "json"]
         assert apple_indents(app) == [(2, 4), (4, 4)]  # Markdown, then JSON in its box
+
+
+@pytest.mark.parametrize("typed", ["name, age int, pet", "name, score float, ok bool, bio: a short bio", "json",
+                                   '{"type": "object", "properties": {"a": {"type": "string", "description": "x, y"}}, '
+                                   '"required": ["a"]}'])
+def test_a_schema_is_shown_again_in_the_shortest_form_that_says_it(typed):
+    """The concise form when it reads back to the same schema; JSON when it cannot (a comma in a
+    description, a field that is not required)."""
+    from qwenchat.structured import from_text, to_text
+
+    assert to_text(from_text(typed)) == typed  # as typed, in either form
+    assert from_text(to_text(from_text(typed))) == from_text(typed)
