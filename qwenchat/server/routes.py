@@ -178,6 +178,9 @@ def _submit(request: Request, start: Callable[[Any], Any]) -> Job:
 # -- responses -------------------------------------------------------------------------------------
 
 
+STOP_GRACE_S = 9  # a stream's time to end by itself once the server stops (run.GRACEFUL_S is longer)
+
+
 async def _respond(request: Request, job: Job, stamp: Stamp, stream: bool, include_usage: bool, param: str) -> Response:
     watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
     try:
@@ -193,7 +196,11 @@ async def _respond(request: Request, job: Job, stamp: Stamp, stream: bool, inclu
         raise
     finally:
         watcher.cancel()
-    return EventSourceResponse(_events(request, job, first, stamp, include_usage, param), ping=15)
+    # on a stop, the stream ends itself with the "server is stopping" event once the cancelled
+    # job's Reply comes (sse-starlette cut it at once: under load the client saw the connection
+    # drop, and uvicorn logged "ASGI callable returned without completing response")
+    return EventSourceResponse(_events(request, job, first, stamp, include_usage, param), ping=15,
+                               shutdown_grace_period=STOP_GRACE_S)
 
 
 async def _cancel_on_disconnect(request: Request, job: Job) -> None:

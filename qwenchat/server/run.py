@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from qwenchat.errors import QwenchatError, UsageError
 from qwenchat.server.app import ServerConfig
+from qwenchat.server.routes import STOP_GRACE_S
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -76,7 +77,7 @@ def serve(settings: Any, opts: ServeOptions, progress: Any = None, out: TextIO |
 # uvicorn cuts its connection. 3 s was too short on a loaded 2-core machine, where a decode step can
 # take a second or more: the client lost the connection mid-stream instead of getting the
 # "cancelled, the server is stopping" event, and uvicorn printed an ERROR line.
-GRACEFUL_S = 10
+GRACEFUL_S = STOP_GRACE_S + 1  # after the streams' own grace (routes.py)
 
 
 class _Server:

@@ -194,13 +194,17 @@ def test_sigterm_mid_stream_stops_cleanly_with_exit_0(servers):
         next(line for line in lines if '"content"' in line)
         t0 = time.monotonic()
         code = s.stop(signal.SIGTERM)
+        rest = list(lines)  # what the server sent before it closed the connection
     assert code == 0, s.stderr
     assert time.monotonic() - t0 < 15
     assert "Traceback" not in s.stderr and "qwenchat serve: stopped" in s.stderr, s.stderr
+    # the reply in flight was cut, not run to its end, and the stream ended itself with the
+    # stopping event (a loaded machine's stream used to be cut first: the client saw the
+    # connection drop, and uvicorn logged "ASGI callable returned without completing response")
+    assert any("the server is stopping" in line for line in rest), rest
+    assert "ERROR" not in s.stderr, s.stderr
     streamed = [line for line in s.lines if '"POST /v1/chat/completions"' in line][-1]
-    # the reply in flight was cut, not run to its end: its Reply said so, or the stream was
-    # closed by the shutdown before that Reply came
-    assert " cancelled " in streamed or "(server stopping)" in streamed, s.stderr
+    assert " cancelled " in streamed, s.stderr
 
 
 def test_ctrl_c_stops_cleanly_with_exit_0(servers):
