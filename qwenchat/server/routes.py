@@ -178,6 +178,7 @@ def _submit(request: Request, start: Callable[[Any], Any]) -> Job:
 # -- responses -------------------------------------------------------------------------------------
 
 
+CLIENT_GONE = 499  # nginx's status for a request its client closed: logged, never read
 STOP_GRACE_S = 9  # a stream's time to end by itself once the server stops (run.GRACEFUL_S is longer)
 
 
@@ -188,7 +189,9 @@ async def _respond(request: Request, job: Job, stamp: Stamp, stream: bool, inclu
         if not stream:
             reply = first if isinstance(first, Reply) else await _last(job, param)
             _log_usage(request, reply)
-            if reply.finish_reason == "cancelled":  # the client left (nobody reads this), or the server is stopping
+            if reply.finish_reason == "cancelled":
+                if getattr(request.state, "note", None) == "client disconnected":  # nobody reads this:
+                    return Response(status_code=CLIENT_GONE)  # the log says so instead of a 503 "server busy"
                 raise busy("the request was cancelled: the server is stopping", request.app.state.config.retry_after_s)
             return JSONResponse(responses.completion(stamp, reply))
     except BaseException:

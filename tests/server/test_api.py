@@ -405,6 +405,9 @@ def test_a_client_leaving_before_a_whole_reply_cancels_it(server, client):
     left = time.monotonic()
     _wait(lambda: server.backend.cancelled_at is not None, timeout=10)
     assert server.backend.cancelled_at - left < 2.0
+    _wait(lambda: "cancelled (client disconnected)" in server.log.getvalue(), timeout=10)
+    logged = [line for line in server.log.getvalue().splitlines() if "(client disconnected)" in line][-1]
+    assert '"POST /v1/chat/completions" 499 ' in logged, logged  # was 503, as if the server were busy
     server.backend.delay, server.backend.endless = 0.0, False
     assert greedy(client, n=3).usage.completion_tokens >= 1
 
