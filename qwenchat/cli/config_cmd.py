@@ -72,6 +72,12 @@ def _file_line(key: str, value: object, p) -> str:
     return f"{key} = {config.toml_value(config.shown(key, value))}  # config file"
 
 
+@config_app.command("list", hidden=True)
+def list_() -> None:
+    """`config show` by the name other tools use (`git config --list`, `npm config list`)."""
+    show()
+
+
 @config_app.command("get")
 def get(key: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
     """Print one effective value (empty output and exit status 1 when unset)."""

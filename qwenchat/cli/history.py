@@ -105,7 +105,7 @@ def show(conversation_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
 @history_app.command("search")
 def search(
     text: Annotated[str, typer.Argument(help="Words to find (all must match).")],
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N.")] = 20,
 ) -> None:
     """Full-text search over every message; prints conversation id, message id and a snippet."""
     with _open() as store:
@@ -120,7 +120,7 @@ def search(
 
 @history_app.command("export")
 def export(
-    conversation_id: Annotated[Optional[int], typer.Argument(metavar="[ID]")] = None,
+    conversation_id: Annotated[Optional[int], typer.Argument(metavar="ID")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="md or json.")] = "json",
     all_: Annotated[bool, typer.Option("--all", help="Every conversation (json).")] = False,
     output: Annotated[

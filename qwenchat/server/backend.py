@@ -10,6 +10,7 @@ says so, generation requests get a 503); a failed load is "failed" and stops the
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ Events = Iterator["Chunk | Reply"]
 class Backend:
     def __init__(self, base_options: GenerateOptions | None = None) -> None:
         self.base_options = base_options or GenerateOptions()
+        self.loaded_at = 0
         self.engine: Any = None
         self.model_ids: tuple[str, ...] = ()  # listed by /v1/models: one model, one id
         self.aliases: tuple[str, ...] = ()  # other names requests may use for it
@@ -45,6 +47,7 @@ class Backend:
         self.engine, self.saver = engine, saver
         unique = tuple(dict.fromkeys(n for n in names if n))
         self.model_ids, self.aliases = unique[:1], unique[1:]
+        self.loaded_at = int(time.time())  # /v1/models' "created" (0 read as 1970 in clients)
         self._ready.set()
 
     def fail(self, error: BaseException) -> None:

@@ -69,7 +69,8 @@ async def model(request: Request) -> Response:
 
 def _model_object(backend: Any, name: str) -> dict[str, Any]:
     # max_model_len: vLLM's field for the context window, which clients read to meter a conversation
-    return {"id": name, "object": "model", "created": 0, "owned_by": "qwenchat", "max_model_len": backend.context_window}
+    return {"id": name, "object": "model", "created": backend.loaded_at, "owned_by": "qwenchat",
+            "max_model_len": backend.context_window}
 
 
 async def chat_completions(request: Request) -> Response:

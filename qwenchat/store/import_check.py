@@ -78,6 +78,8 @@ def validate(data: Any, now: datetime | None = None, limits: Limits = LIMITS) ->
         if not isinstance(items, list):
             raise bad("$.conversations is not a list")
         paths = [f"$.conversations[{i}]" for i in range(len(items))]
+    elif fmt is None:
+        raise bad("$.format is missing")
     else:
         raise bad(f"unknown format {_show(fmt)} at $.format")
     version = data.get("version")

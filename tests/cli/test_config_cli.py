@@ -33,6 +33,8 @@ def test_set_then_show_and_get(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'theme = "dracula"  # environment QWENCHAT_THEME' in out
     assert "temperature = 0.3  # config file" in out
     assert "# seed is not set" in out
+    assert run(["config", "list"]) == 0  # the name other tools use (it was "No such command")
+    assert capsys.readouterr().out == out
     assert run(["config", "get", "temperature"]) == 0
     assert capsys.readouterr().out == "0.3\n"
     assert run(["config", "set", "theme", "gruvbox"]) == 0

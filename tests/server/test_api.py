@@ -103,6 +103,7 @@ def test_health_and_models(server, client, tiny_model):
 def test_models_give_the_context_window(server):
     listed = httpx.get(server.v1 + "/models").json()["data"]
     assert [m["max_model_len"] for m in listed] == [CONTEXT]  # vLLM's field: clients meter the context by it
+    assert abs(listed[0]["created"] - time.time()) < 24 * 3600  # when it was loaded: 0 showed as 1970
 
 
 def test_continue_final_message_extends_the_last_reply(client):

@@ -86,6 +86,7 @@ def test_import_of_messages_in_any_order(store: Store) -> None:
     "mutate, words",
     [
         (lambda d: d.update(format="something"), "unknown format"),
+        (lambda d: d.pop("format"), "$.format is missing"),  # was "unknown format null"
         (lambda d: d.update(version=99), "unsupported version"),
         (lambda d: d["messages"][0].update(role="robot"), "role"),
         (lambda d: d["messages"][0].update(status="done"), "status"),
