@@ -218,7 +218,7 @@ def rename(
 
 @preset_app.command("list")
 def preset_list() -> None:
-    """List presets: name, then the first line of the text."""
+    """List presets: name, then the start of the text (its lines joined; `preset show` prints it whole)."""
     with _open() as store:
         presets = store.list_presets()
     if not presets:
