@@ -3,8 +3,9 @@ item 6: the first token within 2 s).
 
     .venv/bin/python benchmarks/cold_start.py [--runs 5] [--model DIR]
 
-Each run is a fresh process, `qwenchat ask -m DIR Hi --max-tokens 1 --no-save --plain`, started
-through a small wrapper that notes the time (from the moment the process was spawned) when
+The headline: the first byte of `qwenchat ask -m DIR Hi --max-tokens 1 --no-save --plain` as a
+user starts it (the console script; nothing wrapped), timed from spawning it. Then a run of the
+same command through a small wrapper that notes the time (from the moment the process was spawned) when
 Python is up, the CLI is imported, the engine's load begins (`startup.load_engine`), the
 tokenizer starts and ends parsing (`Tokenizer.from_dir`: torch has been imported by then), the
 load ends, and the first byte of the reply is written. A first, unmeasured run builds the int8
@@ -78,6 +79,31 @@ def one_run(model: Path, home: str) -> dict[str, float]:
     return marks
 
 
+def user_command() -> list[str]:
+    """`qwenchat` as users start it: the console script beside this Python (pip's entry point),
+    else `python -m qwenchat`. They do not start alike: under `-m` (and under this script's
+    wrapper) importing torch took 0.5-0.7 s longer on a 2-core Xeon, spent in os.path.realpath
+    calls of inspect.getsourcefile while torch registers its ops, for reasons not found (BENCHMARKS.md,
+    eighteenth session)."""
+    script = Path(sys.executable).with_name("qwenchat")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "qwenchat"]
+
+
+def first_byte_s(model: Path, home: str) -> float:
+    """Seconds from spawning `qwenchat ask` (nothing wrapped) to the first byte of its reply."""
+    env = {**os.environ, "QWENCHAT_HOME": home, "HF_HUB_OFFLINE": "1"}
+    args = ["ask", "-m", str(model), "Hi", "--max-tokens", "1", "--no-save", "--plain"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*user_command(), *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    first = os.read(proc.stdout.fileno(), 1)
+    took = time.perf_counter() - t0
+    proc.communicate()
+    if proc.returncode != 0 or not first:
+        raise SystemExit("qwenchat ask failed (run it by hand to see why)")
+    return took
+
+
 def torch_import_s() -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch"], check=True)
@@ -92,13 +118,19 @@ def main() -> None:
     model = args.model or model_dir()
     with tempfile.TemporaryDirectory() as home:
         one_run(model, home)  # builds the int8 cache, warms the page cache
-        runs, torch_s = [], []
+        os.sync()  # its 600+ MB are written out now, not during the measured runs (a user's cache is old)
+        runs, torch_s, plain = [], [], []
         for _ in range(args.runs):
+            plain.append(first_byte_s(model, home))
             runs.append(one_run(model, home))
             torch_s.append(torch_import_s())
     from benchmarks.machine import header, machine
 
     print(header(machine()))
+    print(f"first byte of the reply, `{' '.join(Path(c).name for c in user_command())} ask` as users start it "
+          f"(nothing wrapped): {statistics.median(plain):.3f} s ({min(plain):.3f}-{max(plain):.3f}), "
+          f"{args.runs} runs\n")
+    print("Where the time goes, measured inside a wrapped start (which is itself slower; see user_command):")
     print(f"{args.runs} runs of `qwenchat ask -m {model.name} Hi --max-tokens 1`; seconds since the process was "
           "spawned (median, min-max)\n")
     print("| phase | at | took |\n|---|---|---|")
