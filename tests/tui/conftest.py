@@ -21,6 +21,14 @@ async def wait_for(pilot, cond: Callable[[], bool], timeout: float = 5.0) -> Non
 
 
 @pytest.fixture
+def fast_follow(monkeypatch):
+    """The app looks at other windows' changes every 50 ms instead of every FOLLOW_S."""
+    from qwenchat.tui.screens import other_windows
+
+    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
+
+
+@pytest.fixture
 def store():
     s = Store.open()
     yield s

@@ -109,15 +109,19 @@ async def test_a_chat_opened_after_a_failed_load_loads_the_model_it_used(store):
     assert [m.content for m in store.thread(cid)][-2:] == ["and now?", "Hello from the fake model."]
 
 
-async def test_continue_shows_the_stored_chat_while_the_model_loads(store):
-    cid = stored_chat(store)
-    gate = threading.Event()
-
+def slow_loading_app(gate: threading.Event, **kwargs) -> QwenchatApp:
+    """An app whose model is loaded once `gate` is set."""
     def slow_factory(model, store_, progress):
         gate.wait(10)
         return ChatSession(FakeEngine(), store_, model_label="fake-model")
 
-    app = QwenchatApp(slow_factory, continue_last=True, theme="qwenchat-dark", persist_theme=False)
+    return QwenchatApp(slow_factory, theme="qwenchat-dark", persist_theme=False, **kwargs)
+
+
+async def test_continue_shows_the_stored_chat_while_the_model_loads(store):
+    cid = stored_chat(store)
+    gate = threading.Event()
+    app = slow_loading_app(gate, continue_last=True)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app.chat.chatlog.views) == 2)
         assert app.session is None  # still loading, already readable
@@ -135,12 +139,7 @@ async def test_a_chat_shown_while_the_model_loads_has_its_branch_markers(store):
     store.add_message(conv.id, "assistant", "first", parent_id=user.id)
     store.add_message(conv.id, "assistant", "second", parent_id=user.id)  # a regeneration
     gate = threading.Event()
-
-    def slow_factory(model, store_, progress):
-        gate.wait(10)
-        return ChatSession(FakeEngine(), store_, model_label="fake-model")
-
-    app = QwenchatApp(slow_factory, continue_last=True, theme="qwenchat-dark", persist_theme=False)
+    app = slow_loading_app(gate, continue_last=True)
     async with app.run_test(size=SIZE) as pilot:
         try:
             await wait_for(pilot, lambda: len(app.chat.chatlog.views) == 2)
@@ -443,10 +442,7 @@ async def test_acting_on_a_chat_another_window_changed_shows_it_first_and_does_n
         assert store.get_conversation(cid).message_count == 4
 
 
-async def test_an_idle_chat_shows_what_another_window_writes_as_it_is_written(store, monkeypatch, other_process):
-    from qwenchat.tui.screens import other_windows
-
-    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
+async def test_an_idle_chat_shows_what_another_window_writes_as_it_is_written(store, other_process, fast_follow):
     app, _ = make_app(script=["r1"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -471,10 +467,7 @@ async def test_an_idle_chat_shows_what_another_window_writes_as_it_is_written(st
         assert [t[1] for t in texts(app)][-1] == "so far, done"
 
 
-async def test_an_idle_chat_shows_a_system_prompt_another_window_set(store, monkeypatch):
-    from qwenchat.tui.screens import other_windows
-
-    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
+async def test_an_idle_chat_shows_a_system_prompt_another_window_set(store, fast_follow):
     app, _ = make_app(script=["r1"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)

@@ -193,11 +193,8 @@ async def test_a_new_chat_is_listed_and_highlighted_as_its_reply_begins(store):
         await wait_for(pilot, lambda: not app.chat.generating)
 
 
-async def test_chats_another_window_makes_or_answers_show_in_an_idle_sidebar(store, monkeypatch):
+async def test_chats_another_window_makes_or_answers_show_in_an_idle_sidebar(store, fast_follow):
     """`qwenchat ask` in another terminal: its chat was listed only after the next reply here."""
-    from qwenchat.tui.screens import other_windows
-
-    monkeypatch.setattr(other_windows, "FOLLOW_S", 0.05)
     app, _ = make_app(script=["r1"])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
