@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -180,6 +181,7 @@ def _submit(request: Request, start: Callable[[Any], Any]) -> Job:
 
 
 CLIENT_GONE = 499  # nginx's status for a request its client closed: logged, never read
+CUT_REPLY_WAIT_S = 2.0  # at most, for a cancelled stream's counts (a decode step or two)
 STOP_GRACE_S = 9  # a stream's time to end by itself once the server stops (run.GRACEFUL_S is longer)
 
 
@@ -267,6 +269,20 @@ async def _events(request: Request, job: Job, first: Any, stamp: Stamp, include_
         job.cancel()  # the client went away mid-stream (or the reply is over: then a no-op)
         if getattr(request.state, "reply", None) is None:  # ended before its Reply came
             request.state.note = "server stopping" if request.app.state.queue.closed else "client disconnected"
+            await _wait_for_the_cut_reply(request, job)
+
+
+async def _wait_for_the_cut_reply(request: Request, job: Job) -> None:
+    """The cancelled job's Reply (it comes within a decode step), so the access log line of a
+    stream whose client left has its token counts too; shielded, as the stream's task is being
+    cancelled, and bounded."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CUT_REPLY_WAIT_S):
+        try:
+            while not isinstance(event := await job.next(), Reply):
+                pass
+        except Exception:  # noqa: BLE001 - ended without a Reply (cancelled before it ran, failed): no counts
+            return
+        _log_usage(request, event)
 
 
 def engine_error(e: EngineError, param: str) -> APIError:
