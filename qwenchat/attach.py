@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwenchat.errors import QwenchatError
+from qwenchat.paths import user_path
 
 # Larger than any context window we run (a 32K-token window is ~130 KB of text): refuse before
 # reading a huge file into memory just to say it does not fit.
@@ -133,10 +134,7 @@ def insert_into(message: str, attachment: Attachment) -> str:
 
 
 def _is_file(path: str) -> bool:
-    try:
-        return Path(path).expanduser().is_file()
-    except RuntimeError:  # `~someone` with no such user: not a file (read_attachment says why)
-        return False
+    return user_path(path).is_file()  # `~someone` of no user: not a file (read_attachment says why)
 
 
 def parse_file_command(text: str, is_file: Callable[[str], bool] = _is_file) -> tuple[str, str] | None:

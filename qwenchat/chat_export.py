@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qwenchat.errors import QwenchatError
+from qwenchat.paths import user_path
 
 Format = Literal["md", "json"]
 SUFFIX: dict[str, str] = {"md": ".md", "json": ".json"}
@@ -75,7 +76,7 @@ def write_export(store: Any, conversation_id: int, path: str | Path, fmt: Format
                  overwrite: bool = False) -> Path:
     """Write the conversation to `path` (~ expanded) in the format its suffix names (else
     `fmt`). Returns the path written."""
-    target = Path(path).expanduser()
+    target = user_path(path)
     if target.is_dir():
         raise ExportError(f"{target} is a folder", "add a file name, e.g. " + str(target / "chat.md"))
     if target.exists() and not overwrite:

@@ -88,7 +88,7 @@ def name_kind(name: str) -> str | None:
     """What a model name means, from its text and the disk alone (no network): "gguf" (a .gguf
     file), "local" (a folder), "alias" (the catalog's), "imported" (a GGUF imported before),
     "hub" (a Hub repo id, maybe not downloaded); None when it names nothing."""
-    candidate = Path(name).expanduser()
+    candidate = paths.user_path(name)
     if name.lower().endswith(".gguf") or candidate.is_file():
         return "gguf"
     if candidate.is_dir():
@@ -115,9 +115,9 @@ def check_name(name: str | None) -> None:
     if kind is None:
         raise _unknown(name)
     if kind == "local":
-        _check_local(Path(name).expanduser())
+        _check_local(paths.user_path(name))
     elif kind == "gguf":
-        _check_gguf(Path(name).expanduser())
+        _check_gguf(paths.user_path(name))
 
 
 def resolve_model(name: str | None, *, download: bool = True,
@@ -126,9 +126,9 @@ def resolve_model(name: str | None, *, download: bool = True,
     name = (name or "").strip() or default_model_name()
     kind = name_kind(name)
     if kind == "gguf":
-        return _resolve_gguf(Path(name).expanduser(), progress)
+        return _resolve_gguf(paths.user_path(name), progress)
     if kind == "local":
-        return _resolve_local(Path(name).expanduser())
+        return _resolve_local(paths.user_path(name))
     if kind == "alias":
         alias, _, alias_rev = name.partition("@")
         entry = catalog.lookup(alias)
@@ -279,7 +279,7 @@ def plan_removal(name: str) -> Removal:
         return Removal(display, "hub", repo_id, path, size)
     if imported is not None:
         return Removal(name, "imported", None, imported, _tree_size(imported))
-    if Path(name).expanduser().exists():
+    if paths.user_path(name).exists():
         raise UsageError(f"{name} is a path, not a model qwenchat manages",
                          hint="`qwenchat rm` removes downloaded and imported models only; delete files yourself")
     raise _unknown(name)

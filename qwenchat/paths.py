@@ -13,9 +13,18 @@ from pathlib import Path
 APP_NAME = "qwenchat"
 
 
+def user_path(text: str | Path) -> Path:
+    """A path a user typed, `~` and `~name` expanded; a `~name` of no user stays as typed (it then
+    does not exist, and the caller says so: Path.expanduser raised RuntimeError, a traceback)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def _home() -> Path | None:
     value = os.environ.get("QWENCHAT_HOME")
-    return Path(value).expanduser() if value else None
+    return user_path(value) if value else None
 
 
 def data_dir() -> Path:

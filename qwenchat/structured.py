@@ -16,11 +16,11 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from qwenchat.engine.records import JSON_OBJECT  # torch-free: the engine's name for any JSON object
 from qwenchat.errors import QwenchatError, UsageError
+from qwenchat.paths import user_path
 
 ANY_OBJECT_WORDS = ("json", JSON_OBJECT)  # what a SCHEMA may say for "any JSON object"
 OFF_WORDS = ("off", "none")  # the app's setting: no constraint (a field named "off" is not meant)
@@ -62,7 +62,7 @@ def parse_schema(value: str, name: str = "--schema") -> dict[str, Any]:
         raise UsageError(f"{name} is empty", f"give {_EXPECTED}")
     if text.startswith(("{", "[", '"')):
         return _json(text, name)
-    path = Path(text).expanduser()
+    path = user_path(text)
     if path.is_file():
         try:
             content = path.read_text(encoding="utf-8")
@@ -211,7 +211,8 @@ def _concise_text(schema: Any) -> str | None:
         return None
     parts = []
     for key, prop in props.items():
-        kind = _SHORT_TYPES.get(prop.get("type")) if isinstance(prop, dict) else None
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        kind = _SHORT_TYPES.get(kind) if isinstance(kind, str) else None  # ["string", "null"]: JSON only
         if kind is None:
             return None
         part = key if kind == "str" else f"{key} {kind}"

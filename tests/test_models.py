@@ -54,7 +54,8 @@ def test_unknown_name_suggests_close_aliases() -> None:
     assert "did you mean qwen2.5-0.5b-instruct" in err.value.hint
 
 
-@pytest.mark.parametrize("path", ["/tmp/no/such/model", "./nope", "~/nope-model"])
+@pytest.mark.parametrize("path", ["/tmp/no/such/model", "./nope", "~/nope-model",
+                                  "~nosuchuser0/model"])  # no such user: a RuntimeError traceback before
 def test_a_missing_path_is_said_to_be_missing_not_an_unknown_model(path: str) -> None:
     """`serve -m /tmp/nope` said "unknown model '/tmp/nope'" with alias suggestions (found hands-on)."""
     with pytest.raises(HubError, match="does not exist") as err:

@@ -48,11 +48,11 @@ def import_command(
 ) -> None:
     """Convert a GGUF model file (llama.cpp format) into a model qwenchat can run."""
     from qwenchat.errors import QwenchatError, UsageError
-    from qwenchat.paths import imported_models_dir
+    from qwenchat.paths import imported_models_dir, user_path
 
     if dtype not in DTYPES:
         raise UsageError(f"unknown --dtype {dtype!r}", f"choose one of: {', '.join(DTYPES)}")
-    file = file.expanduser()
+    file = user_path(file)
     if not file.is_file():
         raise UsageError(f"no such file: {file}", "pass the path of a .gguf file")
     if name is not None and not _NAME_OK.match(name):

@@ -81,6 +81,8 @@ def test_set_model_takes_only_a_name_that_means_a_model(capsys, tmp_path, monkey
     assert "unknown model 'nosuch-alias'" in capsys.readouterr().err
     assert run(["config", "set", "model", str(tmp_path / "gone")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert run(["config", "set", "model", "~nosuchuser0/m"]) == 2  # no such user: was a RuntimeError traceback
+    assert "does not exist" in capsys.readouterr().err
     assert not config_file().exists()
     folder = tmp_path / "mine"
     folder.mkdir()
