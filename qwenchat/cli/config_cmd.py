@@ -8,9 +8,9 @@ value qwenchat would refuse at start-up. Imports no torch.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer

@@ -16,7 +16,7 @@ from qwenchat.store.conversations import fetch_conversation
 from qwenchat.store.db import StoreBase
 from qwenchat.store.import_check import FORMAT_ALL, FORMAT_ONE, FORMAT_VERSION, bad, validate
 from qwenchat.store.messages import insert_message
-from qwenchat.store.records import Conversation, Message, dumps, message_from_row, written_as_json
+from qwenchat.store.records import Conversation, Message, dumps, message_from_row, reply_constraint
 
 _MESSAGE_FIELDS = ("id", "parent_id", "role", "content", "status", "created_at", "finished_at",
                    "prompt_tokens", "completion_tokens", "meta")
@@ -126,7 +126,7 @@ def to_markdown(conv: Conversation, thread: list[Message]) -> str:
         # Replies are Markdown already; what a person typed is plain text, whose line breaks
         # and indentation a Markdown reader would otherwise collapse (or read as headings).
         # A JSON reply is fenced too: bare, a Markdown reader runs it into one paragraph.
-        if written_as_json(m.role, m.meta):
+        if reply_constraint(m.role, m.meta) is not None:
             body = _verbatim(m.content, "json")
         else:
             body = m.content.rstrip() if m.role == "assistant" else _verbatim(m.content)

@@ -54,11 +54,11 @@ class Message:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def written_as_json(role: str, meta: dict[str, Any] | None) -> bool:
-    """A reply written under an output constraint (JSON): the settings stored in its meta hold
-    one. A reply whose process died before it ended has none: Markdown then, nothing guessed."""
+def reply_constraint(role: str, meta: dict[str, Any] | None) -> Any:
+    """The output constraint (JSON) a reply was written under, from the settings stored in its
+    meta; None for none, and for a reply whose process died before it ended (nothing guessed)."""
     settings = (meta or {}).get("settings")
-    return role == "assistant" and isinstance(settings, dict) and settings.get("constraint") is not None
+    return settings.get("constraint") if role == "assistant" and isinstance(settings, dict) else None
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,7 @@ class QwenchatApp(App[None]):
 
         A daemon thread, not a Textual thread worker: quitting must not wait for a download or a
         load to finish (`run_app` ends the process when one is still running)."""
+        self.model = model  # what is asked for now (a failure puts back the one in use)
         self._load_seq += 1
         self.load_error = None
         self.chat.show_loading(model)
@@ -186,7 +187,6 @@ class QwenchatApp(App[None]):
         current = self.session.model_label if self.session is not None else self.model
         name = await self.push_screen_wait(model_picker(current, self.store))
         if name:
-            self.model = name
             self.begin_loading(name)
 
     # -- app-wide actions ------------------------------------------------------------------

@@ -124,7 +124,6 @@ class ConversationActions(Screen[None]):
         except Exception:  # noqa: BLE001 - view_stored has said what is wrong
             return
         if model and model != app.model:
-            app.model = model
             app.begin_loading(model)
             self.notify(f"Loading {model}, the model this chat used", markup=False)
 

@@ -30,7 +30,7 @@ from textual.widgets import Collapsible, Static
 
 from qwenchat.markdown import CodeBlock
 from qwenchat.markdown import code_blocks as _blocks
-from qwenchat.store.records import written_as_json
+from qwenchat.store.records import reply_constraint
 from qwenchat.tui.details import details as details_of
 from qwenchat.tui.widgets.prompt_input import TAB_WIDTH
 from qwenchat.tui.widgets.reply import ReplyView
@@ -52,7 +52,7 @@ def reply_language(constraint: Any) -> str | None:
 def stored_language(entry: Any) -> str | None:
     """`reply_language` of a stored reply: the settings it was written with are in its meta (a
     reply whose process died before it ended has none: Markdown then, nothing is guessed)."""
-    return "json" if written_as_json(getattr(entry, "role", ""), getattr(entry, "meta", None)) else None
+    return reply_language(reply_constraint(getattr(entry, "role", ""), getattr(entry, "meta", None)))
 
 
 def branch_label(branch: Branch | None) -> str:
