@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,19 +90,33 @@ def user_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "qwenchat"]
 
 
-def first_byte_s(model: Path, home: str) -> float:
-    """Seconds from spawning `qwenchat ask` (nothing wrapped) to the first byte of its reply."""
+@dataclass
+class AskRun:
+    first_s: float  # from spawning the process to the first byte of the reply on its stdout
+    exit_s: float
+    stderr: str
+    ok: bool
+
+
+def timed_ask(model: Path | str, home: str, *extra: str) -> AskRun:
+    """`qwenchat ask -m MODEL Hi --max-tokens 1 --no-save --plain [extra]`, started as users start
+    it (nothing wrapped), timed from spawning it."""
     env = {**os.environ, "QWENCHAT_HOME": home, "HF_HUB_OFFLINE": "1"}
-    args = ["ask", "-m", str(model), "Hi", "--max-tokens", "1", "--no-save", "--plain"]
+    args = ["ask", "-m", str(model), "Hi", "--max-tokens", "1", "--no-save", "--plain", *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen([*user_command(), *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, cwd=ROOT)
     first = os.read(proc.stdout.fileno(), 1)
     took = time.perf_counter() - t0
-    proc.communicate()
-    if proc.returncode != 0 or not first:
-        raise SystemExit("qwenchat ask failed (run it by hand to see why)")
-    return took
+    _, err = proc.communicate()
+    return AskRun(took, time.perf_counter() - t0, err.decode(errors="replace"), proc.returncode == 0 and bool(first))
+
+
+def first_byte_s(model: Path, home: str) -> float:
+    run = timed_ask(model, home)
+    if not run.ok:
+        raise SystemExit(f"qwenchat ask failed: {run.stderr.strip()[-500:]}")
+    return run.first_s
 
 
 def torch_import_s() -> float:

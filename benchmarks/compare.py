@@ -231,29 +231,20 @@ def cold_start(model_dir: str, runs: int = 3) -> dict[str, Any] | None:
     (cold_start.user_command: the console script): the time from spawning it to the first byte of
     the reply on its stdout (`wall_s`, the figure of the target) and to its exit; the best of
     `runs` (the first one builds the int8 cache and warms the page cache)."""
-    from benchmarks.cold_start import user_command
+    from benchmarks.cold_start import timed_ask
 
     log("running cold start of qwenchat ask")
     best = None
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "QWENCHAT_HOME": home, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        cmd = [*user_command(), "ask", "-m", model_dir, "Hi", "--max-tokens", "1",
-               "--no-save", "--plain", "-u"]
         for i in range(runs):
             if i == 1:
                 os.sync()  # the cache the first run wrote goes to disk now, not during the next (a user's is old)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, cwd=ROOT)
-            first = os.read(proc.stdout.fileno(), 1)
-            t_first = time.perf_counter() - t0
-            _, err = proc.communicate()
-            t_exit = time.perf_counter() - t0
-            if proc.returncode != 0 or not first:
-                log(f"  qwenchat ask failed: {err.decode(errors='replace').strip()[-500:]}")
+            ask = timed_ask(model_dir, home, "-u")
+            if not ask.ok:
+                log(f"  qwenchat ask failed: {ask.stderr.strip()[-500:]}")
                 return None
-            run = {"wall_s": t_first, "exit_s": t_exit, **_usage_times(err.decode(errors="replace"))}
-            best = run if best is None or t_first < best["wall_s"] else best
+            run = {"wall_s": ask.first_s, "exit_s": ask.exit_s, **_usage_times(ask.stderr)}
+            best = run if best is None or ask.first_s < best["wall_s"] else best
     return best
 
 
