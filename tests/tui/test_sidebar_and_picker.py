@@ -206,3 +206,10 @@ async def test_chats_another_window_makes_or_answers_show_in_an_idle_sidebar(sto
         store.add_message(mine, "user", "ask -c in another terminal")  # moves to the top
         await wait_for(pilot, lambda: app.chat.sidebar.conversation_ids == [mine, theirs.id])
         assert app.chat.sidebar.highlighted_id == mine  # the open chat stays highlighted
+
+
+def test_a_typed_path_of_a_user_that_does_not_exist_is_a_problem_not_a_crash():
+    """`~nosuchuser/model` in Ctrl+O: Path.expanduser raised RuntimeError, and the app crashed."""
+    from qwenchat.tui.screens.models import check_path
+
+    assert check_path("~nosuchuser0/model") == "~nosuchuser0/model is not a model's name, a folder or a .gguf file"

@@ -12,7 +12,6 @@ The work itself lives in torch- and textual-free modules: `qwenchat.attach`, `qw
 
 from __future__ import annotations
 
-from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,6 +22,7 @@ from textual.widgets.option_list import Option
 
 from qwenchat import attach, chat_export
 from qwenchat.errors import QwenchatError
+from qwenchat.paths import user_path
 from qwenchat.tui import messages as msg
 from qwenchat.markdown import CodeBlock
 from qwenchat.tui.screens.dialogs import DIALOG_CSS, ConfirmScreen, TextPrompt
@@ -179,7 +179,7 @@ class MessageFeatures(Screen[None]):
             if not path:
                 return
             overwrite = False
-            if Path(path).expanduser().is_file():
+            if user_path(path).is_file():
                 overwrite = await self.app.push_screen_wait(ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"))
                 if not overwrite:
                     return

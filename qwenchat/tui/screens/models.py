@@ -10,7 +10,6 @@ plain text, so tags such as `[imported]` are visible."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from textual import events, on, work
@@ -21,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from qwenchat.paths import user_path
 from qwenchat.remote.reference import RemoteRef, is_remote
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.dialogs import DIALOG_CSS
@@ -43,7 +43,7 @@ def model_choices(current: str | None = None, used: list[str] | None = None) -> 
     for name in used or []:
         if name not in names:
             kind = ("server" if is_remote(name) else "gguf" if name.lower().endswith(".gguf")
-                    else "folder" if Path(name).expanduser().is_dir() else "used before")
+                    else "folder" if user_path(name).is_dir() else "used before")
             out.append((name, f"{mark(name)}{name} [{kind}]"))
     for m in known:
         state = "imported" if m.source == "gguf" else "✓ downloaded" if m.offline else "↓ download"
@@ -96,7 +96,7 @@ def check_typed(text: str, known: set[str]) -> str | None:
 
 def check_path(text: str) -> str | None:
     """The problem with a typed model path, or None when it can be loaded or imported."""
-    path = Path(text).expanduser()
+    path = user_path(text)
     if not path.exists():
         return f"{text} is not a model's name, a folder or a .gguf file"
     if path.is_file() and path.suffix.lower() != ".gguf":
@@ -163,7 +163,7 @@ class ModelPicker(ModalScreen[str | None]):
         problem = check_typed(text, {key for key, _ in self.choices})
         self._problem(problem)
         if problem is None:
-            path = Path(text).expanduser()
+            path = user_path(text)
             self.dismiss(str(path) if path.exists() else text)
 
     def _problem(self, problem: str | None, hint: str | None = None) -> None:
