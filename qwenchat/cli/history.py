@@ -161,8 +161,10 @@ def export(
 @history_app.command("import")
 def import_(
     file: Annotated[str, typer.Argument(metavar="FILE", help="A JSON export, or - for stdin.")],
+    again: Annotated[bool, typer.Option("--again", help="Import chats the history already holds as copies.")] = False,
 ) -> None:
-    """Import conversations from a JSON export (new ids; everything else kept)."""
+    """Import conversations from a JSON export (new ids; everything else kept). Chats already in
+    the history (say, from importing the same file before) are skipped unless --again."""
     from qwenchat.store.import_check import LIMITS, parse
 
     try:  # bytes, not text: the encoding is checked (and named) by parse
@@ -176,9 +178,13 @@ def import_(
         raise StoreError(f"cannot read {file}: {e.strerror or e}", "check the path") from e
     data = parse(raw, "stdin" if file == "-" else file)
     with _open() as store:
-        convs = store.import_data(data)
-    for c in convs:
+        result = store.import_data(data, again=again)
+    for c in result.conversations:
         typer.echo(f"imported conversation {c.id}: {c.display_title}")
+    if result.present:
+        ids = ", ".join(str(i) for i in result.present)
+        n = len(result.present)
+        _note(f"skipped {n} conversation{'s' if n > 1 else ''} already in the history ({ids}); --again imports copies")
 
 
 @history_app.command("rm")

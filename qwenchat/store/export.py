@@ -4,12 +4,15 @@ JSON (`format: "qwenchat.conversation"`, version 1) holds the conversation and *
 of its tree with their old ids, parents, statuses, token counts, meta and timestamps. Importing
 gives new ids and keeps everything else identical, so export -> import -> export differs only in
 ids. `export_all` wraps many (`format: "qwenchat.export"`). Markdown shows the active thread.
-An import is checked completely before anything is written (`import_check`).
+An import is checked completely before anything is written (`import_check`). A conversation the
+history already holds (same start, every exported message there) is not imported twice unless
+asked: restoring a backup twice must not double every chat.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from qwenchat.store.conversations import fetch_conversation
@@ -20,6 +23,12 @@ from qwenchat.store.records import Conversation, Message, dumps, message_from_ro
 
 _MESSAGE_FIELDS = ("id", "parent_id", "role", "content", "status", "created_at", "finished_at",
                    "prompt_tokens", "completion_tokens", "meta")
+
+
+@dataclass
+class Imported:
+    conversations: list[Conversation] = field(default_factory=list)
+    present: list[int] = field(default_factory=list)  # ids of chats already held, not imported again
 
 
 class ExportMixin(StoreBase):
@@ -55,18 +64,25 @@ class ExportMixin(StoreBase):
         }
 
     def import_conversation(self, data: dict[str, Any]) -> Conversation:
-        """Import one exported conversation (new ids, everything else kept)."""
+        """Import one exported conversation as a copy (new ids, everything else kept)."""
         if not isinstance(data, dict) or data.get("format") != FORMAT_ONE:
             raise bad(f"expected format {FORMAT_ONE!r}")
-        return self.import_data(data)[0]
+        return self.import_data(data, again=True).conversations[0]
 
-    def import_data(self, data: Any) -> list[Conversation]:
+    def import_data(self, data: Any, *, again: bool = False) -> Imported:
         """Import a single-conversation export or an `--all` export: every field is checked
-        first (`import_check.validate`), then everything is written in one transaction."""
+        first (`import_check.validate`), then everything is written in one transaction.
+        Conversations already held are skipped unless `again` (then they are copied)."""
         checked = validate(data)
+        result = Imported()
         with self._write() as conn:
-            new_ids = [_insert(conn, item) for item in checked]
-            return [fetch_conversation(conn, i) for i in new_ids]
+            for item in checked:
+                held = None if again else _held(conn, item)
+                if held is not None:
+                    result.present.append(held)
+                else:
+                    result.conversations.append(fetch_conversation(conn, _insert(conn, item)))
+        return result
 
 
 def _parents_first(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,6 +104,18 @@ def _parents_first(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             done.add(c["id"])
             out.append(c)
     return out
+
+
+def _held(conn: Any, item: dict[str, Any]) -> int | None:
+    """The id of a conversation begun at the same moment that holds every exported message
+    (role, text and time): the same chat, maybe continued since the export."""
+    wanted = {(m["role"], m["content"], m["created_at"]) for m in item.get("messages", [])}
+    for (conv_id,) in conn.execute("SELECT id FROM conversations WHERE created_at = ? ORDER BY id",
+                                   (item["created_at"],)).fetchall():
+        rows = conn.execute("SELECT role, content, created_at FROM messages WHERE conversation_id = ?", (conv_id,))
+        if wanted <= {tuple(r) for r in rows}:
+            return int(conv_id)
+    return None
 
 
 def _insert(conn: Any, item: dict[str, Any]) -> int:

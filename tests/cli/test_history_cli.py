@@ -74,7 +74,10 @@ def test_export_json_to_file_and_import_round_trips(chats, capsys, tmp_path) -> 
     data = json.loads(target.read_text())
     assert data["format"] == "qwenchat.conversation" and len(data["messages"]) == 3
     capsys.readouterr()
-    assert run(["history", "import", str(target)]) == 0
+    assert run(["history", "import", str(target)]) == 0  # the chat is here: nothing doubled
+    out = capsys.readouterr()
+    assert out.out == "" and f"skipped 1 conversation already in the history ({chats[0]}); --again" in out.err
+    assert run(["history", "import", str(target), "--again"]) == 0
     out = capsys.readouterr().out
     new_id = int(out.split()[2].rstrip(":"))
     assert out.startswith(f"imported conversation {new_id}: What is a pelican?")
@@ -95,8 +98,21 @@ def test_export_all_and_import_from_stdin(chats, capsys, monkeypatch) -> None:
     assert run(["history", "export", "--all"]) == 0
     dump = capsys.readouterr().out
     assert len(json.loads(dump)["conversations"]) == 2
+    with Store.open() as store:
+        store.add_message(chats[0], "user", "and a heron?")  # continued since the export: still that chat
+        store.delete_conversation(chats[1])
     monkeypatch.setattr(sys, "stdin", io.StringIO(dump))
-    assert run(["history", "import", "-"]) == 0
+    assert run(["history", "import", "-"]) == 0  # restoring the backup brings back what was deleted
+    out = capsys.readouterr()
+    assert out.out.count("imported conversation") == 1 and "Reverse a list" in out.out
+    assert f"skipped 1 conversation already in the history ({chats[0]})" in out.err
+    with Store.open() as store:
+        assert len(store.list_conversations()) == 2
+    monkeypatch.setattr(sys, "stdin", io.StringIO(dump))
+    assert run(["history", "import", "-"]) == 0  # a second time: nothing new
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(dump))
+    assert run(["history", "import", "-", "--again"]) == 0
     assert capsys.readouterr().out.count("imported conversation") == 2
     with Store.open() as store:
         assert len(store.list_conversations()) == 4

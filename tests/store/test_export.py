@@ -66,7 +66,7 @@ def test_export_all_and_import_all_into_a_fresh_database(store: Store, tmp_path)
     dump = json.loads(json.dumps(store.export_all()))
     assert dump["format"] == "qwenchat.export" and len(dump["conversations"]) == 2
     with Store.open(tmp_path / "fresh.db") as fresh:
-        convs = fresh.import_data(dump)
+        convs = fresh.import_data(dump).conversations
         assert [c.title for c in convs] == [conv.title, "second"]
         again = fresh.export_all()
     assert [_without_ids(c) for c in again["conversations"]] == [
@@ -231,3 +231,17 @@ def test_parse_refuses_non_utf8_deep_nesting_and_oversized_files() -> None:
     with pytest.raises(StoreError, match="more than an import may hold"):
         parse(b"[1, 2, 3]", "f.json", Limits(file_bytes=4))
     assert parse('\ufeff{"a": 1}'.encode(), "f.json") == {"a": 1}  # a BOM is not an error
+
+
+def test_a_chat_already_held_is_not_imported_twice_unless_asked(store: Store) -> None:
+    conv, _ = _tree(store)
+    data = store.export_conversation(conv.id)
+    first = store.import_data(data)
+    assert first.conversations == [] and first.present == [conv.id]
+    edited = json.loads(json.dumps(data))
+    edited["messages"][0]["content"] = "What is a stork?"  # same start, another text: another chat
+    second = store.import_data(edited)
+    assert second.present == [] and [m.content for m in store.thread(second.conversations[0].id)][0] == "What is a stork?"
+    copy = store.import_data(data, again=True)
+    assert copy.present == [] and len(copy.conversations) == 1
+    assert len(store.list_conversations()) == 3
