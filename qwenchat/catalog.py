@@ -25,7 +25,7 @@ CATALOG: dict[str, CatalogEntry] = {
     e.alias: e
     for e in (
         CatalogEntry("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", "instruct", "0.5B",
-                     "Qwen2.5 0.5B chat model (default)"),
+                     "Qwen2.5 0.5B chat model"),
         CatalogEntry("qwen2-0.5b-instruct", "Qwen/Qwen2-0.5B-Instruct", "instruct", "0.5B",
                      "Qwen2 0.5B chat model"),
         CatalogEntry("qwen2-1.5b-instruct", "Qwen/Qwen2-1.5B-Instruct", "instruct", "1.5B",

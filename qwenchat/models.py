@@ -43,7 +43,7 @@ class ModelEntry:
 
     name: str
     repo_id: str | None
-    source: Literal["alias", "hub", "gguf"]
+    source: Literal["alias", "hub", "gguf", "folder", "file"]  # gguf: imported; folder, file: the default's path
     downloaded: bool
     offline: bool  # usable without the network
     size: int | None  # bytes on disk
@@ -238,8 +238,10 @@ def _imported_dir(name: str) -> Path | None:
 
 
 def list_models() -> list[ModelEntry]:
-    """The aliases (downloaded or not), other cached Hub models, and imported models."""
+    """The aliases (downloaded or not), other cached Hub models, imported models, and the default
+    model wherever it is (a folder, a .gguf file, a Hub model not downloaded yet)."""
     default = default_model_name()
+    is_default = lambda name: _same_model(default, name)  # noqa: E731
     cached = {r.repo_id.lower(): r for r in hub.list_cached()}
     rows: list[ModelEntry] = []
     for entry in catalog.CATALOG.values():
@@ -248,21 +250,44 @@ def list_models() -> list[ModelEntry]:
             entry.alias, entry.repo_id, "alias", downloaded=repo is not None,
             offline=bool(repo and repo.snapshot), size=repo.size_on_disk if repo else None,
             path=(repo.snapshot.path if repo and repo.snapshot else repo.path if repo else None),
-            default=default == entry.alias, description=entry.description,
+            default=is_default(entry.alias) or is_default(entry.repo_id), description=entry.description,
         ))
     for repo in cached.values():
         rows.append(ModelEntry(
             repo.repo_id, repo.repo_id, "hub", downloaded=True, offline=repo.snapshot is not None,
             size=repo.size_on_disk, path=repo.snapshot.path if repo.snapshot else repo.path,
-            default=default == repo.repo_id,
+            default=is_default(repo.repo_id),
         ))
     for folder in _imported_dirs():
         data = _read_json(folder / IMPORT_MARKER) or {}
         rows.append(ModelEntry(
             folder.name, None, "gguf", downloaded=True, offline=True, size=_tree_size(folder),
-            path=folder, default=default == folder.name, description=str(data.get("source", "imported")),
+            path=folder, default=is_default(folder.name), description=str(data.get("source", "imported")),
         ))
+    if not any(row.default for row in rows):
+        rows += [row for row in [_default_entry(default)] if row is not None]
     return rows
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names mean one model: Hub ids are not case-sensitive, a revision is dropped."""
+    return a.partition("@")[0].lower() == b.partition("@")[0].lower()
+
+
+def _default_entry(name: str) -> ModelEntry | None:
+    """The row of a default model that no alias, download or import stands for."""
+    kind = name_kind(name)
+    if kind == "hub":
+        return ModelEntry(name, name.partition("@")[0], "hub", downloaded=False, offline=False, size=None,
+                          path=None, default=True)
+    if kind not in ("local", "gguf"):
+        return None  # a name that means nothing: commands that use it say so
+    path = paths.user_path(name)
+    there = path.exists()
+    size = (_tree_size(path) if path.is_dir() else path.stat().st_size) if there else None
+    return ModelEntry(name, None, "folder" if kind == "local" else "file", downloaded=there, offline=there,
+                      size=size, path=path if there else None, default=True,
+                      description="folder" if kind == "local" else "GGUF file")
 
 
 def plan_removal(name: str) -> Removal:

@@ -292,3 +292,26 @@ def test_alias_with_revision(served: FakeHub) -> None:
     assert model.source == "alias" and model.revision == commit and model.name == f"{ALIAS}@{commit}"
     with pytest.raises(HubError, match="revision 'v9' was not found"):
         resolve_model(f"{ALIAS}@v9")
+
+
+def test_models_marks_a_default_that_no_alias_or_download_stands_for(
+    tiny_model: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A default set to a folder, a .gguf file or a Hub model not downloaded had no row, so no
+    row said "(default)" and the table read as if nothing were chosen."""
+    def rows() -> dict[str, list[str]]:
+        capsys.readouterr()
+        assert run(["models"]) == 0
+        return {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]}
+
+    monkeypatch.setenv("QWENCHAT_MODEL", str(tiny_model))
+    got = rows()
+    assert got[f"{tiny_model} (default)"][1:] == ["folder", got[f"{tiny_model} (default)"][2], "yes", str(tiny_model)]
+    assert got[f"{tiny_model} (default)"][2] != "-" and not any("(default)" in n for n in got if n != f"{tiny_model} (default)")
+    gguf = tmp_path / "gone.gguf"
+    monkeypatch.setenv("QWENCHAT_MODEL", str(gguf))
+    assert rows()[f"{gguf} (default)"][1:] == ["GGUF file", "-", "no", "missing"]
+    monkeypatch.setenv("QWENCHAT_MODEL", "acme/Not-Yet")
+    assert rows()["acme/Not-Yet (default)"][1:] == ["acme/Not-Yet", "-", "no", "not downloaded"]
+    monkeypatch.setenv("QWENCHAT_MODEL", f"{ALIAS_REPO.upper()}@main")  # the alias's repo, another spelling
+    assert f"{ALIAS} (default)" in rows()

@@ -85,10 +85,10 @@ def _local_rows() -> tuple[tuple[str, ...], list[tuple[str, ...]], str | None]:
     table = [
         (
             row.name + (" (default)" if row.default else ""),
-            row.repo_id or f"imported: {row.description}",
+            row.repo_id or (row.description if row.source in ("folder", "file") else f"imported: {row.description}"),
             hub.human_size(row.size) if row.size is not None else "-",
             "yes" if row.offline else "no",
-            str(row.path) if row.path else "not downloaded",
+            str(row.path) if row.path else "missing" if row.source in ("folder", "file") else "not downloaded",
         )
         for row in list_models()
     ]

@@ -213,3 +213,17 @@ def test_a_typed_path_of_a_user_that_does_not_exist_is_a_problem_not_a_crash():
     from qwenchat.tui.screens.models import check_path
 
     assert check_path("~nosuchuser0/model") == "~nosuchuser0/model is not a model's name, a folder or a .gguf file"
+
+
+def test_the_picker_marks_the_users_default_not_the_built_in_one(tmp_path, monkeypatch):
+    """The first alias's label said "(default)" whatever the config chose, and a folder set as
+    the default was not offered unless a chat had used it."""
+    from qwenchat.tui.screens.models import model_choices
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setenv("QWENCHAT_MODEL", str(folder))
+    labels = dict(model_choices())
+    assert labels[str(folder)].endswith(f"{folder} (default) [folder]")
+    assert [name for name, label in labels.items() if "(default)" in label] == [str(folder)]

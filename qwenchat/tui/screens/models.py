@@ -46,8 +46,10 @@ def model_choices(current: str | None = None, used: list[str] | None = None) -> 
                     else "folder" if user_path(name).is_dir() else "used before")
             out.append((name, f"{mark(name)}{name} [{kind}]"))
     for m in known:
-        state = "imported" if m.source == "gguf" else "✓ downloaded" if m.offline else "↓ download"
-        desc = f" {m.description}" if m.description and m.source != "gguf" else ""
+        state = ("imported" if m.source == "gguf" else m.description if m.source in ("folder", "file")
+                 else "✓ downloaded" if m.offline else "↓ download")
+        desc = f" {m.description}" if m.description and m.source in ("alias", "hub") else ""
+        desc += " (default)" if m.default else ""
         out.append((m.name, f"{mark(m.name)}{m.name}{desc} [{state}]"))
     return out
 
