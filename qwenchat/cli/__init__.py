@@ -34,11 +34,17 @@ CLI_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickEx
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run(argv))
+    try:
+        code = run(argv, last=True)
+    except KeyboardInterrupt as e:  # a second signal while the first one's stop was being reported
+        code = stopped(e).exit_code
+    sys.exit(code)
 
 
-def run(argv: list[str] | None = None) -> int:
-    with raise_on_termination():
+def run(argv: list[str] | None = None, *, last: bool = False) -> int:
+    """`last`: the process ends after this (the console script): from the command's end on, a
+    signal exits at once and quietly (`signals.leave_on_signals`)."""
+    with raise_on_termination(then_leave=last):
         try:
             return _run(argv)
         except KeyboardInterrupt as e:  # one that came outside a command (typer's or ours)

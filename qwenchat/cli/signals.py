@@ -22,6 +22,7 @@ at once (an engine that does not stop, a server that hangs).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -61,8 +62,9 @@ def stopped(err: KeyboardInterrupt) -> Stopped:
 
 
 @contextmanager
-def raise_on_termination() -> Iterator[None]:
-    """While inside, SIGTERM and SIGHUP raise `Terminated` in the main thread."""
+def raise_on_termination(then_leave: bool = False) -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise `Terminated` in the main thread. `then_leave`: the
+    process ends after the block, and a signal from then on exits at once (`leave_on_signals`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,9 +82,12 @@ def raise_on_termination() -> Iterator[None]:
     try:
         yield
     finally:
+        if then_leave:
+            leave_on_signals()
+        else:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         sys.unraisablehook = hook
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 _noted: int | None = None  # the signal handled last, in case its exception was dropped
@@ -115,6 +120,26 @@ def cancelling(cancel: Callable[[], None]) -> Iterator[None]:
         if got:
             global _noted
             _noted = got[0]
+
+
+def leave_on_signals() -> None:
+    """From here to the process's end, Ctrl+C, SIGTERM or SIGHUP exit at once (128 + its number),
+    without a traceback: a second Ctrl+C while the first one's stop is reported, or one during
+    the interpreter's teardown (torch's atexit finalizers printed "Exception ignored ..."). For
+    the console script's last moments only: everything is saved and reported by then."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, *HANDLED):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _leave)
+
+
+def _leave(signum: int, frame: Any) -> None:
+    try:
+        sys.stdout.flush()
+    except Exception:  # a closed pipe, or a flush that this signal interrupted
+        pass
+    os._exit(128 + signum)
 
 
 def check() -> None:
