@@ -39,12 +39,17 @@ class ChatNavigation(Screen[None]):
         while the too-small notice hides the box (Backspace too there; Enter and the rest wait
         for the window to grow)."""
         hidden = self.has_class("-too-small")
-        if not (hidden or self._typing_astray()):
+        # The box takes letters and Enter itself: here they were sent to the widget focused
+        # before the first of a burst moved the focus to the box, so they follow it there.
+        behind = self.focused is self.input and not hidden
+        if not (hidden or behind or self._typing_astray()):
             return
         if event.is_printable and event.character:
             self._into_box(event.character, hidden)
         elif hidden and event.key == "backspace":
             self.input.action_delete_left()
+        elif behind and event.key == "enter":
+            self.input.submit()
         else:
             return
         event.stop()
@@ -63,7 +68,7 @@ class ChatNavigation(Screen[None]):
     def _into_box(self, text: str, hidden: bool) -> None:
         if not hidden:  # a hidden box cannot take the focus; it gets it back with the window
             self.close_sidebar_overlay()
-            self.input.focus()
+            self.set_focus(self.input)  # at once: Widget.focus() waits, and the burst's next keys went astray
         self.input.insert(text)
 
     def action_stop(self) -> None:

@@ -39,14 +39,18 @@ class PromptInput(KeysInOrder, TextArea):
         if event.key == "enter":
             event.stop()
             event.prevent_default()
-            if self.text.strip():
-                self.post_message(self.Submitted(self.text))
+            self.submit()
             return
         if event.key in ("ctrl+j", "shift+enter", "newline"):
             event.stop()
             event.prevent_default()
             self.insert("\n")
         # any other key: Textual goes on to KeysInOrder's handler (the bindings), then TextArea's
+
+    def submit(self) -> None:
+        """What Enter does: send the text, if there is any."""
+        if self.text.strip():
+            self.post_message(self.Submitted(self.text))
 
     def take_sent(self, sent: str) -> None:
         """Empty the box of a message that was sent, keeping what was typed after Enter: the box
