@@ -290,6 +290,11 @@ async def test_attach_refuses_binary_missing_and_too_large_files(store, tmp_path
             await prompt_answer(pilot, str(path))
             await wait_for(pilot, lambda: any(why in n for n in notes(app)))
             assert app.chat.input.text == "keep this"
+            # asked again, as typed: a path retyped after the dialog closed was sent as a message
+            await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+            assert app.screen.query_one(Input).value == str(path)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.chat)
         app.chat.input.text = f"/file {binary}"
         app.chat.input.focus()
         await pilot.press("enter")

@@ -195,10 +195,12 @@ class MessageFeatures(Screen[None]):
 
     @work
     async def action_attach_file(self) -> None:
-        path = await self.app.push_screen_wait(TextPrompt("Attach a file (its path):", ""))
-        if path:
-            self.attach_path(path, self.input.text)
-            self.input.focus()
+        path = ""
+        while True:  # as export: a path that fails is asked again, as typed (it was sent as a message)
+            path = await self.app.push_screen_wait(TextPrompt("Attach a file (its path):", path))
+            if not path or self.attach_path(path, self.input.text):
+                break
+        self.input.focus()
 
     def expand_file_command(self, text: str) -> bool:
         """`/file PATH` at the start of the input: put the file into the message box instead of
