@@ -78,7 +78,7 @@ def write_export(store: Any, conversation_id: int, path: str | Path, fmt: Format
     `fmt`). Returns the path written."""
     target = user_path(path)
     if target.is_dir():
-        raise ExportError(f"{target} is a folder", "add a file name, e.g. " + str(target / "chat.md"))
+        raise ExportError(f"{target} is a folder", "add a file name, e.g. " + str(target / f"chat.{fmt}"))
     if target.exists() and not overwrite:
         raise ExportExists(f"{target} exists already", "confirm to overwrite it, or choose another name")
     text = render(store, conversation_id, format_for(target, fmt))

@@ -65,8 +65,9 @@ def test_write_errors_are_clear(store, tmp_path):
     with pytest.raises(ExportError, match="cannot write") as e:
         write_export(store, cid, tmp_path / "no" / "such" / "dir" / "c.md", "md")
     assert e.value.hint
-    with pytest.raises(ExportError, match="is a folder"):
-        write_export(store, cid, tmp_path, "md")
+    with pytest.raises(ExportError, match="is a folder") as e:
+        write_export(store, cid, tmp_path, "json")
+    assert e.value.hint.endswith("chat.json")  # the format asked for (it said chat.md)
     (tmp_path / "there.md").write_text("keep me")
     with pytest.raises(ExportExists):
         write_export(store, cid, tmp_path / "there.md", "md")

@@ -108,6 +108,8 @@ def search(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N.")] = 20,
 ) -> None:
     """Full-text search over every message; prints conversation id, message id and a snippet."""
+    if not text.strip():
+        raise UsageError("nothing to search for", "give one or more words: qwenchat history search WORDS")
     with _open() as store:
         hits = store.search(text, limit=limit)
     if not hits:
@@ -246,7 +248,8 @@ def preset_save(
         text = sys.stdin.read()
     with _open() as store:
         preset = store.save_preset(name, text)
-    _note(f"saved preset {preset.name!r}")
+    replaced = preset.created_at != preset.updated_at  # one written just now has one time for both
+    _note(f"{'replaced the text of' if replaced else 'saved'} preset {preset.name!r}")
 
 
 @preset_app.command("show")

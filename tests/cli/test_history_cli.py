@@ -66,6 +66,8 @@ def test_search(chats, capsys) -> None:
     assert len(out) == 1 and out[0].startswith(f"{chats[0]}\t#") and "[pelican]" in out[0]
     assert run(["history", "search", "walrus"]) == 0
     assert "no messages match" in capsys.readouterr().err
+    assert run(["history", "search", " "]) == 2  # an empty search is a mistake, not "no match"
+    assert "nothing to search for" in capsys.readouterr().err
 
 
 def test_export_json_to_file_and_import_round_trips(chats, capsys, tmp_path) -> None:
@@ -184,7 +186,10 @@ def test_rm_in_a_real_process_with_no_stdin(chats) -> None:
 
 
 def test_presets(capsys) -> None:
-    assert run(["preset", "save", "coder", "You write Python."]) == 0
+    assert run(["preset", "save", "coder", "You write Rust."]) == 0
+    assert "saved preset 'coder'" in capsys.readouterr().err
+    assert run(["preset", "save", "coder", "You write Python."]) == 0  # it said "saved" again, as if new
+    assert "replaced the text of preset 'coder'" in capsys.readouterr().err
     assert run(["preset", "list"]) == 0
     assert "coder  You write Python." in capsys.readouterr().out
     assert run(["preset", "show", "coder"]) == 0
