@@ -62,6 +62,27 @@ async def test_a_number_field_keeps_a_burst_in_order_and_escape_closes(store):
         assert app.session.options.temperature != 0.87
 
 
+async def test_a_burst_across_tab_fills_each_field_in_turn(store):
+    """`0.5`, Tab, `0.9`, Tab, `30` in one read gave temperature "0.50.930" (a second new-user run):
+    the keys behind the Tab were queued at the field before the app moved the focus on."""
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_sampling(pilot)
+        for name in ("temperature", "top_p", "top_k"):
+            screen.query_one(f"#{name}", Input).value = ""
+        await burst(pilot, "0.5\t0.9\t30")
+        await pilot.pause()
+        values = {name: screen.query_one(f"#{name}", Input).value for name in ("temperature", "top_p", "top_k")}
+        assert values == {"temperature": "0.5", "top_p": "0.9", "top_k": "30"}
+        assert app.focused is screen.query_one("#top_k", Input)
+        await burst(pilot, "\x1b[Z5")  # Shift+Tab back, in the same read as the key after it
+        await pilot.pause()
+        top_p = screen.query_one("#top_p", Input)
+        assert app.focused is top_p and top_p.value == "5"  # a field reached by Tab is selected: typing replaces it
+        assert values["top_k"] == screen.query_one("#top_k", Input).value
+
+
 async def test_the_chat_search_keeps_a_burst_in_order(store):
     app, _ = make_app(script=["r1", "r2"])
     async with app.run_test(size=SIZE) as pilot:
