@@ -141,8 +141,8 @@ class ChatSession:
 
     def sync(self) -> bool:
         """Re-read the stored conversation; True when another process changed it (added to it,
-        moved its branch, changed its system prompt, wrote more of or ended a reply shown as
-        being written) since this session last read or wrote it.
+        moved its branch, changed its system prompt, wrote more of, ended or continued its last
+        reply) since this session last read or wrote it.
         `entries` and the system prompt then hold what is stored; the options stay as they are."""
         if self.store is None or self.conversation_id is None:
             return False
@@ -153,10 +153,11 @@ class ChatSession:
         return True
 
     def _last_moved_on(self) -> bool:
-        """The last entry was a reply being written (by another window) and the store's copy has
-        changed since: more text, or its end."""
+        """The store's copy of the last entry has changed since: a reply another window is writing
+        grew or ended, or a stopped reply was continued there (its id stays, so the head does not
+        move)."""
         last = self.entries[-1] if self.entries else None
-        if last is None or last.status != "pending" or last.id is None:
+        if last is None or last.id is None:
             return False
         stored = self.store.get_message(last.id)
         return (stored.status, stored.content) != (last.status, last.content)

@@ -353,6 +353,27 @@ def test_sync_sees_the_end_of_a_reply_another_window_was_writing(store, other_pr
     assert s.sync() is False
 
 
+def test_sync_sees_a_reply_continued_by_another_window(store, other_process):
+    """A stopped reply continued (F5) in another window kept its old, shorter text here: not
+    "pending" when read, it was never looked at again, and the next message sent from here gave
+    the model the old reply (a second new-user run: 346 prompt tokens after a 1,363-token reply)."""
+    s = ChatSession(FakeEngine(script=["ok"]), store)
+    finish(s.send("setup"))
+    cid = s.conversation_id
+    cut = store.add_message(cid, "assistant", "the start", status="pending", meta={"pid": other_process})
+    store.finish_message(cut.id, content="the start", status="interrupted")
+    assert s.sync() is True and (s.entries[-1].status, s.entries[-1].content) == ("interrupted", "the start")
+    assert s.sync() is False
+    store.reopen_message(cut.id, meta={"pid": other_process})  # the other window continues it
+    store.save_partial(cut.id, "the start, and more")
+    assert s.sync() is True and s.entries[-1].content == "the start, and more"
+    store.finish_message(cut.id, content="the start, and more, and the end", status="interrupted")
+    assert s.sync() is True and s.entries[-1].content == "the start, and more, and the end"
+    assert s.sync() is False
+    finish(s.send("and then?"))
+    assert s.engine.prompts[-1][-2]["content"] == "the start, and more, and the end"  # what the model saw
+
+
 def test_a_json_reply_is_asked_for_after_the_question_and_the_history_keeps_the_question(store):
     """`ask --schema` stored "Reply with JSON only, matching this JSON schema: {...}" in the
     user's message: in titles, `history show` and search (found hands-on); the app's JSON

@@ -92,6 +92,7 @@ async def test_stop_mid_reply_keeps_partial_marked_interrupted(store):
         await wait_for(pilot, lambda: not app.chat.generating)
         assert texts(app)[-1] == ("assistant", "partial", "interrupted")
         assert "interrupted" in str(app.chat.chatlog.views[-1].query_one(".status").render())
+        assert app.chat.session.sync() is False  # its own stopped reply is not another window's change
     thread = store.thread(factory.made[0].conversation_id)
     assert (thread[-1].content, thread[-1].status) == ("partial", "interrupted")
 
@@ -105,6 +106,7 @@ async def test_regenerate_replaces_last_reply(store):
         await wait_for(pilot, lambda: not app.chat.generating and app.chat.chatlog.views[-1].text == "second answer")
         assert [t[1] for t in texts(app)] == ["question", "second answer"]
         assert factory.made[0].engine.prompts[-1] == [{"role": "user", "content": "question"}]
+        assert app.chat.session.sync() is False
     thread = store.thread(factory.made[0].conversation_id)
     assert [m.content for m in thread] == ["question", "second answer"]
     assert len(store.siblings(thread[-1].id)) == 2  # the old reply stays in the tree

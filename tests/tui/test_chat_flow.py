@@ -236,12 +236,14 @@ async def test_a_cut_reply_is_marked_and_continues_in_place(store):
         view = app.chat.chatlog.views[-1]
         status = str(view.query_one(".status").render())
         assert "cut at 3 tokens" in status and "F5" in status
+        assert app.chat.session.sync() is False  # what this window wrote is what it shows
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert "Continue the reply" in titles
         await pilot.press("f5")
         await wait_for(pilot, lambda: not app.chat.generating and "five" in view.text)
         assert app.chat.chatlog.views[-1] is view and view.text == "one two three five six"
         assert "cut" not in str(view.query_one(".status").render())
+        assert app.chat.session.sync() is False
     thread = store.thread(factory.made[0].conversation_id)
     assert [(m.role, m.content) for m in thread] == [("user", "count"), ("assistant", "one two three five six")]
 
