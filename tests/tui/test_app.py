@@ -338,6 +338,33 @@ async def test_the_preset_buttons_act_without_an_arrow_key_first(store):
         await wait_for(pilot, lambda: dialog.query_one("#prompt", TextArea).text == "You talk like a pirate.")
 
 
+async def test_save_as_an_existing_preset_asks_before_replacing_its_text(store):
+    """F4's "Save as…" with a preset's name replaced its text silently, saying "Saved preset"
+    (a new-user run)."""
+    from qwenchat.tui.screens.dialogs import ConfirmScreen, TextPrompt
+
+    store.save_preset("pirate", "You talk like a pirate.")
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        for answer in ("escape", "enter"):  # keep it, then replace it
+            dialog = await open_system_prompt(pilot)
+            dialog.query_one("#prompt", TextArea).text = "Be terse."
+            await pilot.click("#save")
+            await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+            app.screen.query_one(Input).value = "pirate"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            if answer == "enter":
+                app.screen.query_one("#yes").focus()
+            await pilot.press(answer)
+            await wait_for(pilot, lambda: app.screen is dialog)
+            kept = store.get_preset("pirate").text
+            assert kept == ("You talk like a pirate." if answer == "escape" else "Be terse.")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.chat)
+        assert any("Replaced preset 'pirate'" in n for n in notes(app))
+
+
 async def test_the_palette_opens_on_the_chat_not_over_a_dialog(store):
     """F4, then Ctrl+P's "New chat with preset", then Ctrl+S in the F4 dialog left underneath:
     the preset's new chat lost its system prompt (a new-user run)."""

@@ -367,6 +367,33 @@ async def test_a_message_waits_while_another_window_answers_at_the_end_of_the_ch
         assert app.chat.input.text == ""
 
 
+async def test_a_reply_continued_in_another_window_is_followed_and_sent_on(store, quick_looks, other_process):
+    """F5 in one window on a stopped reply: the other, waiting to send, kept showing the old text
+    (the view was not "pending", so it never grew) and then sent its message with the old reply
+    in the model's prompt (a second new-user run)."""
+    app, factory = make_app(script=["r1", "r2"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        cid = app.session.conversation_id
+        cut = store.thread(cid)[-1]
+        store.finish_message(cut.id, content="r1", status="interrupted")
+        await wait_for(pilot, lambda: texts(app)[-1] == ("assistant", "r1", "interrupted"))
+        store.reopen_message(cut.id, meta={"pid": other_process})  # the other window's F5
+        store.save_partial(cut.id, "r1 and more")
+        app.chat.input.text = "mine"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("yours is sent once it has ended" in n for n in notes(app)))
+        await wait_for(pilot, lambda: texts(app)[-1][1] == "r1 and more")  # followed
+        store.save_partial(cut.id, "r1 and more and more")
+        await wait_for(pilot, lambda: texts(app)[-1][1] == "r1 and more and more")
+        store.finish_message(cut.id, content="r1 and more and the end")
+        await wait_for(pilot, lambda: [m.content for m in store.thread(cid)][-2:] == ["mine", "r2"])
+        await wait_for(pilot, lambda: not app.chat.generating)
+        seen = factory.made[0].engine.prompts[-1]
+        assert [m["content"] for m in seen] == ["hi", "r1 and more and the end", "mine"]
+
+
 async def test_esc_or_a_changed_text_ends_the_wait_and_keeps_the_message(store, quick_looks, other_process):
     app, _ = make_app(script=["r1", "r2"])
     async with app.run_test(size=SIZE) as pilot:

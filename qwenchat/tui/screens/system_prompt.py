@@ -91,13 +91,20 @@ class SystemPromptScreen(ModalScreen[str | None]):
     @work
     async def save(self) -> None:
         name = await self.app.push_screen_wait(TextPrompt("Save the system prompt as preset:", self.selected or ""))
-        if name:
-            try:
-                self.store.save_preset(name, self.query_one("#prompt", TextArea).text)
-            except Exception as e:  # StoreError: empty text, bad name
-                return self._fail(e)
-            self.reload(select=name)
-            self.notify(f"Saved preset {name!r}", markup=False)  # a name is user text
+        if not name:
+            return
+        name = name.strip()
+        text = self.query_one("#prompt", TextArea).text
+        held = {p.name: p.text for p in self.store.list_presets()}.get(name)
+        if held is not None and held != text and not await self.app.push_screen_wait(
+                ConfirmScreen(f"Preset {name!r} exists. Replace its text with this one?", yes="Replace")):
+            return  # its text was replaced silently, "Saved preset" said (a new-user run)
+        try:
+            self.store.save_preset(name, text)
+        except Exception as e:  # StoreError: empty text, bad name
+            return self._fail(e)
+        self.reload(select=name)
+        self.notify(f"{'Replaced' if held is not None else 'Saved'} preset {name!r}", markup=False)  # a name is user text
 
     @on(Button.Pressed, "#rename")
     @work
