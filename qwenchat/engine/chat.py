@@ -255,7 +255,7 @@ class ChatEngine:
             raise ContextOverflowError(
                 f"{what} needs {n_tokens} tokens (plus {reserve} for the reply), "
                 f"but the context window holds {window}",
-                "shorten the input, lower --max-tokens, or raise the context limit (up to the model's maximum)",
+                "shorten the input, lower the reply's max tokens, or raise the context limit (up to the model's maximum)",
             )
 
 

@@ -155,6 +155,7 @@ def test_a_message_too_long_for_the_window_names_both_numbers(tiny_model):
     with pytest.raises(ContextOverflowError) as e:
         run(engine, engine.chat([{"role": "user", "content": "fox " * 200}], GenerateOptions(max_new_tokens=4)))
     assert "64" in str(e.value) and "tokens" in str(e.value)
+    assert "--" not in e.value.hint  # every face sees it (the app, serve): no command-line flag
 
 
 def test_invalid_settings_are_refused_before_generation(engine):

@@ -228,6 +228,11 @@ async def test_sampling_settings_saved_and_bad_value_rejected(store):
         await pilot.pause()
         assert screen.query_one("#top_p", Input).has_class("-invalid")
         assert "greater than 0 and at most 1" in str(screen.query_one("#top_p-error").render())
+        screen.query_one("#max_new_tokens", Input).value = "many"
+        await pilot.pause()
+        said = str(screen.query_one("#max_new_tokens-error").render())
+        assert "Max tokens must be a whole number" in said and "max_tokens" not in said  # as labelled
+        screen.query_one("#max_new_tokens", Input).value = ""
         await pilot.press("ctrl+s")  # refused: still open, nothing reached the session
         assert app.screen is screen and app.session.options.top_p is None
         screen.query_one("#top_p", Input).value = "0.9"

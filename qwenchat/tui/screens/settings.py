@@ -50,10 +50,13 @@ def check(field: str, text: str) -> tuple[Any, str | None]:
             return from_text(text), None
         except QwenchatError as e:
             return None, e.message
+    label, key = FIELDS[field]
     try:
-        return parse_value(FIELDS[field][1], text, source="settings"), None
+        return parse_value(key, text, source="settings"), None
     except ConfigError as e:
-        return None, e.hint or e.message
+        problem = e.hint or e.message
+        # said as the field is labelled ("max_tokens must be ..." under "Max tokens")
+        return None, label + problem[len(key):] if problem.startswith(key + " ") else problem
 
 
 def _text(name: str, value: Any) -> str:
