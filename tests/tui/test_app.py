@@ -161,6 +161,10 @@ async def test_rename_and_delete_with_confirmation(store):
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         cid = await open_rename(pilot)
+        app.screen.query_one(Input).value = "  "
+        await pilot.press("enter")  # nothing to rename it to: said, and the dialog stays
+        await wait_for(pilot, lambda: any("Nothing typed" in n for n in notes(app)))
+        assert isinstance(app.screen, TextPrompt)
         app.screen.query_one(Input).value = "My chat"
         await pilot.press("enter")
         await wait_for(pilot, lambda: store.get_conversation(cid).title == "My chat")
@@ -175,6 +179,8 @@ async def test_rename_and_delete_with_confirmation(store):
         await wait_for(pilot, lambda: store.list_conversations() == [])
         assert app.session.conversation_id is None and app.chat.chatlog.views == []
         assert "tok/s" not in status_text(app)  # the deleted chat's figures stayed on
+        await pilot.press("f3")  # a chat not saved yet: F3 said nothing at all
+        await wait_for(pilot, lambda: any("Nothing to delete" in n for n in notes(app)))
 
 
 async def test_new_chat_with_preset(store):

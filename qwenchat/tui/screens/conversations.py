@@ -190,7 +190,7 @@ class ConversationActions(Screen[None]):
     async def action_delete_chat(self) -> None:
         cid = self._target_id()
         if cid is None:
-            return
+            return self.notify("Nothing to delete: this chat is not saved yet", severity="warning")
         conv = self.store.get_conversation(cid)
         if not await self.app.push_screen_wait(ConfirmScreen(f"Delete “{conv.display_title}” and all its messages?")):
             return

@@ -66,6 +66,8 @@ class TextPrompt(ModalScreen[str | None]):
         value = self.query_one(Input).value.strip()
         if value:
             self.dismiss(value)
+        else:  # Enter did nothing at all (a new-user run)
+            self.notify("Nothing typed: type it, or Esc to cancel", severity="warning", markup=False)
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
