@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.tui.conftest import wait_for
-from tests.tui.helpers import SIZE, make_app, ready, send, status_text, texts
+from tests.tui.helpers import SIZE, burst, make_app, ready, send, status_text, texts
 
 
 async def test_a_redraw_racing_a_new_bubble_does_not_crash(store):
@@ -83,35 +85,24 @@ async def test_the_model_picker_starts_on_the_model_in_use(store):
         assert picked == [keys[-1]]
 
 
-async def test_letters_typed_on_a_focused_message_go_into_the_box(store):
+@pytest.mark.parametrize("in_one_read", [False, True])
+async def test_letters_typed_on_a_focused_message_go_into_the_box_and_enter_sends(store, in_one_read):
     """After Alt+Left (a branch switch) or the edit dialog, a message has the focus; what the
-    user typed next vanished, and Enter sent nothing (seen hands-on)."""
+    user typed next vanished, and Enter sent nothing (seen hands-on). Typed quickly (one read from
+    the terminal), the letters reached the box but the Enter behind them went to the message that
+    still had the focus: nothing was sent (5 of 8 tries, a new-user run)."""
     app, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await send(pilot, "first")
         await pilot.press("alt+up")
         assert app.focused is app.chat.chatlog.views[-1]
-        await pilot.press(*"next one")
-        assert app.focused is app.chat.input
-        assert app.chat.input.text == "next one"
-
-
-async def test_a_burst_of_letters_and_enter_on_a_focused_message_sends_them(store):
-    """Typed quickly after Alt+Up, the letters reached the box but the Enter behind them went to
-    the message that still had the focus, and nothing was sent (5 of 8 tries, new-user run)."""
-    from textual import events
-
-    app, _ = make_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        await send(pilot, "first")
-        await pilot.press("alt+up")
-        assert app.focused is app.chat.chatlog.views[-1]
-        for ch in "Say maybe.":  # one read from the terminal: no pause between the keys
-            app.post_message(events.Key("space" if ch == " " else ch, ch))
-        app.post_message(events.Key("enter", "\r"))
-        await pilot.pause()
+        if in_one_read:
+            await burst(pilot, "Say maybe.\r")
+        else:
+            await pilot.press(*"Say maybe.")
+            assert app.focused is app.chat.input and app.chat.input.text == "Say maybe."
+            await pilot.press("enter")
         await wait_for(pilot, lambda: not app.chat.generating and len(texts(app)) == 4)
         assert [t[1] for t in texts(app) if t[0] == "user"] == ["first", "Say maybe."]
         assert app.focused is app.chat.input and app.chat.input.text == ""
