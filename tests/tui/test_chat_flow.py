@@ -331,6 +331,23 @@ async def test_a_chat_changed_in_another_window_is_shown_before_sending(store):
         assert [m["content"] for m in seen] == ["hi", "r1", "from elsewhere", "r2", "next"]
 
 
+async def test_the_status_bar_drops_this_windows_figures_when_another_window_answers(store):
+    """It kept 'ctx N ... 3 tok' of this window's last reply after following another window's
+    exchange (a second new-user run): the meter now counts the chat as it stands."""
+    app, _ = make_app(script=["one two three"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "hi")
+        assert "TTFT" in status_text(app) and "3 tok" in status_text(app)
+        other = ChatSession(FakeEngine(script=["a longer reply from elsewhere"]), store, model_label="fake-model")
+        other.load(app.session.conversation_id)
+        list(other.send("from elsewhere"))
+        await wait_for(pilot, lambda: len(texts(app)) == 4)  # followed
+        await pilot.pause()
+        assert "TTFT" not in status_text(app) and "3 tok" not in status_text(app)
+        assert f"ctx {app.session.context_used()}/" in status_text(app)
+
+
 @pytest.fixture
 def quick_looks(monkeypatch):
     """A message waiting for another window looks again every 50 ms."""

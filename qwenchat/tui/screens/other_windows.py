@@ -112,6 +112,7 @@ class OtherWindows:
         if last is not None and [e.id for e in s.entries] == ids and await self._show_more_of(last):
             return  # the same reply, grown
         await self.show_conversation()
+        self.last_reply = None  # this window's last figures are not the chat's any more: its size is
         self.update_status()
         added = len(s.entries) - len(ids) - (last is not None and last.status == "pending")  # that shows itself
         if added > 0:
