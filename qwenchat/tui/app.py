@@ -21,6 +21,7 @@ from textual.command import CommandPalette
 from textual.driver import Driver
 from textual.screen import Screen
 
+from qwenchat.tui import draft
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.chat import ChatScreen
@@ -195,6 +196,8 @@ class QwenchatApp(App[None]):
         # Every way out (Ctrl+Q, a signal, a test): messages still queued (a model that became
         # ready, a reply's end) must not redraw screens that are being taken down.
         self.chat.quitting = True
+        if self.chat.is_mounted:
+            draft.keep(self.chat.input.text)
         super().exit(*args, **kwargs)
 
     async def action_quit(self) -> None:

@@ -31,6 +31,7 @@ from textual.widgets import Footer, Label, LoadingIndicator, ProgressBar, Static
 
 from qwenchat.errors import ConversationChanged
 from qwenchat.structured import describe
+from qwenchat.tui import draft
 from qwenchat.tui import messages as msg
 from qwenchat.tui.errors import error_text
 from qwenchat.tui.screens.chat_settings import ChatSettings
@@ -151,6 +152,10 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
         await self.chatlog.show([])
         await self.refresh_sidebar()
         self.input.focus()
+        if kept := draft.take():
+            self.input.text = kept
+            self.input.move_cursor(self.input.document.end)
+            self.notify("Your unsent message from last time is back in the box", markup=False)
         self.set_interval(1 / self.FLUSH_HZ, self._drain_reply)
         self.follow_other_windows()
         cid = self.app.start_conversation
