@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qwenchat.engine.records import Chunk, GenerateOptions, Reply
-from qwenchat.errors import StoreError
+from qwenchat.errors import ConversationChanged, StoreError
 from qwenchat.reply_writer import ReplyWriter
 from qwenchat.store.messages import UNCHECKED
 from qwenchat.structured import instruction
@@ -235,13 +235,20 @@ class ChatSession:
 
     # -- turns ------------------------------------------------------------------------------
 
-    def send(self, text: str) -> Iterator[Chunk | Turn]:
+    def send(self, text: str, *, anyway: bool = False) -> Iterator[Chunk | Turn]:
         """Add the user's message and stream the reply: `Chunk`s, then one `Turn`.
 
-        The stored conversation is re-read first (another window may have added to it). The
-        prompt is built (and checked against the context window) before the message is
-        committed, so a message that cannot be answered is refused without being stored."""
+        The stored conversation is re-read first (another window may have added to it). If
+        another window is answering at its end (`answered_elsewhere`), nothing is stored and
+        `ConversationChanged` is raised: the caller waits for that reply and sends again
+        (`anyway`: send after it all the same, for a writer that stalled). A caller's own check
+        came before this re-read, and a question stored in between was answered twice, the second
+        message under the first (a new-user run; two processes sending 40 times at once did it 2
+        times). The prompt is built (and checked against the context window) before the message
+        is committed, so a message that cannot be answered is refused without being stored."""
         self.sync()
+        if not anyway and self.answered_elsewhere() is not None:
+            raise ConversationChanged(self.conversation_id)
         return self._send_after(len(self.entries), text)
 
     def regenerate(self) -> Iterator[Chunk | Turn]:

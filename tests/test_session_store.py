@@ -338,6 +338,68 @@ def test_a_message_stored_by_another_window_after_this_one_read_refuses_this_one
     assert racing.answered_elsewhere().content == "the other window's"  # so a face waits for it
 
 
+def test_a_question_stored_by_another_window_after_the_check_stops_the_send(store, other_process):
+    """A face checks `answered_elsewhere()`, then sends; `send` re-read the conversation and took
+    a question another window stored in between as the message to follow: this one was stored
+    under that unanswered question (a new-user run; 2 of 40 rounds of two processes at once)."""
+    from qwenchat.errors import ConversationChanged
+    from qwenchat.session import ANSWERING
+
+    s = ChatSession(FakeEngine(script=["ok", "mine answered"]), store)
+    finish(s.send("setup"))
+    cid = s.conversation_id
+    s.sync()
+    assert s.answered_elsewhere() is None  # the face's check: free
+    store.add_message(cid, "user", "the other window's", meta={ANSWERING: other_process})  # then this
+    with pytest.raises(ConversationChanged):
+        s.send("mine")
+    assert [m.content for m in store.thread(cid)] == ["setup", "ok", "the other window's"]
+    finish(s.send("mine", anyway=True))  # a stalled writer: the face sends after it all the same
+    assert [m.content for m in store.thread(cid)][-2:] == ["mine", "mine answered"]
+
+
+def _sender(cid: int, name: str, rounds: int, barrier, home: str) -> None:
+    """One window of `test_two_processes_sending_at_once_never_chain_questions`."""
+    os.environ["QWENCHAT_HOME"] = home
+    from qwenchat.errors import ConversationChanged
+
+    with Store.open() as mine:
+        s = ChatSession(FakeEngine(default="a reply of words", delay=0.002), mine, model_label="fake")
+        s.load(cid)
+        for i in range(rounds):
+            barrier.wait()
+            for _ in range(200):
+                try:
+                    if s.answered_elsewhere() is None:
+                        finish(s.send(f"{name}{i}"))
+                        break
+                except ConversationChanged:
+                    pass
+                time.sleep(0.005)
+
+
+def test_two_processes_sending_at_once_never_chain_questions(store):
+    """Two processes send at the same moment, 20 times: every message is stored once, every user
+    message follows a reply, and no message has two children (no branch)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    conv = store.create_conversation("fake")
+    store.add_message(conv.id, "user", "start")
+    store.add_message(conv.id, "assistant", "ok")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_sender, args=(conv.id, n, 20, barrier, os.environ["QWENCHAT_HOME"])) for n in "AB"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    thread = store.thread(conv.id)
+    assert store.get_conversation(conv.id).message_count == len(thread) == 2 + 2 * 40
+    assert [m.role for m in thread] == ["user", "assistant"] * 41
+    assert sorted(m.content for m in thread if m.role == "user")[:2] == ["A0", "A1"]
+
+
 def test_sync_sees_the_end_of_a_reply_another_window_was_writing(store, other_process):
     """Shown as "pending" when read, it stayed so: the head does not move when a reply ends."""
     s = ChatSession(FakeEngine(script=["ok"]), store)

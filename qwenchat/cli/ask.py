@@ -251,31 +251,33 @@ def _begin(session: "ChatSession", text: str):
     signals.check()  # a Ctrl+C while the model loaded must not be lost (signals.py)
     tries = 1
     while True:
-        _wait_for_other_windows(session)
+        stuck = _wait_for_other_windows(session)
         try:
-            return _turn(session, text)
+            return _turn(session, text, anyway=stuck)
         except ConversationChanged:
             if tries == SEND_TRIES:
                 raise
             tries += 1
 
 
-def _wait_for_other_windows(session: "ChatSession") -> None:
+def _wait_for_other_windows(session: "ChatSession") -> bool:
     """Another window is answering at the end of this conversation: wait for its reply to end,
-    so this message follows it (qwenchat/other_window.py)."""
+    so this message follows it (qwenchat/other_window.py). True when the wait gave up (the
+    other window stalled): the message goes anyway."""
     from qwenchat import other_window
 
     wait = other_window.OtherWindowWait(session)
     if wait.busy() is None:
-        return
+        return False
     warn("another window is writing a reply in this conversation: this message waits for it (Ctrl+C stops)")
     while wait.busy() is not None:
         time.sleep(other_window.POLL_S)
     if wait.stuck:
         warn(f"nothing changed there for {other_window.STUCK_S:.0f} s: sending now")
+    return wait.stuck
 
 
-def _turn(session: "ChatSession", text: str):
+def _turn(session: "ChatSession", text: str, anyway: bool = False):
     """The events of this turn. The same message again, after a failure left it stored without
     a reply (a server that could not be reached: the message is kept), is answered where it is,
     not stored a second time: `ask -c "again"` run twice had the conversation say it twice."""
@@ -283,7 +285,7 @@ def _turn(session: "ChatSession", text: str):
     last = session.entries[-1] if session.entries else None
     if last is not None and last.role == "user" and last.id is not None and last.content == text:
         return session.regenerate()
-    return session.send(text)
+    return session.send(text, anyway=anyway)
 
 
 def _say_how_it_ended(reply: "Reply", shown: bool, continued: bool = False) -> None:

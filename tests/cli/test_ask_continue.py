@@ -157,10 +157,12 @@ def test_a_message_stops_waiting_when_nothing_changes_there(isolated_home, monke
     monkeypatch.setattr(other_window, "POLL_S", 0.02)
     monkeypatch.setattr(other_window, "STUCK_S", 0.2)
     with Store.open() as store:
-        session = ChatSession(FakeEngine(), store)
+        session = ChatSession(FakeEngine(script=["mine answered"]), store)
         session.load(cid)
-        ask_mod._wait_for_other_windows(session)  # returns: a hung writer, or a reused pid
-    assert "nothing changed there for 0 s: sending now" in capsys.readouterr().err
+        assert ask_mod._wait_for_other_windows(session) is True  # gave up: a hung writer, or a reused pid
+        assert "nothing changed there for 0 s: sending now" in capsys.readouterr().err
+        list(ask_mod._begin(session, "mine"))  # and sends indeed, though the writer still "lives"
+        assert [m.content for m in store.thread(cid)] == ["first", "so far", "mine", "mine answered"]
 
 
 def test_the_same_message_after_a_failed_reply_is_answered_not_stored_twice(isolated_home):
