@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import CommandPalette
@@ -29,6 +29,7 @@ from qwenchat.tui.screens.help import HelpScreen, key_label
 from qwenchat.tui.screens.models import model_picker
 from qwenchat.tui.themes import DEFAULT_THEME, load_themes
 from qwenchat.tui.widgets.reply import warm_up
+from qwenchat.tui.widgets.text_fields import KeysInOrder
 
 # (model name or None for the default, store, download progress) -> ChatSession; may be slow
 SessionFactory = Callable[[str | None, Any, Any], Any]
@@ -199,6 +200,17 @@ class QwenchatApp(App[None]):
         if self.chat.is_mounted:
             draft.keep(self.chat.input.text)
         super().exit(*args, **kwargs)
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key that bubbled up to here was not typed anywhere: it was queued at a
+        widget that does not type (a button, a list) before a key ahead of it in the same burst
+        moved the focus to a text field, which takes it now (Tab from a dialog's Save button into
+        Temperature, then "0.05", lost the digits). A text field types every printable key sent
+        to it, so none of the user's own typing in a field comes this way."""
+        target = self.focused
+        if event.is_printable and event.character and isinstance(target, KeysInOrder):
+            event.stop()
+            target.post_message(events.Key(event.key, event.character))
 
     async def action_quit(self) -> None:
         self.chat.quitting = True

@@ -83,6 +83,24 @@ async def test_a_burst_across_tab_fills_each_field_in_turn(store):
         assert values["top_k"] == screen.query_one("#top_k", Input).value
 
 
+async def test_a_burst_from_a_button_into_a_field_types_there(store):
+    """Shift+Tab from Temperature wraps to the Save button; then Tab and "0.05" in one read moved
+    the focus to Temperature but lost the digits (a new-user run): they were queued at the button,
+    which does not type, and went nowhere."""
+    from textual.widgets import Button
+
+    app, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await open_sampling(pilot)
+        screen.query_one("#save", Button).focus()
+        await pilot.pause()
+        await burst(pilot, "\t0.05")  # from the last widget, Tab wraps to the first field
+        await pilot.pause()
+        temperature = screen.query_one("#temperature", Input)
+        assert app.focused is temperature and temperature.value == "0.05"
+
+
 async def test_the_chat_search_keeps_a_burst_in_order(store):
     app, _ = make_app(script=["r1", "r2"])
     async with app.run_test(size=SIZE) as pilot:
