@@ -5,3 +5,7 @@ that need them.
 """
 
 __version__ = "0.1.0"
+
+from qwenchat import early_signals as _early_signals
+
+_early_signals.install()  # Ctrl+C while the command's modules import: a note, not a traceback

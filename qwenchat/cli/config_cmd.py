@@ -7,6 +7,7 @@ value qwenchat would refuse at start-up. Imports no torch.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,8 +124,11 @@ def _checked_model(name: str) -> str:
         check_name(name)
     except QwenchatError as e:
         raise UsageError(e.message, e.hint) from None
-    if name_kind(name) in ("local", "gguf") and not name.startswith(("/", "~")):
-        return str(Path(name).resolve())
+    if name_kind(name) in ("local", "gguf"):
+        # one spelling per folder: "coder/" and "coder" were two models in the picker
+        if name.startswith("~"):
+            return name.rstrip("/")
+        return os.path.normpath(name) if name.startswith("/") else str(Path(name).resolve())
     return name
 
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from qwenchat import early_signals
+
 HANDLED = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 NOTES = {signal.SIGINT: "interrupted", getattr(signal, "SIGTERM", -1): "terminated",
          getattr(signal, "SIGHUP", -2): "hung up"}
@@ -75,7 +77,7 @@ def raise_on_termination(then_leave: bool = False) -> Iterator[None]:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue  # nohup and friends: the parent asked us to carry on
         previous[signum] = signal.signal(signum, _raise)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, early_signals.starting):
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     hook = sys.unraisablehook
     sys.unraisablehook = lambda dropped: None if isinstance(dropped.exc_value, KeyboardInterrupt) else hook(dropped)

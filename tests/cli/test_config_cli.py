@@ -88,7 +88,8 @@ def test_set_model_takes_only_a_name_that_means_a_model(capsys, tmp_path, monkey
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
-    for name, stored in (("./mine", str(folder.resolve())), ("Qwen/Qwen2.5-0.5B-Instruct", None),
+    for name, stored in (("./mine", str(folder.resolve())), (f"{folder}/", str(folder)),  # one spelling a folder
+                         ("Qwen/Qwen2.5-0.5B-Instruct", None),
                          ("http://gpu-box:8000/v1", None)):
         assert run(["config", "set", "model", name]) == 0, capsys.readouterr().err
         assert tomllib.loads(config_file().read_text())["model"] == (stored or name)

@@ -241,3 +241,31 @@ def test_signals_while_the_console_script_ends_exit_quietly():
     r = subprocess.run([sys.executable, "-c", LATE_SIGNALS], capture_output=True, timeout=60)
     assert r.returncode == 130, r.stderr
     assert r.stderr.decode() == "interrupted\n"
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.1, 0.15, 0.25])
+def test_ctrl_c_while_the_command_starts_is_a_note_not_a_traceback(after_s, isolated_home):
+    """Ctrl+C in the first ~0.2 s of `qwenchat ask` (Python importing the CLI) printed a
+    KeyboardInterrupt traceback through the import machinery (a fresh-eyes run)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = Path(sys.executable).with_name("qwenchat")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "qwenchat"]
+    proc = subprocess.Popen([*command, "history", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "QWENCHAT_HOME": str(isolated_home)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()
+    assert proc.returncode in (0, 130), (proc.returncode, err)  # 0: it had finished first
+
+
+def test_importing_the_cli_elsewhere_leaves_ctrl_c_alone(python_sigint):
+    from qwenchat import early_signals
+
+    early_signals.install()  # as importing qwenchat does: this test process is not the `qwenchat` command
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
