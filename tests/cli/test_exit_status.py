@@ -261,7 +261,8 @@ def test_ctrl_c_while_the_command_starts_is_a_note_not_a_traceback(after_s, isol
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()
-    assert proc.returncode in (0, 130), (proc.returncode, err)  # 0: it had finished first
+    finished = b"no conversations yet" in err  # then a late signal may find Python's own handler back
+    assert proc.returncode in (0, 130) or (finished and proc.returncode == -signal.SIGINT), (proc.returncode, err)
 
 
 def test_importing_the_cli_elsewhere_leaves_ctrl_c_alone(python_sigint):
