@@ -60,3 +60,14 @@ class HubError(QwenchatError):
 
 class InputTooLongError(QwenchatError):
     """The input cannot fit the context window (or passes the input limit) as it is."""
+
+
+def in_chain(err: BaseException | None, kinds: type | tuple[type, ...]) -> BaseException | None:
+    """`err` or the first exception in its cause/context chain that is one of `kinds`."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -15,6 +15,7 @@ import typer
 
 from qwenchat.cli.app import app, report_error
 from qwenchat.cli.signals import OutputClosed, Stopped, raise_on_termination, stopped
+from qwenchat.errors import in_chain
 
 # Command modules register themselves on `app` when imported.
 # (command modules are imported below this line)
@@ -50,22 +51,12 @@ def run(argv: list[str] | None = None, *, last: bool = False) -> int:
         except KeyboardInterrupt as e:  # one that came outside a command (typer's or ours)
             return _stopped(stopped(e))
         except Exception as e:
-            if (signal_raised := _signal_within(e)) is None:
+            # Python wraps a signal's exception raised in some places (a class body's
+            # __set_name__ while typer imported pydantic gave a RuntimeError traceback for a
+            # Ctrl+C in the first 0.1 s, in a fresh-clone CI run): it ends as that signal
+            if (signal_raised := in_chain(e, KeyboardInterrupt)) is None:
                 raise
             return _stopped(stopped(signal_raised))
-
-
-def _signal_within(err: BaseException | None) -> KeyboardInterrupt | None:
-    """The signal's exception behind `err`, if any: Python wraps one raised in some places (a
-    class body's `__set_name__` while typer imported pydantic gave a RuntimeError traceback for a
-    Ctrl+C in the first 0.1 s, in a fresh-clone CI run)."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _run(argv: list[str] | None) -> int:

@@ -7,7 +7,7 @@ import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from qwenchat.errors import HubError
+from qwenchat.errors import HubError, in_chain
 from qwenchat.hub.cache import cache_dir, endpoint, ref_text
 
 OFFLINE_HINT = "check your connection; models already downloaded work offline with HF_HUB_OFFLINE=1"
@@ -41,7 +41,7 @@ def translate(e: BaseException, repo_id: str, revision: str | None, name: str) -
 
     # huggingface_hub wraps a failed file lookup in LocalEntryNotFoundError ("check your
     # connection") whatever the Hub answered; the answer itself is the cause.
-    http = _in_chain(e, HfHubHTTPError)
+    http = in_chain(e, HfHubHTTPError)
     ref, ep = ref_text(repo_id, revision), endpoint()
     if isinstance(http, GatedRepoError):
         return HubError(
@@ -59,13 +59,13 @@ def translate(e: BaseException, repo_id: str, revision: str | None, name: str) -
                         hint="the repo changed during the download; run the command again")
     if http is not None and http.response is not None:
         return http_error(http.response.status_code, getattr(http, "server_message", None), repo_id, ref)
-    if _in_chain(e, FileMetadataError):
+    if in_chain(e, FileMetadataError):
         return HubError(f"the server at {ep} answered without the file details a Hugging Face Hub sends ({ref})",
                         hint="check that HF_ENDPOINT points at a Hub or a Hub mirror, and any proxy in between")
     if isinstance(e, (httpx2.TransportError, ConnectionError, TimeoutError)):  # mid-transfer
         return HubError(f"cannot download {name}: network error talking to {ep} ({type(e).__name__})",
                         hint=OFFLINE_HINT)
-    if _in_chain(e, (httpx2.TransportError, ConnectionError, TimeoutError, OfflineModeIsEnabled)):
+    if in_chain(e, (httpx2.TransportError, ConnectionError, TimeoutError, OfflineModeIsEnabled)):
         return HubError(f"cannot download {name}: the Hub at {ep} is not reachable", hint=OFFLINE_HINT)
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return HubError(f"the disk holding {cache_dir()} filled up while downloading {name}",
@@ -98,18 +98,6 @@ def http_error(status: int, server_message: str | None, repo_id: str, ref: str) 
     else:
         hint = f"try again later; if it persists, check HF_ENDPOINT ({ep}) and any proxy in between"
     return HubError(what, hint=hint)
-
-
-def _in_chain(e: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
-    """`e` or the first exception in its cause/context chain that is one of `kinds`."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, kinds):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
 
 
 def _one_line(text: str, limit: int = 200) -> str:
