@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -126,9 +125,7 @@ def _checked_model(name: str) -> str:
         raise UsageError(e.message, e.hint) from None
     if name_kind(name) in ("local", "gguf"):
         # one spelling per folder: "coder/" and "coder" were two models in the picker
-        if name.startswith("~"):
-            return name.rstrip("/")
-        return os.path.normpath(name) if name.startswith("/") else str(Path(name).resolve())
+        return name.rstrip("/") if name.startswith("~") else os.path.abspath(name)
     return name
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from qwenchat import early_signals
 
 HANDLED = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
-NOTES = {signal.SIGINT: "interrupted", getattr(signal, "SIGTERM", -1): "terminated",
+NOTES = {signal.SIGINT: early_signals.NOTE, getattr(signal, "SIGTERM", -1): "terminated",
          getattr(signal, "SIGHUP", -2): "hung up"}
 
 

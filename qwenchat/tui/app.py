@@ -29,7 +29,7 @@ from qwenchat.tui.screens.help import HelpScreen, key_label
 from qwenchat.tui.screens.models import model_picker
 from qwenchat.tui.themes import DEFAULT_THEME, load_themes
 from qwenchat.tui.widgets.reply import warm_up
-from qwenchat.tui.widgets.text_fields import KeysInOrder
+from qwenchat.tui.widgets.text_fields import KeysInOrder, hand_on
 
 # (model name or None for the default, store, download progress) -> ChatSession; may be slow
 SessionFactory = Callable[[str | None, Any, Any], Any]
@@ -210,7 +210,7 @@ class QwenchatApp(App[None]):
         target = self.focused
         if event.is_printable and event.character and isinstance(target, KeysInOrder):
             event.stop()
-            target.post_message(events.Key(event.key, event.character))
+            hand_on(event, target)
 
     async def action_quit(self) -> None:
         self.chat.quitting = True

@@ -297,9 +297,7 @@ class ChatScreen(ChatNavigation, ChatSettings, ConversationActions, MessageFeatu
             return False
         if not changed:
             return False
-        await self.show_conversation()
-        self.last_reply = None  # its figures were this window's last reply's, not the chat's now
-        self.update_status()
+        await self.show_as_stored()
         added = len(self.session.entries) - before
         self.tell_updated(added_news(added) if added > 0 else
                           "This chat was changed in another window: showing what is stored now", then)

@@ -40,7 +40,8 @@ class ChatNavigation(Screen[None]):
         for the window to grow)."""
         hidden = self.has_class("-too-small")
         # The box takes letters and Enter itself: here they were sent to the widget focused
-        # before the first of a burst moved the focus to the box, so they follow it there.
+        # before the first of a burst moved the focus to the box, so they follow it there, at
+        # once and in order (handed on through the app, the letters came after the Enter).
         behind = self.focused is self.input and not hidden
         if not (hidden or behind or self._typing_astray()):
             return

@@ -59,6 +59,13 @@ class OtherWindows:
         if why:
             self.notify(why, markup=False)
 
+    async def show_as_stored(self) -> None:
+        """The chat as another window left it; the status bar drops this window's last reply's
+        figures (they are not the chat's now) and counts the chat as it stands."""
+        await self.show_conversation()
+        self.last_reply = None
+        self.update_status()
+
     async def _look_at_other_window(self) -> None:
         if self._waiting is None:
             return
@@ -111,9 +118,7 @@ class OtherWindows:
         last = s.entries[-1] if s.entries else None
         if last is not None and [e.id for e in s.entries] == ids and await self._show_more_of(last):
             return  # the same reply, grown
-        await self.show_conversation()
-        self.last_reply = None  # this window's last figures are not the chat's any more: its size is
-        self.update_status()
+        await self.show_as_stored()
         added = len(s.entries) - len(ids) - (last is not None and last.status == "pending")  # that shows itself
         if added > 0:
             self.tell_updated(added_news(added))

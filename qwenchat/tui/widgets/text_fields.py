@@ -14,10 +14,16 @@ first: Textual checks them before the key reaches the field. A binding whose act
 from __future__ import annotations
 
 from textual import events
+from textual.widget import Widget
 from textual.widgets import Input, TextArea
 
 
 FOCUS_KEYS = {"tab": "focus_next", "shift+tab": "focus_previous"}
+
+
+def hand_on(event: events.Key, target: Widget) -> None:
+    """Send `target` the key `event` is, as if it had been typed there."""
+    target.post_message(events.Key(event.key, event.character))
 
 
 class KeysInOrder:
@@ -37,7 +43,7 @@ class KeysInOrder:
         target = self.app.focused
         if target is None or target is self:
             return False
-        target.post_message(events.Key(event.key, event.character))
+        hand_on(event, target)
         return True
 
     def _moved_focus(self, event: events.Key) -> bool:
