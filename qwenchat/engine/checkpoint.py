@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from qwenchat.engine import prefetch
+from qwenchat.engine import hugepages, prefetch
 from qwenchat.engine.config import Qwen2Config
 from qwenchat.engine.errors import WeightsError
 from qwenchat.engine.int8_kernel import Int8Kernel
@@ -60,10 +60,11 @@ class SafetensorsReader:
     """A safetensors file read with pread-style file reads (no mmap). `prefetched`: the same
     file being read ahead on a thread (prefetch.py); whole tensors come from it when it has them.
     `checksums` (key -> CRC-32, set by the caller): whole-tensor reads of those keys are checked
-    and raise CacheDamaged on a mismatch."""
+    and raise CacheDamaged on a mismatch. `huge`: tensors go to 2 MB pages where offered
+    (hugepages.py): the weight caches' quantized matrices, which decoding streams."""
 
-    def __init__(self, path: Path, prefetched: Prefetch | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path, prefetched: Prefetch | None = None, huge: bool = False) -> None:
+        self.path, self.huge = path, huge
         self.prefetched: Prefetch | None = None
         self.checksums: dict[str, int] = {}
         self.f = open(path, "rb", buffering=0)
@@ -126,8 +127,8 @@ class SafetensorsReader:
         ahead = self.prefetched.take(start, start + nbytes) if self.prefetched is not None else None
         if ahead is not None:
             data, data_crc = ahead  # the prefetch thread computed the CRC
-            return torch.frombuffer(data, dtype=torch.uint8).view(dtype).view(shape), data_crc
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+            return torch.frombuffer(data, dtype=torch.uint8, count=nbytes).view(dtype).view(shape), data_crc
+        buf = hugepages.empty((nbytes,), torch.uint8) if self.huge else torch.empty(nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy())
         self.f.seek(self.base + offset)
         done = 0
@@ -160,7 +161,7 @@ def _quantized(
     """The matrix `key` quantized from row blocks (no full-size float copy); kind "int8+int4"
     (int4_head.KIND): both from the same rows."""
     n, k = shape
-    q8 = QTensor(torch.empty(n, k, dtype=torch.int8), torch.empty(n)) if kind in ("int8", HEAD_KIND) else None
+    q8 = QTensor(hugepages.empty((n, k), torch.int8), torch.empty(n)) if kind in ("int8", HEAD_KIND) else None
     q4 = empty_q4(n, k) if kind in ("int4", HEAD_KIND) else None
     step = max(1, BLOCK_ELEMS // k)
     for a in range(0, n, step):
@@ -285,7 +286,7 @@ class Int8Checkpoint:
                 ahead.close()
             return None, ""
         try:
-            reader = SafetensorsReader(self.path, ahead)
+            reader = SafetensorsReader(self.path, ahead, huge=True)
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is rebuilt
             if ahead is not None:
                 ahead.close()

@@ -31,6 +31,8 @@ import threading
 import zlib
 from pathlib import Path
 
+from qwenchat.engine import hugepages
+
 CACHE_FILE = "int8.safetensors"  # in <cache root>/<model key>/, see int8_cache_path
 INT4_CACHE_FILE = "int4.safetensors"  # int4 mode's cache, beside it (int8_cache.py's INT4_FORMAT)
 BATCH_BYTES = 32 << 20  # per read call: the consumer can start on the first tensors while the rest is read
@@ -111,8 +113,9 @@ class Prefetch:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (mine.st_dev, mine.st_ino, mine.st_size, mine.st_mtime_ns)
 
     def take(self, begin: int, end: int) -> tuple[mmap.mmap, int] | None:
-        """The bytes [begin, end) of the file (one whole tensor), once read, and their CRC-32;
-        None when this prefetch does not hold that range or could not read it."""
+        """A buffer starting with the bytes [begin, end) of the file (one whole tensor; the buffer
+        may be longer: hugepages.anonymous), once read, and their CRC-32; None when this prefetch
+        does not hold that range or could not read it."""
         with self._cond:
             self._cond.wait_for(lambda: self._buffers is not None or self._finished or self._closed)
             if self._buffers is None or (begin, end) not in self._buffers:
@@ -137,8 +140,8 @@ class Prefetch:
             for offset, batch, end in _batches(plan):
                 if self._closed:
                     return
-                _read_fully(self._fd, [memoryview(buf) for _, _, buf in batch], offset)
-                crcs = {(b, e): zlib.crc32(buf) for b, e, buf in batch}
+                _read_fully(self._fd, [memoryview(buf)[: e - b] for b, e, buf in batch], offset)
+                crcs = {(b, e): zlib.crc32(memoryview(buf)[: e - b]) for b, e, buf in batch}
                 with self._cond:
                     self._crcs.update(crcs)
                     self._done = end
@@ -165,8 +168,9 @@ class Prefetch:
         return [(b, e) for b, e in ranges if e > b]  # an empty tensor needs no buffer
 
     def _allocate(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int, mmap.mmap]]:
-        # Anonymous private memory: pages appear as the read fills them, on this thread.
-        plan = [(b, e, mmap.mmap(-1, e - b, flags=mmap.MAP_PRIVATE)) for b, e in ranges]
+        # Anonymous private memory (2 MB pages where offered: hugepages.py): pages appear as the
+        # read fills them, on this thread.
+        plan = [(b, e, hugepages.anonymous(e - b)) for b, e in ranges]
         with self._cond:
             if not self._closed:
                 self._buffers = {(b, e): buf for b, e, buf in plan}

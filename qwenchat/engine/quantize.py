@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwenchat.engine import hugepages
 from qwenchat.engine.int8_kernel import Int8Kernel
 
 QUANT_MODES = ("none", "int8")
@@ -98,7 +99,7 @@ def bf16_ceil(x: torch.Tensor) -> torch.Tensor:
 
 
 def cat_rows(parts: list[QTensor]) -> QTensor:
-    return QTensor(torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]))
+    return QTensor(hugepages.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]))
 
 
 class Scratch:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwenchat.engine import hugepages
 from qwenchat.engine.int8_kernel import Int8Kernel
 from qwenchat.engine.quantize import BLOCK_ELEMS as BLOCK_ELEMS_PRODUCT
 from qwenchat.engine.quantize import Scratch
@@ -216,7 +217,8 @@ def unpack(p: torch.Tensor) -> torch.Tensor:
 
 def cat_rows(parts: list[Q4Tensor]) -> Q4Tensor:
     return Q4Tensor(
-        torch.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]), torch.cat([p.low for p in parts]), parts[0].cols
+        hugepages.cat([p.q for p in parts]), torch.cat([p.scale for p in parts]), torch.cat([p.low for p in parts]),
+        parts[0].cols,
     )
 
 
