@@ -28,14 +28,15 @@ if TYPE_CHECKING:
 
 PAGE = 2 << 20  # a huge page on x86-64 and most arm64 kernels
 MIN_BYTES = PAGE  # smaller buffers cannot fill one
+OFFERED = hasattr(mmap, "MADV_HUGEPAGE")  # Linux; elsewhere (macOS, Windows) ordinary memory
 
 
 def anonymous(nbytes: int) -> mmap.mmap:
     """A private anonymous mapping of at least `nbytes` (>= 1), zero-filled on first touch, in
     2 MB pages where the system allows it."""
-    if nbytes < MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
-    buf = mmap.mmap(-1, -(-nbytes // PAGE) * PAGE, flags=mmap.MAP_PRIVATE)
+    if nbytes < MIN_BYTES or not OFFERED:
+        return _mapping(nbytes)
+    buf = _mapping(-(-nbytes // PAGE) * PAGE)
     try:
         buf.madvise(mmap.MADV_HUGEPAGE)
     except OSError:  # THP compiled out or refused: ordinary pages
@@ -43,12 +44,17 @@ def anonymous(nbytes: int) -> mmap.mmap:
     return buf
 
 
+def _mapping(nbytes: int) -> mmap.mmap:
+    flags = getattr(mmap, "MAP_PRIVATE", None)  # Windows has no flags (its anonymous maps are private)
+    return mmap.mmap(-1, nbytes) if flags is None else mmap.mmap(-1, nbytes, flags=flags)
+
+
 def empty(shape: tuple[int, ...], dtype: "torch.dtype") -> "torch.Tensor":
     """An uninitialised CPU tensor (like torch.empty) in `anonymous` memory."""
     import torch
 
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < MIN_BYTES:
+    if nbytes < MIN_BYTES or not OFFERED:
         return torch.empty(shape, dtype=dtype)
     return torch.frombuffer(anonymous(nbytes), dtype=torch.uint8, count=nbytes).view(dtype).view(shape)
 
