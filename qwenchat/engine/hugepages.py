@@ -2,8 +2,8 @@
 
 Why: decoding streams every weight once a token. With 4 KB pages the CPU walks the page tables
 every 4 KB of that stream; with 2 MB pages, 512 times less often. On a 2-core Intel Xeon (the
-real 0.5B model, int8, decode alone) the same weights collapsed into 2 MB pages decoded at
-40.7-42.8 tok/s against 35.3-35.8 (BENCHMARKS.md, twentieth session).
+real 0.5B model, int8, an engine alone) decoding went from 34.1-35.1 to 45.3-46.5 tok/s, for
+~0.15 GB more peak memory (BENCHMARKS.md, twentieth session).
 
 Most Linux systems ship transparent huge pages in "madvise" mode: a mapping gets them only when
 asked for before it is written. torch asks for every allocation of 2 MB and more when
