@@ -204,14 +204,16 @@ def check_key(key: str, source: str = "value") -> str:
     raise ValueRefused(f"unknown setting {key!r} ({source})", f"{hint}known keys: {', '.join(KEYS)}")
 
 
-def parse_value(key: str, value: Any, *, source: str = "value") -> Any:
-    """Validate and normalise one value; ConfigError names the key, the value, what is allowed."""
+def parse_value(key: str, value: Any, *, source: str = "value", name: str | None = None) -> Any:
+    """Validate and normalise one value; ConfigError names the key (or `name`, as a form labels
+    it), the value, what is allowed."""
     parse, allowed = _RULES[check_key(key, source)]
     try:
         return parse(value)
     except (TypeError, ValueError):
+        said = name or key
         raise ValueRefused(
-            f"invalid value {value!r} for {key} ({source})", f"{key} must be {allowed}"
+            f"invalid value {value!r} for {said} ({source})", f"{said} must be {allowed}"
         ) from None
 
 

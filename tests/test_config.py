@@ -165,3 +165,12 @@ def test_sources_report_where_each_value_comes_from() -> None:
     _write('model = "a"\ntheme = "b"\n')
     found = config.sources(env={"QWENCHAT_MODEL": "c"})
     assert found == {"model": ("c", "QWENCHAT_MODEL"), "theme": ("b", "file")}
+
+
+def test_a_refused_value_is_named_as_the_caller_labels_it():
+    with pytest.raises(ConfigError) as e:
+        config.parse_value("max_tokens", "lots", source="settings", name="Max tokens")
+    assert e.value.hint.startswith("Max tokens must be ") and "Max tokens (settings)" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        config.parse_value("max_tokens", "lots", source="settings")
+    assert e.value.hint.startswith("max_tokens must be ")

@@ -140,8 +140,9 @@ class Prefetch:
             for offset, batch, end in _batches(plan):
                 if self._closed:
                     return
-                _read_fully(self._fd, [memoryview(buf)[: e - b] for b, e, buf in batch], offset)
-                crcs = {(b, e): zlib.crc32(memoryview(buf)[: e - b]) for b, e, buf in batch}
+                views = [memoryview(buf)[: e - b] for b, e, buf in batch]  # a buffer may be longer
+                _read_fully(self._fd, list(views), offset)
+                crcs = {(b, e): zlib.crc32(view) for (b, e, _), view in zip(batch, views)}
                 with self._cond:
                     self._crcs.update(crcs)
                     self._done = end

@@ -5,6 +5,7 @@ fused matrices) give the same tensors as before."""
 
 from __future__ import annotations
 
+import gc
 import mmap
 import sys
 from pathlib import Path
@@ -60,8 +61,6 @@ def test_cat_equals_torchs_and_keeps_its_memory_alive():
     parts = [torch.randint(-127, 128, (n, 2048), generator=g, dtype=torch.int8) for n in (700, 900, 10)]
     out = hugepages.cat(parts)
     del parts[1:]
-    import gc
-
     gc.collect()
     assert out.shape == (1610, 2048) and torch.equal(out[:700], parts[0])
     assert torch.equal(hugepages.cat([torch.ones(2, 3), torch.zeros(1, 3)]), torch.tensor([[1.0] * 3] * 2 + [[0.0] * 3]))

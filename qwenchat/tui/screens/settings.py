@@ -51,12 +51,10 @@ def check(field: str, text: str) -> tuple[Any, str | None]:
         except QwenchatError as e:
             return None, e.message
     label, key = FIELDS[field]
-    try:
-        return parse_value(key, text, source="settings"), None
+    try:  # said as the field is labelled ("Max tokens must be ...", not max_tokens)
+        return parse_value(key, text, source="settings", name=label), None
     except ConfigError as e:
-        problem = e.hint or e.message
-        # said as the field is labelled ("max_tokens must be ..." under "Max tokens")
-        return None, label + problem[len(key):] if problem.startswith(key + " ") else problem
+        return None, e.hint or e.message
 
 
 def _text(name: str, value: Any) -> str:

@@ -95,7 +95,7 @@ class SystemPromptScreen(ModalScreen[str | None]):
             return
         name = name.strip()
         text = self.query_one("#prompt", TextArea).text
-        held = {p.name: p.text for p in self.store.list_presets()}.get(name)
+        held = next((p.text for p in self.store.list_presets() if p.name == name), None)
         if held is not None and held != text and not await self.app.push_screen_wait(
                 ConfirmScreen(f"Preset {name!r} exists. Replace its text with this one?", yes="Replace")):
             return  # its text was replaced silently, "Saved preset" said (a new-user run)

@@ -7,8 +7,8 @@ Ctrl+U...) only after the key has bubbled up to the app, while the widget types 
 at once; so a letter behind a Backspace in the same burst was typed first and then deleted
 (40 Backspaces then "name, year int" in the sampling dialog gave "name, yt"). A field here runs
 its own bindings as their keys arrive, moves the focus on Tab at once, and hands a key that was
-queued behind a focus change to the widget that has the focus now. Priority bindings (the app's and the screen's) still come
-first: Textual checks them before the key reaches the field. A binding whose action steps aside
+queued behind a focus change to the widget that has the focus now. Priority bindings (the app's
+and the screen's) still come first: Textual checks them before the key reaches the field. A binding whose action steps aside
 (Ctrl+C with nothing selected) lets the key go on to the screen and the app, as before."""
 
 from __future__ import annotations
